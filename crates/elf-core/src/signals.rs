@@ -1,0 +1,86 @@
+//! SIGINT, SIGTERM and SIGHUP.
+//!
+//! Two policies, chosen by the tool:
+//!
+//! - [`Policy::Exit`] (the record tools): the process exits at once with 128 + N. Every lock the
+//!   toolkit takes is a `flock(2)` that the kernel drops on exit, an open SQLite transaction is
+//!   rolled back by SQLite itself, and a file is only ever replaced by `rename(2)`, so nothing is
+//!   left half-done; a leftover temporary file is cleaned by a later run.
+//! - [`Policy::Forward`] (the tools that run a command): the signal is sent on to the running
+//!   child (see [`set_child`]) and remembered; the tool waits for the child and then stops.
+
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+static RECEIVED: AtomicI32 = AtomicI32::new(0);
+static CHILD: AtomicI32 = AtomicI32::new(0);
+static FORWARD: AtomicBool = AtomicBool::new(false);
+
+/// What a tool does on SIGINT, SIGTERM or SIGHUP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// Exit at once with 128 + N.
+    Exit,
+    /// Forward to the registered child and remember the signal.
+    Forward,
+}
+
+/// The signals handled.
+pub const HANDLED: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    RECEIVED.store(sig, Ordering::SeqCst);
+    if FORWARD.load(Ordering::SeqCst) {
+        let child = CHILD.load(Ordering::SeqCst);
+        if child > 0 {
+            // SAFETY: kill(2) is async-signal-safe; `child` is a pid we spawned and still wait for.
+            unsafe {
+                libc::kill(child, sig);
+            }
+        }
+    } else {
+        // SAFETY: _exit(2) is async-signal-safe and skips destructors, which is intended here.
+        unsafe { libc::_exit(128 + sig) }
+    }
+}
+
+/// Installs the handlers. Called once by [`crate::run`].
+pub fn install(policy: Policy) {
+    FORWARD.store(policy == Policy::Forward, Ordering::SeqCst);
+    for sig in HANDLED {
+        // SAFETY: a zeroed sigaction is a valid starting point; the handler only touches atomics
+        // and calls async-signal-safe functions. No SA_RESTART, so a blocking read or wait
+        // returns EINTR and the caller can look at `received()`.
+        unsafe {
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = on_signal as *const () as libc::sighandler_t;
+            libc::sigemptyset(&mut act.sa_mask);
+            act.sa_flags = 0;
+            libc::sigaction(sig, &act, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Registers the running child (or none) that signals are forwarded to.
+///
+/// A signal that arrived before the child was registered is forwarded here, so none is lost.
+pub fn set_child(pid: Option<u32>) {
+    let pid = pid.and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+    CHILD.store(pid, Ordering::SeqCst);
+    if pid > 0 {
+        let sig = RECEIVED.load(Ordering::SeqCst);
+        if sig != 0 {
+            // SAFETY: plain kill(2) to our own child.
+            unsafe {
+                libc::kill(pid, sig);
+            }
+        }
+    }
+}
+
+/// The last signal received, if any.
+pub fn received() -> Option<i32> {
+    match RECEIVED.load(Ordering::SeqCst) {
+        0 => None,
+        n => Some(n),
+    }
+}

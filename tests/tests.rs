@@ -1,0 +1,6 @@
+//! The integration tests: one binary, a module per tool, plus the pipeline and docs modules.
+
+mod util;
+
+mod backoff;
+mod docs;
