@@ -2,5 +2,4 @@
 
 mod util;
 
-mod backoff;
 mod docs;

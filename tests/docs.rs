@@ -1,0 +1,89 @@
+//! The generated man pages and completions are committed; these tests fail when they are stale.
+//! Run with `ELF_BLESS=1` to rewrite them.
+
+use std::path::{Path, PathBuf};
+
+use crate::util::cmd;
+
+/// Every tool of the toolkit.
+const TOOLS: &[&str] = &["elf-backoff", "elf-lock", "elf-write", "elf-db", "elf-commit"];
+
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/tests-HASH -> target/<profile>
+    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The documents a tool generates and where each is committed.
+fn outputs(tool: &str) -> Vec<(&'static str, PathBuf)> {
+    vec![
+        ("man", root().join("man").join(format!("{tool}.1"))),
+        ("complete-bash", root().join("completions").join(format!("{tool}.bash"))),
+        ("complete-zsh", root().join("completions").join(format!("_{tool}"))),
+        ("complete-fish", root().join("completions").join(format!("{tool}.fish"))),
+    ]
+}
+
+#[test]
+fn generated_docs_are_fresh() {
+    let bless = std::env::var_os("ELF_BLESS").is_some();
+    let mut stale = Vec::new();
+    let mut checked = 0;
+    for tool in TOOLS {
+        let bin = bin_dir().join(tool);
+        if !bin.exists() {
+            // A tool not in this tree yet has neither a binary nor a crate.
+            assert!(
+                !root().join("crates").join(tool).exists(),
+                "{tool} has a crate but no binary at {}",
+                bin.display()
+            );
+            continue;
+        }
+        for (kind, path) in outputs(tool) {
+            let out = cmd(&bin).args(["--generate", kind]).output().expect("run --generate");
+            assert!(out.status.success(), "{tool} --generate {kind} failed");
+            let committed = std::fs::read(&path).unwrap_or_default();
+            if committed != out.stdout {
+                if bless {
+                    std::fs::write(&path, &out.stdout).expect("bless");
+                } else {
+                    stale.push(path.display().to_string());
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 4, "no tool was checked");
+    assert!(stale.is_empty(), "stale generated files (rerun with ELF_BLESS=1): {stale:?}");
+}
+
+#[test]
+fn every_tool_answers_help_and_version() {
+    for tool in TOOLS {
+        let bin = bin_dir().join(tool);
+        if !bin.exists() {
+            continue;
+        }
+        let v = cmd(&bin).arg("--version").output().expect("run --version");
+        assert!(v.status.success());
+        assert_eq!(String::from_utf8_lossy(&v.stdout), format!("{tool} {}\n", env!("CARGO_PKG_VERSION")));
+        for flag in ["-h", "--help"] {
+            let h = cmd(&bin).arg(flag).output().expect("run help");
+            assert!(h.status.success());
+            let text = String::from_utf8_lossy(&h.stdout);
+            assert!(text.starts_with(&format!("{tool} ")), "{tool} {flag}: {text}");
+            assert!(text.contains("--version"), "{tool} {flag} lists no --version");
+        }
+        let bad = cmd(&bin).arg("--no-such-flag").output().expect("run bad flag");
+        assert_eq!(bad.status.code(), Some(64));
+        assert_eq!(
+            String::from_utf8_lossy(&bad.stderr),
+            format!("{tool}: unknown flag --no-such-flag (see --help)\n")
+        );
+    }
+}
