@@ -6,12 +6,21 @@ use std::path::{Path, PathBuf};
 use crate::util::cmd;
 
 /// Every tool of the toolkit.
-const TOOLS: &[&str] = &["elf-backoff", "elf-lock", "elf-write", "elf-db", "elf-commit"];
+const TOOLS: &[&str] = &[
+    "elf-backoff",
+    "elf-lock",
+    "elf-write",
+    "elf-db",
+    "elf-commit",
+];
 
 fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     // target/<profile>/deps/tests-HASH -> target/<profile>
-    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
 }
 
 fn root() -> PathBuf {
@@ -22,9 +31,18 @@ fn root() -> PathBuf {
 fn outputs(tool: &str) -> Vec<(&'static str, PathBuf)> {
     vec![
         ("man", root().join("man").join(format!("{tool}.1"))),
-        ("complete-bash", root().join("completions").join(format!("{tool}.bash"))),
-        ("complete-zsh", root().join("completions").join(format!("_{tool}"))),
-        ("complete-fish", root().join("completions").join(format!("{tool}.fish"))),
+        (
+            "complete-bash",
+            root().join("completions").join(format!("{tool}.bash")),
+        ),
+        (
+            "complete-zsh",
+            root().join("completions").join(format!("_{tool}")),
+        ),
+        (
+            "complete-fish",
+            root().join("completions").join(format!("{tool}.fish")),
+        ),
     ]
 }
 
@@ -45,7 +63,10 @@ fn generated_docs_are_fresh() {
             continue;
         }
         for (kind, path) in outputs(tool) {
-            let out = cmd(&bin).args(["--generate", kind]).output().expect("run --generate");
+            let out = cmd(&bin)
+                .args(["--generate", kind])
+                .output()
+                .expect("run --generate");
             assert!(out.status.success(), "{tool} --generate {kind} failed");
             let committed = std::fs::read(&path).unwrap_or_default();
             if committed != out.stdout {
@@ -59,7 +80,10 @@ fn generated_docs_are_fresh() {
         }
     }
     assert!(checked >= 4, "no tool was checked");
-    assert!(stale.is_empty(), "stale generated files (rerun with ELF_BLESS=1): {stale:?}");
+    assert!(
+        stale.is_empty(),
+        "stale generated files (rerun with ELF_BLESS=1): {stale:?}"
+    );
 }
 
 #[test]
@@ -71,15 +95,27 @@ fn every_tool_answers_help_and_version() {
         }
         let v = cmd(&bin).arg("--version").output().expect("run --version");
         assert!(v.status.success());
-        assert_eq!(String::from_utf8_lossy(&v.stdout), format!("{tool} {}\n", env!("CARGO_PKG_VERSION")));
+        assert_eq!(
+            String::from_utf8_lossy(&v.stdout),
+            format!("{tool} {}\n", env!("CARGO_PKG_VERSION"))
+        );
         for flag in ["-h", "--help"] {
             let h = cmd(&bin).arg(flag).output().expect("run help");
             assert!(h.status.success());
             let text = String::from_utf8_lossy(&h.stdout);
-            assert!(text.starts_with(&format!("{tool} ")), "{tool} {flag}: {text}");
-            assert!(text.contains("--version"), "{tool} {flag} lists no --version");
+            assert!(
+                text.starts_with(&format!("{tool} ")),
+                "{tool} {flag}: {text}"
+            );
+            assert!(
+                text.contains("--version"),
+                "{tool} {flag} lists no --version"
+            );
         }
-        let bad = cmd(&bin).arg("--no-such-flag").output().expect("run bad flag");
+        let bad = cmd(&bin)
+            .arg("--no-such-flag")
+            .output()
+            .expect("run bad flag");
         assert_eq!(bad.status.code(), Some(64));
         assert_eq!(
             String::from_utf8_lossy(&bad.stderr),

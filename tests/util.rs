@@ -47,7 +47,14 @@ impl Drop for TempDir {
 }
 
 /// Environment variables that change the tools' behaviour, removed from every test command.
-const SCRUB: &[&str] = &["ELF_DB", "ELF_HOME", "ELF_FAKE_CLOCK", "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"];
+const SCRUB: &[&str] = &[
+    "ELF_DB",
+    "ELF_HOME",
+    "ELF_FAKE_CLOCK",
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+];
 
 /// A command for a binary, with the behaviour-changing environment removed.
 pub fn cmd(bin: impl AsRef<OsStr>) -> Command {
@@ -61,7 +68,9 @@ pub fn cmd(bin: impl AsRef<OsStr>) -> Command {
 
 /// Runs a command with `input` on stdin and returns its output.
 pub fn run_with_input(mut c: Command, input: &[u8]) -> Output {
-    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = c.spawn().expect("spawn");
     let mut stdin = child.stdin.take().expect("stdin");
     let data = input.to_vec();
@@ -105,7 +114,10 @@ pub fn pipeline(cmds: Vec<Command>, input: &[u8]) -> Vec<Output> {
             let _ = s.write_all(&data);
         });
     }
-    children.into_iter().map(|c| c.wait_with_output().expect("wait stage")).collect()
+    children
+        .into_iter()
+        .map(|c| c.wait_with_output().expect("wait stage"))
+        .collect()
 }
 
 /// Parses JSON lines strictly: every line must be one JSON object.
@@ -122,7 +134,11 @@ pub fn json_lines(bytes: &[u8]) -> Vec<serde_json::Map<String, Value>> {
 /// The one line of stderr, checked to be exactly one line.
 pub fn one_line(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr).to_string();
-    assert_eq!(text.matches('\n').count(), 1, "expected one line on stderr, got {text:?}");
+    assert_eq!(
+        text.matches('\n').count(),
+        1,
+        "expected one line on stderr, got {text:?}"
+    );
     text.trim_end().to_string()
 }
 
@@ -149,5 +165,9 @@ pub fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
 
 /// A heavy-run scale: the default count, or the full one when `ELF_STRESS_FULL=1`.
 pub fn scale(default: usize, full: usize) -> usize {
-    if std::env::var_os("ELF_STRESS_FULL").is_some_and(|v| v == "1") { full } else { default }
+    if std::env::var_os("ELF_STRESS_FULL").is_some_and(|v| v == "1") {
+        full
+    } else {
+        default
+    }
 }

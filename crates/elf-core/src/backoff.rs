@@ -72,7 +72,10 @@ impl Policy {
     /// The exponential ceiling for attempt `n` (from 0): `min(max_delay, base * 2^n)`.
     pub fn ceiling(&self, n: u32) -> Duration {
         let factor = 1u32.checked_shl(n.min(31)).unwrap_or(u32::MAX);
-        self.base.checked_mul(factor).unwrap_or(Duration::MAX).min(self.max_delay)
+        self.base
+            .checked_mul(factor)
+            .unwrap_or(Duration::MAX)
+            .min(self.max_delay)
     }
 
     /// The range a delay for attempt `n` may fall in, given the previous delay (used by
@@ -84,7 +87,10 @@ impl Policy {
             Jitter::Full => (Duration::ZERO, t),
             Jitter::Equal => (t / 2, t),
             Jitter::Decorrelated => {
-                let hi = previous.checked_mul(3).unwrap_or(Duration::MAX).max(self.base);
+                let hi = previous
+                    .checked_mul(3)
+                    .unwrap_or(Duration::MAX)
+                    .max(self.base);
                 (self.base.min(self.max_delay), hi.min(self.max_delay))
             }
         }
@@ -107,7 +113,12 @@ impl Schedule {
             Some(s) => StdRng::seed_from_u64(s),
             None => StdRng::from_os_rng(),
         };
-        Schedule { policy, rng, attempt: 0, previous: policy.base }
+        Schedule {
+            policy,
+            rng,
+            attempt: 0,
+            previous: policy.base,
+        }
     }
 
     /// The policy.
@@ -207,7 +218,11 @@ pub struct Waiter {
 impl Waiter {
     /// Starts waiting now, for at most `timeout` in all.
     pub fn new(policy: Policy, timeout: Duration) -> Waiter {
-        Waiter { schedule: Schedule::new(policy, None), start: Instant::now(), timeout }
+        Waiter {
+            schedule: Schedule::new(policy, None),
+            start: Instant::now(),
+            timeout,
+        }
     }
 
     /// Time spent so far.
@@ -263,14 +278,28 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration(".5"), Ok(Duration::from_millis(500)));
-        for bad in ["", "-1", "1h", "ms", "1e3", "nan", "1..2s", "99999999999999999999999m"] {
+        for bad in [
+            "",
+            "-1",
+            "1h",
+            "ms",
+            "1e3",
+            "nan",
+            "1..2s",
+            "99999999999999999999999m",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
         }
     }
 
     #[test]
     fn every_delay_lies_within_its_formula_and_the_cap() {
-        for jitter in [Jitter::None, Jitter::Full, Jitter::Equal, Jitter::Decorrelated] {
+        for jitter in [
+            Jitter::None,
+            Jitter::Full,
+            Jitter::Equal,
+            Jitter::Decorrelated,
+        ] {
             for seed in 0..50 {
                 let policy = Policy {
                     base: Duration::from_millis(100),
@@ -282,7 +311,10 @@ mod tests {
                 for n in 0..40 {
                     let d = s.next_delay();
                     let (lo, hi) = policy.bounds(n, prev);
-                    assert!(lo <= d && d <= hi, "{jitter:?} seed {seed} n {n}: {d:?} not in [{lo:?}, {hi:?}]");
+                    assert!(
+                        lo <= d && d <= hi,
+                        "{jitter:?} seed {seed} n {n}: {d:?} not in [{lo:?}, {hi:?}]"
+                    );
                     assert!(d <= policy.max_delay);
                     prev = d;
                 }
@@ -292,14 +324,30 @@ mod tests {
 
     #[test]
     fn formulas_match_the_aws_analysis() {
-        let p = Policy { base: Duration::from_millis(100), max_delay: Duration::from_secs(10), jitter: Jitter::None };
+        let p = Policy {
+            base: Duration::from_millis(100),
+            max_delay: Duration::from_secs(10),
+            jitter: Jitter::None,
+        };
         let mut s = Schedule::new(p, Some(1));
         let got: Vec<u128> = (0..8).map(|_| s.next_delay().as_millis()).collect();
         assert_eq!(got, [100, 200, 400, 800, 1600, 3200, 6400, 10000]);
-        let e = Policy { jitter: Jitter::Equal, ..p };
-        assert_eq!(e.bounds(3, Duration::ZERO), (Duration::from_millis(400), Duration::from_millis(800)));
-        let d = Policy { jitter: Jitter::Decorrelated, ..p };
-        assert_eq!(d.bounds(9, Duration::from_millis(700)), (Duration::from_millis(100), Duration::from_millis(2100)));
+        let e = Policy {
+            jitter: Jitter::Equal,
+            ..p
+        };
+        assert_eq!(
+            e.bounds(3, Duration::ZERO),
+            (Duration::from_millis(400), Duration::from_millis(800))
+        );
+        let d = Policy {
+            jitter: Jitter::Decorrelated,
+            ..p
+        };
+        assert_eq!(
+            d.bounds(9, Duration::from_millis(700)),
+            (Duration::from_millis(100), Duration::from_millis(2100))
+        );
         assert_eq!(p.ceiling(200), Duration::from_secs(10));
     }
 

@@ -98,7 +98,9 @@ pub const COMMON: &[Flag] = &[
     Flag::new("help", "Print help (-h for a summary)")
         .short('h')
         .doc("Print help. -h prints a summary, --help the full text."),
-    Flag::new("version", "Print the version").short('V').doc("Print the version and exit."),
+    Flag::new("version", "Print the version")
+        .short('V')
+        .doc("Print the version and exit."),
     Flag::new("generate", "Print the man page or a completion script")
         .value("KIND")
         .choices(&["man", "complete-bash", "complete-zsh", "complete-fish"])
@@ -204,8 +206,12 @@ impl Given {
             .value
             .as_deref()
             .ok_or_else(|| Error::usage(format!("flag --{} needs a value", self.flag.long)))?;
-        v.to_str()
-            .ok_or_else(|| Error::usage(format!("error parsing flag --{}: value is not UTF-8", self.flag.long)))
+        v.to_str().ok_or_else(|| {
+            Error::usage(format!(
+                "error parsing flag --{}: value is not UTF-8",
+                self.flag.long
+            ))
+        })
     }
 
     /// The raw value.
@@ -269,7 +275,10 @@ where
                 .find_short(c)
                 .ok_or_else(|| Error::usage(format!("unknown flag -{c} (see --help)")))?,
             lexopt::Arg::Long(name) => tool.find_long(name).ok_or_else(|| {
-                Error::usage(format!("unknown flag --{} (see --help)", crate::text::escape(name)))
+                Error::usage(format!(
+                    "unknown flag --{} (see --help)",
+                    crate::text::escape(name)
+                ))
             })?,
             lexopt::Arg::Value(v) => {
                 m.operands.push(v);
@@ -285,7 +294,11 @@ where
         };
         let value = if flag.value.is_some() {
             let v = p.value().map_err(|_| {
-                Error::usage(format!("flag --{} needs a value ({})", flag.long, flag.value.unwrap_or("")))
+                Error::usage(format!(
+                    "flag --{} needs a value ({})",
+                    flag.long,
+                    flag.value.unwrap_or("")
+                ))
             })?;
             if !flag.choices.is_empty() {
                 let ok = v.to_str().is_some_and(|s| flag.choices.contains(&s));
@@ -343,15 +356,23 @@ impl Matches {
 /// Help text: `-h` prints one line per flag, `--help` adds each flag's description.
 pub fn help(tool: &Tool, long: bool) -> String {
     let mut s = String::new();
-    s.push_str(&format!("{} {}\n{}\n\nUsage:\n", tool.name, tool.version, tool.about));
+    s.push_str(&format!(
+        "{} {}\n{}\n\nUsage:\n",
+        tool.name, tool.version, tool.about
+    ));
     for u in tool.usage {
         s.push_str(&format!("  {} {u}\n", tool.name));
     }
     s.push_str("\nOptions:\n");
-    let width = tool.all_flags().map(|f| f.synopsis().len()).max().unwrap_or(0);
+    let pad_of = |f: &Flag| if f.short.is_some() { "" } else { "    " };
+    let col = tool
+        .all_flags()
+        .map(|f| pad_of(f).len() + f.synopsis().len())
+        .max()
+        .unwrap_or(0);
     for f in tool.all_flags() {
         let syn = f.synopsis();
-        let pad = if f.short.is_some() { "" } else { "    " };
+        let pad = pad_of(f);
         if long && !f.doc.is_empty() {
             s.push_str(&format!("  {pad}{syn}\n"));
             for line in wrap(f.doc, 72) {
@@ -359,7 +380,11 @@ pub fn help(tool: &Tool, long: bool) -> String {
             }
             s.push('\n');
         } else {
-            s.push_str(&format!("  {pad}{syn:width$}  {}\n", f.help, width = width - pad.len().min(width)));
+            s.push_str(&format!(
+                "  {pad}{syn:width$}  {}\n",
+                f.help,
+                width = col - pad.len()
+            ));
         }
     }
     if long {
@@ -368,7 +393,10 @@ pub fn help(tool: &Tool, long: bool) -> String {
             s.push_str(&format!("  {code:>5}  {what}\n"));
         }
     } else {
-        s.push_str(&format!("\nUse --help for details, or: man {}\n", tool.name));
+        s.push_str(&format!(
+            "\nUse --help for details, or: man {}\n",
+            tool.name
+        ));
     }
     s
 }
@@ -428,10 +456,16 @@ mod tests {
     use super::*;
 
     const FLAGS: &[Flag] = &[
-        Flag::new("attempts", "How many attempts").short('n').value("N"),
+        Flag::new("attempts", "How many attempts")
+            .short('n')
+            .value("N"),
         Flag::new("quiet", "Say nothing").short('q'),
-        Flag::new("jitter", "Jitter kind").value("KIND").choices(&["full", "none"]),
-        Flag::new("param", "A parameter").value("NAME=VALUE").repeat(),
+        Flag::new("jitter", "Jitter kind")
+            .value("KIND")
+            .choices(&["full", "none"]),
+        Flag::new("param", "A parameter")
+            .value("NAME=VALUE")
+            .repeat(),
     ];
     const TOOL: Tool = Tool {
         name: "elf-test",
@@ -459,7 +493,10 @@ mod tests {
     #[test]
     fn stops_at_first_operand() {
         let m = run(&["-n3", "-q", "cmd", "-n", "5", "--", "x"]).unwrap_or_default();
-        assert_eq!(m.get("attempts").and_then(|g| g.parse::<u32>().ok()), Some(3));
+        assert_eq!(
+            m.get("attempts").and_then(|g| g.parse::<u32>().ok()),
+            Some(3)
+        );
         assert!(m.has("quiet"));
         assert_eq!(m.operands, ["cmd", "-n", "5", "--", "x"]);
         let m = run(&["--attempts=4", "--", "-q"]).unwrap_or_default();
@@ -472,8 +509,14 @@ mod tests {
         assert!(matches!(p(&["-h"]), Ok(Parsed::Help(false))));
         assert!(matches!(p(&["--help"]), Ok(Parsed::Help(true))));
         assert!(matches!(p(&["-V"]), Ok(Parsed::Version)));
-        assert!(matches!(p(&["--generate", "man"]), Ok(Parsed::Generate(Generate::Man))));
-        assert!(matches!(p(&["--generate=complete-zsh"]), Ok(Parsed::Generate(Generate::Zsh))));
+        assert!(matches!(
+            p(&["--generate", "man"]),
+            Ok(Parsed::Generate(Generate::Man))
+        ));
+        assert!(matches!(
+            p(&["--generate=complete-zsh"]),
+            Ok(Parsed::Generate(Generate::Zsh))
+        ));
     }
 
     #[test]
@@ -490,16 +533,22 @@ mod tests {
         let e = run(&["--quiet=yes"]).err().map(|e| e.code());
         assert_eq!(e, Some(64));
         let m = run(&["-n", "x"]).unwrap_or_default();
-        let e = m.get("attempts").map(|g| g.parse::<u32>().map_err(|e| e.to_string()));
+        let e = m
+            .get("attempts")
+            .map(|g| g.parse::<u32>().map_err(|e| e.to_string()));
         assert_eq!(
             e,
-            Some(Err("error parsing flag --attempts: invalid value 'x': invalid digit found in string".into()))
+            Some(Err(
+                "error parsing flag --attempts: invalid value 'x': invalid digit found in string"
+                    .into()
+            ))
         );
     }
 
     #[test]
     fn repeatable_flags_keep_every_value_and_others_keep_the_last() {
-        let m = run(&["--param", "a=1", "-n", "1", "--param", "b=2", "-n", "2"]).unwrap_or_default();
+        let m =
+            run(&["--param", "a=1", "-n", "1", "--param", "b=2", "-n", "2"]).unwrap_or_default();
         let params: Vec<&str> = m.all("param").filter_map(|g| g.str().ok()).collect();
         assert_eq!(params, ["a=1", "b=2"]);
         assert_eq!(m.all("attempts").count(), 1);

@@ -35,7 +35,10 @@ pub const TABLE: &[(&str, &str)] = &[
         "1",
         "a definite \"no\" where a tool answers a question (for example, differences were found)",
     ),
-    ("64", "usage error: an unknown flag, a bad flag value, a missing argument"),
+    (
+        "64",
+        "usage error: an unknown flag, a bad flag value, a missing argument",
+    ),
     (
         "65",
         "bad input record: malformed JSON, a wrong type, a path outside the root; the message names the line",
@@ -47,12 +50,18 @@ pub const TABLE: &[(&str, &str)] = &[
         "75",
         "temporary failure: a lock not obtained in time, a database busy past its timeout, a git index locked; safe to retry",
     ),
-    ("77", "permission denied, or a path or symlink refused for safety"),
+    (
+        "77",
+        "permission denied, or a path or symlink refused for safety",
+    ),
     (
         "128+N",
         "killed by signal N (130 for SIGINT); for a tool that runs a command, that command was killed by signal N",
     ),
-    ("141", "the output pipe was closed by the reader; nothing more was done"),
+    (
+        "141",
+        "the output pipe was closed by the reader; nothing more was done",
+    ),
 ];
 
 /// An error that knows the exit status it stands for.
@@ -71,7 +80,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// An error with the given exit status.
     pub fn new(code: u8, message: impl Into<String>) -> Error {
-        Error { code, line: None, message: message.into() }
+        Error {
+            code,
+            line: None,
+            message: message.into(),
+        }
     }
     /// Exit 64.
     pub fn usage(message: impl Into<String>) -> Error {

@@ -30,7 +30,12 @@ pub fn tool_name() -> &'static str {
 /// Prints `tool: warning: message` on stderr, with control characters escaped.
 pub fn warn(message: impl std::fmt::Display) {
     let msg = message.to_string();
-    let _ = writeln!(std::io::stderr(), "{}: warning: {}", tool_name(), text::escape(&msg));
+    let _ = writeln!(
+        std::io::stderr(),
+        "{}: warning: {}",
+        tool_name(),
+        text::escape(&msg)
+    );
 }
 
 /// Prints `tool: message` on stderr, with control characters escaped.
@@ -50,7 +55,11 @@ pub fn note(message: impl std::fmt::Display) {
 ///   of a process killed by SIGPIPE: the work not passed on was not done, and a pipeline under
 ///   `set -o pipefail` must not take it for success. Locks are released and transactions rolled
 ///   back first, because the error returns through every destructor on its way here.
-pub fn run(tool: &'static cli::Tool, policy: signals::Policy, body: fn(cli::Matches) -> Result<u8>) -> ExitCode {
+pub fn run(
+    tool: &'static cli::Tool,
+    policy: signals::Policy,
+    body: fn(cli::Matches) -> Result<u8>,
+) -> ExitCode {
     let _ = TOOL_NAME.set(tool.name);
     signals::install(policy);
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
@@ -79,6 +88,10 @@ fn print_out(s: &str) -> u8 {
 pub fn report(e: &Error) -> u8 {
     if e.is_broken_pipe() {
         return exit::BROKEN_PIPE;
+    }
+    // Interrupted by SIGINT, SIGTERM or SIGHUP: silent, as a process killed by it would be.
+    if e.code() > 128 && e.message().starts_with("interrupted by signal") {
+        return e.code();
     }
     note(e);
     e.code()

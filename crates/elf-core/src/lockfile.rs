@@ -30,7 +30,13 @@ pub fn open(path: &Path, mode: u32) -> Result<File> {
                     crate::text::escape(&path.to_string_lossy())
                 ))
             } else {
-                Error::io(format_args!("opening lock file {}", crate::text::escape(&path.to_string_lossy())), &e)
+                Error::io(
+                    format_args!(
+                        "opening lock file {}",
+                        crate::text::escape(&path.to_string_lossy())
+                    ),
+                    &e,
+                )
             }
         })?;
     let meta = file
@@ -62,12 +68,23 @@ fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
 
 /// Takes the lock, waiting as long as it takes.
 pub fn lock(file: &File, exclusive: bool) -> io::Result<()> {
-    flock(file, if exclusive { libc::LOCK_EX } else { libc::LOCK_SH })
+    flock(
+        file,
+        if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        },
+    )
 }
 
 /// Takes the lock if it is free; `Ok(false)` when someone else holds it.
 pub fn try_lock(file: &File, exclusive: bool) -> io::Result<bool> {
-    let op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH } | libc::LOCK_NB;
+    let op = if exclusive {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_SH
+    } | libc::LOCK_NB;
     match flock(file, op) {
         Ok(()) => Ok(true),
         Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(false),
@@ -128,7 +145,10 @@ mod tests {
         };
         assert!(matches!(try_lock(&a, true), Ok(true)));
         assert!(matches!(try_lock(&b, true), Ok(false)));
-        assert!(matches!(lock_timeout(&b, false, Duration::from_millis(30)), Ok(false)));
+        assert!(matches!(
+            lock_timeout(&b, false, Duration::from_millis(30)),
+            Ok(false)
+        ));
         assert!(unlock(&a).is_ok());
         assert!(matches!(try_lock(&b, true), Ok(true)));
         let _ = std::fs::remove_dir_all(&dir);

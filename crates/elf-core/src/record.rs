@@ -53,8 +53,14 @@ impl Reader<io::BufReader<File>> {
     ///
     /// [`ready`]: Reader::ready
     pub fn stdin(limit: usize) -> Result<Self> {
-        let fd = io::stdin().as_fd().try_clone_to_owned().ctx("reading standard input")?;
-        Ok(Reader::new(io::BufReader::with_capacity(64 << 10, File::from(fd)), limit))
+        let fd = io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .ctx("reading standard input")?;
+        Ok(Reader::new(
+            io::BufReader::with_capacity(64 << 10, File::from(fd)),
+            limit,
+        ))
     }
 
     /// True when another line has already arrived: buffered here or readable without
@@ -67,7 +73,12 @@ impl Reader<io::BufReader<File>> {
 impl<R: BufRead> Reader<R> {
     /// Records from any buffered reader.
     pub fn new(inner: R, limit: usize) -> Self {
-        Reader { inner, limit, line: 0, buf: Vec::new() }
+        Reader {
+            inner,
+            limit,
+            line: 0,
+            buf: Vec::new(),
+        }
     }
 
     /// The number of the last line read (0 before the first).
@@ -152,7 +163,11 @@ impl<R: BufRead> Reader<R> {
 
 /// True when `fd` has data (or end of file) ready to read now.
 fn poll_readable(fd: RawFd) -> bool {
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     // SAFETY: `pfd` is a valid pollfd for the duration of the call and nfds is 1.
     let n = unsafe { libc::poll(&mut pfd, 1, 0) };
     n > 0 && (pfd.revents & (libc::POLLIN | libc::POLLHUP)) != 0
@@ -160,16 +175,18 @@ fn poll_readable(fd: RawFd) -> bool {
 
 /// Parses one line: `Ok(None)` for a blank line.
 pub fn parse_line(bytes: &[u8]) -> Result<Option<Record>> {
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        Error::data(format!("invalid UTF-8 at byte {}", e.valid_up_to() + 1))
-    })?;
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| Error::data(format!("invalid UTF-8 at byte {}", e.valid_up_to() + 1)))?;
     let text = text.trim_matches(|c| c == ' ' || c == '\t' || c == '\r');
     if text.is_empty() {
         return Ok(None);
     }
     match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(map)) => Ok(Some(map)),
-        Ok(other) => Err(Error::data(format!("expected a JSON object, found {}", kind(&other)))),
+        Ok(other) => Err(Error::data(format!(
+            "expected a JSON object, found {}",
+            kind(&other)
+        ))),
         Err(e) => Err(Error::data(format!("invalid JSON: {e}"))),
     }
 }
@@ -202,7 +219,10 @@ impl Writer<io::StdoutLock<'static>> {
 impl<W: Write> Writer<W> {
     /// Records to any writer.
     pub fn new(inner: W) -> Self {
-        Writer { inner, scratch: Vec::with_capacity(4096) }
+        Writer {
+            inner,
+            scratch: Vec::with_capacity(4096),
+        }
     }
 
     /// Writes one record and a newline, then flushes. A closed pipe gives the broken-pipe
@@ -258,13 +278,19 @@ mod tests {
     #[test]
     fn numbers_lines_and_skips_blanks() {
         let out = read_all(b"{\"a\":1}\n\n  \r\n{\"b\":2}", 100);
-        let got: Vec<u64> = out.iter().map(|r| r.as_ref().map(|(n, _)| *n).unwrap_or(0)).collect();
+        let got: Vec<u64> = out
+            .iter()
+            .map(|r| r.as_ref().map(|(n, _)| *n).unwrap_or(0))
+            .collect();
         assert_eq!(got, vec![1, 4]);
     }
 
     #[test]
     fn bad_lines_name_their_line_and_reading_continues() {
-        let out = read_all(b"{\"a\":1}\n[1]\n{\"a\":\xff}\n{\"long\":\"xxxxxxxxxxxxxxxxxxxx\"}\n{}\n", 20);
+        let out = read_all(
+            b"{\"a\":1}\n[1]\n{\"a\":\xff}\n{\"long\":\"xxxxxxxxxxxxxxxxxxxx\"}\n{}\n",
+            20,
+        );
         let errs: Vec<String> = out
             .iter()
             .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
@@ -273,7 +299,10 @@ mod tests {
         assert_eq!(errs[0], "line 2: expected a JSON object, found an array");
         assert!(errs[1].starts_with("line 3: invalid UTF-8"), "{}", errs[1]);
         assert_eq!(errs[2], "line 4: line is longer than the limit of 20 bytes");
-        assert!(out.iter().all(|r| r.as_ref().map_or_else(|e| e.code() == 65, |_| true)));
+        assert!(
+            out.iter()
+                .all(|r| r.as_ref().map_or_else(|e| e.code() == 65, |_| true))
+        );
         assert!(matches!(out.last(), Some(Ok((5, _)))));
     }
 

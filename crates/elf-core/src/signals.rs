@@ -84,3 +84,32 @@ pub fn received() -> Option<i32> {
         n => Some(n),
     }
 }
+
+/// Sleeps for `d` unless one of the handled signals arrives; false when interrupted.
+///
+/// `std::thread::sleep` resumes after a signal, which would keep a Ctrl-C waiting for the
+/// whole delay.
+pub fn sleep(d: std::time::Duration) -> bool {
+    let mut req = libc::timespec {
+        tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(d.subsec_nanos() as i32),
+    };
+    loop {
+        if received().is_some() {
+            return false;
+        }
+        let mut rem = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: both pointers refer to live timespec values for the duration of the call.
+        let r = unsafe { libc::nanosleep(&req, &mut rem) };
+        if r == 0 {
+            return received().is_none();
+        }
+        if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return received().is_none();
+        }
+        req = rem;
+    }
+}

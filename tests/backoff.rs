@@ -1,0 +1,364 @@
+//! elf-backoff: flags, schedules, replayed input, held output, budgets, signals, broken pipes.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::util::{TempDir, cmd, json_lines, one_line, run_with_input, wait_for, watchdog};
+
+fn backoff() -> Command {
+    cmd(env!("CARGO_BIN_EXE_elf-backoff"))
+}
+
+#[test]
+fn bad_flag_values_are_usage_errors_naming_the_flag() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["-n", "0", "--", "true"], "--attempts"),
+        (&["--attempts", "x", "--", "true"], "--attempts"),
+        (&["--base", "-1", "--", "true"], "--base"),
+        (&["--base", "1h", "--", "true"], "--base"),
+        (&["--max-delay", "", "--", "true"], "--max-delay"),
+        (&["--max-time", "soon", "--", "true"], "--max-time"),
+        (&["--jitter", "some", "--", "true"], "--jitter"),
+        (&["--retry-on", "0", "--", "true"], "--retry-on"),
+        (&["--retry-on", "3-1", "--", "true"], "--retry-on"),
+        (&["--retry-on", "1,,2", "--", "true"], "--retry-on"),
+        (&["--seed", "-4", "--", "true"], "--seed"),
+        (&["--attempts"], "--attempts"),
+        (&[], "no command"),
+        (&["--schedule", "--", "true"], "--schedule"),
+    ];
+    for (args, needle) in cases {
+        let out = backoff().args(*args).output().expect("run");
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        let line = one_line(&out.stderr);
+        assert!(line.starts_with("elf-backoff: "), "{line}");
+        assert!(line.contains(needle), "{args:?}: {line}");
+    }
+}
+
+fn schedule(args: &[&str]) -> Vec<u64> {
+    let out = backoff()
+        .arg("--schedule")
+        .args(args)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json_lines(&out.stdout)
+        .iter()
+        .enumerate()
+        .map(|(i, rec)| {
+            assert_eq!(rec.len(), 2, "{rec:?}");
+            assert_eq!(rec["attempt"].as_u64(), Some(i as u64 + 2));
+            rec["delay_ms"].as_u64().expect("delay_ms is an integer")
+        })
+        .collect()
+}
+
+#[test]
+fn seeded_schedules_are_reproducible_and_within_their_formulas() {
+    let (base, cap) = (50u64, 3_000u64);
+    for jitter in ["full", "equal", "decorrelated", "none"] {
+        for seed in ["1", "2", "99"] {
+            let args = [
+                "-n",
+                "30",
+                "--base",
+                "50ms",
+                "--max-delay",
+                "3s",
+                "--jitter",
+                jitter,
+                "--seed",
+                seed,
+            ];
+            let a = schedule(&args);
+            assert_eq!(a, schedule(&args), "{jitter} seed {seed} not reproducible");
+            assert_eq!(a.len(), 29);
+            let mut prev = base;
+            for (n, &d) in a.iter().enumerate() {
+                let t = base.saturating_mul(1u64 << n.min(40)).min(cap);
+                // Delays are printed in whole milliseconds (rounded down).
+                let (lo, hi) = match jitter {
+                    "full" => (0, t),
+                    "equal" => (t / 2 - 1, t),
+                    "decorrelated" => (base, (prev * 3 + 1).min(cap)),
+                    _ => (t, t),
+                };
+                assert!(
+                    lo <= d && d <= hi,
+                    "{jitter} seed {seed} n {n}: {d} not in [{lo}, {hi}]"
+                );
+                assert!(d <= cap);
+                prev = d.max(1);
+            }
+        }
+    }
+    let other = schedule(&["-n", "30", "--seed", "3"]);
+    assert_ne!(other, schedule(&["-n", "30", "--seed", "4"]));
+}
+
+#[test]
+fn max_time_ends_the_schedule() {
+    // none: 100, 200, 400, 800 -> the fourth pause would end at 1.5 s, past a 1.2 s budget.
+    assert_eq!(
+        schedule(&["-n", "10", "--jitter", "none", "--max-time", "1.2s"]),
+        [100, 200, 400]
+    );
+}
+
+/// A command that counts its attempts in `dir/count`, saves its stdin as `dir/in.N`, prints
+/// "attempt N" and fails with `status` until attempt `ok_at`.
+fn counting(dir: &TempDir, status: u8, ok_at: u32) -> Vec<String> {
+    let script = format!(
+        "cd '{}' && n=$(( $(cat count 2>/dev/null || echo 0) + 1 )) && echo $n > count && \
+         cat > in.$n && echo \"attempt $n\" && [ $n -ge {ok_at} ] || exit {status}",
+        dir.path().display()
+    );
+    vec!["sh".into(), "-c".into(), script]
+}
+
+fn count(dir: &TempDir) -> u32 {
+    std::fs::read_to_string(dir.join("count"))
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+#[test]
+fn every_attempt_gets_the_same_stdin_and_only_the_last_output_appears() {
+    for size in [5usize, 3 << 20] {
+        let dir = TempDir::new();
+        let input: Vec<u8> = (0..size).map(|i| b"INSERT 42;\n"[i % 11]).collect();
+        let mut c = backoff();
+        c.args(["-q", "--base", "1ms"])
+            .arg("--")
+            .args(counting(&dir, 75, 3));
+        let out = run_with_input(c, &input);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(count(&dir), 3);
+        for n in 1..=3 {
+            let got = std::fs::read(dir.join(format!("in.{n}"))).expect("saved stdin");
+            assert!(
+                got == input,
+                "attempt {n} got {} bytes, not the {} sent",
+                got.len(),
+                input.len()
+            );
+        }
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "attempt 3\n");
+        assert!(
+            out.stderr.is_empty(),
+            "-q printed {:?}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn retries_are_announced_one_line_each() {
+    let dir = TempDir::new();
+    let out = backoff()
+        .args(["--base", "1ms", "--seed", "5"])
+        .arg("--")
+        .args(counting(&dir, 75, 2))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0));
+    let line = one_line(&out.stderr);
+    assert!(
+        line.starts_with("elf-backoff: attempt 1/5 exited with status 75; retrying in "),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_status_not_in_retry_on_is_returned_at_once() {
+    let dir = TempDir::new();
+    let out = backoff()
+        .args(["--base", "1ms", "--"])
+        .args(counting(&dir, 3, 9))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(count(&dir), 1);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "attempt 1\n");
+
+    let dir = TempDir::new();
+    let out = backoff()
+        .args([
+            "-q",
+            "--base",
+            "1ms",
+            "--retry-on",
+            "1-3,75",
+            "-n",
+            "4",
+            "--",
+        ])
+        .args(counting(&dir, 3, 9))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(3), "the last attempt's status");
+    assert_eq!(count(&dir), 4);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "attempt 4\n");
+}
+
+#[test]
+fn a_command_killed_by_a_signal_gives_128_plus_n() {
+    let out = backoff()
+        .args(["-q", "--", "sh", "-c", "kill -9 $$"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(137));
+    let out = backoff()
+        .args([
+            "-q",
+            "--retry-on",
+            "137",
+            "-n",
+            "2",
+            "--base",
+            "1ms",
+            "--",
+            "sh",
+            "-c",
+            "kill -9 $$",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(137));
+}
+
+#[test]
+fn max_time_stops_new_attempts_on_a_fake_clock() {
+    // Attempts take no time on the fake clock; none-jitter pauses are 300, 600, 1200 ms, so
+    // attempts start at 0, 0.3 and 0.9 s and the fourth (2.1 s) would be past 1 s.
+    let dir = TempDir::new();
+    let out = backoff()
+        .env("ELF_FAKE_CLOCK", "1")
+        .args([
+            "-n",
+            "10",
+            "--jitter",
+            "none",
+            "--base",
+            "300ms",
+            "--max-time",
+            "1s",
+            "--",
+        ])
+        .args(counting(&dir, 75, 99))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(75));
+    assert_eq!(count(&dir), 3);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "attempt 3\n");
+    let last = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    assert!(last.contains("giving up"), "{last}");
+}
+
+#[test]
+fn signals_are_forwarded_and_stop_the_retries() {
+    let dir = TempDir::new();
+    let script = format!(
+        "cd '{}' && echo x >> attempts && trap 'echo term > got; exit 75' TERM && touch ready && \
+         while :; do sleep 0.01; done",
+        dir.path().display()
+    );
+    let mut child = backoff()
+        .args(["-q", "-n", "5", "--base", "1ms", "--", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    wait_for(Duration::from_secs(20), "the command to start", || {
+        dir.join("ready").exists()
+    });
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = watchdog(Duration::from_secs(20), move || child.wait().expect("wait"));
+    assert_eq!(status.code(), Some(75), "the forwarded attempt's status");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("got")).unwrap_or_default(),
+        "term\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("attempts")).unwrap_or_default(),
+        "x\n",
+        "no retry after the signal"
+    );
+}
+
+#[test]
+fn sigint_during_a_wait_gives_130() {
+    let dir = TempDir::new();
+    let script = format!("cd '{}' && touch failed && exit 75", dir.path().display());
+    let mut child = backoff()
+        .args([
+            "-q", "--jitter", "none", "--base", "60s", "--", "sh", "-c", &script,
+        ])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    wait_for(Duration::from_secs(20), "the first attempt", || {
+        dir.join("failed").exists()
+    });
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = watchdog(Duration::from_secs(20), move || child.wait().expect("wait"));
+    assert_eq!(status.code(), Some(130));
+}
+
+#[test]
+fn a_closed_output_pipe_gives_141_silently() {
+    let mut child = backoff()
+        .args(["--", "sh", "-c", "seq 1 200000"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take());
+    let out = watchdog(Duration::from_secs(20), move || {
+        child.wait_with_output().expect("wait")
+    });
+    assert_eq!(out.status.code(), Some(141));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn missing_and_unrunnable_commands_give_127_and_126() {
+    let out = backoff()
+        .args(["--", "/no/such/command"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(127));
+    assert_eq!(
+        one_line(&out.stderr),
+        "elf-backoff: cannot run /no/such/command: No such file or directory"
+    );
+    let dir = TempDir::new();
+    let out = backoff().arg("--").arg(dir.path()).output().expect("run");
+    assert_eq!(out.status.code(), Some(126));
+}
