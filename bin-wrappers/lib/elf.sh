@@ -1,0 +1,175 @@
+# shellcheck shell=bash
+# The bash half of the ELF wrappers, sourced by each script: the home, the tools, input
+# normalisation, the record pipeline, recovery, logging and exit statuses.
+#
+# Locks, outermost first (so no two scripts can deadlock):
+#   .git/elf-active.lock  shared by every recording pipeline; exclusive for recovery and for
+#                         sync-db-markdown.sh --fix, so a recovery never replays a live record
+#   .git/claude-lock      the legacy commit lock, taken by elf-commit (old and new scripts
+#                         exclude each other)
+#   elf-write's per-file locks, and SQLite's own locking.
+
+ELF_LIB=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+export ELF_LIB
+
+# elf_init NAME: set the script name, the home and its paths.
+elf_init() {
+    ELF_SCRIPT=$1
+    ELF_HOME=${ELF_HOME:-$HOME/.claude/emergent-learning}
+    # An absolute home, so that every tool sees the same paths whatever its working folder.
+    case $ELF_HOME in
+        /*) ;;
+        *) ELF_HOME=$PWD/$ELF_HOME ;;
+    esac
+    ELF_DB=$ELF_HOME/memory/index.db
+    ELF_ACTIVE_LOCK=$ELF_HOME/.git/elf-active.lock
+    export ELF_HOME ELF_DB ELF_ACTIVE_LOCK ELF_SCRIPT
+    local tool
+    for tool in elf-db elf-write elf-commit elf-lock jq; do
+        command -v "$tool" >/dev/null 2>&1 || elf_die 69 "$tool not found on PATH (install elf-tools, see its README)"
+    done
+}
+
+# elf_die STATUS MESSAGE: one line on stderr, then exit.
+elf_die() {
+    local status=$1
+    shift
+    printf '%s: %s\n' "$ELF_SCRIPT" "$*" >&2
+    exit "$status"
+}
+
+elf_warn() {
+    printf '%s: warning: %s\n' "$ELF_SCRIPT" "$*" >&2
+}
+
+# elf_clean_line TEXT: the one-line cleaned form (no ANSI escapes, no control characters).
+elf_clean_line() {
+    jq -nr -L "$ELF_LIB" --arg s "$1" 'include "elf"; $s | clean_line'
+}
+
+# elf_severity VALUE: 1..5 kept; low, medium, high, critical -> 2, 3, 4, 5 (any case);
+# anything else is rejected (status 1).
+elf_severity() {
+    local v=${1,,}
+    v=${v#"${v%%[![:space:]]*}"}
+    v=${v%"${v##*[![:space:]]}"}
+    case $v in
+        1 | 2 | 3 | 4 | 5) printf '%s\n' "$v" ;;
+        low) echo 2 ;;
+        medium) echo 3 ;;
+        high) echo 4 ;;
+        critical) echo 5 ;;
+        *) return 1 ;;
+    esac
+}
+
+# elf_confidence VALUE: a number in [0, 1] (".5" is 0.5); low, medium, high -> 0.3, 0.6, 0.85
+# (any case); empty -> 0.7; anything else is rejected (status 1).
+elf_confidence() {
+    local v=${1,,}
+    v=${v#"${v%%[![:space:]]*}"}
+    v=${v%"${v##*[![:space:]]}"}
+    case $v in
+        "") echo 0.7 ;;
+        low) echo 0.3 ;;
+        medium) echo 0.6 ;;
+        high) echo 0.85 ;;
+        *)
+            [[ $v =~ ^([0-9]+\.?[0-9]*|\.[0-9]+)$ ]] || return 1
+            jq -nr --arg v "$v" '$v | tonumber | if . >= 0 and . <= 1 then . else error("out of range") end' 2>/dev/null || return 1
+            ;;
+    esac
+}
+
+# elf_prompt VAR LABEL: read one line from standard input into VAR, showing LABEL when standard
+# input is a terminal.
+elf_prompt() {
+    local __line=""
+    if [ -t 0 ]; then
+        printf '%s' "$2" >&2
+    fi
+    IFS= read -r __line || true
+    printf -v "$1" '%s' "$__line"
+}
+
+# elf_prompt_lines VAR LABEL: read lines until an empty line (or end of input) into VAR.
+elf_prompt_lines() {
+    local __line="" __all=""
+    if [ -t 0 ]; then
+        printf '%s\n' "$2" >&2
+    fi
+    while IFS= read -r __line && [ -n "$__line" ]; do
+        __all+=${__all:+$'\n'}$__line
+    done
+    printf -v "$1" '%s' "$__all"
+}
+
+# elf_hash TEXT: eight hex digits naming TEXT (for slugs of titles without ASCII letters).
+elf_hash() {
+    printf '%s' "$1" | sha256sum | cut -c1-8
+}
+
+# elf_home_ready: create a missing home (folders, database, git repository), and complete an
+# existing one: missing tables and indexes are added, nothing is dropped or rewritten.
+elf_home_ready() {
+    mkdir -p "$ELF_HOME/memory/failures" "$ELF_HOME/memory/successes" "$ELF_HOME/memory/heuristics" \
+        "$ELF_HOME/experiments/active" "$ELF_HOME/logs" ||
+        elf_die 73 "cannot create the home folders under $ELF_HOME"
+    if [ ! -d "$ELF_HOME/.git" ]; then
+        git init -q "$ELF_HOME" || elf_die 74 "cannot create a git repository in $ELF_HOME"
+    fi
+    if [ ! -e "$ELF_HOME/.gitignore" ]; then
+        printf '%s\n' "# The SQLite index is rebuilt from the markdown; it is not tracked." \
+            "memory/index.db" "memory/index.db-wal" "memory/index.db-shm" "memory/index.db-journal" |
+            elf-write --create "$ELF_HOME/.gitignore" ||
+            [ -e "$ELF_HOME/.gitignore" ] || elf_die 74 "cannot write $ELF_HOME/.gitignore"
+    fi
+    elf-db exec --db "$ELF_DB" --file "$ELF_LIB/schema.sql" >/dev/null ||
+        elf_die $? "cannot prepare the database $ELF_DB"
+}
+
+# The pipeline tail every record goes through after elf-db insert --journal, and that recovery
+# replays pending records through: shape, write, fix the row, commit, mark done.
+elf_tail() {
+    jq -c -L "$ELF_LIB" 'include "elf"; fill' |
+        elf-write --root "$ELF_HOME" |
+        jq -c -L "$ELF_LIB" 'include "elf"; fixup' |
+        elf-db exec --db "$ELF_DB" |
+        elf-commit --repo "$ELF_HOME" --lock "$ELF_HOME/.git/claude-lock" |
+        elf-db "done" --db "$ELF_DB"
+}
+
+# elf_recover: finish what an earlier crash interrupted. Runs only when no other recording
+# pipeline is live (the active lock is free), so it never replays a record still in flight;
+# when some are live, one of them or a later run recovers instead.
+elf_recover() {
+    local status=0
+    elf-lock -n -q "$ELF_ACTIVE_LOCK" -- "$ELF_LIB/elf-recover" >/dev/null || status=$?
+    case $status in
+        0 | 75) return 0 ;;
+        *) elf_warn "recovery of interrupted records failed (status $status); they stay journaled" ;;
+    esac
+}
+
+# elf_record: records on stdin, finished records on stdout, all under the shared active lock.
+elf_record() {
+    elf-lock -s -q -w "${ELF_LOCK_TIMEOUT:-60}" "$ELF_ACTIVE_LOCK" -- "$ELF_LIB/elf-record"
+}
+
+# elf_log LEVEL MESSAGE: one line in logs/YYYYMMDD.log, appended atomically.
+elf_log() {
+    local line
+    line=$(printf '[%s] [%s] [%s] %s' "$(date '+%Y-%m-%d %H:%M:%S')" "$1" "$ELF_SCRIPT" "$2")
+    printf '%s\n' "$line" | elf-write --append "$ELF_HOME/logs/$(date +%Y%m%d).log" 2>/dev/null ||
+        elf_warn "could not write the log"
+}
+
+# elf_fail_status STATUS WHAT: explain a failed pipeline and exit with its status.
+elf_fail_status() {
+    case $1 in
+        75) elf_die 75 "$2: a lock or the database was busy too long; the record is journaled and the next run completes it" ;;
+        65) elf_die 65 "$2: the input was refused (see above); nothing was recorded" ;;
+        64 | 74 | 77) elf_die "$1" "$2 failed (see above)" ;;
+        *) elf_die 70 "$2 failed with status $1 (see above)" ;;
+    esac
+}

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# record-failure.sh: record a failure in the ELF home: a row in memory/index.db, a markdown file
+# in memory/failures/ and a git commit, as one journaled pipeline.
+#
+# Usage: record-failure.sh [--title T] [--domain D] [--severity S] [--tags T] [--summary S]
+# Environment fallbacks: FAILURE_TITLE, FAILURE_DOMAIN, FAILURE_SEVERITY, FAILURE_TAGS,
+# FAILURE_SUMMARY (a flag wins). Without a title and a domain it prompts for what is missing.
+set -euo pipefail
+# shellcheck source=lib/elf.sh
+. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib/elf.sh"
+elf_init record-failure
+
+usage() {
+    cat <<'USAGE'
+Usage: record-failure.sh [--title TITLE] [--domain DOMAIN] [--severity 1-5|low|medium|high|critical]
+                         [--tags TAGS] [--summary TEXT]
+
+Records a failure: a row in memory/index.db, memory/failures/YYYYMMDD_<slug>.md and a commit.
+With a title and a domain it runs without prompts; otherwise it asks for what is missing
+(Title, Domain, Severity, Tags, then Summary lines until an empty line).
+Environment: FAILURE_TITLE, FAILURE_DOMAIN, FAILURE_SEVERITY, FAILURE_TAGS, FAILURE_SUMMARY,
+ELF_HOME (default ~/.claude/emergent-learning).
+Exit: 0 recorded; 64 bad usage; 65 bad input; 75 busy (the record is journaled and the next
+run completes it).
+USAGE
+}
+
+title=${FAILURE_TITLE-}
+domain=${FAILURE_DOMAIN-}
+severity=${FAILURE_SEVERITY-}
+tags=${FAILURE_TAGS-}
+summary=${FAILURE_SUMMARY-}
+given_severity=${FAILURE_SEVERITY+1}
+given_tags=${FAILURE_TAGS+1}
+given_summary=${FAILURE_SUMMARY+1}
+
+while [ $# -gt 0 ]; do
+    case $1 in
+        --title | --domain | --severity | --tags | --summary)
+            [ $# -ge 2 ] || elf_die 64 "$1 needs a value"
+            case $1 in
+                --title) title=$2 ;;
+                --domain) domain=$2 ;;
+                --severity) severity=$2 given_severity=1 ;;
+                --tags) tags=$2 given_tags=1 ;;
+                --summary) summary=$2 given_summary=1 ;;
+            esac
+            shift 2
+            ;;
+        --title=* | --domain=* | --severity=* | --tags=* | --summary=*)
+            value=${1#*=}
+            case $1 in
+                --title=*) title=$value ;;
+                --domain=*) domain=$value ;;
+                --severity=*) severity=$value given_severity=1 ;;
+                --tags=*) tags=$value given_tags=1 ;;
+                --summary=*) summary=$value given_summary=1 ;;
+            esac
+            shift
+            ;;
+        -h | --help)
+            usage
+            exit 0
+            ;;
+        *) elf_die 64 "unknown argument $(printf '%q' "$1") (see --help)" ;;
+    esac
+done
+
+if [ -z "$title" ] || [ -z "$domain" ]; then
+    [ -n "$title" ] || elf_prompt title "Title: "
+    [ -n "$domain" ] || elf_prompt domain "Domain: "
+    [ -n "$given_severity" ] || elf_prompt severity "Severity (1-5, or low/medium/high/critical) [3]: "
+    [ -n "$given_tags" ] || elf_prompt tags "Tags (comma-separated): "
+    [ -n "$given_summary" ] || elf_prompt_lines summary "Summary (end with an empty line):"
+fi
+
+title=$(elf_clean_line "$title")
+domain=$(elf_clean_line "$domain")
+[ -n "$title" ] || elf_die 65 "the title is empty"
+[ -n "$domain" ] || elf_die 65 "the domain is empty"
+[ -n "$severity" ] || severity=3
+sev=$(elf_severity "$severity") ||
+    elf_die 65 "invalid severity $(printf '%q' "$severity"): use 1-5 or low, medium, high, critical"
+
+elf_home_ready
+elf_recover
+
+record=$(jq -nc -L "$ELF_LIB" \
+    --arg title "$title" --arg domain "$domain" --argjson severity "$sev" \
+    --arg tags "$tags" --arg summary "$summary" \
+    --arg day "$(date +%Y%m%d)" --arg date "$(date +%Y-%m-%d)" --arg hash "$(elf_hash "$title")" '
+    include "elf";
+    ($tags | clean_line) as $tags
+    | ($summary | clean_block) as $summary
+    | "memory/failures/\($day)_\($title | slug($hash)).md" as $path
+    | {kind: "failure",
+       db: {table: "learnings",
+            values: {type: "failure", filepath: $path, title: $title,
+                     summary: ($summary | split("\n") | .[0] // ""),
+                     tags: $tags, domain: $domain, severity: $severity}},
+       write: {path: $path, mode: "create", unique: true,
+               content: failure_markdown($title; $domain; $severity; $tags; $date; $summary)},
+       commit: {message: "failure: \($title)\n\nDomain: \($domain) | Severity: \($severity)"}}')
+
+status=0
+result=$(printf '%s\n' "$record" | elf_record) || status=$?
+[ "$status" -eq 0 ] || elf_fail_status "$status" "recording the failure"
+
+id=$(jq -r '.db.id' <<<"$result")
+path=$(jq -r '.write.path' <<<"$result")
+commit=$(jq -r 'if .commit.skipped then "skipped (\(.commit.skipped))" else .commit.sha end' <<<"$result")
+case $id in '' | null | 0) elf_die 70 "the database returned no id" ;; esac
+
+elf_log INFO "Recorded failure #$id: $title ($path)"
+printf 'Failure recorded successfully!\n  ID: %s\n  File: %s\n  Commit: %s\n' "$id" "$path" "$commit"

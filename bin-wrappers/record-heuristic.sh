@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# record-heuristic.sh: record a heuristic in the ELF home: a row in memory/index.db, an
+# "## H-<id>" entry appended to memory/heuristics/<domain>.md and a git commit, as one
+# journaled pipeline. The heading carries the row's real id.
+#
+# Usage: record-heuristic.sh [--domain D] [--rule R] [--explanation E] [--source S] [--confidence C]
+# Environment fallbacks: HEURISTIC_DOMAIN, HEURISTIC_RULE, HEURISTIC_EXPLANATION,
+# HEURISTIC_SOURCE, HEURISTIC_CONFIDENCE (a flag wins).
+set -euo pipefail
+# shellcheck source=lib/elf.sh
+. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib/elf.sh"
+elf_init record-heuristic
+
+usage() {
+    cat <<'USAGE'
+Usage: record-heuristic.sh [--domain DOMAIN] [--rule RULE] [--explanation TEXT]
+                           [--source SOURCE] [--confidence 0..1|low|medium|high]
+
+Records a heuristic: a row in memory/index.db, an "## H-<id>" entry in
+memory/heuristics/<domain>.md (created with its header when new) and a commit.
+With a domain and a rule it runs without prompts; otherwise it asks for what is missing.
+Confidence: a number from 0 to 1 (.5 is 0.5), or low (0.3), medium (0.6), high (0.85);
+empty means 0.7. Source defaults to "observation".
+Environment: HEURISTIC_DOMAIN, HEURISTIC_RULE, HEURISTIC_EXPLANATION, HEURISTIC_SOURCE,
+HEURISTIC_CONFIDENCE, ELF_HOME (default ~/.claude/emergent-learning).
+Exit: 0 recorded; 64 bad usage; 65 bad input; 75 busy (the record is journaled and the next
+run completes it).
+USAGE
+}
+
+domain=${HEURISTIC_DOMAIN-}
+rule=${HEURISTIC_RULE-}
+explanation=${HEURISTIC_EXPLANATION-}
+source=${HEURISTIC_SOURCE-}
+confidence=${HEURISTIC_CONFIDENCE-}
+given_explanation=${HEURISTIC_EXPLANATION+1}
+given_source=${HEURISTIC_SOURCE+1}
+given_confidence=${HEURISTIC_CONFIDENCE+1}
+
+while [ $# -gt 0 ]; do
+    case $1 in
+        --domain | --rule | --explanation | --source | --confidence)
+            [ $# -ge 2 ] || elf_die 64 "$1 needs a value"
+            case $1 in
+                --domain) domain=$2 ;;
+                --rule) rule=$2 ;;
+                --explanation) explanation=$2 given_explanation=1 ;;
+                --source) source=$2 given_source=1 ;;
+                --confidence) confidence=$2 given_confidence=1 ;;
+            esac
+            shift 2
+            ;;
+        --domain=* | --rule=* | --explanation=* | --source=* | --confidence=*)
+            value=${1#*=}
+            case $1 in
+                --domain=*) domain=$value ;;
+                --rule=*) rule=$value ;;
+                --explanation=*) explanation=$value given_explanation=1 ;;
+                --source=*) source=$value given_source=1 ;;
+                --confidence=*) confidence=$value given_confidence=1 ;;
+            esac
+            shift
+            ;;
+        -h | --help)
+            usage
+            exit 0
+            ;;
+        *) elf_die 64 "unknown argument $(printf '%q' "$1") (see --help)" ;;
+    esac
+done
+
+if [ -z "$domain" ] || [ -z "$rule" ]; then
+    [ -n "$domain" ] || elf_prompt domain "Domain: "
+    [ -n "$rule" ] || elf_prompt rule "Rule: "
+    [ -n "$given_explanation" ] || elf_prompt_lines explanation "Explanation (end with an empty line):"
+    [ -n "$given_source" ] || elf_prompt source "Source [observation]: "
+    [ -n "$given_confidence" ] || elf_prompt confidence "Confidence (0-1, or low/medium/high) [0.7]: "
+fi
+
+domain=$(jq -nr -L "$ELF_LIB" --arg s "$domain" 'include "elf"; $s | clean_line | domain_slug')
+rule=$(elf_clean_line "$rule")
+source=$(elf_clean_line "$source")
+[ -n "$domain" ] || elf_die 65 "the domain is empty (after keeping only a-z, 0-9 and -)"
+[ -n "$rule" ] || elf_die 65 "the rule is empty"
+[ -n "$source" ] || source=observation
+conf=$(elf_confidence "$confidence") ||
+    elf_die 65 "invalid confidence $(printf '%q' "$confidence"): use a number from 0 to 1, or low, medium, high"
+
+elf_home_ready
+elf_recover
+
+record=$(jq -nc -L "$ELF_LIB" \
+    --arg domain "$domain" --arg rule "$rule" --arg explanation "$explanation" \
+    --arg source "$source" --argjson confidence "$conf" --arg date "$(date +%Y-%m-%d)" '
+    include "elf";
+    ($explanation | clean_block) as $explanation
+    | {kind: "heuristic",
+       db: {table: "heuristics",
+            values: {domain: $domain, rule: $rule, explanation: $explanation,
+                     source_type: $source, confidence: $confidence}},
+       heuristic: {rule: $rule, confidence: $confidence, source: $source, created: $date,
+                   explanation: $explanation},
+       write: {path: "memory/heuristics/\($domain).md", mode: "append",
+               header: heuristic_header($domain)},
+       commit: {message: "heuristic: \($rule)\n\nDomain: \($domain) | Confidence: \($confidence)"}}')
+
+status=0
+result=$(printf '%s\n' "$record" | elf_record) || status=$?
+[ "$status" -eq 0 ] || elf_fail_status "$status" "recording the heuristic"
+
+id=$(jq -r '.db.id' <<<"$result")
+path=$(jq -r '.write.path' <<<"$result")
+commit=$(jq -r 'if .commit.skipped then "skipped (\(.commit.skipped))" else .commit.sha end' <<<"$result")
+case $id in '' | null | 0) elf_die 70 "the database returned no id" ;; esac
+
+elf_log INFO "Recorded heuristic H-$id in $domain: $rule"
+printf 'Heuristic recorded successfully!\n  ID: H-%s\n  File: %s\n  Commit: %s\n' "$id" "$path" "$commit"

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# start-experiment.sh: start an experiment in the ELF home: a row in memory/index.db, the folder
+# experiments/active/<YYYYMMDD-HHMMSS>_<slug>/ with hypothesis.md and log.md, and a git commit,
+# as one journaled pipeline. A name already used is refused before anything is written.
+#
+# Usage: start-experiment.sh [--name N] [--hypothesis H] [--success-criteria S] [--failure-criteria F]
+# Environment fallbacks: EXPERIMENT_NAME, EXPERIMENT_HYPOTHESIS, EXPERIMENT_SUCCESS_CRITERIA,
+# EXPERIMENT_FAILURE_CRITERIA (a flag wins).
+set -euo pipefail
+# shellcheck source=lib/elf.sh
+. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib/elf.sh"
+elf_init start-experiment
+
+usage() {
+    cat <<'USAGE'
+Usage: start-experiment.sh [--name NAME] [--hypothesis TEXT] [--success-criteria TEXT]
+                           [--failure-criteria TEXT]
+
+Starts an experiment: a row in memory/index.db, experiments/active/<YYYYMMDD-HHMMSS>_<slug>/
+with hypothesis.md and log.md, and a commit. With a name and a hypothesis it runs without
+prompts; otherwise it asks for what is missing.
+Environment: EXPERIMENT_NAME, EXPERIMENT_HYPOTHESIS, EXPERIMENT_SUCCESS_CRITERIA,
+EXPERIMENT_FAILURE_CRITERIA, ELF_HOME (default ~/.claude/emergent-learning).
+Exit: 0 started; 64 bad usage; 65 bad input (a name already used included); 75 busy (the record
+is journaled and the next run completes it).
+USAGE
+}
+
+name=${EXPERIMENT_NAME-}
+hypothesis=${EXPERIMENT_HYPOTHESIS-}
+success=${EXPERIMENT_SUCCESS_CRITERIA-}
+failure=${EXPERIMENT_FAILURE_CRITERIA-}
+given_success=${EXPERIMENT_SUCCESS_CRITERIA+1}
+given_failure=${EXPERIMENT_FAILURE_CRITERIA+1}
+
+while [ $# -gt 0 ]; do
+    case $1 in
+        --name | --hypothesis | --success-criteria | --failure-criteria)
+            [ $# -ge 2 ] || elf_die 64 "$1 needs a value"
+            case $1 in
+                --name) name=$2 ;;
+                --hypothesis) hypothesis=$2 ;;
+                --success-criteria) success=$2 given_success=1 ;;
+                --failure-criteria) failure=$2 given_failure=1 ;;
+            esac
+            shift 2
+            ;;
+        --name=* | --hypothesis=* | --success-criteria=* | --failure-criteria=*)
+            value=${1#*=}
+            case $1 in
+                --name=*) name=$value ;;
+                --hypothesis=*) hypothesis=$value ;;
+                --success-criteria=*) success=$value given_success=1 ;;
+                --failure-criteria=*) failure=$value given_failure=1 ;;
+            esac
+            shift
+            ;;
+        -h | --help)
+            usage
+            exit 0
+            ;;
+        *) elf_die 64 "unknown argument $(printf '%q' "$1") (see --help)" ;;
+    esac
+done
+
+if [ -z "$name" ] || [ -z "$hypothesis" ]; then
+    [ -n "$name" ] || elf_prompt name "Experiment name: "
+    [ -n "$hypothesis" ] || elf_prompt hypothesis "Hypothesis: "
+    [ -n "$given_success" ] || elf_prompt success "Success criteria: "
+    [ -n "$given_failure" ] || elf_prompt failure "Failure criteria: "
+fi
+
+name=$(elf_clean_line "$name")
+[ -n "$name" ] || elf_die 65 "the experiment name is empty"
+
+elf_home_ready
+elf_recover
+
+stamp=$(date +%Y%m%d-%H%M%S)
+record=$(jq -nc -L "$ELF_LIB" \
+    --arg name "$name" --arg hypothesis "$hypothesis" --arg success "$success" \
+    --arg failure "$failure" --arg stamp "$stamp" --arg started "$(date '+%Y-%m-%d %H:%M:%S')" \
+    --arg hash "$(elf_hash "$name")" '
+    include "elf";
+    ($hypothesis | clean_block) as $hypothesis
+    | "experiments/active/\($stamp)_\($name | slug($hash))" as $folder
+    | {kind: "experiment",
+       db: {table: "experiments",
+            values: {name: $name, hypothesis: $hypothesis, status: "active", folder_path: $folder}},
+       write: [
+         {path: "\($folder)/hypothesis.md", mode: "create",
+          content: experiment_hypothesis($name; $started; $hypothesis;
+                                         ($success | clean_block); ($failure | clean_block))},
+         {path: "\($folder)/log.md", mode: "create", content: experiment_log($name; $started)}
+       ],
+       commit: {message: "experiment: Start \u0027\($name)\u0027"}}')
+
+errors=$(mktemp)
+trap 'rm -f "$errors"' EXIT
+status=0
+result=$(printf '%s\n' "$record" | elf_record 2>"$errors") || status=$?
+if [ "$status" -eq 65 ] && grep -q 'UNIQUE' "$errors"; then
+    elf_die 65 "an experiment named $(printf '%q' "$name") already exists; nothing was written"
+fi
+cat "$errors" >&2
+[ "$status" -eq 0 ] || elf_fail_status "$status" "starting the experiment"
+
+id=$(jq -r '.db.id' <<<"$result")
+folder=$(jq -r '.db.values.folder_path' <<<"$result")
+commit=$(jq -r 'if .commit.skipped then "skipped (\(.commit.skipped))" else .commit.sha end' <<<"$result")
+case $id in '' | null | 0) elf_die 70 "the database returned no id" ;; esac
+
+elf_log INFO "Started experiment #$id: $name ($folder)"
+printf 'Experiment started: %s\n  ID: %s\n  Folder: %s\n  Commit: %s\n' "$name" "$id" "$folder" "$commit"
