@@ -81,3 +81,95 @@ def term:
     | add // [] | implode
   elif . == null then ""
   else tostring end;
+
+# ---- Parsing markdown (sync-db-markdown.sh) ----
+
+# The value of a "**Name**: value" (or "**Name:** value") line in a list of lines, or null.
+def field($lines; $name):
+  [ $lines[] | capture("^\\*\\*\($name)(\\*\\*:|:\\*\\*) ?(?<v>.*)$")? | .v ]
+  | if length > 0 then (.[0] | sub("\\s+#.*$"; "") | sub("\\s+$"; "")) else null end;
+
+# The "## H-<id>: rule" entries of a heuristics file (the file's text as input), in order, each
+# with its position among the file's H-headings: {n, id, rule, confidence, source, created,
+# explanation}. Other "## " headings end an entry and are not entries themselves; YAML front
+# matter is skipped.
+def heuristic_entries:
+  (split("\n")) as $lines
+  | [ range(0; $lines | length) | select($lines[.] | test("^## ")) ] as $heads
+  | [ $heads | to_entries[]
+      | .value as $at
+      | ($heads[.key + 1] // ($lines | length)) as $upto
+      | ($lines[$at] | capture("^## H-(?<id>[0-9]+):\\s*(?<rule>.*)$")?) as $h
+      | select($h != null)
+      | ($lines[$at + 1:$upto]) as $body
+      | ($body | map(select(test("^\\*\\*[A-Za-z ]+(\\*\\*:|:\\*\\*)") | not))
+               | map(select(. != "---")) | join("\n")
+               | sub("^[ \n]+"; "") | sub("[ \n]+$"; "")) as $text
+      | {id: ($h.id | tonumber), rule: ($h.rule | sub("\\s+$"; "")),
+         confidence: (field($body; "Confidence") | if . == null then null else (tonumber? // null) end),
+         source: (field($body; "Source") // field($body; "Source Type")),
+         created: field($body; "Created"),
+         explanation: (field($body; "Explanation") // $text)} ]
+  | to_entries | map(.value + {n: .key});
+
+# A failure file's fields (the file's text as input): {title, domain, severity, tags, date,
+# summary}. Severity stays as written when it is not a number.
+def failure_fields:
+  (split("\n")) as $lines
+  | ([ $lines[] | capture("^# (?<t>.*)$")? | .t ] | .[0] // null) as $title
+  | ([ range(0; $lines | length) | select($lines[.] | test("^## Summary\\s*$")) ] | .[0]) as $s
+  | (if $s == null then null
+     else [ $lines[$s + 1:][] ] | (map(test("^## ")) | index(true)) as $stop
+          | (if $stop == null then . else .[:$stop] end)
+          | join("\n") | sub("^[ \n]+"; "") | sub("[ \n]+$"; "")
+     end) as $summary
+  | {title: $title,
+     domain: field($lines; "Domain"),
+     severity: (field($lines; "Severity") | if . == null then null else (tonumber? // .) end),
+     tags: field($lines; "Tags"),
+     date: field($lines; "Date"),
+     summary: $summary};
+
+# The differences between the markdown and the index, from {files, frows, entries, hrows}:
+# failure files (paths), failure rows ({id, filepath}), heuristic entries ({path, domain, n, id,
+# rule, ...}) and heuristic rows ({id, domain, rule, ...}). One object per difference, in a
+# stable order, with "kind" one of failure-file-without-row, failure-row-without-file,
+# heuristic-entry-without-row, heuristic-row-without-entry.
+def differences:
+  . as $in
+  | ($in.frows | map(.filepath) | map({(.): true}) | add // {}) as $rowpaths
+  | ($in.files | map({(.): true}) | add // {}) as $filepaths
+  | ($in.hrows | map({(.id | tostring): .}) | add // {}) as $hrowids
+  | [ $in.files[] | select($rowpaths[.] | not) | {kind: "failure-file-without-row", path: .} ]
+  + [ $in.frows[] | select($filepaths[.filepath] | not)
+      | {kind: "failure-row-without-file", id, path: .filepath} ]
+  + ( $in.entries
+      | reduce .[] as $e ({seen: {}, out: []};
+          ($e.id | tostring) as $k
+          | if $e.id > 0 and $hrowids[$k] != null and (.seen[$k] | not)
+            then .seen[$k] = true
+            else .out += [$e + {kind: "heuristic-entry-without-row"}] end)
+      | .out )
+  + ( ($in.entries | map(select(.id > 0) | {(.id | tostring): true}) | add // {}) as $entryids
+      | [ $in.hrows[] | select($entryids[.id | tostring] | not)
+          | {kind: "heuristic-row-without-entry", id, domain, rule} ] );
+
+# One line describing a difference, safe for a terminal.
+def difference_line:
+  if .kind == "failure-file-without-row" then "failure file without row: \(.path | term)"
+  elif .kind == "failure-row-without-file" then "failure row without file: #\(.id) \(.path | term)"
+  elif .kind == "heuristic-entry-without-row" then
+    "heuristic entry without row: \(.path | term) H-\(.id) (entry \(.n + 1)): \(.rule | term)"
+  else "heuristic row without entry: H-\(.id) (\(.domain | term)): \(.rule | term)" end;
+
+# A heuristics file's text (input) with the ids of some "## H-" headings replaced: $ids maps
+# the heading's position among the file's H-headings (as a string) to its new id.
+def renumber($ids):
+  split("\n")
+  | reduce range(0; length) as $i ({lines: ., n: 0};
+      if (.lines[$i] | test("^## H-[0-9]+:")) then
+        (.n | tostring) as $k
+        | (if $ids[$k] != null then .lines[$i] |= sub("^## H-[0-9]+:"; "## H-\($ids[$k]):") else . end)
+        | .n += 1
+      else . end)
+  | .lines | join("\n");

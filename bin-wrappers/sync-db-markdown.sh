@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# sync-db-markdown.sh: compare the markdown of an ELF home with its index, entry by entry, and
+# with --fix repair every difference faithfully.
+#
+# Usage: sync-db-markdown.sh [--fix] [--verbose]
+# Exit (like diff): 0 in sync; 1 differences found (after --fix: differences remain); >1 error.
+set -euo pipefail
+# shellcheck source=lib/elf.sh
+. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib/elf.sh"
+elf_init sync-db-markdown
+
+usage() {
+    cat <<'USAGE'
+Usage: sync-db-markdown.sh [--fix] [--verbose]
+
+Compares memory/failures/*.md with the failure rows, and every "## H-<id>" entry of
+memory/heuristics/*.md with the heuristic rows, and reports every difference:
+  failure file without row, failure row without file,
+  heuristic entry without row (H-0 and duplicate headings included), heuristic row without entry.
+--fix first completes interrupted records, then repairs each difference from the data itself:
+a row is made from a file's fields, a file or an entry from a row's fields, and a renumbered
+heading takes its new row's id. Repairs are committed in one commit.
+--verbose also prints what was compared and each repair.
+Environment: ELF_HOME (default ~/.claude/emergent-learning).
+Exit: 0 in sync; 1 differences (after --fix: differences remain); 64 bad usage; >1 error.
+USAGE
+}
+
+fix=""
+verbose=""
+while [ $# -gt 0 ]; do
+    case $1 in
+        --fix) fix=1 ;;
+        --verbose | -v) verbose=1 ;;
+        -h | --help)
+            usage
+            exit 0
+            ;;
+        *) elf_die 64 "unknown argument $(printf '%q' "$1") (see --help)" ;;
+    esac
+    shift
+done
+
+[ -d "$ELF_HOME/memory" ] || elf_die 66 "no ELF home at $ELF_HOME"
+
+# --fix runs whole under the exclusive active lock, so no recording pipeline runs meanwhile.
+if [ -n "$fix" ] && [ -z "${ELF_SYNC_LOCKED-}" ]; then
+    elf_home_ready
+    status=0
+    ELF_SYNC_LOCKED=1 elf-lock -q -w "${ELF_LOCK_TIMEOUT:-60}" "$ELF_ACTIVE_LOCK" -- \
+        "$(readlink -f "${BASH_SOURCE[0]}")" "$@" --fix ${verbose:+--verbose} || status=$?
+    exit "$status"
+fi
+
+say() { [ -z "$verbose" ] || printf '%s\n' "$*"; }
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# collect: the four sets as one JSON object in $work/state.json.
+collect() {
+    local f rel
+    : >"$work/files"
+    : >"$work/entries"
+    shopt -s nullglob
+    for f in "$ELF_HOME"/memory/failures/*.md; do
+        rel=memory/failures/${f##*/}
+        [ "${f##*/}" = TEMPLATE.md ] && continue
+        jq -n --arg p "$rel" '$p' >>"$work/files"
+    done
+    for f in "$ELF_HOME"/memory/heuristics/*.md; do
+        [ "${f##*/}" = TEMPLATE.md ] && continue
+        rel=memory/heuristics/${f##*/}
+        # shellcheck disable=SC2094 # reads $f, appends to another file
+        jq -Rsc -L "$ELF_LIB" --arg p "$rel" --arg d "$(basename "$f" .md)" \
+            'include "elf"; heuristic_entries[] + {path: $p, domain: $d}' <"$f" >>"$work/entries"
+    done
+    shopt -u nullglob
+    elf-db query --db "$ELF_DB" "SELECT id, filepath FROM learnings WHERE type = 'failure' ORDER BY id" >"$work/frows"
+    elf-db query --db "$ELF_DB" "SELECT id, domain, rule FROM heuristics ORDER BY id" >"$work/hrows"
+    jq -n --slurpfile files "$work/files" --slurpfile frows "$work/frows" \
+        --slurpfile entries "$work/entries" --slurpfile hrows "$work/hrows" \
+        '{files: $files, frows: $frows, entries: $entries, hrows: $hrows}' >"$work/state.json"
+    say "compared $(jq '.files | length' "$work/state.json") failure files with $(jq '.frows | length' "$work/state.json") failure rows," \
+        "$(jq '.entries | length' "$work/state.json") heuristic entries with $(jq '.hrows | length' "$work/state.json") heuristic rows"
+    jq -c -L "$ELF_LIB" 'include "elf"; differences[]' "$work/state.json" >"$work/diffs"
+}
+
+report() {
+    jq -r -L "$ELF_LIB" 'include "elf"; difference_line' "$work/diffs"
+}
+
+# repair: fix each difference in $work/diffs; the changed paths go to $work/paths.
+repair() {
+    : >"$work/paths"
+    local rows
+
+    # 1. Failure files without rows: rows from the files' own fields.
+    jq -r 'select(.kind == "failure-file-without-row") | .path' "$work/diffs" | while IFS= read -r path; do
+        jq -Rsc -L "$ELF_LIB" --arg p "$path" '
+            include "elf";
+            failure_fields as $f
+            | {db: {table: "learnings", values: ({
+                type: "failure", filepath: $p,
+                title: ($f.title // ($p | sub("^.*/"; "") | sub("\\.md$"; ""))),
+                summary: (($f.summary // "") | split("\n") | .[0] // ""),
+                tags: $f.tags, domain: $f.domain, severity: $f.severity}
+                + (if ($f.date // "" | test("^[0-9]{4}-[0-9]{2}-[0-9]{2}$"))
+                   then {created_at: "\($f.date) 00:00:00"} else {} end))}}' <"$ELF_HOME/$path"
+    done >"$work/new-failure-rows"
+
+    # 2. Heuristic entries without rows: rows from the entries, then the headings renumbered.
+    jq -c 'select(.kind == "heuristic-entry-without-row")
+        | {entry: {path, n}, db: {table: "heuristics", values: ({
+            domain, rule, explanation, source_type: .source, confidence}
+            + (if (.created // "" | test("^[0-9]{4}-[0-9]{2}-[0-9]{2}$"))
+               then {created_at: "\(.created) 00:00:00"} else {} end))}}' "$work/diffs" >"$work/new-heuristic-rows"
+
+    cat "$work/new-failure-rows" "$work/new-heuristic-rows" |
+        elf-db insert --keep-going --db "$ELF_DB" >"$work/inserted" || true
+    jq -r 'select(.error) | "cannot add a row for \(.db.values.filepath // .entry.path): \(.error.message)"' \
+        "$work/inserted" >&2 || true
+    jq -r 'select(.error | not) | "added row #\(.db.id) for \(.db.values.filepath // "\(.entry.path) entry \(.entry.n + 1)")"' \
+        "$work/inserted" | while IFS= read -r line; do say "$line"; done
+
+    # Renumber the headings of the entries that got a row, one rewrite per file.
+    jq -c 'select((.error | not) and .entry) | {path: .entry.path, n: .entry.n, id: .db.id}' "$work/inserted" |
+        jq -sc 'group_by(.path)[] | {path: .[0].path, ids: (map({(.n | tostring): .id}) | add)}' |
+        while IFS= read -r change; do
+            path=$(jq -r '.path' <<<"$change")
+            # elf-write reads all of its input before it replaces the file, as sponge(1) does.
+            # shellcheck disable=SC2094
+            jq -Rsr -L "$ELF_LIB" --argjson ids "$(jq -c '.ids' <<<"$change")" 'include "elf"; renumber($ids)' \
+                <"$ELF_HOME/$path" | elf-write "$ELF_HOME/$path"
+            printf '%s\n' "$path" >>"$work/paths"
+        done
+    jq -r 'select((.error | not) and .db.values.filepath) | .db.values.filepath' "$work/inserted" >>"$work/paths"
+
+    # 3. Failure rows without files: files from the rows' own fields.
+    rows=$(jq -r 'select(.kind == "failure-row-without-file") | .id' "$work/diffs" | paste -sd, -)
+    if [ -n "$rows" ]; then
+        elf-db query --db "$ELF_DB" \
+            "SELECT id, filepath, title, summary, tags, domain, severity, created_at FROM learnings WHERE ',' || :ids || ',' LIKE '%,' || id || ',%' ORDER BY id" \
+            --param "ids=$rows" |
+            jq -c -L "$ELF_LIB" 'include "elf";
+                {row: .id, write: {path: .filepath, mode: "create",
+                 content: failure_markdown(.title // ""; .domain // ""; .severity // ""; .tags // "";
+                                           ((.created_at // "") | tostring | .[0:10]); .summary // "")}}' |
+            elf-write --keep-going --root "$ELF_HOME" >"$work/written" || true
+        jq -r 'select(.error) | "cannot write the file of row #\(.row): \(.error.message)"' "$work/written" >&2
+        jq -r 'select(.error | not) | .write.path' "$work/written" >>"$work/paths"
+        jq -r 'select(.error | not) | "wrote \(.write.path) from row #\(.row)"' "$work/written" |
+            while IFS= read -r line; do say "$line"; done
+    fi
+
+    # 4. Heuristic rows without entries: entries from the rows' own fields, appended.
+    rows=$(jq -r 'select(.kind == "heuristic-row-without-entry") | .id' "$work/diffs" | paste -sd, -)
+    if [ -n "$rows" ]; then
+        elf-db query --db "$ELF_DB" \
+            "SELECT id, domain, rule, explanation, source_type, confidence, created_at FROM heuristics WHERE ',' || :ids || ',' LIKE '%,' || id || ',%' ORDER BY id" \
+            --param "ids=$rows" |
+            jq -c -L "$ELF_LIB" 'include "elf";
+                ((.domain // "" | domain_slug) | if . == "" then "general" else . end) as $d
+                | {key: "sync-heuristic-\(.id)", row: .id,
+                   write: {path: "memory/heuristics/\($d).md", mode: "append", header: heuristic_header($d),
+                           content: heuristic_entry(.id; .rule // ""; .confidence // ""; .source_type // "";
+                                                    ((.created_at // "") | tostring | .[0:10]); .explanation // "")}}' |
+            elf-write --keep-going --root "$ELF_HOME" >"$work/appended" || true
+        jq -r 'select(.error) | "cannot append the entry of H-\(.row): \(.error.message)"' "$work/appended" >&2
+        jq -r 'select(.error | not) | .write.path' "$work/appended" >>"$work/paths"
+        jq -r 'select(.error | not) | "appended H-\(.row) to \(.write.path)"' "$work/appended" |
+            while IFS= read -r line; do say "$line"; done
+    fi
+
+    # One commit of exactly the repaired paths.
+    sort -u "$work/paths" -o "$work/paths"
+    if [ -s "$work/paths" ]; then
+        local n
+        n=$(wc -l <"$work/diffs")
+        mapfile -t paths <"$work/paths"
+        elf-commit --repo "$ELF_HOME" --lock "$ELF_HOME/.git/claude-lock" \
+            -m "sync: repair $n differences between markdown and index" -- "${paths[@]}" >/dev/null ||
+            elf_warn "the repairs were made but not committed (status $?)"
+    fi
+}
+
+if [ -n "$fix" ]; then
+    # Complete interrupted records first: they are not differences, only unfinished work.
+    elf-db pending --db "$ELF_DB" | elf_tail >/dev/null ||
+        elf_warn "some interrupted records could not be completed (status $?)"
+fi
+
+collect
+if [ ! -s "$work/diffs" ]; then
+    say "in sync"
+    exit 0
+fi
+if [ -z "$fix" ]; then
+    report
+    printf '%s differences\n' "$(wc -l <"$work/diffs")" >&2
+    exit 1
+fi
+
+say "$(wc -l <"$work/diffs") differences; repairing"
+[ -z "$verbose" ] || report
+repair
+collect
+if [ -s "$work/diffs" ]; then
+    report
+    printf '%s differences remain\n' "$(wc -l <"$work/diffs")" >&2
+    exit 1
+fi
+elf_log INFO "sync --fix: index and markdown agree"
+say "in sync"
