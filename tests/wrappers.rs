@@ -1,0 +1,583 @@
+//! The ELF scripts in bin-wrappers/, driven as a user would: flags, environment and prompts.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::util::{TempDir, cmd, json_lines, run_with_input, watchdog};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The folder holding the five binaries.
+fn bin_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_elf-db")).parent().expect("bin dir").to_path_buf()
+}
+
+/// A command for a wrapper script, with the tools first on PATH, the home set, and a git
+/// identity that does not depend on the machine.
+pub fn script(name: &str, home: &Path) -> Command {
+    let mut c = cmd(root().join("bin-wrappers").join(name));
+    let path = format!("{}:{}", bin_dir().display(), std::env::var("PATH").unwrap_or_default());
+    c.env("PATH", path)
+        .env("ELF_HOME", home)
+        .env("HOME", home.parent().unwrap_or(home))
+        .env("GIT_AUTHOR_NAME", "ELF Test")
+        .env("GIT_AUTHOR_EMAIL", "elf@example.com")
+        .env("GIT_COMMITTER_NAME", "ELF Test")
+        .env("GIT_COMMITTER_EMAIL", "elf@example.com")
+        .env("GIT_CONFIG_NOSYSTEM", "1");
+    for v in [
+        "FAILURE_TITLE",
+        "FAILURE_DOMAIN",
+        "FAILURE_SEVERITY",
+        "FAILURE_TAGS",
+        "FAILURE_SUMMARY",
+        "HEURISTIC_DOMAIN",
+        "HEURISTIC_RULE",
+        "HEURISTIC_EXPLANATION",
+        "HEURISTIC_SOURCE",
+        "HEURISTIC_CONFIDENCE",
+        "EXPERIMENT_NAME",
+        "EXPERIMENT_HYPOTHESIS",
+        "EXPERIMENT_SUCCESS_CRITERIA",
+        "EXPERIMENT_FAILURE_CRITERIA",
+    ] {
+        c.env_remove(v);
+    }
+    c
+}
+
+fn run(mut c: Command) -> Output {
+    c.stdin(Stdio::null()).output().expect("run script")
+}
+
+fn ok(out: &Output) {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Rows of a query on the home's database, through elf-db itself.
+pub fn rows(home: &Path, sql: &str) -> Vec<serde_json::Map<String, Value>> {
+    let out = cmd(env!("CARGO_BIN_EXE_elf-db"))
+        .args(["query", "--db"])
+        .arg(home.join("memory/index.db"))
+        .arg(sql)
+        .output()
+        .expect("elf-db query");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    json_lines(&out.stdout)
+}
+
+pub fn git(home: &Path, args: &[&str]) -> String {
+    let out = Command::new("git").arg("-C").arg(home).args(args).output().expect("git");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn commit_count(home: &Path) -> usize {
+    git(home, &["rev-list", "--count", "HEAD"]).trim().parse().unwrap_or(0)
+}
+
+fn failure_files(home: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(home.join("memory/failures"))
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn heuristic_ids(text: &str) -> Vec<i64> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("## H-"))
+        .filter_map(|l| l.split(':').next())
+        .filter_map(|n| n.parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_first_failure_in_a_fresh_home() {
+    let dir = TempDir::new();
+    let home = dir.join("home");
+    let mut c = script("record-failure.sh", &home);
+    c.args(["--title", "First failure", "--domain", "demo", "--severity", "high", "--tags", "a,b", "--summary", "It broke.\nBadly."]);
+    let out = run(c);
+    ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("Failure recorded successfully!\n"), "{text}");
+    let r = rows(&home, "SELECT id, type, filepath, title, summary, tags, domain, severity FROM learnings");
+    assert_eq!(r.len(), 1);
+    let day = String::from_utf8_lossy(&Command::new("date").arg("+%Y%m%d").output().expect("date").stdout).trim().to_string();
+    let path = format!("memory/failures/{day}_first-failure.md");
+    assert_eq!(r[0]["filepath"], Value::from(path.clone()));
+    assert_eq!(r[0]["summary"], Value::from("It broke."));
+    assert_eq!(r[0]["severity"], Value::from(4));
+    assert!(text.contains(&format!("ID: {}\n", r[0]["id"])), "{text}");
+    assert!(text.contains(&path));
+    let md = std::fs::read_to_string(home.join(&path)).expect("markdown");
+    assert!(md.starts_with("# First failure\n\n**Domain**: demo\n**Severity**: 4\n**Tags**: a,b\n**Date**: "), "{md}");
+    assert!(md.contains("## Summary\n\nIt broke.\nBadly.\n\n## What Happened\n"), "{md}");
+    assert_eq!(commit_count(&home), 1);
+    assert_eq!(git(&home, &["log", "-1", "--format=%s%n%b"]).trim(), "failure: First failure\n\nDomain: demo | Severity: 4");
+    assert_eq!(git(&home, &["show", "--name-only", "--format=", "HEAD"]).trim(), path);
+    assert_eq!(git(&home, &["status", "--porcelain"]).trim(), "", "the home is clean");
+    let ignore = std::fs::read_to_string(home.join(".gitignore")).unwrap_or_default();
+    assert!(ignore.lines().any(|l| l == "memory/index.db-wal"), "{ignore}");
+    // The log line carries the cleaned title.
+    let logs: String = std::fs::read_dir(home.join("logs"))
+        .expect("logs")
+        .filter_map(|e| e.ok())
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert!(logs.contains("] [INFO] [record-failure] Recorded failure #"), "{logs}");
+}
+
+/// The three forms of record-failure.sh with the same answers.
+fn failure_three_ways(severity: &str) -> Vec<(Option<i32>, Vec<serde_json::Map<String, Value>>, String)> {
+    let mut results = Vec::new();
+    for form in ["flags", "env", "prompt"] {
+        let dir = TempDir::new();
+        let home = dir.join("home");
+        let mut c = script("record-failure.sh", &home);
+        let out = match form {
+            "flags" => {
+                c.args(["--title", "Same", "--domain", "d", "--severity", severity, "--tags", "t", "--summary", "s"]);
+                run(c)
+            }
+            "env" => {
+                c.env("FAILURE_TITLE", "Same")
+                    .env("FAILURE_DOMAIN", "d")
+                    .env("FAILURE_SEVERITY", severity)
+                    .env("FAILURE_TAGS", "t")
+                    .env("FAILURE_SUMMARY", "s");
+                run(c)
+            }
+            _ => run_with_input(c, format!("Same\nd\n{severity}\nt\ns\n\n").as_bytes()),
+        };
+        let r = if home.join("memory/index.db").exists() {
+            rows(&home, "SELECT type, title, summary, tags, domain, severity FROM learnings")
+        } else {
+            Vec::new()
+        };
+        let md = failure_files(&home)
+            .first()
+            .map(|f| std::fs::read_to_string(home.join("memory/failures").join(f)).unwrap_or_default())
+            .unwrap_or_default();
+        results.push((out.status.code(), r, md));
+    }
+    results
+}
+
+#[test]
+fn severity_is_mapped_or_rejected_identically_in_all_three_forms() {
+    let table: &[(&str, Option<i64>)] = &[
+        ("1", Some(1)),
+        ("5", Some(5)),
+        ("HIGH", Some(4)),
+        ("low", Some(2)),
+        ("Critical", Some(5)),
+        ("medium", Some(3)),
+        ("3.5", None),
+        ("0", None),
+        ("6", None),
+        ("4; DROP TABLE learnings", None),
+        ("', 1); DROP TABLE learnings; --", None),
+    ];
+    for (given, want) in table {
+        let r = failure_three_ways(given);
+        for (code, rows, md) in &r {
+            match want {
+                Some(n) => {
+                    assert_eq!(*code, Some(0), "severity {given:?}");
+                    assert_eq!(rows.len(), 1, "severity {given:?}");
+                    assert_eq!(rows[0]["severity"], Value::from(*n), "severity {given:?}");
+                    assert!(md.contains(&format!("**Severity**: {n}\n")));
+                }
+                None => {
+                    assert_eq!(*code, Some(65), "severity {given:?} must be rejected");
+                    assert!(rows.is_empty(), "severity {given:?} wrote a row");
+                    assert!(md.is_empty());
+                }
+            }
+        }
+        assert_eq!(r[0].1, r[1].1, "flags and environment differ for {given:?}");
+        assert_eq!(r[0].1, r[2].1, "flags and prompts differ for {given:?}");
+        assert_eq!(r[0].2, r[1].2);
+        assert_eq!(r[0].2, r[2].2);
+    }
+}
+
+fn heuristic_three_ways(confidence: &str) -> Vec<(Option<i32>, Vec<serde_json::Map<String, Value>>)> {
+    let mut results = Vec::new();
+    for form in ["flags", "env", "prompt"] {
+        let dir = TempDir::new();
+        let home = dir.join("home");
+        let mut c = script("record-heuristic.sh", &home);
+        let out = match form {
+            "flags" => {
+                c.args(["--domain", "D", "--rule", "r", "--explanation", "e", "--source", "s", "--confidence", confidence]);
+                run(c)
+            }
+            "env" => {
+                c.env("HEURISTIC_DOMAIN", "D")
+                    .env("HEURISTIC_RULE", "r")
+                    .env("HEURISTIC_EXPLANATION", "e")
+                    .env("HEURISTIC_SOURCE", "s")
+                    .env("HEURISTIC_CONFIDENCE", confidence);
+                run(c)
+            }
+            _ => run_with_input(c, format!("D\nr\ne\n\ns\n{confidence}\n").as_bytes()),
+        };
+        let r = if home.join("memory/index.db").exists() {
+            rows(&home, "SELECT domain, rule, explanation, source_type, confidence FROM heuristics")
+        } else {
+            Vec::new()
+        };
+        results.push((out.status.code(), r));
+    }
+    results
+}
+
+#[test]
+fn confidence_is_mapped_or_rejected_identically_in_all_three_forms() {
+    let table: &[(&str, Option<f64>)] = &[
+        (".5", Some(0.5)),
+        ("1", Some(1.0)),
+        ("0", Some(0.0)),
+        ("HIGH", Some(0.85)),
+        ("low", Some(0.3)),
+        ("medium", Some(0.6)),
+        ("", Some(0.7)),
+        ("1.5", None),
+        ("-0.1", None),
+        ("abc", None),
+        ("0.5; DROP TABLE heuristics", None),
+    ];
+    for (given, want) in table {
+        let r = heuristic_three_ways(given);
+        for (code, rows) in &r {
+            match want {
+                Some(c) => {
+                    assert_eq!(*code, Some(0), "confidence {given:?}");
+                    assert_eq!(rows.len(), 1);
+                    assert_eq!(rows[0]["confidence"].as_f64(), Some(*c), "confidence {given:?}");
+                    assert_eq!(rows[0]["domain"], Value::from("d"));
+                }
+                None => {
+                    assert_eq!(*code, Some(65), "confidence {given:?} must be rejected");
+                    assert!(rows.is_empty());
+                }
+            }
+        }
+        assert_eq!(r[0].1, r[1].1, "flags and environment differ for {given:?}");
+        assert_eq!(r[0].1, r[2].1, "flags and prompts differ for {given:?}");
+    }
+}
+
+#[test]
+fn odd_titles_are_kept_cleaned_and_never_overwrite() {
+    let dir = TempDir::new();
+    let home = dir.join("home");
+    let long = "x".repeat(600);
+    let titles = ["-n", "日本語のタイトル", "Ωμέγα", "\u{1b}[31mred\u{1b}[0m alert", "two\nlines", long.as_str(), "Same", "Same"];
+    for t in titles {
+        let mut c = script("record-failure.sh", &home);
+        c.args(["--title", t, "--domain", "d"]);
+        ok(&run(c));
+    }
+    let files = failure_files(&home);
+    assert_eq!(files.len(), titles.len(), "{files:?}");
+    let r = rows(&home, "SELECT title, filepath FROM learnings ORDER BY id");
+    let stored: Vec<&str> = r.iter().filter_map(|row| row["title"].as_str()).collect();
+    assert_eq!(stored[0], "-n");
+    assert_eq!(stored[3], "red alert");
+    assert_eq!(stored[4], "two lines");
+    assert_eq!(stored[5].len(), 600);
+    // Every row points at its own existing file.
+    let mut paths: Vec<&str> = r.iter().filter_map(|row| row["filepath"].as_str()).collect();
+    for p in &paths {
+        assert!(home.join(p).is_file(), "{p}");
+        let name = p.rsplit('/').next().unwrap_or_default();
+        assert!(!name.ends_with("_.md"), "empty slug: {p}");
+        assert!(name.len() <= 9 + 100 + 6, "{p}");
+    }
+    paths.sort();
+    paths.dedup();
+    assert_eq!(paths.len(), titles.len(), "two rows share a file");
+    let md = std::fs::read_to_string(home.join(r[3]["filepath"].as_str().unwrap_or_default())).unwrap_or_default();
+    assert!(md.starts_with("# red alert\n"), "{md:?}");
+    let subjects = git(&home, &["log", "--format=%s"]);
+    assert!(!subjects.contains('\u{1b}'));
+    assert!(subjects.lines().any(|l| l == "failure: two lines"), "{subjects}");
+    assert_eq!(commit_count(&home), titles.len());
+}
+
+#[test]
+fn parallel_heuristics_on_one_new_domain() {
+    let dir = TempDir::new();
+    let home = dir.join("home");
+    let n = 30;
+    let children: Vec<_> = (0..n)
+        .map(|i| {
+            let mut c = script("record-heuristic.sh", &home);
+            c.args(["--domain", "Race Domain", "--rule", &format!("rule {i}"), "--confidence", "0.5"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            c.spawn().expect("spawn")
+        })
+        .collect();
+    let outs = watchdog(Duration::from_secs(300), move || {
+        children.into_iter().map(|c| c.wait_with_output().expect("wait")).collect::<Vec<_>>()
+    });
+    for o in &outs {
+        ok(o);
+    }
+    let text = std::fs::read_to_string(home.join("memory/heuristics/race-domain.md")).expect("domain file");
+    assert_eq!(text.matches("# Heuristics: race-domain\n").count(), 1, "one header");
+    let mut ids = heuristic_ids(&text);
+    ids.sort();
+    assert_eq!(ids.len(), n);
+    assert!(!ids.contains(&0), "an H-0 heading");
+    let mut row_ids: Vec<i64> = rows(&home, "SELECT id FROM heuristics").iter().filter_map(|r| r["id"].as_i64()).collect();
+    row_ids.sort();
+    assert_eq!(ids, row_ids);
+    assert_eq!(commit_count(&home), n);
+}
+
+#[test]
+fn parallel_failures_all_recorded_and_committed() {
+    let dir = TempDir::new();
+    let home = dir.join("home");
+    let n = 20;
+    let children: Vec<_> = (0..n)
+        .map(|i| {
+            let mut c = script("record-failure.sh", &home);
+            c.args(["--title", &format!("parallel {i}"), "--domain", "load"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            c.spawn().expect("spawn")
+        })
+        .collect();
+    let outs = watchdog(Duration::from_secs(300), move || {
+        children.into_iter().map(|c| c.wait_with_output().expect("wait")).collect::<Vec<_>>()
+    });
+    for o in &outs {
+        ok(o);
+    }
+    assert_eq!(failure_files(&home).len(), n);
+    assert_eq!(rows(&home, "SELECT id FROM learnings").len(), n);
+    assert_eq!(commit_count(&home), n);
+    let tracked = git(&home, &["ls-files", "memory/failures"]);
+    assert_eq!(tracked.lines().count(), n);
+    assert_eq!(git(&home, &["status", "--porcelain"]).trim(), "");
+}
+
+fn init_home(home: &Path) {
+    let mut c = script("record-failure.sh", home);
+    c.args(["--title", "init", "--domain", "d"]);
+    ok(&run(c));
+}
+
+#[test]
+fn a_user_staged_file_stays_staged_and_out_of_the_commit() {
+    let dir = TempDir::new();
+    let home = dir.join("home");
+    init_home(&home);
+    std::fs::write(home.join("notes.txt"), "mine\n").expect("write");
+    git(&home, &["add", "notes.txt"]);
+    let mut c = script("record-failure.sh", &home);
+    c.args(["--title", "after staging", "--domain", "d"]);
+    ok(&run(c));
+    let files = git(&home, &["show", "--name-only", "--format=", "HEAD"]);
+    assert!(!files.contains("notes.txt"), "{files}");
+    assert_eq!(git(&home, &["diff", "--cached", "--name-only"]).trim(), "notes.txt");
+}
+
+#[test]
+fn a_gitignored_memory_keeps_the_record_and_skips_the_commit() {
+    let dir = TempDir::new();
+    let home = dir.join("home");
+    init_home(&home);
+    std::fs::write(home.join(".gitignore"), "memory/\n").expect("write");
+    let before = commit_count(&home);
+    let mut c = script("record-failure.sh", &home);
+    c.args(["--title", "ignored", "--domain", "d"]);
+    let out = run(c);
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Commit: skipped"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(commit_count(&home), before);
+    assert_eq!(rows(&home, "SELECT id FROM learnings").len(), 2);
+    assert_eq!(failure_files(&home).len(), 2);
+}
+
+#[test]
+fn a_leftover_legacy_lock_dir_blocks_nothing() {
+    let dir = TempDir::new();
+    let home = dir.join("home");
+    init_home(&home);
+    std::fs::create_dir(home.join(".git/claude-lock.dir")).expect("mkdir");
+    let mut c = script("record-failure.sh", &home);
+    c.args(["--title", "after a crash", "--domain", "d"]);
+    let out = watchdog(Duration::from_secs(20), move || run(c));
+    ok(&out);
+}
+
+#[test]
+fn experiments_start_once_per_name() {
+    let dir = TempDir::new();
+    let home = dir.join("home");
+    let mut c = script("start-experiment.sh", &home);
+    c.args(["--name", "Cache warmup", "--hypothesis", "warm caches halve latency", "--success-criteria", "p50 < 5ms"]);
+    let out = run(c);
+    ok(&out);
+    let r = rows(&home, "SELECT id, name, status, folder_path FROM experiments");
+    assert_eq!(r.len(), 1);
+    let folder = home.join(r[0]["folder_path"].as_str().unwrap_or_default());
+    let hyp = std::fs::read_to_string(folder.join("hypothesis.md")).expect("hypothesis.md");
+    assert!(hyp.starts_with("# Experiment: Cache warmup\n"), "{hyp}");
+    assert!(hyp.contains("## Success Criteria\n\np50 < 5ms\n"));
+    assert!(folder.join("log.md").is_file());
+    assert_eq!(git(&home, &["log", "-1", "--format=%s"]).trim(), "experiment: Start 'Cache warmup'");
+
+    let mut again = script("start-experiment.sh", &home);
+    again.args(["--name", "Cache warmup", "--hypothesis", "again"]);
+    let out = run(again);
+    assert_eq!(out.status.code(), Some(65));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already exists"), "{err}");
+    let folders = std::fs::read_dir(home.join("experiments/active")).expect("active").count();
+    assert_eq!(folders, 1, "no orphan folder");
+    assert_eq!(rows(&home, "SELECT id FROM experiments").len(), 1);
+}
+
+#[test]
+fn query_reads_without_writing() {
+    let dir = TempDir::new();
+    let home = dir.join("home");
+    init_home(&home);
+    let mut h = script("record-heuristic.sh", &home);
+    h.args(["--domain", "testing", "--rule", "Check \u{1b}[31mcolour", "--confidence", "high"]);
+    ok(&run(h));
+    let db = home.join("memory/index.db");
+    let before = std::fs::metadata(&db).and_then(|m| m.modified()).ok();
+    for args in [&["--context"][..], &["--domain", "testing"], &["--stats"], &["--recent", "5"]] {
+        let mut q = script("query.sh", &home);
+        q.args(args);
+        let out = run(q);
+        ok(&out);
+        assert!(!out.stdout.contains(&0x1b), "raw escape in query output");
+    }
+    let mut q = script("query.sh", &home);
+    q.args(["--domain", "testing"]);
+    let text = String::from_utf8_lossy(&run(q).stdout).to_string();
+    assert!(text.contains("(0.85, testing) Check colour"), "{text}");
+    assert_eq!(std::fs::metadata(&db).and_then(|m| m.modified()).ok(), before, "query.sh wrote to the database");
+    let mut bad = script("query.sh", &home);
+    bad.args(["--recent", "x"]);
+    assert_eq!(run(bad).status.code(), Some(64));
+}
+
+#[test]
+fn sync_reports_each_kind_and_fix_repairs_faithfully() {
+    let dir = TempDir::new();
+    let home = dir.join("home");
+    init_home(&home);
+    let mut h = script("record-heuristic.sh", &home);
+    h.args(["--domain", "ops", "--rule", "keep | pipes", "--explanation", "line one\nline two", "--source", "postmortem", "--confidence", "0.4"]);
+    ok(&run(h));
+    // 1. A failure file with no row.
+    std::fs::write(
+        home.join("memory/failures/20250101_hand-made.md"),
+        "# Hand made\n\n**Domain**: manual\n**Severity**: 2\n**Tags**: x|y\n**Date**: 2025-01-01  # note\n\n## Summary\n\nWritten | by hand\n\n## What Happened\n\n.\n",
+    )
+    .expect("write");
+    // 2. A failure row with no file.
+    let orphan = rows(&home, "SELECT filepath FROM learnings")[0]["filepath"].as_str().unwrap_or_default().to_string();
+    std::fs::remove_file(home.join(&orphan)).expect("rm");
+    // 3. A heuristic entry with no row (legacy H-0).
+    let domain_file = home.join("memory/heuristics/ops.md");
+    let mut text = std::fs::read_to_string(&domain_file).expect("read");
+    text.push_str("## H-0: legacy entry\n\n**Confidence**: 0.95\n**Source**: failure\n**Created**: 2025-12-01\n\nkept | as written\nover two lines\n\n---\n\n");
+    // 4. A heuristic row with no entry: remove the recorded entry from the file.
+    let id = rows(&home, "SELECT id FROM heuristics")[0]["id"].as_i64().unwrap_or(0);
+    let start = text.find(&format!("## H-{id}:")).expect("entry");
+    let end = text[start..].find("---\n\n").map(|i| start + i + 5).expect("entry end");
+    text.replace_range(start..end, "");
+    std::fs::write(&domain_file, text).expect("write");
+
+    let out = run(script("sync-db-markdown.sh", &home));
+    assert_eq!(out.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    for kind in ["failure file without row", "failure row without file", "heuristic entry without row", "heuristic row without entry"] {
+        assert_eq!(report.matches(kind).count(), 1, "{kind} in {report}");
+    }
+
+    let mut fix = script("sync-db-markdown.sh", &home);
+    fix.arg("--fix");
+    let out = run(fix);
+    ok(&out);
+    let out = run(script("sync-db-markdown.sh", &home));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+
+    let hand = rows(&home, "SELECT title, domain, severity, tags, summary FROM learnings WHERE filepath = 'memory/failures/20250101_hand-made.md'");
+    assert_eq!(hand.len(), 1);
+    assert_eq!(hand[0]["title"], Value::from("Hand made"));
+    assert_eq!(hand[0]["domain"], Value::from("manual"));
+    assert_eq!(hand[0]["severity"], Value::from(2));
+    assert_eq!(hand[0]["tags"], Value::from("x|y"));
+    assert_eq!(hand[0]["summary"], Value::from("Written | by hand"));
+    let rebuilt = std::fs::read_to_string(home.join(&orphan)).expect("rebuilt file");
+    assert!(rebuilt.starts_with("# init\n\n**Domain**: d\n**Severity**: 3\n"), "{rebuilt}");
+    let legacy = rows(&home, "SELECT id, rule, explanation, source_type, confidence FROM heuristics WHERE rule = 'legacy entry'");
+    assert_eq!(legacy.len(), 1);
+    assert_eq!(legacy[0]["explanation"], Value::from("kept | as written\nover two lines"));
+    assert_eq!(legacy[0]["source_type"], Value::from("failure"));
+    assert_eq!(legacy[0]["confidence"].as_f64(), Some(0.95));
+    let text = std::fs::read_to_string(&domain_file).expect("read");
+    assert!(text.contains(&format!("## H-{}: legacy entry\n", legacy[0]["id"])), "{text}");
+    assert!(text.contains(&format!("## H-{id}: keep | pipes\n\n**Confidence**: 0.4\n**Source**: postmortem\n")), "{text}");
+    assert!(text.contains("line one\nline two\n"));
+}
+
+#[test]
+fn sync_on_the_real_legacy_home() {
+    let dir = TempDir::new();
+    let home = dir.join("home");
+    let real = root().join("../shared/legacy/real-home");
+    if !real.exists() {
+        eprintln!("skipped: {} is not here", real.display());
+        return;
+    }
+    let st = Command::new("cp").arg("-r").arg(&real).arg(&home).status().expect("cp");
+    assert!(st.success());
+    let out = run(script("sync-db-markdown.sh", &home));
+    assert_eq!(out.status.code(), Some(1), "the real home has differences: {}", String::from_utf8_lossy(&out.stderr));
+    let first = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(first.lines().count() > 5, "{first}");
+    assert!(first.contains("heuristic entry without row: memory/heuristics/agent-behavior.md H-0"), "{first}");
+    let mut fix = script("sync-db-markdown.sh", &home);
+    fix.arg("--fix");
+    let out = run(fix);
+    // Rows whose files cannot be written inside the home stay; everything else is repaired.
+    let second = run(script("sync-db-markdown.sh", &home));
+    let left = String::from_utf8_lossy(&second.stdout).to_string();
+    assert_eq!(
+        second.status.code(),
+        Some(0),
+        "after --fix (status {:?}, stderr {}): {left}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids = heuristic_ids(&std::fs::read_to_string(home.join("memory/heuristics/agent-behavior.md")).unwrap_or_default());
+    assert!(!ids.contains(&0), "H-0 headings left: {ids:?}");
+}
