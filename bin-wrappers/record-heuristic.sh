@@ -104,6 +104,8 @@ record=$(jq -nc -L "$ELF_LIB" \
                header: heuristic_header($domain)},
        commit: {message: "heuristic: \($rule)\n\nDomain: \($domain) | Confidence: \($confidence)"}}')
 
+# Entries of one domain share a file: their tails take turns, so each commit holds its entry.
+export ELF_TAIL_LOCK=$ELF_HOME/.git/elf-heuristics-$domain.lock
 status=0
 result=$(printf '%s\n' "$record" | elf_record) || status=$?
 [ "$status" -eq 0 ] || elf_fail_status "$status" "recording the heuristic"

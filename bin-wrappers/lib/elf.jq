@@ -55,22 +55,30 @@ def fill:
   elif .kind == "heuristic" then
     .write.content = heuristic_entry(.db.id; .heuristic.rule; .heuristic.confidence;
                                      .heuristic.source; .heuristic.created; .heuristic.explanation)
+  elif .kind == "failure" and (.write.content | test("\n<!-- elf:[^\n]* -->\n$") | not) then
+    # The record's key, as an invisible last line: two records with the same title on the same
+    # day never take each other's file, and a replay finds its own file by its content.
+    .write.content += "\n<!-- elf:\(.key | tostring | gsub("[^A-Za-z0-9._:@/+=-]"; "")) -->\n"
   else . end;
 
 # After elf-write: when elf-write chose another name than the row records (a second record
-# with the same title on the same day), an update brings the row into agreement. Every record
-# leaves with "db" holding the statement elf-db exec runs (a no-op when nothing changed) and
-# the row id kept in "db.id".
+# with the same title on the same day), an update brings the row into agreement. elf-db exec
+# reads only "sql" and "params", so the insert's results wait in "row" meanwhile (see restore).
 def fixup:
   if has("error") then .
-  elif .kind == "failure" then
-    .db = (.db + {
-      sql: "UPDATE learnings SET filepath = :path WHERE id = :id AND filepath <> :path",
-      params: {path: .write.path, id: .db.id}
-    })
   else
-    .db = (.db + {sql: "SELECT 1 WHERE :id IS NULL", params: {id: .db.id}})
+    .row = .db
+    | .db = (if .kind == "failure" then
+        {sql: "UPDATE learnings SET filepath = :path WHERE id = :id AND filepath <> :path",
+         params: {path: .write.path, id: .row.id}}
+      else
+        {sql: "SELECT :id", params: {id: .row.id}}
+      end)
   end;
+
+# After elf-db exec: the insert's results back under "db".
+def restore:
+  if has("row") then .db = .row | del(.row) else . end;
 
 # Text safe for a terminal: control characters (ANSI escapes included) shown as \xNN.
 def term:

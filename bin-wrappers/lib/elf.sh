@@ -116,25 +116,43 @@ elf_home_ready() {
         "$ELF_HOME/experiments/active" "$ELF_HOME/logs" ||
         elf_die 73 "cannot create the home folders under $ELF_HOME"
     if [ ! -d "$ELF_HOME/.git" ]; then
-        git init -q "$ELF_HOME" || elf_die 74 "cannot create a git repository in $ELF_HOME"
+        # Several first runs at once: one creates the repository, the others wait for it.
+        # shellcheck disable=SC2016 # expanded by the inner shell
+        elf-lock -q -w 60 "$ELF_HOME/.elf-init.lock" -- \
+            sh -c '[ -d "$1/.git" ] || git init -q "$1"' sh "$ELF_HOME" ||
+            elf_die 74 "cannot create a git repository in $ELF_HOME"
     fi
     if [ ! -e "$ELF_HOME/.gitignore" ]; then
-        printf '%s\n' "# The SQLite index is rebuilt from the markdown; it is not tracked." \
-            "memory/index.db" "memory/index.db-wal" "memory/index.db-shm" "memory/index.db-journal" |
-            elf-write --create "$ELF_HOME/.gitignore" ||
+        printf '%s\n' "# The SQLite index and the logs are local to this machine; they are not tracked." \
+            "memory/index.db" "memory/index.db-wal" "memory/index.db-shm" "memory/index.db-journal" "logs/" ".elf-init.lock" |
+            elf-write --create "$ELF_HOME/.gitignore" 2>/dev/null ||
             [ -e "$ELF_HOME/.gitignore" ] || elf_die 74 "cannot write $ELF_HOME/.gitignore"
+        elf-commit --repo "$ELF_HOME" --lock "$ELF_HOME/.git/claude-lock" \
+            -m "Start the ELF home" -- .gitignore >/dev/null ||
+            elf_warn "could not commit .gitignore"
     fi
     elf-db exec --db "$ELF_DB" --file "$ELF_LIB/schema.sql" >/dev/null ||
         elf_die $? "cannot prepare the database $ELF_DB"
 }
 
 # The pipeline tail every record goes through after elf-db insert --journal, and that recovery
-# replays pending records through: shape, write, fix the row, commit, mark done.
+# replays pending records through: shape, write, fix the row, commit, mark done. With
+# ELF_TAIL_LOCK set (the lock of a shared append file), the tail runs under that lock, so that
+# the commit of an entry holds that entry and no other writer's.
 elf_tail() {
+    if [ -n "${ELF_TAIL_LOCK-}" ]; then
+        elf-lock -q -w "${ELF_LOCK_TIMEOUT:-60}" "$ELF_TAIL_LOCK" -- "$ELF_LIB/elf-tail"
+    else
+        elf_tail_run
+    fi
+}
+
+elf_tail_run() {
     jq -c -L "$ELF_LIB" 'include "elf"; fill' |
         elf-write --root "$ELF_HOME" |
         jq -c -L "$ELF_LIB" 'include "elf"; fixup' |
         elf-db exec --db "$ELF_DB" |
+        jq -c -L "$ELF_LIB" 'include "elf"; restore' |
         elf-commit --repo "$ELF_HOME" --lock "$ELF_HOME/.git/claude-lock" |
         elf-db "done" --db "$ELF_DB"
 }
