@@ -110,7 +110,7 @@ repair() {
     done >"$work/new-failure-rows"
 
     # 2. Heuristic entries without rows: rows from the entries, then the headings renumbered.
-    jq -c 'select(.kind == "heuristic-entry-without-row")
+    jq -c 'select(.kind == "heuristic-entry-without-row" and .row == null)
         | {entry: {path, n}, db: {table: "heuristics", values: ({
             domain, rule, explanation, source_type: .source, confidence}
             + (if (.created // "" | test("^[0-9]{4}-[0-9]{2}-[0-9]{2}$"))
@@ -123,8 +123,12 @@ repair() {
     jq -r 'select(.error | not) | "added row #\(.db.id) for \(.db.values.filepath // "\(.entry.path) entry \(.entry.n + 1)")"' \
         "$work/inserted" | while IFS= read -r line; do say "$line"; done
 
-    # Renumber the headings of the entries that got a row, one rewrite per file.
-    jq -c 'select((.error | not) and .entry) | {path: .entry.path, n: .entry.n, id: .db.id}' "$work/inserted" |
+    # Renumber the headings of the entries that got a row, and of the misnumbered entries of
+    # existing rows, one rewrite per file.
+    {
+        jq -c 'select((.error | not) and .entry) | {path: .entry.path, n: .entry.n, id: .db.id}' "$work/inserted"
+        jq -c 'select(.kind == "heuristic-entry-without-row" and .row != null) | {path, n, id: .row}' "$work/diffs"
+    } |
         jq -sc 'group_by(.path)[] | {path: .[0].path, ids: (map({(.n | tostring): .id}) | add)}' |
         while IFS= read -r change; do
             path=$(jq -r '.path' <<<"$change")

@@ -120,6 +120,12 @@ def heuristic_entries:
          explanation: (field($body; "Explanation") // $text)} ]
   | to_entries | map(.value + {n: .key});
 
+# A severity as written in a file: 1..5 kept, low, medium, high, critical (any case) mapped to
+# 2, 3, 4, 5 as the scripts do; anything else is kept as written.
+def severity_value:
+  (ascii_downcase | sub("^\\s+"; "") | sub("\\s+$"; "")) as $s
+  | {"low": 2, "medium": 3, "high": 4, "critical": 5}[$s] // (tonumber? // .);
+
 # A failure file's fields (the file's text as input): {title, domain, severity, tags, date,
 # summary}. Severity stays as written when it is not a number.
 def failure_fields:
@@ -133,39 +139,58 @@ def failure_fields:
      end) as $summary
   | {title: $title,
      domain: field($lines; "Domain"),
-     severity: (field($lines; "Severity") | if . == null then null else (tonumber? // .) end),
+     severity: (field($lines; "Severity") | if . == null then null else severity_value end),
      tags: field($lines; "Tags"),
      date: field($lines; "Date"),
      summary: $summary};
 
 # The differences between the markdown and the index, from {files, frows, entries, hrows}:
 # failure files (paths), failure rows ({id, filepath}), heuristic entries ({path, domain, n, id,
-# rule, ...}) and heuristic rows ({id, domain, rule, ...}). One object per difference, in a
-# stable order, with "kind" one of failure-file-without-row, failure-row-without-file,
+# rule, ...}) and heuristic rows ({id, domain, rule}). One object per difference, in a stable
+# order, "kind" one of failure-file-without-row, failure-row-without-file,
 # heuristic-entry-without-row, heuristic-row-without-entry.
+#
+# An entry is a row's when its id is the row's and its rule or its file's domain agrees with the
+# row (the first such entry; a second one is a duplicate). An entry left over whose rule is the
+# rule of a row left over (legacy "H-0" headings) is that row's entry with a wrong number: one
+# difference, reported with "row" set, repaired by renumbering the heading.
 def differences:
+  def norm: tostring | ascii_downcase | gsub("\\s+"; " ") | sub("^ "; "") | sub(" $"; "");
   . as $in
   | ($in.frows | map(.filepath) | map({(.): true}) | add // {}) as $rowpaths
   | ($in.files | map({(.): true}) | add // {}) as $filepaths
   | ($in.hrows | map({(.id | tostring): .}) | add // {}) as $hrowids
+  | ($in.entries
+     | reduce .[] as $e ({claimed: {}, left: []};
+         ($e.id | tostring) as $k
+         | $hrowids[$k] as $row
+         | if $e.id > 0 and $row != null and (.claimed[$k] | not)
+              and (($row.rule | norm) == ($e.rule | norm) or ($row.domain | norm) == ($e.domain | norm))
+           then .claimed[$k] = true
+           else .left += [$e] end)) as $m
+  | [ $in.hrows[] | select($m.claimed[.id | tostring] | not) ] as $rowsleft
+  | ($m.left
+     | reduce .[] as $e ({used: {}, out: []};
+         . as $acc
+         | ([ $rowsleft[] | select(($acc.used[.id | tostring] | not) and (.rule | norm) == ($e.rule | norm)) ]
+            | .[0]) as $candidate
+         | if $candidate != null
+           then .used[$candidate.id | tostring] = true
+                | .out += [$e + {kind: "heuristic-entry-without-row", row: $candidate.id}]
+           else .out += [$e + {kind: "heuristic-entry-without-row"}] end)) as $paired
   | [ $in.files[] | select($rowpaths[.] | not) | {kind: "failure-file-without-row", path: .} ]
   + [ $in.frows[] | select($filepaths[.filepath] | not)
       | {kind: "failure-row-without-file", id, path: .filepath} ]
-  + ( $in.entries
-      | reduce .[] as $e ({seen: {}, out: []};
-          ($e.id | tostring) as $k
-          | if $e.id > 0 and $hrowids[$k] != null and (.seen[$k] | not)
-            then .seen[$k] = true
-            else .out += [$e + {kind: "heuristic-entry-without-row"}] end)
-      | .out )
-  + ( ($in.entries | map(select(.id > 0) | {(.id | tostring): true}) | add // {}) as $entryids
-      | [ $in.hrows[] | select($entryids[.id | tostring] | not)
-          | {kind: "heuristic-row-without-entry", id, domain, rule} ] );
+  + $paired.out
+  + [ $rowsleft[] | select($paired.used[.id | tostring] | not)
+      | {kind: "heuristic-row-without-entry", id, domain, rule} ];
 
 # One line describing a difference, safe for a terminal.
 def difference_line:
   if .kind == "failure-file-without-row" then "failure file without row: \(.path | term)"
   elif .kind == "failure-row-without-file" then "failure row without file: #\(.id) \(.path | term)"
+  elif .kind == "heuristic-entry-without-row" and .row != null then
+    "heuristic entry without row: \(.path | term) H-\(.id) (entry \(.n + 1)): \(.rule | term) (the entry of row H-\(.row), misnumbered)"
   elif .kind == "heuristic-entry-without-row" then
     "heuristic entry without row: \(.path | term) H-\(.id) (entry \(.n + 1)): \(.rule | term)"
   else "heuristic row without entry: H-\(.id) (\(.domain | term)): \(.rule | term)" end;
