@@ -5,7 +5,8 @@
 # Usage: query.sh [--context] [--domain D] [--stats] [--recent N] [--limit N]
 set -euo pipefail
 # shellcheck source=lib/elf.sh
-. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib/elf.sh"
+elf_self=$(readlink -f "${BASH_SOURCE[0]}")
+. "${elf_self%/*}/lib/elf.sh"
 ELF_SCRIPT=query
 ELF_HOME=${ELF_HOME:-$HOME/.claude/emergent-learning}
 ELF_DB=$ELF_HOME/memory/index.db

@@ -7,7 +7,8 @@
 # FAILURE_SUMMARY (a flag wins). Without a title and a domain it prompts for what is missing.
 set -euo pipefail
 # shellcheck source=lib/elf.sh
-. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib/elf.sh"
+elf_self=$(readlink -f "${BASH_SOURCE[0]}")
+. "${elf_self%/*}/lib/elf.sh"
 elf_init record-failure
 
 usage() {
@@ -74,8 +75,7 @@ if [ -z "$title" ] || [ -z "$domain" ]; then
     [ -n "$given_summary" ] || elf_prompt_lines summary "Summary (end with an empty line):"
 fi
 
-title=$(elf_clean_line "$title")
-domain=$(elf_clean_line "$domain")
+elf_clean_lines title domain
 [ -n "$title" ] || elf_die 65 "the title is empty"
 [ -n "$domain" ] || elf_die 65 "the domain is empty"
 [ -n "$severity" ] || severity=3
@@ -88,7 +88,7 @@ elf_recover
 record=$(jq -nc -L "$ELF_LIB" \
     --arg title "$title" --arg domain "$domain" --argjson severity "$sev" \
     --arg tags "$tags" --arg summary "$summary" \
-    --arg day "$(date +%Y%m%d)" --arg date "$(date +%Y-%m-%d)" --arg hash "$(elf_hash "$title")" '
+    --arg day "$(printf '%(%Y%m%d)T' -1)" --arg date "$(printf '%(%Y-%m-%d)T' -1)" --arg hash "$(elf_hash "$title")" '
     include "elf";
     ($tags | clean_line) as $tags
     | ($summary | clean_block) as $summary
@@ -106,9 +106,11 @@ status=0
 result=$(printf '%s\n' "$record" | elf_record) || status=$?
 [ "$status" -eq 0 ] || elf_fail_status "$status" "recording the failure"
 
-id=$(jq -r '.db.id' <<<"$result")
-path=$(jq -r '.write.path' <<<"$result")
-commit=$(jq -r 'if .commit.skipped then "skipped (\(.commit.skipped))" else .commit.sha end' <<<"$result")
+{
+    IFS= read -r id
+    IFS= read -r path
+    IFS= read -r commit
+} < <(jq -r 'include "elf"; .db.id, (.write.path | term), (if .commit.skipped then "skipped (\(.commit.skipped | term))" else .commit.sha end)' -L "$ELF_LIB" <<<"$result")
 case $id in '' | null | 0) elf_die 70 "the database returned no id" ;; esac
 
 elf_log INFO "Recorded failure #$id: $title ($path)"

@@ -8,7 +8,8 @@
 # HEURISTIC_SOURCE, HEURISTIC_CONFIDENCE (a flag wins).
 set -euo pipefail
 # shellcheck source=lib/elf.sh
-. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib/elf.sh"
+elf_self=$(readlink -f "${BASH_SOURCE[0]}")
+. "${elf_self%/*}/lib/elf.sh"
 elf_init record-heuristic
 
 usage() {
@@ -78,8 +79,7 @@ if [ -z "$domain" ] || [ -z "$rule" ]; then
 fi
 
 domain=$(jq -nr -L "$ELF_LIB" --arg s "$domain" 'include "elf"; $s | clean_line | domain_slug')
-rule=$(elf_clean_line "$rule")
-source=$(elf_clean_line "$source")
+elf_clean_lines rule source
 [ -n "$domain" ] || elf_die 65 "the domain is empty (after keeping only a-z, 0-9 and -)"
 [ -n "$rule" ] || elf_die 65 "the rule is empty"
 [ -n "$source" ] || source=observation
@@ -91,7 +91,7 @@ elf_recover
 
 record=$(jq -nc -L "$ELF_LIB" \
     --arg domain "$domain" --arg rule "$rule" --arg explanation "$explanation" \
-    --arg source "$source" --argjson confidence "$conf" --arg date "$(date +%Y-%m-%d)" '
+    --arg source "$source" --argjson confidence "$conf" --arg date "$(printf '%(%Y-%m-%d)T' -1)" '
     include "elf";
     ($explanation | clean_block) as $explanation
     | {kind: "heuristic",
@@ -110,9 +110,11 @@ status=0
 result=$(printf '%s\n' "$record" | elf_record) || status=$?
 [ "$status" -eq 0 ] || elf_fail_status "$status" "recording the heuristic"
 
-id=$(jq -r '.db.id' <<<"$result")
-path=$(jq -r '.write.path' <<<"$result")
-commit=$(jq -r 'if .commit.skipped then "skipped (\(.commit.skipped))" else .commit.sha end' <<<"$result")
+{
+    IFS= read -r id
+    IFS= read -r path
+    IFS= read -r commit
+} < <(jq -r 'include "elf"; .db.id, (.write.path | term), (if .commit.skipped then "skipped (\(.commit.skipped | term))" else .commit.sha end)' -L "$ELF_LIB" <<<"$result")
 case $id in '' | null | 0) elf_die 70 "the database returned no id" ;; esac
 
 elf_log INFO "Recorded heuristic H-$id in $domain: $rule"

@@ -8,7 +8,8 @@
 # EXPERIMENT_FAILURE_CRITERIA (a flag wins).
 set -euo pipefail
 # shellcheck source=lib/elf.sh
-. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib/elf.sh"
+elf_self=$(readlink -f "${BASH_SOURCE[0]}")
+. "${elf_self%/*}/lib/elf.sh"
 elf_init start-experiment
 
 usage() {
@@ -76,10 +77,10 @@ name=$(elf_clean_line "$name")
 elf_home_ready
 elf_recover
 
-stamp=$(date +%Y%m%d-%H%M%S)
+stamp=$(printf '%(%Y%m%d-%H%M%S)T' -1)
 record=$(jq -nc -L "$ELF_LIB" \
     --arg name "$name" --arg hypothesis "$hypothesis" --arg success "$success" \
-    --arg failure "$failure" --arg stamp "$stamp" --arg started "$(date '+%Y-%m-%d %H:%M:%S')" \
+    --arg failure "$failure" --arg stamp "$stamp" --arg started "$(printf '%(%Y-%m-%d %H:%M:%S)T' -1)" \
     --arg hash "$(elf_hash "$name")" '
     include "elf";
     ($hypothesis | clean_block) as $hypothesis
@@ -105,9 +106,11 @@ fi
 cat "$errors" >&2
 [ "$status" -eq 0 ] || elf_fail_status "$status" "starting the experiment"
 
-id=$(jq -r '.db.id' <<<"$result")
-folder=$(jq -r '.db.values.folder_path' <<<"$result")
-commit=$(jq -r 'if .commit.skipped then "skipped (\(.commit.skipped))" else .commit.sha end' <<<"$result")
+{
+    IFS= read -r id
+    IFS= read -r folder
+    IFS= read -r commit
+} < <(jq -r 'include "elf"; .db.id, (.db.values.folder_path | term), (if .commit.skipped then "skipped (\(.commit.skipped | term))" else .commit.sha end)' -L "$ELF_LIB" <<<"$result")
 case $id in '' | null | 0) elf_die 70 "the database returned no id" ;; esac
 
 elf_log INFO "Started experiment #$id: $name ($folder)"

@@ -6,7 +6,8 @@
 # Exit (like diff): 0 in sync; 1 differences found (after --fix: differences remain); >1 error.
 set -euo pipefail
 # shellcheck source=lib/elf.sh
-. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib/elf.sh"
+elf_self=$(readlink -f "${BASH_SOURCE[0]}")
+. "${elf_self%/*}/lib/elf.sh"
 elf_init sync-db-markdown
 
 usage() {

@@ -9,7 +9,7 @@
 #                         exclude each other)
 #   elf-write's per-file locks, and SQLite's own locking.
 
-ELF_LIB=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ELF_LIB=$(cd "${BASH_SOURCE[0]%/*}" && pwd)
 export ELF_LIB
 
 # elf_init NAME: set the script name, the home and its paths.
@@ -45,6 +45,22 @@ elf_warn() {
 # elf_clean_line TEXT: the one-line cleaned form (no ANSI escapes, no control characters).
 elf_clean_line() {
     jq -nr -L "$ELF_LIB" --arg s "$1" 'include "elf"; $s | clean_line'
+}
+
+# elf_clean_lines VAR...: clean several variables in place with one jq.
+elf_clean_lines() {
+    local __args=() __v
+    for __v in "$@"; do
+        __args+=(--arg "$__v" "${!__v}")
+    done
+    local __out=()
+    mapfile -d '' -t __out < <(jq -nj -L "$ELF_LIB" "${__args[@]}" \
+        'include "elf"; $ARGS.named | to_entries[] | (.value | clean_line), "\u0000"')
+    local __i=0
+    for __v in "$@"; do
+        printf -v "$__v" '%s' "${__out[__i]-}"
+        __i=$((__i + 1))
+    done
 }
 
 # elf_severity VALUE: 1..5 kept; low, medium, high, critical -> 2, 3, 4, 5 (any case);
@@ -104,8 +120,12 @@ elf_prompt_lines() {
     printf -v "$1" '%s' "$__all"
 }
 
-# elf_hash TEXT: eight hex digits naming TEXT (for slugs of titles without ASCII letters).
+# elf_hash TEXT: eight hex digits naming TEXT, for the slug of a title without an ASCII letter
+# or digit (empty otherwise: the slug does not need it).
 elf_hash() {
+    if [[ $1 =~ [A-Za-z0-9] ]]; then
+        return 0
+    fi
     printf '%s' "$1" | sha256sum | cut -c1-8
 }
 
@@ -131,8 +151,15 @@ elf_home_ready() {
             -m "Start the ELF home" -- .gitignore >/dev/null ||
             elf_warn "could not commit .gitignore"
     fi
-    elf-db exec --db "$ELF_DB" --file "$ELF_LIB/schema.sql" >/dev/null ||
-        elf_die $? "cannot prepare the database $ELF_DB"
+    # The schema is completed once per database; the stamp (inside .git, never committed) names
+    # the database's inode, so a replaced database is completed again.
+    local stamp
+    stamp=$ELF_HOME/.git/elf-schema-$(stat -c %i "$ELF_DB" 2>/dev/null || echo new)
+    if [ ! -e "$stamp" ]; then
+        elf-db exec --db "$ELF_DB" --file "$ELF_LIB/schema.sql" >/dev/null ||
+            elf_die $? "cannot prepare the database $ELF_DB"
+        elf-write --create "$ELF_HOME/.git/elf-schema-$(stat -c %i "$ELF_DB")" </dev/null 2>/dev/null || true
+    fi
 }
 
 # The pipeline tail every record goes through after elf-db insert --journal, and that recovery
@@ -177,8 +204,8 @@ elf_record() {
 # elf_log LEVEL MESSAGE: one line in logs/YYYYMMDD.log, appended atomically.
 elf_log() {
     local line
-    line=$(printf '[%s] [%s] [%s] %s' "$(date '+%Y-%m-%d %H:%M:%S')" "$1" "$ELF_SCRIPT" "$2")
-    printf '%s\n' "$line" | elf-write --append "$ELF_HOME/logs/$(date +%Y%m%d).log" 2>/dev/null ||
+    line=$(printf '[%(%Y-%m-%d %H:%M:%S)T] [%s] [%s] %s' -1 "$1" "$ELF_SCRIPT" "$2")
+    printf '%s\n' "$line" | elf-write --append "$ELF_HOME/logs/$(printf '%(%Y%m%d)T' -1).log" 2>/dev/null ||
         elf_warn "could not write the log"
 }
 

@@ -1,0 +1,468 @@
+//! Load and crash tests: many processes on one ELF home, and SIGKILL at random moments.
+//!
+//! Small counts by default; `ELF_STRESS_FULL=1` runs the full counts (20 x 50 failures,
+//! 10 x 50 heuristics and 20 readers; 50 writers and 100 readers on elf-db; 500 chaos
+//! iterations). Each test prints its figures on stderr (`cargo test --test stress --
+//! --nocapture`).
+
+#[path = "elf_home.rs"]
+mod elf_home;
+#[path = "util.rs"]
+mod util;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use elf_home::{git, ok, rows, run, script};
+use util::{TempDir, cmd, scale, watchdog};
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn report(what: &str, records: usize, wall: Duration, mut lat: Vec<Duration>) {
+    lat.sort();
+    eprintln!(
+        "{what}: {records} records in {:.1} s, {:.1} records/s, latency p50 {} ms, p99 {} ms",
+        wall.as_secs_f64(),
+        records as f64 / wall.as_secs_f64(),
+        percentile(&lat, 0.5).as_millis(),
+        percentile(&lat, 0.99).as_millis()
+    );
+}
+
+fn heuristic_headings(text: &str) -> Vec<(i64, String)> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("## H-"))
+        .filter_map(|l| l.split_once(": "))
+        .filter_map(|(id, rule)| id.parse().ok().map(|id| (id, rule.to_string())))
+        .collect()
+}
+
+fn commit_subjects(home: &Path) -> Vec<String> {
+    git(home, &["log", "--format=%s"]).lines().map(String::from).collect()
+}
+
+fn integrity_ok(home: &Path) {
+    let out = cmd(env!("CARGO_BIN_EXE_elf-db"))
+        .args(["check", "--db"])
+        .arg(home.join("memory/index.db"))
+        .output()
+        .expect("elf-db check");
+    assert!(out.status.success(), "integrity: {}", String::from_utf8_lossy(&out.stdout));
+    let fsck = Command::new("git").arg("-C").arg(home).args(["fsck", "--strict"]).output().expect("git fsck");
+    assert!(fsck.status.success(), "git fsck: {}", String::from_utf8_lossy(&fsck.stderr));
+}
+
+fn sync_reports_nothing(home: &Path) {
+    let out = run(script("sync-db-markdown.sh", home));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "sync-db-markdown.sh found differences:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn load_failures_heuristics_and_readers_on_one_home() {
+    let (fw, fr) = (scale(4, 20), scale(5, 50));
+    let (hw, hr) = (scale(3, 10), scale(5, 50));
+    let readers = scale(4, 20);
+    let dir = TempDir::new();
+    let home = dir.join("home");
+    let mut first = script("record-failure.sh", &home);
+    first.args(["--title", "warm up", "--domain", "load"]);
+    ok(&run(first));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicUsize::new(0));
+    let reader_threads: Vec<_> = (0..readers)
+        .map(|i| {
+            let (home, stop, reads) = (home.clone(), stop.clone(), reads.clone());
+            std::thread::spawn(move || {
+                let modes: [&[&str]; 3] = [&["--context"], &["--domain", "race"], &["--stats"]];
+                let mut failures = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    let mut q = script("query.sh", &home);
+                    q.args(modes[i % 3]);
+                    let out = run(q);
+                    if !out.status.success() {
+                        failures.push(String::from_utf8_lossy(&out.stderr).to_string());
+                    }
+                    reads.fetch_add(1, Ordering::SeqCst);
+                }
+                failures
+            })
+        })
+        .collect();
+
+    let start = Instant::now();
+    let mut writers = Vec::new();
+    for w in 0..fw {
+        let home = home.clone();
+        writers.push(std::thread::spawn(move || {
+            (0..fr)
+                .map(|r| {
+                    let t = Instant::now();
+                    let mut c = script("record-failure.sh", &home);
+                    c.args(["--title", &format!("load f{w} r{r}"), "--domain", "load"]);
+                    let out = run(c);
+                    (format!("load f{w} r{r}"), out, t.elapsed())
+                })
+                .collect::<Vec<_>>()
+        }));
+    }
+    for w in 0..hw {
+        let home = home.clone();
+        writers.push(std::thread::spawn(move || {
+            (0..hr)
+                .map(|r| {
+                    let t = Instant::now();
+                    let mut c = script("record-heuristic.sh", &home);
+                    c.args(["--domain", "race", "--rule", &format!("load h{w} r{r}"), "--confidence", "0.5"]);
+                    let out = run(c);
+                    (format!("load h{w} r{r}"), out, t.elapsed())
+                })
+                .collect::<Vec<_>>()
+        }));
+    }
+    let results: Vec<_> = watchdog(Duration::from_secs(3600), move || {
+        writers.into_iter().flat_map(|t| t.join().expect("writer thread")).collect()
+    });
+    let wall = start.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    for t in reader_threads {
+        let failures = t.join().expect("reader thread");
+        assert!(failures.is_empty(), "query.sh failed: {failures:?}");
+    }
+    for (name, out, _) in &results {
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    report("load", results.len(), wall, results.iter().map(|r| r.2).collect());
+    eprintln!("load: {} query.sh runs alongside", reads.load(Ordering::SeqCst));
+
+    // Record by record: one row, one file and one commit per failure.
+    let frows = rows(&home, "SELECT title, filepath FROM learnings WHERE title LIKE 'load f%'");
+    let subjects = commit_subjects(&home);
+    let by_title: BTreeMap<String, String> = frows
+        .iter()
+        .map(|r| (r["title"].as_str().unwrap_or_default().to_string(), r["filepath"].as_str().unwrap_or_default().to_string()))
+        .collect();
+    assert_eq!(frows.len(), fw * fr, "failure rows");
+    assert_eq!(by_title.len(), fw * fr, "a title has two rows");
+    for (title, path) in &by_title {
+        let text = std::fs::read_to_string(home.join(path)).unwrap_or_default();
+        assert!(text.starts_with(&format!("# {title}\n")), "{path} is not {title}'s file");
+        assert_eq!(subjects.iter().filter(|s| **s == format!("failure: {title}")).count(), 1, "{title} commits");
+    }
+    // One header, and the H-<id> set equal to the row id set, rule by rule.
+    let text = std::fs::read_to_string(home.join("memory/heuristics/race.md")).expect("race.md");
+    assert_eq!(text.matches("# Heuristics: race\n").count(), 1);
+    let entries: BTreeSet<(i64, String)> = heuristic_headings(&text).into_iter().collect();
+    let hrows: BTreeSet<(i64, String)> = rows(&home, "SELECT id, rule FROM heuristics")
+        .iter()
+        .map(|r| (r["id"].as_i64().unwrap_or(0), r["rule"].as_str().unwrap_or_default().to_string()))
+        .collect();
+    assert_eq!(hrows.len(), hw * hr);
+    assert_eq!(entries, hrows);
+    for (_, rule) in &hrows {
+        assert_eq!(subjects.iter().filter(|s| **s == format!("heuristic: {rule}")).count(), 1, "{rule} commits");
+    }
+    integrity_ok(&home);
+    sync_reports_nothing(&home);
+}
+
+#[test]
+fn elf_db_many_writers_and_readers() {
+    let (writers, per, readers) = (scale(10, 50), scale(20, 50), scale(20, 100));
+    let dir = TempDir::new();
+    let db = dir.join("db.sqlite");
+    let db_bin = env!("CARGO_BIN_EXE_elf-db");
+    let made = cmd(db_bin)
+        .args(["exec", "--db"])
+        .arg(&db)
+        .arg("--file")
+        .arg(elf_home::root().join("bin-wrappers/lib/schema.sql"))
+        .output()
+        .expect("schema");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let spawn_writer = |w: usize| -> Child {
+        let input: String = (0..per)
+            .map(|i| {
+                format!(
+                    "{{\"db\":{{\"table\":\"learnings\",\"values\":{{\"type\":\"failure\",\"filepath\":\"w{w}/{i}\",\"title\":\"w{w} {i}\"}}}}}}\n"
+                )
+            })
+            .collect();
+        let path = dir.join(format!("in.{w}"));
+        std::fs::write(&path, input).expect("input");
+        cmd(db_bin)
+            .args(["insert", "--db"])
+            .arg(&db)
+            .stdin(std::fs::File::open(&path).expect("open input"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn writer")
+    };
+    let spawn_reader = || -> Child {
+        cmd(db_bin)
+            .args(["query", "--db"])
+            .arg(&db)
+            .arg("SELECT id, title FROM learnings ORDER BY id DESC LIMIT 50")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn reader")
+    };
+    let start = Instant::now();
+    let mut procs: Vec<(String, Child)> = Vec::new();
+    for w in 0..writers {
+        procs.push((format!("writer {w}"), spawn_writer(w)));
+    }
+    for r in 0..readers {
+        procs.push((format!("reader {r}"), spawn_reader()));
+    }
+    let outs = watchdog(Duration::from_secs(600), move || {
+        procs.into_iter().map(|(n, c)| (n, c.wait_with_output().expect("wait"))).collect::<Vec<_>>()
+    });
+    let wall = start.elapsed();
+    let mut ids_by_writer: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for (name, out) in &outs {
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        if name.starts_with("writer") {
+            let ids = util::json_lines(&out.stdout).iter().filter_map(|r| r["db"]["id"].as_i64()).collect();
+            ids_by_writer.insert(name.clone(), ids);
+        }
+    }
+    let out = cmd(db_bin)
+        .args(["query", "--db"])
+        .arg(&db)
+        .arg("SELECT id, filepath FROM learnings")
+        .output()
+        .expect("count");
+    let stored = util::json_lines(&out.stdout);
+    assert_eq!(stored.len(), writers * per);
+    for (name, ids) in &ids_by_writer {
+        assert_eq!(ids.len(), per, "{name} got {} ids", ids.len());
+    }
+    let by_id: BTreeMap<i64, String> = stored
+        .iter()
+        .map(|r| (r["id"].as_i64().unwrap_or(0), r["filepath"].as_str().unwrap_or_default().to_string()))
+        .collect();
+    for (name, ids) in &ids_by_writer {
+        let w = name.trim_start_matches("writer ");
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(by_id.get(id).map(String::as_str), Some(format!("w{w}/{i}").as_str()), "{name} id {id}");
+        }
+    }
+    eprintln!(
+        "elf-db: {writers} writers x {per} inserts and {readers} readers in {:.2} s, all succeeded",
+        wall.as_secs_f64()
+    );
+}
+
+/// Every process below `pid`, deepest last.
+fn descendants(pid: u32) -> Vec<(u32, String)> {
+    let mut all = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(p) = frontier.pop() {
+        let children = std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
+        for c in children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+            let comm = std::fs::read_to_string(format!("/proc/{c}/comm")).unwrap_or_default().trim().to_string();
+            all.push((c, comm));
+            frontier.push(c);
+        }
+    }
+    all
+}
+
+/// Processes whose command line mentions `needle` (orphans of a killed pipeline).
+fn mentioning(needle: &str) -> Vec<u32> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+                .filter(|&p| p != me)
+                .filter(|p| {
+                    std::fs::read(format!("/proc/{p}/cmdline"))
+                        .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                        .unwrap_or(false)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A tiny deterministic generator (xorshift), so a failing run can be repeated by its seed.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// True when a file that readers may see is complete.
+fn complete(path: &Path, text: &str) -> bool {
+    let name = path.to_string_lossy();
+    if name.contains("/memory/failures/") {
+        text.ends_with(" -->\n") && text.starts_with("# ")
+    } else if name.contains("/memory/heuristics/") {
+        text.starts_with("# Heuristics: ") && text.ends_with("---\n\n")
+    } else {
+        true
+    }
+}
+
+#[test]
+fn chaos_sigkill_at_random_moments() {
+    let iterations = scale(24, 500);
+    let seed = std::env::var("ELF_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_1234_u64);
+    let dir = TempDir::new();
+    let home = dir.join("home");
+    let mut first = script("record-failure.sh", &home);
+    first.args(["--title", "before the storm", "--domain", "chaos"]);
+    ok(&run(first));
+
+    // A reader that keeps reading every file and counts any it sees incomplete.
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (home, stop) = (home.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let (mut reads, mut torn) = (0usize, Vec::new());
+            while !stop.load(Ordering::SeqCst) {
+                for sub in ["memory/failures", "memory/heuristics"] {
+                    let Ok(dir) = std::fs::read_dir(home.join(sub)) else { continue };
+                    for e in dir.filter_map(|e| e.ok()) {
+                        let p: PathBuf = e.path();
+                        if p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+                            continue;
+                        }
+                        if let Ok(text) = std::fs::read_to_string(&p) {
+                            reads += 1;
+                            if !complete(&p, &text) {
+                                torn.push(p.display().to_string());
+                            }
+                        }
+                    }
+                }
+            }
+            (reads, torn)
+        })
+    };
+
+    let mut rng = Rng(seed);
+    let mut started: Vec<(String, bool)> = Vec::new(); // (title or rule, exited 0)
+    let mut kills: BTreeMap<String, usize> = BTreeMap::new();
+    let start = Instant::now();
+    for i in 0..iterations {
+        let heuristic = rng.below(3) == 0;
+        let name = format!("chaos {i}");
+        let mut c = if heuristic {
+            let mut c = script("record-heuristic.sh", &home);
+            c.args(["--domain", "chaos", "--rule", &name, "--confidence", "0.5"]);
+            c
+        } else {
+            let mut c = script("record-failure.sh", &home);
+            c.args(["--title", &name, "--domain", "chaos"]);
+            c
+        };
+        let mut child = c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
+        std::thread::sleep(Duration::from_millis(rng.below(250)));
+        let mut victims: Vec<(u32, String)> = vec![(child.id(), "wrapper".to_string())];
+        victims.extend(
+            descendants(child.id())
+                .into_iter()
+                .filter(|(_, comm)| matches!(comm.as_str(), "elf-db" | "elf-write" | "elf-commit" | "elf-lock" | "bash")),
+        );
+        let (pid, comm) = victims[rng.below(victims.len() as u64) as usize].clone();
+        // SAFETY: SIGKILL to a process of the pipeline we started.
+        let killed = unsafe { libc::kill(pid as i32, libc::SIGKILL) } == 0;
+        if killed {
+            *kills.entry(comm).or_default() += 1;
+        }
+        let status = watchdog(Duration::from_secs(120), move || child.wait().expect("wait"));
+        started.push((format!("{}{name}", if heuristic { "h:" } else { "f:" }), status.success()));
+    }
+    // Orphans of a killed wrapper finish their pipeline on their own; wait for them.
+    let needle = home.to_string_lossy().to_string();
+    util::wait_for(Duration::from_secs(120), "orphaned pipeline processes", || mentioning(&needle).is_empty());
+    stop.store(true, Ordering::SeqCst);
+    let (reads, torn) = reader.join().expect("reader");
+    assert!(torn.is_empty(), "a reader saw incomplete files: {torn:?}");
+
+    // The next wrapper call recovers; it must not wait for any lock left behind.
+    let t = Instant::now();
+    let mut next = script("record-failure.sh", &home);
+    next.args(["--title", "after the storm", "--domain", "chaos"]);
+    let out = watchdog(Duration::from_secs(60), move || run(next));
+    ok(&out);
+    let next_took = t.elapsed();
+
+    let subjects = commit_subjects(&home);
+    let frows = rows(&home, "SELECT title, filepath FROM learnings WHERE title LIKE 'chaos %'");
+    let ftitles: BTreeMap<String, String> = frows
+        .iter()
+        .map(|r| (r["title"].as_str().unwrap_or_default().to_string(), r["filepath"].as_str().unwrap_or_default().to_string()))
+        .collect();
+    assert_eq!(ftitles.len(), frows.len(), "a failure has two rows");
+    let heuristics_md = std::fs::read_to_string(home.join("memory/heuristics/chaos.md")).unwrap_or_default();
+    let entries: BTreeSet<(i64, String)> = heuristic_headings(&heuristics_md).into_iter().collect();
+    let hrows: BTreeSet<(i64, String)> = rows(&home, "SELECT id, rule FROM heuristics")
+        .iter()
+        .map(|r| (r["id"].as_i64().unwrap_or(0), r["rule"].as_str().unwrap_or_default().to_string()))
+        .collect();
+    assert_eq!(entries, hrows, "heuristic entries and rows differ");
+    let (mut whole, mut absent, mut exited_ok) = (0, 0, 0);
+    for (tag, success) in &started {
+        let (kind, name) = tag.split_at(2);
+        let (row, file, commit) = if kind == "f:" {
+            let path = ftitles.get(name);
+            let file = path.is_some_and(|p| home.join(p).is_file())
+                || std::fs::read_dir(home.join("memory/failures"))
+                    .map(|d| {
+                        d.filter_map(|e| e.ok())
+                            .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.starts_with(&format!("# {name}\n"))))
+                    })
+                    .unwrap_or(false);
+            (path.is_some(), file, subjects.iter().any(|s| *s == format!("failure: {name}")))
+        } else {
+            let row = hrows.iter().any(|(_, r)| r == name);
+            (row, row && entries.iter().any(|(_, r)| r == name), subjects.iter().any(|s| *s == format!("heuristic: {name}")))
+        };
+        assert!(row == file && file == commit, "{tag}: row {row}, file {file}, commit {commit}: neither whole nor absent");
+        if row {
+            whole += 1;
+        } else {
+            absent += 1;
+        }
+        if *success {
+            exited_ok += 1;
+            assert!(row, "{tag} exited 0 but is not there");
+        }
+    }
+    integrity_ok(&home);
+    sync_reports_nothing(&home);
+    assert!(next_took < Duration::from_secs(30), "the next run took {next_took:?}");
+    eprintln!(
+        "chaos (seed {seed:#x}): {iterations} records started in {:.1} s, {exited_ok} exited 0, {whole} whole and {absent} absent after recovery, kills {kills:?}, {reads} reads and no torn file, next run {} ms",
+        start.elapsed().as_secs_f64(),
+        next_took.as_millis()
+    );
+}
