@@ -286,6 +286,12 @@ fn descendants(pid: u32) -> Vec<(u32, String)> {
     all
 }
 
+/// The parent of a process.
+fn parent(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Processes whose command line mentions `needle` (orphans of a killed pipeline).
 fn mentioning(needle: &str) -> Vec<u32> {
     let me = std::process::id();
@@ -384,19 +390,40 @@ fn chaos_sigkill_at_random_moments() {
             c
         };
         let mut child = c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
-        std::thread::sleep(Duration::from_millis(rng.below(250)));
-        let mut victims: Vec<(u32, String)> = vec![(child.id(), "wrapper".to_string())];
-        victims.extend(
-            descendants(child.id())
-                .into_iter()
-                .filter(|(_, comm)| matches!(comm.as_str(), "elf-db" | "elf-write" | "elf-commit" | "elf-lock" | "bash")),
-        );
-        let (pid, comm) = victims[rng.below(victims.len() as u64) as usize].clone();
+        // Aim at one stage: wait until a process of it runs, then kill it a random moment
+        // later (it may have finished by then: a miss, counted).
+        let stages = ["wrapper", "elf-db", "elf-write", "elf-commit", "elf-lock"];
+        let stage = stages[rng.below(stages.len() as u64) as usize];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let target = loop {
+            if stage == "wrapper" {
+                std::thread::sleep(Duration::from_millis(rng.below(400)));
+                break Some(child.id());
+            }
+            // The record's own pipeline runs below elf-record (recovery runs below elf-recover).
+            let pipeline = descendants(child.id()).into_iter().find(|(pid, _)| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("lib/elf-record"))
+            });
+            let found = match pipeline {
+                Some((p, _)) if stage == "elf-lock" => Some(p),
+                Some((p, _)) => descendants(p).into_iter().find(|(_, comm)| comm == stage).map(|(pid, _)| pid),
+                None => None,
+            };
+            if let Some(pid) = found {
+                std::thread::sleep(Duration::from_micros(rng.below(3_000)));
+                // For elf-lock, the process that holds the active lock is elf-record's parent.
+                let pid = if stage == "elf-lock" { parent(pid).unwrap_or(pid) } else { pid };
+                break Some(pid);
+            }
+            if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+                break None;
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        };
         // SAFETY: SIGKILL to a process of the pipeline we started.
-        let killed = unsafe { libc::kill(pid as i32, libc::SIGKILL) } == 0;
-        if killed {
-            *kills.entry(comm).or_default() += 1;
-        }
+        let killed = target.is_some_and(|pid| unsafe { libc::kill(pid as i32, libc::SIGKILL) } == 0);
+        *kills.entry(if killed { stage.to_string() } else { format!("{stage} (missed)") }).or_default() += 1;
         let status = watchdog(Duration::from_secs(120), move || child.wait().expect("wait"));
         started.push((format!("{}{name}", if heuristic { "h:" } else { "f:" }), status.success()));
     }
