@@ -1,0 +1,1 @@
+//! elf-lock integration tests.
