@@ -28,17 +28,25 @@ impl Holder {
     /// Spawns `c` (whose command must print one line, then wait on stdin) and waits for the
     /// line: the handshake that says the lock is held.
     fn start(mut c: Command) -> Holder {
-        c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = c.spawn().expect("spawn holder");
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().expect("stdout");
         let first = watchdog(LIMIT, move || {
             let mut line = String::new();
-            BufReader::new(stdout).read_line(&mut line).expect("read handshake");
+            BufReader::new(stdout)
+                .read_line(&mut line)
+                .expect("read handshake");
             line
         });
         assert!(!first.is_empty(), "holder exited before its handshake");
-        Holder { child, stdin, first: first.trim_end().to_string() }
+        Holder {
+            child,
+            stdin,
+            first: first.trim_end().to_string(),
+        }
     }
 
     fn pid(&self) -> i64 {
@@ -56,15 +64,28 @@ impl Holder {
 /// `elf-lock ARGS -- sh -c 'echo in; read x'`.
 fn hold(args: &[&str]) -> Holder {
     let mut c = lock();
-    c.args(args).args(["--", "sh", "-c", "echo in; read x; true"]);
+    c.args(args)
+        .args(["--", "sh", "-c", "echo in; read x; true"]);
     Holder::start(c)
 }
 
 fn status(dir: &TempDir, paths: &[&str]) -> Vec<Map<String, Value>> {
-    let out = lock().current_dir(dir.path()).arg("--status").args(paths).output().expect("run --status");
-    assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = lock()
+        .current_dir(dir.path())
+        .arg("--status")
+        .args(paths)
+        .output()
+        .expect("run --status");
+    assert!(
+        out.status.success(),
+        "status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines = json_lines(&out.stdout);
-    assert_eq!(lines.len(), paths.iter().filter(|p| **p != "--mkdir").count());
+    assert_eq!(
+        lines.len(),
+        paths.iter().filter(|p| **p != "--mkdir").count()
+    );
     lines
 }
 
@@ -79,7 +100,11 @@ fn pid_of(rec: &Value) -> Option<i64> {
 fn stat_start_time(pid: &str) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
     let rest = &s[s.rfind(')').expect(")") + 1..];
-    rest.split_whitespace().nth(19).expect("field 22").parse().expect("start time")
+    rest.split_whitespace()
+        .nth(19)
+        .expect("field 22")
+        .parse()
+        .expect("start time")
 }
 
 fn host_and_boot() -> (String, String) {
@@ -92,13 +117,22 @@ fn host_and_boot() -> (String, String) {
 fn process_gone(pid: i64) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
-        Ok(s) => s.rfind(')').is_some_and(|i| s[i + 1..].trim_start().starts_with('Z')),
+        Ok(s) => s
+            .rfind(')')
+            .is_some_and(|i| s[i + 1..].trim_start().starts_with('Z')),
     }
 }
 
 fn code(args: &[&str], dir: &Path) -> (Option<i32>, String) {
-    let out = lock().current_dir(dir).args(args).output().expect("run elf-lock");
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = lock()
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run elf-lock");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -107,7 +141,11 @@ fn code(args: &[&str], dir: &Path) -> (Option<i32>, String) {
 fn counter_run(dir: &TempDir, procs: usize, rounds: usize, locked: bool) -> u64 {
     std::fs::write(dir.join("count"), "0\n").expect("init counter");
     let body = "n=$(cat count); echo $((n+1)) > count";
-    let step = if locked { format!("\"$ELF_LOCK\" L -c '{body}' || exit 1") } else { body.to_string() };
+    let step = if locked {
+        format!("\"$ELF_LOCK\" L -c '{body}' || exit 1")
+    } else {
+        body.to_string()
+    };
     let script = format!("i=0; while [ $i -lt {rounds} ]; do {step}; i=$((i+1)); done");
     let children: Vec<Child> = (0..procs)
         .map(|_| {
@@ -157,15 +195,31 @@ fn shared_holders_overlap_and_an_exclusive_waiter_waits_for_all() {
     assert_eq!(st["mode"], "shared");
     assert_eq!(st["pids"].as_array().map(Vec::len), Some(2));
     let (c, _) = code(&["-n", l, "--", "true"], dir.path());
-    assert_eq!(c, Some(75), "an exclusive lock was granted beside shared holders");
+    assert_eq!(
+        c,
+        Some(75),
+        "an exclusive lock was granted beside shared holders"
+    );
     let mut waiter = lock()
-        .args([l, "--", "sh", "-c", "echo exclusive >> \"$0\"", log.to_str().expect("utf-8")])
+        .args([
+            l,
+            "--",
+            "sh",
+            "-c",
+            "echo exclusive >> \"$0\"",
+            log.to_str().expect("utf-8"),
+        ])
         .spawn()
         .expect("spawn waiter");
-    wait_for(LIMIT, "the exclusive waiter to block", || status_one(&dir, l)["waiters"] == 1);
+    wait_for(LIMIT, "the exclusive waiter to block", || {
+        status_one(&dir, l)["waiters"] == 1
+    });
     std::fs::write(&log, "").expect("log");
     for (name, h) in [("a", a), ("b", b)] {
-        let mut f = std::fs::OpenOptions::new().append(true).open(&log).expect("open log");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .expect("open log");
         std::io::Write::write_all(&mut f, format!("released {name}\n").as_bytes()).expect("log");
         assert!(h.release().success());
     }
@@ -185,13 +239,19 @@ fn nonblock_on_a_held_lock_exits_75_or_the_e_value_at_once() {
     let (c, err) = code(&["-n", "L", "--", "touch", "ran"], dir.path());
     assert_eq!(c, Some(75));
     assert!(start.elapsed() < Duration::from_secs(5));
-    assert!(err.starts_with("elf-lock: L is busy, not waiting: held by pid "), "{err}");
+    assert!(
+        err.starts_with("elf-lock: L is busy, not waiting: held by pid "),
+        "{err}"
+    );
     assert!(err.contains(&format!("pid {} ", h.pid())), "{err}");
     let (c, err) = code(&["-q", "-n", "-E", "9", "L", "true"], dir.path());
     assert_eq!((c, err.as_str()), (Some(9), ""));
     let (c, _) = code(&["-w", "0", "L", "true"], dir.path());
     assert_eq!(c, Some(75));
-    assert!(!dir.join("ran").exists(), "the command ran without the lock");
+    assert!(
+        !dir.join("ran").exists(),
+        "the command ran without the lock"
+    );
     assert!(h.release().success());
 }
 
@@ -203,8 +263,14 @@ fn timeout_gives_up_after_about_the_time_and_releases_a_partial_set() {
     }
     // Hold the file taken last in the canonical order (by inode), so the first is taken and
     // must be released on giving up.
-    let ino = |f: &str| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(dir.join(f)).expect("stat"));
-    let (first, last) = if ino("A") < ino("B") { ("A", "B") } else { ("B", "A") };
+    let ino = |f: &str| {
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(dir.join(f)).expect("stat"))
+    };
+    let (first, last) = if ino("A") < ino("B") {
+        ("A", "B")
+    } else {
+        ("B", "A")
+    };
     let h = hold(&[dir.join(last).to_str().expect("utf-8")]);
     let mut waiter = lock()
         .current_dir(dir.path())
@@ -215,13 +281,25 @@ fn timeout_gives_up_after_about_the_time_and_releases_a_partial_set() {
     let start = Instant::now();
     let status = watchdog(LIMIT, move || {
         let mut err = String::new();
-        waiter.stderr.take().expect("stderr").read_to_string(&mut err).expect("read");
+        waiter
+            .stderr
+            .take()
+            .expect("stderr")
+            .read_to_string(&mut err)
+            .expect("read");
         (waiter.wait().expect("wait"), err)
     });
     let took = start.elapsed();
     assert_eq!(status.0.code(), Some(75), "{}", status.1);
-    assert!(took >= Duration::from_millis(450) && took < Duration::from_secs(5), "gave up after {took:?}");
-    assert!(status.1.contains(&format!("{last} not locked within 0.5s")), "{}", status.1);
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_secs(5),
+        "gave up after {took:?}"
+    );
+    assert!(
+        status.1.contains(&format!("{last} not locked within 0.5s")),
+        "{}",
+        status.1
+    );
     // The partial set was released: the first file is free again at once.
     let (c, _) = code(&["-n", first, "true"], dir.path());
     assert_eq!(c, Some(0));
@@ -239,8 +317,14 @@ fn a_long_wait_says_once_who_holds_the_lock() {
     assert_eq!(lines.len(), 2, "{err}");
     let expect = format!("elf-lock: waiting for L: held by pid {} on ", h.pid());
     assert!(lines[0].starts_with(&expect), "{err}");
-    assert!(lines[0].ends_with("(command: sh -c echo in; read x; true)"), "{err}");
-    assert!(lines[1].starts_with("elf-lock: L not locked within 1.3s: held by pid "), "{err}");
+    assert!(
+        lines[0].ends_with("(command: sh -c echo in; read x; true)"),
+        "{err}"
+    );
+    assert!(
+        lines[1].starts_with("elf-lock: L not locked within 1.3s: held by pid "),
+        "{err}"
+    );
     let (c, err) = code(&["-q", "-w", "1.2", "L", "true"], dir.path());
     assert_eq!((c, err.as_str()), (Some(75), ""));
     assert!(h.release().success());
@@ -254,11 +338,20 @@ fn opposite_orders_never_deadlock() {
     let dir = TempDir::new();
     let rounds = scale(500, 2000);
     let script = |a: &str, b: &str| {
-        format!("i=0; while [ $i -lt {rounds} ]; do \"$ELF_LOCK\" {a} {b} -- true || exit 1; i=$((i+1)); done")
+        format!(
+            "i=0; while [ $i -lt {rounds} ]; do \"$ELF_LOCK\" {a} {b} -- true || exit 1; i=$((i+1)); done"
+        )
     };
     let children: Vec<Child> = [script("A", "B"), script("B", "A")]
         .iter()
-        .map(|s| cmd("sh").current_dir(dir.path()).env("ELF_LOCK", BIN).args(["-c", s]).spawn().expect("spawn"))
+        .map(|s| {
+            cmd("sh")
+                .current_dir(dir.path())
+                .env("ELF_LOCK", BIN)
+                .args(["-c", s])
+                .spawn()
+                .expect("spawn")
+        })
         .collect();
     watchdog(Duration::from_secs(120), move || {
         for mut c in children {
@@ -274,7 +367,13 @@ fn the_same_file_twice_counts_once() {
     std::fs::hard_link(dir.join("A"), dir.join("A2")).expect("link");
     let out = watchdog(LIMIT, {
         let d = dir.path().to_path_buf();
-        move || lock().current_dir(d).args(["A", "./A", "A2", "--", "true"]).output().expect("run")
+        move || {
+            lock()
+                .current_dir(d)
+                .args(["A", "./A", "A2", "--", "true"])
+                .output()
+                .expect("run")
+        }
     });
     assert_eq!(out.status.code(), Some(0));
 }
@@ -289,10 +388,16 @@ fn the_command_status_passes_through() {
     assert_eq!(code(&["L", "sh", "-c", "exit 7"], d).0, Some(7));
     assert_eq!(code(&["L", "-c", "exit 5"], d).0, Some(5));
     assert_eq!(code(&["-c", "exit 4", "L", "M"], d).0, Some(4));
-    assert_eq!(code(&["L", "--", "sh", "-c", "kill -TERM $$"], d).0, Some(143));
+    assert_eq!(
+        code(&["L", "--", "sh", "-c", "kill -TERM $$"], d).0,
+        Some(143)
+    );
     let (c, err) = code(&["L", "--", "no-such-command-here"], d);
     assert_eq!(c, Some(127));
-    assert_eq!(err, "elf-lock: cannot run no-such-command-here: No such file or directory\n");
+    assert_eq!(
+        err,
+        "elf-lock: cannot run no-such-command-here: No such file or directory\n"
+    );
 }
 
 #[test]
@@ -312,15 +417,24 @@ fn sigterm_is_forwarded_and_the_lock_held_until_the_command_exits() {
     let mut child = h.child;
     let st = watchdog(LIMIT, move || child.wait().expect("wait"));
     assert_eq!(st.code(), Some(3));
-    assert!(dir.join("after").exists(), "elf-lock exited before its command");
+    assert!(
+        dir.join("after").exists(),
+        "elf-lock exited before its command"
+    );
 }
 
 #[test]
 fn a_signal_while_waiting_stops_the_wait_and_runs_nothing() {
     let dir = TempDir::new();
     let h = hold(&[dir.join("L").to_str().expect("utf-8")]);
-    let mut w = lock().current_dir(dir.path()).args(["L", "touch", "ran"]).spawn().expect("spawn");
-    wait_for(LIMIT, "the waiter to block", || status_one(&dir, "L")["waiters"] == 1);
+    let mut w = lock()
+        .current_dir(dir.path())
+        .args(["L", "touch", "ran"])
+        .spawn()
+        .expect("spawn");
+    wait_for(LIMIT, "the waiter to block", || {
+        status_one(&dir, "L")["waiters"] == 1
+    });
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(w.id() as i32, libc::SIGINT) };
     let st = watchdog(LIMIT, move || w.wait().expect("wait"));
@@ -333,11 +447,18 @@ fn a_signal_while_waiting_stops_the_wait_and_runs_nothing() {
 fn kill_9_takes_the_command_along_and_frees_the_lock_at_once() {
     let dir = TempDir::new();
     let mut c = lock();
-    c.current_dir(dir.path()).args(["L", "--", "sh", "-c", "echo $$; exec sleep 60"]);
+    c.current_dir(dir.path())
+        .args(["L", "--", "sh", "-c", "echo $$; exec sleep 60"]);
     let h = Holder::start(c);
     let command_pid: i64 = h.first.parse().expect("command pid");
-    let mut waiter = lock().current_dir(dir.path()).args(["L", "--", "true"]).spawn().expect("spawn waiter");
-    wait_for(LIMIT, "the waiter to block", || status_one(&dir, "L")["waiters"] == 1);
+    let mut waiter = lock()
+        .current_dir(dir.path())
+        .args(["L", "--", "true"])
+        .spawn()
+        .expect("spawn waiter");
+    wait_for(LIMIT, "the waiter to block", || {
+        status_one(&dir, "L")["waiters"] == 1
+    });
     let killed = Instant::now();
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(h.child.id() as i32, libc::SIGKILL) };
@@ -348,7 +469,9 @@ fn kill_9_takes_the_command_along_and_frees_the_lock_at_once() {
     // The command held the lock too (inherited): the waiter got it only because the command
     // died with elf-lock, long before its 60 s sleep.
     assert!(killed.elapsed() < Duration::from_secs(20));
-    wait_for(LIMIT, "the command to be gone", || process_gone(command_pid));
+    wait_for(LIMIT, "the command to be gone", || {
+        process_gone(command_pid)
+    });
 }
 
 #[test]
@@ -356,9 +479,16 @@ fn the_command_inherits_the_lock_unless_o() {
     let dir = TempDir::new();
     let list = "for f in /proc/$$/fd/*; do readlink \"$f\"; done; true";
     let fds = |extra: &[&str]| {
-        let out = lock().current_dir(dir.path()).args(extra).args(["L", "-c", list]).output().expect("run");
+        let out = lock()
+            .current_dir(dir.path())
+            .args(extra)
+            .args(["L", "-c", list])
+            .output()
+            .expect("run");
         assert!(out.status.success());
-        String::from_utf8_lossy(&out.stdout).lines().any(|l| Path::new(l) == dir.join("L"))
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| Path::new(l) == dir.join("L"))
     };
     assert!(fds(&[]), "the command did not inherit the lock");
     assert!(!fds(&["-o"]), "-o passed the lock on");
@@ -372,7 +502,10 @@ fn the_command_inherits_the_lock_unless_o() {
             .output()
             .expect("run");
         assert!(out.status.success());
-        let bg: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().expect("pid");
+        let bg: i32 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("pid");
         let (c, _) = code(&["-q", "-n", "L", "true"], dir.path());
         // SAFETY: kill(2) on a process this test started.
         unsafe { libc::kill(bg, libc::SIGKILL) };
@@ -384,7 +517,8 @@ fn the_command_inherits_the_lock_unless_o() {
 fn no_fork_runs_the_command_as_the_holder() {
     let dir = TempDir::new();
     let mut c = lock();
-    c.current_dir(dir.path()).args(["-F", "L", "-c", "echo $$; read x; true"]);
+    c.current_dir(dir.path())
+        .args(["-F", "L", "-c", "echo $$; read x; true"]);
     let h = Holder::start(c);
     assert_eq!(h.first.parse::<i64>().ok(), Some(h.pid()));
     let st = status_one(&dir, "L");
@@ -401,7 +535,10 @@ fn a_symlinked_lock_path_is_refused_and_nothing_is_created() {
     std::os::unix::fs::symlink(dir.join("target"), dir.join("L")).expect("symlink");
     let (c, err) = code(&["L", "--", "touch", "ran"], dir.path());
     assert_eq!(c, Some(77));
-    assert_eq!(err, "elf-lock: lock file L is a symlink; refusing to follow it\n");
+    assert_eq!(
+        err,
+        "elf-lock: lock file L is a symlink; refusing to follow it\n"
+    );
     assert!(!dir.join("target").exists());
     assert!(!dir.join("ran").exists());
     let (c, _) = code(&["--status", "L"], dir.path());
@@ -413,10 +550,19 @@ fn a_symlinked_lock_path_is_refused_and_nothing_is_created() {
 fn lock_files_are_created_with_the_mode_and_never_deleted() {
     let dir = TempDir::new();
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(code(&["--mode", "0600", "L", "true"], dir.path()).0, Some(0));
-    let mode = std::fs::metadata(dir.join("L")).expect("lock file kept").permissions().mode();
+    assert_eq!(
+        code(&["--mode", "0600", "L", "true"], dir.path()).0,
+        Some(0)
+    );
+    let mode = std::fs::metadata(dir.join("L"))
+        .expect("lock file kept")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
-    assert_eq!(code(&["--mode", "999", "M", "true"], dir.path()).0, Some(64));
+    assert_eq!(
+        code(&["--mode", "999", "M", "true"], dir.path()).0,
+        Some(64)
+    );
 }
 
 #[test]
@@ -424,18 +570,33 @@ fn the_holder_record_is_one_json_line() {
     let dir = TempDir::new();
     let h = hold(&[dir.join("L").to_str().expect("utf-8")]);
     let text = std::fs::read_to_string(dir.join("L")).expect("read");
-    assert!(text.ends_with('\n') && text.matches('\n').count() == 1, "{text:?}");
+    assert!(
+        text.ends_with('\n') && text.matches('\n').count() == 1,
+        "{text:?}"
+    );
     let rec = json_lines(text.as_bytes()).remove(0);
     let keys: Vec<&str> = rec.keys().map(String::as_str).collect();
-    assert_eq!(keys, ["pid", "host", "boot_id", "start_time", "since", "command"]);
+    assert_eq!(
+        keys,
+        ["pid", "host", "boot_id", "start_time", "since", "command"]
+    );
     let (host, boot) = host_and_boot();
     assert_eq!(rec["pid"].as_i64(), Some(h.pid()));
     assert_eq!(rec["host"], host.as_str());
     assert_eq!(rec["boot_id"], boot.as_str());
-    assert_eq!(rec["start_time"].as_u64(), Some(stat_start_time(&h.pid().to_string())));
+    assert_eq!(
+        rec["start_time"].as_u64(),
+        Some(stat_start_time(&h.pid().to_string()))
+    );
     let since = rec["since"].as_str().expect("since");
-    assert!(since.len() == 24 && since.ends_with('Z') && since.as_bytes()[10] == b'T', "{since}");
-    assert_eq!(rec["command"], serde_json::json!(["sh", "-c", "echo in; read x; true"]));
+    assert!(
+        since.len() == 24 && since.ends_with('Z') && since.as_bytes()[10] == b'T',
+        "{since}"
+    );
+    assert_eq!(
+        rec["command"],
+        serde_json::json!(["sh", "-c", "echo in; read x; true"])
+    );
     assert!(h.release().success());
 }
 
@@ -446,12 +607,28 @@ fn the_holder_record_is_one_json_line() {
 fn status_of_free_held_and_stale_locks() {
     let dir = TempDir::new();
     let missing = status_one(&dir, "L");
-    assert_eq!((missing["exists"].clone(), missing["held"].clone()), (Value::from(false), Value::from(false)));
+    assert_eq!(
+        (missing["exists"].clone(), missing["held"].clone()),
+        (Value::from(false), Value::from(false))
+    );
     assert!(!dir.join("L").exists(), "--status created the lock file");
     std::fs::write(dir.join("L"), "").expect("create");
     let free = status_one(&dir, "L");
     let keys: Vec<&str> = free.keys().map(String::as_str).collect();
-    assert_eq!(keys, ["path", "kind", "exists", "held", "mode", "holder", "stale_record", "pids", "waiters"]);
+    assert_eq!(
+        keys,
+        [
+            "path",
+            "kind",
+            "exists",
+            "held",
+            "mode",
+            "holder",
+            "stale_record",
+            "pids",
+            "waiters"
+        ]
+    );
     assert_eq!(free["held"], false);
     assert_eq!(free["holder"], Value::Null);
     let h = hold(&[dir.join("L").to_str().expect("utf-8")]);
@@ -480,7 +657,8 @@ fn status_never_reports_a_record_of_a_live_process_that_does_not_hold_the_lock()
         "start_time": stat_start_time("self"), "since": "2026-01-01T00:00:00.000Z", "command": ["x"]});
     std::fs::write(dir.join("L"), format!("{rec}\n")).expect("write record");
     let mut c = cmd("flock");
-    c.current_dir(dir.path()).args(["L", "sh", "-c", "echo in; read x; true"]);
+    c.current_dir(dir.path())
+        .args(["L", "sh", "-c", "echo in; read x; true"]);
     let h = Holder::start(c);
     let st = status_one(&dir, "L");
     assert_eq!(st["held"], true);
@@ -497,15 +675,24 @@ fn status_never_reports_a_record_of_a_live_process_that_does_not_hold_the_lock()
 fn flock1_and_elf_lock_exclude_each_other() {
     let dir = TempDir::new();
     let mut c = cmd("flock");
-    c.current_dir(dir.path()).args(["L", "sh", "-c", "echo in; read x; true"]);
+    c.current_dir(dir.path())
+        .args(["L", "sh", "-c", "echo in; read x; true"]);
     let h = Holder::start(c);
     assert_eq!(code(&["-q", "-n", "L", "true"], dir.path()).0, Some(75));
     assert!(h.release().success());
     let h = hold(&[dir.join("L").to_str().expect("utf-8")]);
-    let st = cmd("flock").current_dir(dir.path()).args(["-n", "L", "true"]).status().expect("flock");
+    let st = cmd("flock")
+        .current_dir(dir.path())
+        .args(["-n", "L", "true"])
+        .status()
+        .expect("flock");
     assert_eq!(st.code(), Some(1));
     assert!(h.release().success());
-    let st = cmd("flock").current_dir(dir.path()).args(["-n", "L", "true"]).status().expect("flock");
+    let st = cmd("flock")
+        .current_dir(dir.path())
+        .args(["-n", "L", "true"])
+        .status()
+        .expect("flock");
     assert!(st.success());
 }
 
@@ -528,8 +715,14 @@ fn dead_pid() -> u32 {
 
 fn set_old(path: &Path, secs_ago: i64) {
     let c = std::ffi::CString::new(path.to_str().expect("utf-8")).expect("cstring");
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64;
-    let t = libc::timespec { tv_sec: now - secs_ago, tv_nsec: 0 };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let t = libc::timespec {
+        tv_sec: now - secs_ago,
+        tv_nsec: 0,
+    };
     // SAFETY: a valid path and two valid timespecs.
     let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), [t, t].as_ptr(), 0) };
     assert_eq!(r, 0);
@@ -538,11 +731,22 @@ fn set_old(path: &Path, secs_ago: i64) {
 #[test]
 fn mkdir_lock_is_taken_with_an_owner_file_and_removed_on_release() {
     let dir = TempDir::new();
-    let out = lock().current_dir(dir.path()).args(["--mkdir", "D", "--", "cat", "D/owner"]).output().expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = lock()
+        .current_dir(dir.path())
+        .args(["--mkdir", "D", "--", "cat", "D/owner"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rec = json_lines(&out.stdout).remove(0);
     assert!(rec["pid"].as_u64().is_some() && rec["start_time"].as_u64().is_some());
-    assert!(!dir.join("D").exists(), "the lock directory was not removed");
+    assert!(
+        !dir.join("D").exists(),
+        "the lock directory was not removed"
+    );
 }
 
 #[test]
@@ -552,7 +756,10 @@ fn mkdir_lock_of_a_dead_owner_is_broken() {
     std::fs::write(dir.join("D/owner"), owner_record(dead_pid(), 1)).expect("owner");
     let (c, err) = code(&["-w", "5", "--mkdir", "D", "--", "true"], dir.path());
     assert_eq!(c, Some(0), "{err}");
-    assert!(err.starts_with("elf-lock: warning: broke stale lock directory "), "{err}");
+    assert!(
+        err.starts_with("elf-lock: warning: broke stale lock directory "),
+        "{err}"
+    );
     assert!(!dir.join("D").exists());
 }
 
@@ -564,13 +771,32 @@ fn mkdir_lock_of_a_live_owner_is_never_broken() {
     let owner = owner_record(me, stat_start_time("self"));
     std::fs::write(dir.join("D/owner"), &owner).expect("owner");
     set_old(&dir.join("D"), 3600);
-    let (c, err) = code(&["-w", "0.3", "--stale-after", "1", "--mkdir", "D", "--", "touch", "ran"], dir.path());
+    let (c, err) = code(
+        &[
+            "-w",
+            "0.3",
+            "--stale-after",
+            "1",
+            "--mkdir",
+            "D",
+            "--",
+            "touch",
+            "ran",
+        ],
+        dir.path(),
+    );
     assert_eq!(c, Some(75), "{err}");
     assert!(err.contains(&format!("held by pid {me} (alive)")), "{err}");
-    assert_eq!(std::fs::read_to_string(dir.join("D/owner")).expect("owner kept"), owner);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("D/owner")).expect("owner kept"),
+        owner
+    );
     // A real elf-lock owner.
     let h = hold(&["--mkdir", dir.join("E").to_str().expect("utf-8")]);
-    assert_eq!(code(&["-n", "--mkdir", "E", "--", "touch", "ran"], dir.path()).0, Some(75));
+    assert_eq!(
+        code(&["-n", "--mkdir", "E", "--", "touch", "ran"], dir.path()).0,
+        Some(75)
+    );
     let st = status(&dir, &["--mkdir", "E"]).remove(0);
     assert_eq!(pid_of(&st["holder"]), Some(h.pid()));
     assert_eq!(st["kind"], "mkdir");
@@ -589,7 +815,15 @@ fn racing_breakers_of_one_stale_mkdir_lock_leave_exactly_one_holder() {
         .map(|_| {
             lock()
                 .current_dir(dir.path())
-                .args(["-n", "--mkdir", "D", "--", "sh", "-c", "echo won; read x; true"])
+                .args([
+                    "-n",
+                    "--mkdir",
+                    "D",
+                    "--",
+                    "sh",
+                    "-c",
+                    "echo won; read x; true",
+                ])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -598,34 +832,37 @@ fn racing_breakers_of_one_stale_mkdir_lock_leave_exactly_one_holder() {
         })
         .collect();
     // Every loser exits 75 on its own; the winner holds until released.
-    let mut losers = 0;
-    let mut winner = None;
+    let mut ended = vec![false; n];
     let start = Instant::now();
-    while losers < n - 1 {
+    while ended.iter().filter(|e| **e).count() < n - 1 {
         assert!(start.elapsed() < LIMIT, "deadlock: losers did not give up");
-        let mut i = 0;
-        while i < children.len() {
-            match children[i].try_wait().expect("try_wait") {
-                Some(st) => {
-                    assert_eq!(st.code(), Some(75), "a racer ended with {st:?}");
-                    children.remove(i);
-                    losers += 1;
-                }
-                None => i += 1,
+        for (c, e) in children
+            .iter_mut()
+            .zip(ended.iter_mut())
+            .filter(|(_, e)| !**e)
+        {
+            if let Some(st) = c.try_wait().expect("try_wait") {
+                assert_eq!(st.code(), Some(75), "a racer ended with {st:?}");
+                *e = true;
             }
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert_eq!(children.len(), 1);
-    if let Some(mut w) = children.pop() {
-        let mut line = String::new();
-        BufReader::new(w.stdout.take().expect("stdout")).read_line(&mut line).expect("read");
-        assert_eq!(line, "won\n");
-        winner = Some(w);
-    }
-    let mut w = winner.expect("a winner");
-    drop(w.stdin.take());
-    assert!(watchdog(LIMIT, move || w.wait().expect("wait")).success());
+    let w = ended.iter().position(|e| !e).expect("a winner");
+    let mut line = String::new();
+    BufReader::new(children[w].stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
+    assert_eq!(line, "won\n");
+    drop(children[w].stdin.take());
+    let st = watchdog(LIMIT, move || {
+        let st = children[w].wait().expect("wait");
+        for mut c in children {
+            let _ = c.wait();
+        }
+        st
+    });
+    assert!(st.success());
     assert!(!dir.join("D").exists());
 }
 
@@ -633,14 +870,20 @@ fn racing_breakers_of_one_stale_mkdir_lock_leave_exactly_one_holder() {
 fn an_ownerless_legacy_mkdir_lock_is_broken_only_when_older_than_stale_after() {
     let dir = TempDir::new();
     std::fs::create_dir(dir.join("D")).expect("mkdir");
-    let (c, err) = code(&["-w", "0.2", "--mkdir", "D", "--", "touch", "ran"], dir.path());
+    let (c, err) = code(
+        &["-w", "0.2", "--mkdir", "D", "--", "touch", "ran"],
+        dir.path(),
+    );
     assert_eq!(c, Some(75), "{err}");
     assert!(err.contains("legacy holder (no owner file)"), "{err}");
     assert!(dir.join("D").exists() && !dir.join("ran").exists());
     set_old(&dir.join("D"), 301);
     let (c, err) = code(&["--mkdir", "D", "--", "touch", "ran"], dir.path());
     assert_eq!(c, Some(0), "{err}");
-    assert!(err.starts_with("elf-lock: warning: broke stale lock directory "), "{err}");
+    assert!(
+        err.starts_with("elf-lock: warning: broke stale lock directory "),
+        "{err}"
+    );
     assert!(err.contains("no owner file"), "{err}");
     assert!(dir.join("ran").exists() && !dir.join("D").exists());
 }

@@ -191,7 +191,7 @@ fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
 pub fn nap(d: Duration) {
     let ts = libc::timespec {
         tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
-        tv_nsec: libc::c_long::try_from(d.subsec_nanos()).unwrap_or(0),
+        tv_nsec: libc::c_long::from(d.subsec_nanos()),
     };
     // SAFETY: a valid timespec; the remainder is not wanted.
     unsafe {
