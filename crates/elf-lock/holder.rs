@@ -92,7 +92,12 @@ fn push_json_str(out: &mut Vec<u8>, s: &str) {
 /// file is cut to its length, so a reader sees the old record or the new one as its first line.
 pub fn write(file: &File, line: &[u8]) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
+    let old = file.metadata()?.len();
     file.write_all_at(line, 0)?;
+    if old <= line.len() as u64 {
+        // Nothing after the new record: spare the file system a truncation.
+        return Ok(());
+    }
     let len = libc::off_t::try_from(line.len()).map_err(|_| io::Error::other("record too long"))?;
     // SAFETY: ftruncate(2) on a descriptor we own for the duration of the call.
     if unsafe { libc::ftruncate(file.as_raw_fd(), len) } != 0 {
@@ -194,9 +199,21 @@ pub struct Kernel {
 
 impl Kernel {
     /// Reads `/proc/locks` for the file of `meta`.
+    ///
+    /// The kernel hands the list out a page per read(2) and resumes by position, so when locks
+    /// listed before ours are released between two reads, our entry can be skipped. A read
+    /// that finds no lock on the file is therefore repeated twice before the file is taken to
+    /// be free.
     pub fn of(meta: &std::fs::Metadata) -> io::Result<Kernel> {
-        let text = std::fs::read_to_string("/proc/locks")?;
-        Ok(Kernel::parse(&text, meta.dev(), meta.ino()))
+        let mut k = Kernel::default();
+        for _ in 0..3 {
+            let text = std::fs::read_to_string("/proc/locks")?;
+            k = Kernel::parse(&text, meta.dev(), meta.ino());
+            if !k.held.is_empty() {
+                break;
+            }
+        }
+        Ok(k)
     }
 
     /// Parses `/proc/locks` text, keeping the `FLOCK` entries of `(dev, ino)`.
