@@ -38,7 +38,8 @@ hyperfine -N --style none --warmup 100 --runs "$runs" --export-json "$work/one.j
     "lckdo $lock true" >/dev/null
 
 cycle() {
-    # 4 processes, each locking and unlocking $cycles times
+    # 4 processes, each locking and unlocking $cycles times; $i expands in the benchmark's shell
+    # shellcheck disable=SC2016
     printf 'for p in 1 2 3 4; do (i=0; while [ $i -lt %s ]; do %s; i=$((i+1)); done) & done; wait' "$cycles" "$1"
 }
 

@@ -42,7 +42,7 @@ case $prev in
         fi
     done
     if [[ $cur == -* ]]; then
-        mapfile -t COMPREPLY < <(compgen -W '-s --shared -x --exclusive -n --nonblock -w --timeout -E --conflict-exit-code -o --close -F --no-fork -c --command --mode --mkdir --stale-after --status -q --quiet -v --verbose -h --help -V --version --generate' -- "$cur")
+        mapfile -t COMPREPLY < <(compgen -W '-s --shared -x --exclusive -n --nonblock -w --timeout -E --conflict-exit-code -u --unlock -o --close -F --no-fork -c --command --mode --mkdir --stale-after --status -q --quiet -v --verbose -h --help -V --version --generate' -- "$cur")
         return
     fi
     mapfile -t COMPREPLY < <(compgen -c -- "$cur")

@@ -913,3 +913,44 @@ fn usage_errors_exit_64() {
     }
     assert!(!dir.join("L").exists() && !dir.join("D").exists());
 }
+
+// ---------------------------------------------------------------------------------------------
+// flock(1)'s descriptor form
+
+#[test]
+fn the_descriptor_form_locks_for_the_calling_shell() {
+    let dir = TempDir::new();
+    // The shell keeps the lock after elf-lock has exited; the record names the shell, and
+    // --status confirms it through the shell's own descriptor.
+    let mut c = cmd("sh");
+    c.current_dir(dir.path()).env("ELF_LOCK", BIN).args([
+        "-c",
+        "exec 9>L; \"$ELF_LOCK\" -n 9 || exit 1; echo $$; read x; true",
+    ]);
+    let h = Holder::start(c);
+    let shell: i64 = h.first.parse().expect("shell pid");
+    let st = status_one(&dir, "L");
+    assert_eq!(st["held"], true);
+    assert_eq!(pid_of(&st["holder"]), Some(shell));
+    let (c, err) = code(&["-n", "L", "true"], dir.path());
+    assert_eq!(c, Some(75));
+    assert!(err.contains(&format!("held by pid {shell} ")), "{err}");
+    assert!(h.release().success());
+    assert_eq!(code(&["-n", "L", "true"], dir.path()).0, Some(0));
+    // -u releases it; a closed descriptor is a usage error.
+    let out = cmd("sh")
+        .current_dir(dir.path())
+        .env("ELF_LOCK", BIN)
+        .args([
+            "-c",
+            "exec 9>L; \"$ELF_LOCK\" 9 && \"$ELF_LOCK\" -u 9 && \"$ELF_LOCK\" -n L true",
+        ])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(code(&["7"], dir.path()).0, Some(64));
+}

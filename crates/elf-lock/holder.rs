@@ -52,6 +52,28 @@ impl Me {
         }
     }
 
+    /// The parent process, which holds a lock taken on a descriptor it passed down (flock(1)'s
+    /// `FD` form), and its command line.
+    pub fn parent() -> (Me, Vec<OsString>) {
+        use std::os::unix::ffi::OsStrExt;
+        // SAFETY: getppid(2) cannot fail.
+        let ppid = unsafe { libc::getppid() };
+        let pid = u32::try_from(ppid).unwrap_or(0);
+        let me = Me {
+            pid,
+            start_time: start_time_of(&pid.to_string()),
+            boot_id: boot_id(),
+            host: hostname(),
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let command = cmdline
+            .split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| std::ffi::OsStr::from_bytes(a).to_os_string())
+            .collect();
+        (me, command)
+    }
+
     /// The record line, newline included, for `command`.
     pub fn record(&self, command: &[OsString]) -> Vec<u8> {
         let mut out = Vec::with_capacity(160 + command.iter().map(|a| a.len() + 3).sum::<usize>());
@@ -195,6 +217,8 @@ pub struct Kernel {
     pub held: Vec<KernelLock>,
     /// How many processes wait for one.
     pub waiters: usize,
+    /// The file: device and inode.
+    pub file: (u64, u64),
 }
 
 impl Kernel {
@@ -265,11 +289,13 @@ impl Kernel {
                 }
             }
         }
-        if exact.held.is_empty() && exact.waiters == 0 {
+        let mut k = if exact.held.is_empty() && exact.waiters == 0 {
             loose
         } else {
             exact
-        }
+        };
+        k.file = (dev, ino);
+        k
     }
 
     /// "exclusive", "shared" or none.
@@ -283,8 +309,17 @@ impl Kernel {
 
     /// The record, when the kernel confirms its pid holds the lock exclusively and the process
     /// is still the one that wrote it.
+    ///
+    /// The kernel names the process that took a lock. A lock taken on a descriptor the
+    /// process shares with its parent (flock(1)'s `FD` form) belongs to the parent once the
+    /// taker has gone, so a record naming a process that does not appear is also confirmed
+    /// when that process's own descriptors carry the lock (`/proc/PID/fdinfo`).
     pub fn confirms(&self, rec: &Map<String, Value>, me: &Me) -> bool {
-        self.lists(rec, true) && liveness(rec, me) == Liveness::Alive
+        let Some(pid) = rec.get("pid").and_then(Value::as_i64) else {
+            return false;
+        };
+        let held = self.lists(rec, true) || (!self.held.is_empty() && holds_via_fd(pid, self.file));
+        held && liveness(rec, me) == Liveness::Alive
     }
 
     /// Whether the kernel lists a lock by the record's pid (an exclusive one if `exclusive`).
@@ -296,6 +331,33 @@ impl Kernel {
             .iter()
             .any(|k| k.pid == pid && (k.exclusive || !exclusive))
     }
+}
+
+/// Whether process `pid` has a descriptor that carries an exclusive `flock` lock on the file.
+fn holds_via_fd(pid: i64, (dev, ino): (u64, u64)) -> bool {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return false;
+    };
+    for entry in dir.flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        // fdinfo lists the locks of the open file as "lock:\t1: FLOCK  ADVISORY  WRITE ...".
+        let locks: String = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("lock:"))
+            .map(|l| format!("{}\n", l.trim_start()))
+            .collect();
+        if !locks.is_empty()
+            && Kernel::parse(&locks, dev, ino)
+                .held
+                .iter()
+                .any(|k| k.exclusive)
+        {
+            return true;
+        }
+    }
+    false
 }
 
 /// A short description of who holds a lock, for messages.

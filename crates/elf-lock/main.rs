@@ -56,6 +56,10 @@ const FLAGS: &[Flag] = &[
              (EX_TEMPFAIL, which elf-backoff retries), not flock(1)'s 1, which a command can \
              return too.",
         ),
+    Flag::new("unlock", "Release the lock on descriptor FD").short('u').doc(
+        "With flock(1)'s descriptor form, elf-lock [OPTIONS] FD: release the lock held on the \
+         open file FD instead of taking it.",
+    ),
     Flag::new("close", "Do not pass the locks to the command").short('o').doc(
         "Do not let the command inherit the lock descriptors. By default, as with flock(1), the \
          command and every process it starts hold the lock too: a daemon it starts keeps the \
@@ -116,6 +120,7 @@ static TOOL: Tool = Tool {
         "[OPTIONS] LOCKFILE COMMAND [ARGS...]",
         "[OPTIONS] LOCKFILE -c STRING",
         "[OPTIONS] --mkdir DIR [LOCKFILE...] -- COMMAND [ARGS...]",
+        "[-s|-x|-u] [-n] [-w SECONDS] [-E N] FD",
         "--status [--mkdir DIR] [LOCKFILE...]",
     ],
     flags: FLAGS,
@@ -145,6 +150,9 @@ struct Options {
     dirs: Vec<OsString>,
     stale_after: Duration,
     status: bool,
+    unlock: bool,
+    /// flock(1)'s descriptor form: lock this inherited descriptor and exit.
+    fd: Option<i32>,
     files: Vec<OsString>,
     command: Vec<OsString>,
 }
@@ -169,6 +177,8 @@ fn options(m: Matches) -> Result<Options> {
         dirs: Vec::new(),
         stale_after: Duration::from_secs(300),
         status: false,
+        unlock: false,
+        fd: None,
         files: Vec::new(),
         command: Vec::new(),
     };
@@ -206,6 +216,7 @@ fn options(m: Matches) -> Result<Options> {
                 })?;
             }
             "status" => o.status = true,
+            "unlock" => o.unlock = true,
             "quiet" => o.quiet = true,
             "verbose" => o.verbose = true,
             other => return Err(Error::internal(format!("flag --{other} has no handler"))),
@@ -213,6 +224,29 @@ fn options(m: Matches) -> Result<Options> {
     }
     if nonblock {
         o.wait = Wait::No;
+    }
+    if let [one] = m.operands.as_slice() {
+        let digits = one
+            .to_str()
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()));
+        if let (Some(n), None, true, false) = (digits, &shell, o.dirs.is_empty(), o.status) {
+            // A lone number is a descriptor, as with flock(1): `exec 9>L; elf-lock -n 9`.
+            let fd = n
+                .parse::<i32>()
+                .map_err(|_| Error::usage(format!("descriptor {n} is out of range")))?;
+            o.fd = Some(fd);
+            if o.no_fork || o.close {
+                return Err(Error::usage(
+                    "-F and -o need a command; the descriptor form runs none",
+                ));
+            }
+            return Ok(o);
+        }
+    }
+    if o.unlock {
+        return Err(Error::usage(
+            "-u releases the lock on a descriptor: elf-lock -u FD",
+        ));
     }
     let (files, command) = operands(m.operands, shell, !o.dirs.is_empty(), o.status)?;
     o.files = files;
@@ -346,17 +380,7 @@ impl LockFile {
 
     /// Who holds it, for messages.
     fn describe(&self, me: &Me) -> String {
-        let meta = match self.file.metadata() {
-            Ok(m) => m,
-            Err(_) => return "held by an unknown process".to_string(),
-        };
-        let kernel = Kernel::of(&meta).unwrap_or_default();
-        let rec = if self.writable || meta.is_file() {
-            holder::read(&self.file)
-        } else {
-            None
-        };
-        holder::describe(&kernel, rec.as_ref(), me)
+        describe(&self.file, me)
     }
 }
 
@@ -364,6 +388,9 @@ fn run(m: Matches) -> Result<u8> {
     let o = options(m)?;
     if o.status {
         return status::report(&o.files, &o.dirs);
+    }
+    if let Some(fd) = o.fd {
+        return descriptor(fd, &o);
     }
     let mut files = Vec::with_capacity(o.files.len());
     for p in &o.files {
@@ -466,6 +493,79 @@ fn run(m: Matches) -> Result<u8> {
     drop(held_dirs);
     drop(files);
     Ok(code)
+}
+
+/// flock(1)'s descriptor form: take (or with `-u` release) the lock on an open file the
+/// caller passed down, and exit; the caller keeps the lock. The holder record names the
+/// parent, which is the holder once elf-lock has exited.
+fn descriptor(fd: i32, o: &Options) -> Result<u8> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: fcntl(2) F_GETFL only reads the descriptor's flags.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(Error::usage(format!("descriptor {fd} is not open")));
+    }
+    // SAFETY: the descriptor is open (checked above) and belongs to our caller, so it must not
+    // be closed: ManuallyDrop keeps the File from closing it.
+    let file = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(fd) });
+    let name = format!("descriptor {fd}");
+    if o.unlock {
+        // SAFETY: flock(2) on an open descriptor.
+        if unsafe { libc::flock(fd, libc::LOCK_UN) } != 0 {
+            return Err(Error::io(
+                format_args!("unlocking {name}"),
+                &std::io::Error::last_os_error(),
+            ));
+        }
+        return Ok(exit::OK);
+    }
+    let mut clock = Clock::new(o.wait, !o.quiet);
+    let me = Me::get();
+    let mut notice =
+        || elf_core::note(format_args!("waiting for {name}: {}", describe(&file, &me)));
+    if let Got::No = acquire::lock(&file, o.exclusive, o.wait, &mut clock, &mut notice)? {
+        if !o.quiet {
+            elf_core::note(format_args!(
+                "{name} {}: {}",
+                gave_up(o.wait),
+                describe(&file, &me)
+            ));
+        }
+        return Ok(o.conflict);
+    }
+    clock.disarm();
+    let access = flags & libc::O_ACCMODE;
+    let writable =
+        (access == libc::O_WRONLY || access == libc::O_RDWR) && flags & libc::O_APPEND == 0;
+    if o.exclusive && writable && file.metadata().is_ok_and(|m| m.is_file()) {
+        let (parent, command) = Me::parent();
+        if let Err(e) = holder::write(&file, &parent.record(&command)) {
+            elf_core::warn(format_args!(
+                "could not write the holder record into {name}: {e}"
+            ));
+        }
+    }
+    if o.verbose {
+        elf_core::note(format_args!(
+            "got the lock in {:.6}s",
+            clock.elapsed().as_secs_f64()
+        ));
+    }
+    Ok(exit::OK)
+}
+
+/// Who holds the lock on an open file, for messages.
+fn describe(file: &File, me: &Me) -> String {
+    let Ok(meta) = file.metadata() else {
+        return "held by an unknown process".to_string();
+    };
+    let kernel = Kernel::of(&meta).unwrap_or_default();
+    let rec = if meta.is_file() {
+        holder::read(file)
+    } else {
+        None
+    };
+    holder::describe(&kernel, rec.as_ref(), me)
 }
 
 fn gave_up(wait: Wait) -> String {
