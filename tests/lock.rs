@@ -954,3 +954,34 @@ fn the_descriptor_form_locks_for_the_calling_shell() {
     );
     assert_eq!(code(&["7"], dir.path()).0, Some(64));
 }
+
+#[test]
+fn a_closed_standard_output_never_becomes_the_lock_file() {
+    // With descriptor 1 closed, the lock file must not be opened as descriptor 1 and handed
+    // to the command as its standard output.
+    let dir = TempDir::new();
+    let out = cmd("sh")
+        .current_dir(dir.path())
+        .env("ELF_LOCK", BIN)
+        .args([
+            "-c",
+            "exec >&-; \"$ELF_LOCK\" L -- sh -c 't=$(readlink /proc/$$/fd/1); echo \"$t\" > where; echo x' 2>err",
+        ])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&std::fs::read(dir.join("err")).unwrap_or_default())
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("where")).expect("where"),
+        "/dev/null\n"
+    );
+    let text = std::fs::read_to_string(dir.join("L")).expect("lock file");
+    assert_eq!(
+        json_lines(text.as_bytes()).len(),
+        1,
+        "the lock file holds more than the record: {text:?}"
+    );
+}
