@@ -985,3 +985,19 @@ fn a_closed_standard_output_never_becomes_the_lock_file() {
         "the lock file holds more than the record: {text:?}"
     );
 }
+
+#[test]
+fn a_directory_is_locked_as_flock1_locks_it() {
+    let dir = TempDir::new();
+    std::fs::create_dir(dir.join("D")).expect("mkdir");
+    let h = hold(&[dir.join("D").to_str().expect("utf-8")]);
+    let st = cmd("flock")
+        .current_dir(dir.path())
+        .args(["-n", "D", "true"])
+        .status()
+        .expect("flock");
+    assert_eq!(st.code(), Some(1));
+    assert_eq!(status_one(&dir, "D")["held"], true);
+    assert!(h.release().success());
+    assert_eq!(code(&["-n", "D", "true"], dir.path()).0, Some(0));
+}

@@ -410,10 +410,11 @@ impl LockFile {
                 writable: true,
             }),
             Err(e) => {
-                // flock(1) also locks directories and files it can only read; so do we, without
-                // a holder record. Symlinks stay refused.
-                let readable = std::fs::symlink_metadata(&path)
-                    .is_ok_and(|m| m.is_dir() || (m.is_file() && e.code() == exit::NOPERM));
+                // flock(1) also locks directories and files it can only read (no write
+                // permission, a read-only file system); so do we, without a holder record.
+                // Symlinks stay refused.
+                let readable =
+                    std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir() || m.is_file());
                 if !readable {
                     return Err(e);
                 }
