@@ -67,9 +67,16 @@ pub fn try_take(path: &Path, record: &[u8]) -> Result<Option<DirLock>> {
             &e,
         ));
     }
-    let Some(dir) = open_dir(path)? else {
+    let dir = match open_dir(path) {
+        Ok(Some(dir)) => dir,
         // Removed under us (only a breaker with a tiny --stale-after can): not ours.
-        return Ok(None);
+        Ok(None) => return Ok(None),
+        Err(e) => {
+            // Leave no ownerless directory behind.
+            // SAFETY: a valid NUL-terminated path.
+            unsafe { libc::rmdir(c.as_ptr()) };
+            return Err(e);
+        }
     };
     flock(&dir, libc::LOCK_SH)
         .map_err(|e| Error::io(format_args!("locking {}", show(path)), &e))?;
