@@ -468,7 +468,8 @@ fn run(m: Matches) -> Result<u8> {
         files = keyed.into_iter().map(|(_, f)| f).collect();
     }
     let dirs = resolve_dirs(&o.dirs)?;
-    let mut me: Option<Me> = None;
+    // Who we are is read before waiting, not while holding the lock and others wait.
+    let mut me: Option<Me> = (o.exclusive || !dirs.is_empty()).then(Me::get);
     let mut clock = Clock::new(o.wait, !o.quiet);
     for lf in &files {
         let mut notice = || {
