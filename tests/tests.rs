@@ -1,6 +1,9 @@
 //! The integration tests: one binary, a module per tool, plus the pipeline and docs modules.
 
+mod elf_home;
 mod util;
 
 mod backoff;
 mod docs;
+mod lock;
+mod wrappers;
