@@ -16,14 +16,21 @@ pub fn root() -> PathBuf {
 
 /// The folder holding the five binaries.
 pub fn bin_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_elf-db")).parent().expect("bin dir").to_path_buf()
+    Path::new(env!("CARGO_BIN_EXE_elf-db"))
+        .parent()
+        .expect("bin dir")
+        .to_path_buf()
 }
 
 /// A command for a wrapper script, with the tools first on PATH, the home set, and a git
 /// identity that does not depend on the machine.
 pub fn script(name: &str, home: &Path) -> Command {
     let mut c = cmd(root().join("bin-wrappers").join(name));
-    let path = format!("{}:{}", bin_dir().display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        bin_dir().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     c.env("PATH", path)
         .env("ELF_HOME", home)
         .env("HOME", home.parent().unwrap_or(home))
@@ -75,13 +82,25 @@ pub fn rows(home: &Path, sql: &str) -> Vec<serde_json::Map<String, Value>> {
         .arg(sql)
         .output()
         .expect("elf-db query");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     json_lines(&out.stdout)
 }
 
 pub fn git(home: &Path, args: &[&str]) -> String {
-    let out = Command::new("git").arg("-C").arg(home).args(args).output().expect("git");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(home)
+        .args(args)
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).to_string()
 }
-

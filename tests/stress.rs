@@ -47,7 +47,10 @@ fn heuristic_headings(text: &str) -> Vec<(i64, String)> {
 }
 
 fn commit_subjects(home: &Path) -> Vec<String> {
-    git(home, &["log", "--format=%s"]).lines().map(String::from).collect()
+    git(home, &["log", "--format=%s"])
+        .lines()
+        .map(String::from)
+        .collect()
 }
 
 fn integrity_ok(home: &Path) {
@@ -56,9 +59,22 @@ fn integrity_ok(home: &Path) {
         .arg(home.join("memory/index.db"))
         .output()
         .expect("elf-db check");
-    assert!(out.status.success(), "integrity: {}", String::from_utf8_lossy(&out.stdout));
-    let fsck = Command::new("git").arg("-C").arg(home).args(["fsck", "--strict"]).output().expect("git fsck");
-    assert!(fsck.status.success(), "git fsck: {}", String::from_utf8_lossy(&fsck.stderr));
+    assert!(
+        out.status.success(),
+        "integrity: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let fsck = Command::new("git")
+        .arg("-C")
+        .arg(home)
+        .args(["fsck", "--strict"])
+        .output()
+        .expect("git fsck");
+    assert!(
+        fsck.status.success(),
+        "git fsck: {}",
+        String::from_utf8_lossy(&fsck.stderr)
+    );
 }
 
 fn sync_reports_nothing(home: &Path) {
@@ -128,7 +144,14 @@ fn load_failures_heuristics_and_readers_on_one_home() {
                 .map(|r| {
                     let t = Instant::now();
                     let mut c = script("record-heuristic.sh", &home);
-                    c.args(["--domain", "race", "--rule", &format!("load h{w} r{r}"), "--confidence", "0.5"]);
+                    c.args([
+                        "--domain",
+                        "race",
+                        "--rule",
+                        &format!("load h{w} r{r}"),
+                        "--confidence",
+                        "0.5",
+                    ]);
                     let out = run(c);
                     (format!("load h{w} r{r}"), out, t.elapsed())
                 })
@@ -136,7 +159,10 @@ fn load_failures_heuristics_and_readers_on_one_home() {
         }));
     }
     let results: Vec<_> = watchdog(Duration::from_secs(3600), move || {
-        writers.into_iter().flat_map(|t| t.join().expect("writer thread")).collect()
+        writers
+            .into_iter()
+            .flat_map(|t| t.join().expect("writer thread"))
+            .collect()
     });
     let wall = start.elapsed();
     stop.store(true, Ordering::SeqCst);
@@ -145,24 +171,55 @@ fn load_failures_heuristics_and_readers_on_one_home() {
         assert!(failures.is_empty(), "query.sh failed: {failures:?}");
     }
     for (name, out, _) in &results {
-        assert_eq!(out.status.code(), Some(0), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    report("load", results.len(), wall, results.iter().map(|r| r.2).collect());
-    eprintln!("load: {} query.sh runs alongside", reads.load(Ordering::SeqCst));
+    report(
+        "load",
+        results.len(),
+        wall,
+        results.iter().map(|r| r.2).collect(),
+    );
+    eprintln!(
+        "load: {} query.sh runs alongside",
+        reads.load(Ordering::SeqCst)
+    );
 
     // Record by record: one row, one file and one commit per failure.
-    let frows = rows(&home, "SELECT title, filepath FROM learnings WHERE title LIKE 'load f%'");
+    let frows = rows(
+        &home,
+        "SELECT title, filepath FROM learnings WHERE title LIKE 'load f%'",
+    );
     let subjects = commit_subjects(&home);
     let by_title: BTreeMap<String, String> = frows
         .iter()
-        .map(|r| (r["title"].as_str().unwrap_or_default().to_string(), r["filepath"].as_str().unwrap_or_default().to_string()))
+        .map(|r| {
+            (
+                r["title"].as_str().unwrap_or_default().to_string(),
+                r["filepath"].as_str().unwrap_or_default().to_string(),
+            )
+        })
         .collect();
     assert_eq!(frows.len(), fw * fr, "failure rows");
     assert_eq!(by_title.len(), fw * fr, "a title has two rows");
     for (title, path) in &by_title {
         let text = std::fs::read_to_string(home.join(path)).unwrap_or_default();
-        assert!(text.starts_with(&format!("# {title}\n")), "{path} is not {title}'s file");
-        assert_eq!(subjects.iter().filter(|s| **s == format!("failure: {title}")).count(), 1, "{title} commits");
+        assert!(
+            text.starts_with(&format!("# {title}\n")),
+            "{path} is not {title}'s file"
+        );
+        assert_eq!(
+            subjects
+                .iter()
+                .filter(|s| **s == format!("failure: {title}"))
+                .count(),
+            1,
+            "{title} commits"
+        );
     }
     // One header, and the H-<id> set equal to the row id set, rule by rule.
     let text = std::fs::read_to_string(home.join("memory/heuristics/race.md")).expect("race.md");
@@ -170,12 +227,24 @@ fn load_failures_heuristics_and_readers_on_one_home() {
     let entries: BTreeSet<(i64, String)> = heuristic_headings(&text).into_iter().collect();
     let hrows: BTreeSet<(i64, String)> = rows(&home, "SELECT id, rule FROM heuristics")
         .iter()
-        .map(|r| (r["id"].as_i64().unwrap_or(0), r["rule"].as_str().unwrap_or_default().to_string()))
+        .map(|r| {
+            (
+                r["id"].as_i64().unwrap_or(0),
+                r["rule"].as_str().unwrap_or_default().to_string(),
+            )
+        })
         .collect();
     assert_eq!(hrows.len(), hw * hr);
     assert_eq!(entries, hrows);
     for (_, rule) in &hrows {
-        assert_eq!(subjects.iter().filter(|s| **s == format!("heuristic: {rule}")).count(), 1, "{rule} commits");
+        assert_eq!(
+            subjects
+                .iter()
+                .filter(|s| **s == format!("heuristic: {rule}"))
+                .count(),
+            1,
+            "{rule} commits"
+        );
     }
     integrity_ok(&home);
     sync_reports_nothing(&home);
@@ -194,7 +263,11 @@ fn elf_db_many_writers_and_readers() {
         .arg(elf_home::root().join("bin-wrappers/lib/schema.sql"))
         .output()
         .expect("schema");
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
     let spawn_writer = |w: usize| -> Child {
         let input: String = (0..per)
             .map(|i| {
@@ -233,14 +306,24 @@ fn elf_db_many_writers_and_readers() {
         procs.push((format!("reader {r}"), spawn_reader()));
     }
     let outs = watchdog(Duration::from_secs(600), move || {
-        procs.into_iter().map(|(n, c)| (n, c.wait_with_output().expect("wait"))).collect::<Vec<_>>()
+        procs
+            .into_iter()
+            .map(|(n, c)| (n, c.wait_with_output().expect("wait")))
+            .collect::<Vec<_>>()
     });
     let wall = start.elapsed();
     let mut ids_by_writer: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for (name, out) in &outs {
-        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         if name.starts_with("writer") {
-            let ids = util::json_lines(&out.stdout).iter().filter_map(|r| r["db"]["id"].as_i64()).collect();
+            let ids = util::json_lines(&out.stdout)
+                .iter()
+                .filter_map(|r| r["db"]["id"].as_i64())
+                .collect();
             ids_by_writer.insert(name.clone(), ids);
         }
     }
@@ -257,12 +340,21 @@ fn elf_db_many_writers_and_readers() {
     }
     let by_id: BTreeMap<i64, String> = stored
         .iter()
-        .map(|r| (r["id"].as_i64().unwrap_or(0), r["filepath"].as_str().unwrap_or_default().to_string()))
+        .map(|r| {
+            (
+                r["id"].as_i64().unwrap_or(0),
+                r["filepath"].as_str().unwrap_or_default().to_string(),
+            )
+        })
         .collect();
     for (name, ids) in &ids_by_writer {
         let w = name.trim_start_matches("writer ");
         for (i, id) in ids.iter().enumerate() {
-            assert_eq!(by_id.get(id).map(String::as_str), Some(format!("w{w}/{i}").as_str()), "{name} id {id}");
+            assert_eq!(
+                by_id.get(id).map(String::as_str),
+                Some(format!("w{w}/{i}").as_str()),
+                "{name} id {id}"
+            );
         }
     }
     eprintln!(
@@ -276,9 +368,16 @@ fn descendants(pid: u32) -> Vec<(u32, String)> {
     let mut all = Vec::new();
     let mut frontier = vec![pid];
     while let Some(p) = frontier.pop() {
-        let children = std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
-        for c in children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
-            let comm = std::fs::read_to_string(format!("/proc/{c}/comm")).unwrap_or_default().trim().to_string();
+        let children =
+            std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
+        for c in children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<u32>().ok())
+        {
+            let comm = std::fs::read_to_string(format!("/proc/{c}/comm"))
+                .unwrap_or_default()
+                .trim()
+                .to_string();
             all.push((c, comm));
             frontier.push(c);
         }
@@ -289,7 +388,12 @@ fn descendants(pid: u32) -> Vec<(u32, String)> {
 /// The parent of a process.
 fn parent(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(") ")?.1.split_whitespace().nth(1)?.parse().ok()
+    stat.rsplit_once(") ")?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// Processes whose command line mentions `needle` (orphans of a killed pipeline).
@@ -339,7 +443,10 @@ fn complete(path: &Path, text: &str) -> bool {
 #[test]
 fn chaos_sigkill_at_random_moments() {
     let iterations = scale(24, 500);
-    let seed = std::env::var("ELF_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_1234_u64);
+    let seed = std::env::var("ELF_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_1234_u64);
     let dir = TempDir::new();
     let home = dir.join("home");
     let mut first = script("record-failure.sh", &home);
@@ -354,10 +461,14 @@ fn chaos_sigkill_at_random_moments() {
             let (mut reads, mut torn) = (0usize, Vec::new());
             while !stop.load(Ordering::SeqCst) {
                 for sub in ["memory/failures", "memory/heuristics"] {
-                    let Ok(dir) = std::fs::read_dir(home.join(sub)) else { continue };
+                    let Ok(dir) = std::fs::read_dir(home.join(sub)) else {
+                        continue;
+                    };
                     for e in dir.filter_map(|e| e.ok()) {
                         let p: PathBuf = e.path();
-                        if p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+                        if p.file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                        {
                             continue;
                         }
                         if let Ok(text) = std::fs::read_to_string(&p) {
@@ -389,7 +500,12 @@ fn chaos_sigkill_at_random_moments() {
             c.args(["--title", &name, "--domain", "chaos"]);
             c
         };
-        let mut child = c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
+        let mut child = c
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
         // Aim at one stage: wait until a process of it runs, then kill it a random moment
         // later (it may have finished by then: a miss, counted).
         let stages = ["wrapper", "elf-db", "elf-write", "elf-commit", "elf-lock"];
@@ -407,13 +523,20 @@ fn chaos_sigkill_at_random_moments() {
             });
             let found = match pipeline {
                 Some((p, _)) if stage == "elf-lock" => Some(p),
-                Some((p, _)) => descendants(p).into_iter().find(|(_, comm)| comm == stage).map(|(pid, _)| pid),
+                Some((p, _)) => descendants(p)
+                    .into_iter()
+                    .find(|(_, comm)| comm == stage)
+                    .map(|(pid, _)| pid),
                 None => None,
             };
             if let Some(pid) = found {
                 std::thread::sleep(Duration::from_micros(rng.below(3_000)));
                 // For elf-lock, the process that holds the active lock is elf-record's parent.
-                let pid = if stage == "elf-lock" { parent(pid).unwrap_or(pid) } else { pid };
+                let pid = if stage == "elf-lock" {
+                    parent(pid).unwrap_or(pid)
+                } else {
+                    pid
+                };
                 break Some(pid);
             }
             if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
@@ -422,14 +545,30 @@ fn chaos_sigkill_at_random_moments() {
             std::thread::sleep(Duration::from_micros(50));
         };
         // SAFETY: SIGKILL to a process of the pipeline we started.
-        let killed = target.is_some_and(|pid| unsafe { libc::kill(pid as i32, libc::SIGKILL) } == 0);
-        *kills.entry(if killed { stage.to_string() } else { format!("{stage} (missed)") }).or_default() += 1;
-        let status = watchdog(Duration::from_secs(120), move || child.wait().expect("wait"));
-        started.push((format!("{}{name}", if heuristic { "h:" } else { "f:" }), status.success()));
+        let killed =
+            target.is_some_and(|pid| unsafe { libc::kill(pid as i32, libc::SIGKILL) } == 0);
+        *kills
+            .entry(if killed {
+                stage.to_string()
+            } else {
+                format!("{stage} (missed)")
+            })
+            .or_default() += 1;
+        let status = watchdog(Duration::from_secs(120), move || {
+            child.wait().expect("wait")
+        });
+        started.push((
+            format!("{}{name}", if heuristic { "h:" } else { "f:" }),
+            status.success(),
+        ));
     }
     // Orphans of a killed wrapper finish their pipeline on their own; wait for them.
     let needle = home.to_string_lossy().to_string();
-    util::wait_for(Duration::from_secs(120), "orphaned pipeline processes", || mentioning(&needle).is_empty());
+    util::wait_for(
+        Duration::from_secs(120),
+        "orphaned pipeline processes",
+        || mentioning(&needle).is_empty(),
+    );
     stop.store(true, Ordering::SeqCst);
     let (reads, torn) = reader.join().expect("reader");
     assert!(torn.is_empty(), "a reader saw incomplete files: {torn:?}");
@@ -443,17 +582,31 @@ fn chaos_sigkill_at_random_moments() {
     let next_took = t.elapsed();
 
     let subjects = commit_subjects(&home);
-    let frows = rows(&home, "SELECT title, filepath FROM learnings WHERE title LIKE 'chaos %'");
+    let frows = rows(
+        &home,
+        "SELECT title, filepath FROM learnings WHERE title LIKE 'chaos %'",
+    );
     let ftitles: BTreeMap<String, String> = frows
         .iter()
-        .map(|r| (r["title"].as_str().unwrap_or_default().to_string(), r["filepath"].as_str().unwrap_or_default().to_string()))
+        .map(|r| {
+            (
+                r["title"].as_str().unwrap_or_default().to_string(),
+                r["filepath"].as_str().unwrap_or_default().to_string(),
+            )
+        })
         .collect();
     assert_eq!(ftitles.len(), frows.len(), "a failure has two rows");
-    let heuristics_md = std::fs::read_to_string(home.join("memory/heuristics/chaos.md")).unwrap_or_default();
+    let heuristics_md =
+        std::fs::read_to_string(home.join("memory/heuristics/chaos.md")).unwrap_or_default();
     let entries: BTreeSet<(i64, String)> = heuristic_headings(&heuristics_md).into_iter().collect();
     let hrows: BTreeSet<(i64, String)> = rows(&home, "SELECT id, rule FROM heuristics")
         .iter()
-        .map(|r| (r["id"].as_i64().unwrap_or(0), r["rule"].as_str().unwrap_or_default().to_string()))
+        .map(|r| {
+            (
+                r["id"].as_i64().unwrap_or(0),
+                r["rule"].as_str().unwrap_or_default().to_string(),
+            )
+        })
         .collect();
     assert_eq!(entries, hrows, "heuristic entries and rows differ");
     let (mut whole, mut absent, mut exited_ok) = (0, 0, 0);
@@ -464,16 +617,29 @@ fn chaos_sigkill_at_random_moments() {
             let file = path.is_some_and(|p| home.join(p).is_file())
                 || std::fs::read_dir(home.join("memory/failures"))
                     .map(|d| {
-                        d.filter_map(|e| e.ok())
-                            .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.starts_with(&format!("# {name}\n"))))
+                        d.filter_map(|e| e.ok()).any(|e| {
+                            std::fs::read_to_string(e.path())
+                                .is_ok_and(|t| t.starts_with(&format!("# {name}\n")))
+                        })
                     })
                     .unwrap_or(false);
-            (path.is_some(), file, subjects.iter().any(|s| *s == format!("failure: {name}")))
+            (
+                path.is_some(),
+                file,
+                subjects.iter().any(|s| *s == format!("failure: {name}")),
+            )
         } else {
             let row = hrows.iter().any(|(_, r)| r == name);
-            (row, row && entries.iter().any(|(_, r)| r == name), subjects.iter().any(|s| *s == format!("heuristic: {name}")))
+            (
+                row,
+                row && entries.iter().any(|(_, r)| r == name),
+                subjects.iter().any(|s| *s == format!("heuristic: {name}")),
+            )
         };
-        assert!(row == file && file == commit, "{tag}: row {row}, file {file}, commit {commit}: neither whole nor absent");
+        assert!(
+            row == file && file == commit,
+            "{tag}: row {row}, file {file}, commit {commit}: neither whole nor absent"
+        );
         if row {
             whole += 1;
         } else {
@@ -486,7 +652,10 @@ fn chaos_sigkill_at_random_moments() {
     }
     integrity_ok(&home);
     sync_reports_nothing(&home);
-    assert!(next_took < Duration::from_secs(30), "the next run took {next_took:?}");
+    assert!(
+        next_took < Duration::from_secs(30),
+        "the next run took {next_took:?}"
+    );
     eprintln!(
         "chaos (seed {seed:#x}): {iterations} records started in {:.1} s, {exited_ok} exited 0, {whole} whole and {absent} absent after recovery, kills {kills:?}, {reads} reads and no torn file, next run {} ms",
         start.elapsed().as_secs_f64(),

@@ -12,13 +12,24 @@ use crate::util::{TempDir, run_with_input, watchdog};
 /// Commits of records: every commit but the one that adds the new home's `.gitignore`.
 fn commit_count(home: &Path) -> usize {
     let subjects = git(home, &["log", "--format=%s"]);
-    assert_eq!(subjects.lines().filter(|s| *s == "Start the ELF home").count(), 1, "{subjects}");
+    assert_eq!(
+        subjects
+            .lines()
+            .filter(|s| *s == "Start the ELF home")
+            .count(),
+        1,
+        "{subjects}"
+    );
     subjects.lines().count() - 1
 }
 
 fn failure_files(home: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(home.join("memory/failures"))
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -37,14 +48,39 @@ fn a_first_failure_in_a_fresh_home() {
     let dir = TempDir::new();
     let home = dir.join("home");
     let mut c = script("record-failure.sh", &home);
-    c.args(["--title", "First failure", "--domain", "demo", "--severity", "high", "--tags", "a,b", "--summary", "It broke.\nBadly."]);
+    c.args([
+        "--title",
+        "First failure",
+        "--domain",
+        "demo",
+        "--severity",
+        "high",
+        "--tags",
+        "a,b",
+        "--summary",
+        "It broke.\nBadly.",
+    ]);
     let out = run(c);
     ok(&out);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.starts_with("Failure recorded successfully!\n"), "{text}");
-    let r = rows(&home, "SELECT id, type, filepath, title, summary, tags, domain, severity FROM learnings");
+    assert!(
+        text.starts_with("Failure recorded successfully!\n"),
+        "{text}"
+    );
+    let r = rows(
+        &home,
+        "SELECT id, type, filepath, title, summary, tags, domain, severity FROM learnings",
+    );
     assert_eq!(r.len(), 1);
-    let day = String::from_utf8_lossy(&Command::new("date").arg("+%Y%m%d").output().expect("date").stdout).trim().to_string();
+    let day = String::from_utf8_lossy(
+        &Command::new("date")
+            .arg("+%Y%m%d")
+            .output()
+            .expect("date")
+            .stdout,
+    )
+    .trim()
+    .to_string();
     let path = format!("memory/failures/{day}_first-failure.md");
     assert_eq!(r[0]["filepath"], Value::from(path.clone()));
     assert_eq!(r[0]["summary"], Value::from("It broke."));
@@ -52,25 +88,51 @@ fn a_first_failure_in_a_fresh_home() {
     assert!(text.contains(&format!("ID: {}\n", r[0]["id"])), "{text}");
     assert!(text.contains(&path));
     let md = std::fs::read_to_string(home.join(&path)).expect("markdown");
-    assert!(md.starts_with("# First failure\n\n**Domain**: demo\n**Severity**: 4\n**Tags**: a,b\n**Date**: "), "{md}");
-    assert!(md.contains("## Summary\n\nIt broke.\nBadly.\n\n## What Happened\n"), "{md}");
+    assert!(
+        md.starts_with(
+            "# First failure\n\n**Domain**: demo\n**Severity**: 4\n**Tags**: a,b\n**Date**: "
+        ),
+        "{md}"
+    );
+    assert!(
+        md.contains("## Summary\n\nIt broke.\nBadly.\n\n## What Happened\n"),
+        "{md}"
+    );
     assert_eq!(commit_count(&home), 1);
-    assert_eq!(git(&home, &["log", "-1", "--format=%s%n%n%b"]).trim(), "failure: First failure\n\nDomain: demo | Severity: 4");
-    assert_eq!(git(&home, &["show", "--name-only", "--format=", "HEAD"]).trim(), path);
-    assert_eq!(git(&home, &["status", "--porcelain"]).trim(), "", "the home is clean");
+    assert_eq!(
+        git(&home, &["log", "-1", "--format=%s%n%n%b"]).trim(),
+        "failure: First failure\n\nDomain: demo | Severity: 4"
+    );
+    assert_eq!(
+        git(&home, &["show", "--name-only", "--format=", "HEAD"]).trim(),
+        path
+    );
+    assert_eq!(
+        git(&home, &["status", "--porcelain"]).trim(),
+        "",
+        "the home is clean"
+    );
     let ignore = std::fs::read_to_string(home.join(".gitignore")).unwrap_or_default();
-    assert!(ignore.lines().any(|l| l == "memory/index.db-wal"), "{ignore}");
+    assert!(
+        ignore.lines().any(|l| l == "memory/index.db-wal"),
+        "{ignore}"
+    );
     // The log line carries the cleaned title.
     let logs: String = std::fs::read_dir(home.join("logs"))
         .expect("logs")
         .filter_map(|e| e.ok())
         .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
         .collect();
-    assert!(logs.contains("] [INFO] [record-failure] Recorded failure #"), "{logs}");
+    assert!(
+        logs.contains("] [INFO] [record-failure] Recorded failure #"),
+        "{logs}"
+    );
 }
 
 /// The three forms of record-failure.sh with the same answers.
-fn failure_three_ways(severity: &str) -> Vec<(Option<i32>, Vec<serde_json::Map<String, Value>>, String)> {
+fn failure_three_ways(
+    severity: &str,
+) -> Vec<(Option<i32>, Vec<serde_json::Map<String, Value>>, String)> {
     let mut results = Vec::new();
     for form in ["flags", "env", "prompt"] {
         let dir = TempDir::new();
@@ -78,7 +140,18 @@ fn failure_three_ways(severity: &str) -> Vec<(Option<i32>, Vec<serde_json::Map<S
         let mut c = script("record-failure.sh", &home);
         let out = match form {
             "flags" => {
-                c.args(["--title", "Same", "--domain", "d", "--severity", severity, "--tags", "t", "--summary", "s"]);
+                c.args([
+                    "--title",
+                    "Same",
+                    "--domain",
+                    "d",
+                    "--severity",
+                    severity,
+                    "--tags",
+                    "t",
+                    "--summary",
+                    "s",
+                ]);
                 run(c)
             }
             "env" => {
@@ -92,14 +165,19 @@ fn failure_three_ways(severity: &str) -> Vec<(Option<i32>, Vec<serde_json::Map<S
             _ => run_with_input(c, format!("Same\nd\n{severity}\nt\ns\n\n").as_bytes()),
         };
         let r = if home.join("memory/index.db").exists() {
-            rows(&home, "SELECT type, title, summary, tags, domain, severity FROM learnings")
+            rows(
+                &home,
+                "SELECT type, title, summary, tags, domain, severity FROM learnings",
+            )
         } else {
             Vec::new()
         };
         // The last line names the record's own key, which differs from run to run.
         let md = failure_files(&home)
             .first()
-            .map(|f| std::fs::read_to_string(home.join("memory/failures").join(f)).unwrap_or_default())
+            .map(|f| {
+                std::fs::read_to_string(home.join("memory/failures").join(f)).unwrap_or_default()
+            })
             .unwrap_or_default();
         let md = match md.rfind("\n<!-- elf:") {
             Some(i) => md[..i].to_string(),
@@ -149,7 +227,9 @@ fn severity_is_mapped_or_rejected_identically_in_all_three_forms() {
     }
 }
 
-fn heuristic_three_ways(confidence: &str) -> Vec<(Option<i32>, Vec<serde_json::Map<String, Value>>)> {
+fn heuristic_three_ways(
+    confidence: &str,
+) -> Vec<(Option<i32>, Vec<serde_json::Map<String, Value>>)> {
     let mut results = Vec::new();
     for form in ["flags", "env", "prompt"] {
         let dir = TempDir::new();
@@ -157,7 +237,18 @@ fn heuristic_three_ways(confidence: &str) -> Vec<(Option<i32>, Vec<serde_json::M
         let mut c = script("record-heuristic.sh", &home);
         let out = match form {
             "flags" => {
-                c.args(["--domain", "D", "--rule", "r", "--explanation", "e", "--source", "s", "--confidence", confidence]);
+                c.args([
+                    "--domain",
+                    "D",
+                    "--rule",
+                    "r",
+                    "--explanation",
+                    "e",
+                    "--source",
+                    "s",
+                    "--confidence",
+                    confidence,
+                ]);
                 run(c)
             }
             "env" => {
@@ -171,7 +262,10 @@ fn heuristic_three_ways(confidence: &str) -> Vec<(Option<i32>, Vec<serde_json::M
             _ => run_with_input(c, format!("D\nr\ne\n\ns\n{confidence}\n").as_bytes()),
         };
         let r = if home.join("memory/index.db").exists() {
-            rows(&home, "SELECT domain, rule, explanation, source_type, confidence FROM heuristics")
+            rows(
+                &home,
+                "SELECT domain, rule, explanation, source_type, confidence FROM heuristics",
+            )
         } else {
             Vec::new()
         };
@@ -202,7 +296,11 @@ fn confidence_is_mapped_or_rejected_identically_in_all_three_forms() {
                 Some(c) => {
                     assert_eq!(*code, Some(0), "confidence {given:?}");
                     assert_eq!(rows.len(), 1);
-                    assert_eq!(rows[0]["confidence"].as_f64(), Some(*c), "confidence {given:?}");
+                    assert_eq!(
+                        rows[0]["confidence"].as_f64(),
+                        Some(*c),
+                        "confidence {given:?}"
+                    );
                     assert_eq!(rows[0]["domain"], Value::from("d"));
                 }
                 None => {
@@ -221,7 +319,16 @@ fn odd_titles_are_kept_cleaned_and_never_overwrite() {
     let dir = TempDir::new();
     let home = dir.join("home");
     let long = "x".repeat(600);
-    let titles = ["-n", "日本語のタイトル", "Ωμέγα", "\u{1b}[31mred\u{1b}[0m alert", "two\nlines", long.as_str(), "Same", "Same"];
+    let titles = [
+        "-n",
+        "日本語のタイトル",
+        "Ωμέγα",
+        "\u{1b}[31mred\u{1b}[0m alert",
+        "two\nlines",
+        long.as_str(),
+        "Same",
+        "Same",
+    ];
     for t in titles {
         let mut c = script("record-failure.sh", &home);
         c.args(["--title", t, "--domain", "d"]);
@@ -236,7 +343,10 @@ fn odd_titles_are_kept_cleaned_and_never_overwrite() {
     assert_eq!(stored[4], "two lines");
     assert_eq!(stored[5].len(), 600);
     // Every row points at its own existing file.
-    let mut paths: Vec<&str> = r.iter().filter_map(|row| row["filepath"].as_str()).collect();
+    let mut paths: Vec<&str> = r
+        .iter()
+        .filter_map(|row| row["filepath"].as_str())
+        .collect();
     for p in &paths {
         assert!(home.join(p).is_file(), "{p}");
         let name = p.rsplit('/').next().unwrap_or_default();
@@ -246,11 +356,15 @@ fn odd_titles_are_kept_cleaned_and_never_overwrite() {
     paths.sort();
     paths.dedup();
     assert_eq!(paths.len(), titles.len(), "two rows share a file");
-    let md = std::fs::read_to_string(home.join(r[3]["filepath"].as_str().unwrap_or_default())).unwrap_or_default();
+    let md = std::fs::read_to_string(home.join(r[3]["filepath"].as_str().unwrap_or_default()))
+        .unwrap_or_default();
     assert!(md.starts_with("# red alert\n"), "{md:?}");
     let subjects = git(&home, &["log", "--format=%s"]);
     assert!(!subjects.contains('\u{1b}'));
-    assert!(subjects.lines().any(|l| l == "failure: two lines"), "{subjects}");
+    assert!(
+        subjects.lines().any(|l| l == "failure: two lines"),
+        "{subjects}"
+    );
     assert_eq!(commit_count(&home), titles.len());
 }
 
@@ -262,26 +376,44 @@ fn parallel_heuristics_on_one_new_domain() {
     let children: Vec<_> = (0..n)
         .map(|i| {
             let mut c = script("record-heuristic.sh", &home);
-            c.args(["--domain", "Race Domain", "--rule", &format!("rule {i}"), "--confidence", "0.5"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
+            c.args([
+                "--domain",
+                "Race Domain",
+                "--rule",
+                &format!("rule {i}"),
+                "--confidence",
+                "0.5",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
             c.spawn().expect("spawn")
         })
         .collect();
     let outs = watchdog(Duration::from_secs(300), move || {
-        children.into_iter().map(|c| c.wait_with_output().expect("wait")).collect::<Vec<_>>()
+        children
+            .into_iter()
+            .map(|c| c.wait_with_output().expect("wait"))
+            .collect::<Vec<_>>()
     });
     for o in &outs {
         ok(o);
     }
-    let text = std::fs::read_to_string(home.join("memory/heuristics/race-domain.md")).expect("domain file");
-    assert_eq!(text.matches("# Heuristics: race-domain\n").count(), 1, "one header");
+    let text = std::fs::read_to_string(home.join("memory/heuristics/race-domain.md"))
+        .expect("domain file");
+    assert_eq!(
+        text.matches("# Heuristics: race-domain\n").count(),
+        1,
+        "one header"
+    );
     let mut ids = heuristic_ids(&text);
     ids.sort();
     assert_eq!(ids.len(), n);
     assert!(!ids.contains(&0), "an H-0 heading");
-    let mut row_ids: Vec<i64> = rows(&home, "SELECT id FROM heuristics").iter().filter_map(|r| r["id"].as_i64()).collect();
+    let mut row_ids: Vec<i64> = rows(&home, "SELECT id FROM heuristics")
+        .iter()
+        .filter_map(|r| r["id"].as_i64())
+        .collect();
     row_ids.sort();
     assert_eq!(ids, row_ids);
     assert_eq!(commit_count(&home), n);
@@ -303,7 +435,10 @@ fn parallel_failures_all_recorded_and_committed() {
         })
         .collect();
     let outs = watchdog(Duration::from_secs(300), move || {
-        children.into_iter().map(|c| c.wait_with_output().expect("wait")).collect::<Vec<_>>()
+        children
+            .into_iter()
+            .map(|c| c.wait_with_output().expect("wait"))
+            .collect::<Vec<_>>()
     });
     for o in &outs {
         ok(o);
@@ -334,7 +469,10 @@ fn a_user_staged_file_stays_staged_and_out_of_the_commit() {
     ok(&run(c));
     let files = git(&home, &["show", "--name-only", "--format=", "HEAD"]);
     assert!(!files.contains("notes.txt"), "{files}");
-    assert_eq!(git(&home, &["diff", "--cached", "--name-only"]).trim(), "notes.txt");
+    assert_eq!(
+        git(&home, &["diff", "--cached", "--name-only"]).trim(),
+        "notes.txt"
+    );
 }
 
 #[test]
@@ -348,7 +486,11 @@ fn a_gitignored_memory_keeps_the_record_and_skips_the_commit() {
     c.args(["--title", "ignored", "--domain", "d"]);
     let out = run(c);
     ok(&out);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("Commit: skipped"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Commit: skipped"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert_eq!(commit_count(&home), before);
     assert_eq!(rows(&home, "SELECT id FROM learnings").len(), 2);
     assert_eq!(failure_files(&home).len(), 2);
@@ -371,17 +513,30 @@ fn experiments_start_once_per_name() {
     let dir = TempDir::new();
     let home = dir.join("home");
     let mut c = script("start-experiment.sh", &home);
-    c.args(["--name", "Cache warmup", "--hypothesis", "warm caches halve latency", "--success-criteria", "p50 < 5ms"]);
+    c.args([
+        "--name",
+        "Cache warmup",
+        "--hypothesis",
+        "warm caches halve latency",
+        "--success-criteria",
+        "p50 < 5ms",
+    ]);
     let out = run(c);
     ok(&out);
-    let r = rows(&home, "SELECT id, name, status, folder_path FROM experiments");
+    let r = rows(
+        &home,
+        "SELECT id, name, status, folder_path FROM experiments",
+    );
     assert_eq!(r.len(), 1);
     let folder = home.join(r[0]["folder_path"].as_str().unwrap_or_default());
     let hyp = std::fs::read_to_string(folder.join("hypothesis.md")).expect("hypothesis.md");
     assert!(hyp.starts_with("# Experiment: Cache warmup\n"), "{hyp}");
     assert!(hyp.contains("## Success Criteria\n\np50 < 5ms\n"));
     assert!(folder.join("log.md").is_file());
-    assert_eq!(git(&home, &["log", "-1", "--format=%s"]).trim(), "experiment: Start 'Cache warmup'");
+    assert_eq!(
+        git(&home, &["log", "-1", "--format=%s"]).trim(),
+        "experiment: Start 'Cache warmup'"
+    );
 
     let mut again = script("start-experiment.sh", &home);
     again.args(["--name", "Cache warmup", "--hypothesis", "again"]);
@@ -389,7 +544,9 @@ fn experiments_start_once_per_name() {
     assert_eq!(out.status.code(), Some(65));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("already exists"), "{err}");
-    let folders = std::fs::read_dir(home.join("experiments/active")).expect("active").count();
+    let folders = std::fs::read_dir(home.join("experiments/active"))
+        .expect("active")
+        .count();
     assert_eq!(folders, 1, "no orphan folder");
     assert_eq!(rows(&home, "SELECT id FROM experiments").len(), 1);
 }
@@ -400,11 +557,23 @@ fn query_reads_without_writing() {
     let home = dir.join("home");
     init_home(&home);
     let mut h = script("record-heuristic.sh", &home);
-    h.args(["--domain", "testing", "--rule", "Check \u{1b}[31mcolour", "--confidence", "high"]);
+    h.args([
+        "--domain",
+        "testing",
+        "--rule",
+        "Check \u{1b}[31mcolour",
+        "--confidence",
+        "high",
+    ]);
     ok(&run(h));
     let db = home.join("memory/index.db");
     let before = std::fs::metadata(&db).and_then(|m| m.modified()).ok();
-    for args in [&["--context"][..], &["--domain", "testing"], &["--stats"], &["--recent", "5"]] {
+    for args in [
+        &["--context"][..],
+        &["--domain", "testing"],
+        &["--stats"],
+        &["--recent", "5"],
+    ] {
         let mut q = script("query.sh", &home);
         q.args(args);
         let out = run(q);
@@ -415,7 +584,11 @@ fn query_reads_without_writing() {
     q.args(["--domain", "testing"]);
     let text = String::from_utf8_lossy(&run(q).stdout).to_string();
     assert!(text.contains("(0.85, testing) Check colour"), "{text}");
-    assert_eq!(std::fs::metadata(&db).and_then(|m| m.modified()).ok(), before, "query.sh wrote to the database");
+    assert_eq!(
+        std::fs::metadata(&db).and_then(|m| m.modified()).ok(),
+        before,
+        "query.sh wrote to the database"
+    );
     let mut bad = script("query.sh", &home);
     bad.args(["--recent", "x"]);
     assert_eq!(run(bad).status.code(), Some(64));
@@ -427,7 +600,18 @@ fn sync_reports_each_kind_and_fix_repairs_faithfully() {
     let home = dir.join("home");
     init_home(&home);
     let mut h = script("record-heuristic.sh", &home);
-    h.args(["--domain", "ops", "--rule", "keep | pipes", "--explanation", "line one\nline two", "--source", "postmortem", "--confidence", "0.4"]);
+    h.args([
+        "--domain",
+        "ops",
+        "--rule",
+        "keep | pipes",
+        "--explanation",
+        "line one\nline two",
+        "--source",
+        "postmortem",
+        "--confidence",
+        "0.4",
+    ]);
     ok(&run(h));
     // 1. A failure file with no row.
     std::fs::write(
@@ -436,23 +620,36 @@ fn sync_reports_each_kind_and_fix_repairs_faithfully() {
     )
     .expect("write");
     // 2. A failure row with no file.
-    let orphan = rows(&home, "SELECT filepath FROM learnings")[0]["filepath"].as_str().unwrap_or_default().to_string();
+    let orphan = rows(&home, "SELECT filepath FROM learnings")[0]["filepath"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     std::fs::remove_file(home.join(&orphan)).expect("rm");
     // 3. A heuristic entry with no row (legacy H-0).
     let domain_file = home.join("memory/heuristics/ops.md");
     let mut text = std::fs::read_to_string(&domain_file).expect("read");
     text.push_str("## H-0: legacy entry\n\n**Confidence**: 0.95\n**Source**: failure\n**Created**: 2025-12-01\n\nkept | as written\nover two lines\n\n---\n\n");
     // 4. A heuristic row with no entry: remove the recorded entry from the file.
-    let id = rows(&home, "SELECT id FROM heuristics")[0]["id"].as_i64().unwrap_or(0);
+    let id = rows(&home, "SELECT id FROM heuristics")[0]["id"]
+        .as_i64()
+        .unwrap_or(0);
     let start = text.find(&format!("## H-{id}:")).expect("entry");
-    let end = text[start..].find("---\n\n").map(|i| start + i + 5).expect("entry end");
+    let end = text[start..]
+        .find("---\n\n")
+        .map(|i| start + i + 5)
+        .expect("entry end");
     text.replace_range(start..end, "");
     std::fs::write(&domain_file, text).expect("write");
 
     let out = run(script("sync-db-markdown.sh", &home));
     assert_eq!(out.status.code(), Some(1));
     let report = String::from_utf8_lossy(&out.stdout).to_string();
-    for kind in ["failure file without row", "failure row without file", "heuristic entry without row", "heuristic row without entry"] {
+    for kind in [
+        "failure file without row",
+        "failure row without file",
+        "heuristic entry without row",
+        "heuristic row without entry",
+    ] {
         assert_eq!(report.matches(kind).count(), 1, "{kind} in {report}");
     }
 
@@ -461,9 +658,17 @@ fn sync_reports_each_kind_and_fix_repairs_faithfully() {
     let out = run(fix);
     ok(&out);
     let out = run(script("sync-db-markdown.sh", &home));
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 
-    let hand = rows(&home, "SELECT title, domain, severity, tags, summary FROM learnings WHERE filepath = 'memory/failures/20250101_hand-made.md'");
+    let hand = rows(
+        &home,
+        "SELECT title, domain, severity, tags, summary FROM learnings WHERE filepath = 'memory/failures/20250101_hand-made.md'",
+    );
     assert_eq!(hand.len(), 1);
     assert_eq!(hand[0]["title"], Value::from("Hand made"));
     assert_eq!(hand[0]["domain"], Value::from("manual"));
@@ -471,15 +676,32 @@ fn sync_reports_each_kind_and_fix_repairs_faithfully() {
     assert_eq!(hand[0]["tags"], Value::from("x|y"));
     assert_eq!(hand[0]["summary"], Value::from("Written | by hand"));
     let rebuilt = std::fs::read_to_string(home.join(&orphan)).expect("rebuilt file");
-    assert!(rebuilt.starts_with("# init\n\n**Domain**: d\n**Severity**: 3\n"), "{rebuilt}");
-    let legacy = rows(&home, "SELECT id, rule, explanation, source_type, confidence FROM heuristics WHERE rule = 'legacy entry'");
+    assert!(
+        rebuilt.starts_with("# init\n\n**Domain**: d\n**Severity**: 3\n"),
+        "{rebuilt}"
+    );
+    let legacy = rows(
+        &home,
+        "SELECT id, rule, explanation, source_type, confidence FROM heuristics WHERE rule = 'legacy entry'",
+    );
     assert_eq!(legacy.len(), 1);
-    assert_eq!(legacy[0]["explanation"], Value::from("kept | as written\nover two lines"));
+    assert_eq!(
+        legacy[0]["explanation"],
+        Value::from("kept | as written\nover two lines")
+    );
     assert_eq!(legacy[0]["source_type"], Value::from("failure"));
     assert_eq!(legacy[0]["confidence"].as_f64(), Some(0.95));
     let text = std::fs::read_to_string(&domain_file).expect("read");
-    assert!(text.contains(&format!("## H-{}: legacy entry\n", legacy[0]["id"])), "{text}");
-    assert!(text.contains(&format!("## H-{id}: keep | pipes\n\n**Confidence**: 0.4\n**Source**: postmortem\n")), "{text}");
+    assert!(
+        text.contains(&format!("## H-{}: legacy entry\n", legacy[0]["id"])),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "## H-{id}: keep | pipes\n\n**Confidence**: 0.4\n**Source**: postmortem\n"
+        )),
+        "{text}"
+    );
     assert!(text.contains("line one\nline two\n"));
 }
 
@@ -492,13 +714,26 @@ fn sync_on_the_real_legacy_home() {
         eprintln!("skipped: {} is not here", real.display());
         return;
     }
-    let st = Command::new("cp").arg("-r").arg(&real).arg(&home).status().expect("cp");
+    let st = Command::new("cp")
+        .arg("-r")
+        .arg(&real)
+        .arg(&home)
+        .status()
+        .expect("cp");
     assert!(st.success());
     let out = run(script("sync-db-markdown.sh", &home));
-    assert_eq!(out.status.code(), Some(1), "the real home has differences: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the real home has differences: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let first = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(first.lines().count() > 5, "{first}");
-    assert!(first.contains("heuristic entry without row: memory/heuristics/agent-behavior.md H-0"), "{first}");
+    assert!(
+        first.contains("heuristic entry without row: memory/heuristics/agent-behavior.md H-0"),
+        "{first}"
+    );
     let mut fix = script("sync-db-markdown.sh", &home);
     fix.arg("--fix");
     let out = run(fix);
@@ -512,6 +747,9 @@ fn sync_on_the_real_legacy_home() {
         out.status.code(),
         String::from_utf8_lossy(&out.stderr)
     );
-    let ids = heuristic_ids(&std::fs::read_to_string(home.join("memory/heuristics/agent-behavior.md")).unwrap_or_default());
+    let ids = heuristic_ids(
+        &std::fs::read_to_string(home.join("memory/heuristics/agent-behavior.md"))
+            .unwrap_or_default(),
+    );
     assert!(!ids.contains(&0), "H-0 headings left: {ids:?}");
 }

@@ -22,7 +22,6 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::Duration;
 
 use elf_core::cli::{Flag, Matches, Operands, Tool};
@@ -182,11 +181,7 @@ fn start() -> i32 {
     }
     // SAFETY: setting a signal's disposition to ignore.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-    let code = elf_core::run(&TOOL, Signals::Forward, run);
-    // ExitCode does not give its number back; find it.
-    (0..=u8::MAX)
-        .find(|&n| ExitCode::from(n) == code)
-        .map_or(1, i32::from)
+    i32::from(elf_core::run_status(&TOOL, Signals::Forward, run))
 }
 
 /// The shell `-c STRING` runs with.

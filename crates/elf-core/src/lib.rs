@@ -60,6 +60,15 @@ pub fn run(
     policy: signals::Policy,
     body: fn(cli::Matches) -> Result<u8>,
 ) -> ExitCode {
+    ExitCode::from(run_status(tool, policy, body))
+}
+
+/// [`run`], returning the exit status as a number (for a `main` that exits by itself).
+pub fn run_status(
+    tool: &'static cli::Tool,
+    policy: signals::Policy,
+    body: fn(cli::Matches) -> Result<u8>,
+) -> u8 {
     let _ = TOOL_NAME.set(tool.name);
     signals::install(policy);
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
@@ -73,7 +82,7 @@ pub fn run(
         },
         Err(e) => report(&e),
     };
-    ExitCode::from(code)
+    code
 }
 
 fn print_out(s: &str) -> u8 {
