@@ -67,7 +67,7 @@ impl Files {
             root,
             locks,
             sync,
-            umask: u32::from(sys::umask()),
+            umask: sys::umask(),
             cleaned: HashSet::new(),
         }
     }
