@@ -27,6 +27,7 @@ use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Duration;
 
 use elf_core::lockfile;
@@ -36,20 +37,31 @@ use elf_core::{Error, IoContext, Result};
 use crate::sys;
 use crate::target::Folder;
 
+/// Lock files kept open at most, so a long stream does not reopen them for every record.
+const KEEP_OPEN: usize = 256;
+
 /// Finds and takes the locks of target files.
 #[derive(Debug)]
 pub struct Locks {
     explicit: Option<PathBuf>,
     timeout: Option<Duration>,
-    /// Real folder path -> (lock folder, key prefix for files in it).
-    places: HashMap<PathBuf, (PathBuf, Vec<u8>)>,
+    /// Folder (device, inode) -> (lock folder, key prefix for files in it).
+    places: HashMap<(u64, u64), (PathBuf, Vec<u8>)>,
     /// Lock folders already checked.
     checked: Vec<PathBuf>,
+    /// Lock files already open, by path.
+    open: HashMap<PathBuf, Rc<File>>,
 }
 
-/// A held lock; dropping it releases it.
+/// A held lock; dropping it releases it (the lock file may stay open for the next write).
 #[derive(Debug)]
-pub struct Held(#[allow(dead_code)] File);
+pub struct Held(Rc<File>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = lockfile::unlock(&self.0);
+    }
+}
 
 impl Locks {
     /// `explicit` is `--lock-dir`; `timeout` is how long to wait (None: as long as it takes).
@@ -59,17 +71,24 @@ impl Locks {
             timeout,
             places: HashMap::new(),
             checked: Vec::new(),
+            open: HashMap::new(),
         }
     }
 
-    /// Takes the lock of file `name` in `folder`; `shown` names it in messages.
-    pub fn lock(&mut self, folder: &Folder, name: &OsStr, shown: &str) -> Result<Held> {
-        let real = folder.real_path()?;
-        let (dir, prefix) = match self.places.get(&real) {
+    /// Takes the lock of file `name` in `folder`, whose (device, inode) is `id`; `shown` names
+    /// it in messages.
+    pub fn lock(
+        &mut self,
+        folder: &Folder,
+        id: (u64, u64),
+        name: &OsStr,
+        shown: &str,
+    ) -> Result<Held> {
+        let (dir, prefix) = match self.places.get(&id) {
             Some(p) => p.clone(),
             None => {
-                let p = self.place(&real)?;
-                self.places.insert(real, p.clone());
+                let p = self.place(&folder.real_path()?)?;
+                self.places.insert(id, p.clone());
                 p
             }
         };
@@ -78,7 +97,17 @@ impl Locks {
         key.extend_from_slice(name.as_bytes());
         let path = dir.join(lock_name(&key, name));
         for _ in 0..100 {
-            let file = lockfile::open(&path, 0o666)?;
+            let file = match self.open.get(&path) {
+                Some(f) => f.clone(),
+                None => {
+                    if self.open.len() >= KEEP_OPEN {
+                        self.open.clear();
+                    }
+                    let f = Rc::new(lockfile::open(&path, 0o666)?);
+                    self.open.insert(path.clone(), f.clone());
+                    f
+                }
+            };
             let got = match self.timeout {
                 None => lockfile::lock(&file, true).map(|()| true),
                 Some(t) => lockfile::lock_timeout(&file, true, t),
@@ -91,13 +120,14 @@ impl Locks {
                     escape(&path.to_string_lossy())
                 )));
             }
-            // The lock file may have been deleted and made again while we waited.
-            let held = file.metadata().ctx("reading a lock file")?;
+            let held = Held(file);
+            // The lock file may have been deleted (and made again) by someone else.
+            let mine = held.0.metadata().ctx("reading a lock file")?;
             match std::fs::symlink_metadata(&path) {
-                Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
-                    return Ok(Held(file));
+                Ok(now) if now.dev() == mine.dev() && now.ino() == mine.ino() => return Ok(held),
+                _ => {
+                    self.open.remove(&path);
                 }
-                _ => continue,
             }
         }
         Err(Error::temporary(format!(

@@ -158,30 +158,55 @@ fn records(m: &Matches, locks: Locks, sync: bool) -> Result<u8> {
     let mut input = Reader::stdin(limit)?;
     let mut out = Writer::stdout();
     let mut status = elf_core::exit::OK;
+    // Records done but not yet passed on: their folders are synced once for the batch, so
+    // a stream of records that are already waiting costs one folder fsync, not one each.
+    let mut batch: Vec<Record> = Vec::new();
     while let Some(item) = input.next_record() {
         let failure = match item {
             Ok((line, mut rec)) => match process(&mut files, &mut rec) {
                 Ok(()) => {
-                    out.write(&rec)?;
-                    continue;
+                    batch.push(rec);
+                    None
                 }
-                Err(e) => (e.at_line(line), Some(rec)),
+                Err(e) => Some((e.at_line(line), Some(rec))),
             },
-            Err(e) => (e, None),
+            Err(e) => Some((e, None)),
         };
-        let (e, rec) = failure;
-        if !keep_going || e.is_broken_pipe() {
-            return Err(e);
+        if let Some((e, rec)) = failure {
+            if !keep_going || e.is_broken_pipe() {
+                pass_on(&mut files, &mut out, &mut batch)?;
+                return Err(e);
+            }
+            elf_core::note(&e);
+            let mut rec = rec.unwrap_or_default();
+            record::set_error(&mut rec, TOOL.name, &e);
+            batch.push(rec);
+            if status == elf_core::exit::OK {
+                status = e.code();
+            }
         }
-        elf_core::note(&e);
-        let mut rec = rec.unwrap_or_default();
-        record::set_error(&mut rec, TOOL.name, &e);
-        out.write(&rec)?;
-        if status == elf_core::exit::OK {
-            status = e.code();
+        if batch.len() >= BATCH || !input.ready() {
+            pass_on(&mut files, &mut out, &mut batch)?;
         }
     }
+    pass_on(&mut files, &mut out, &mut batch)?;
     Ok(status)
+}
+
+/// The most records done before they are synced and passed on.
+const BATCH: usize = 64;
+
+/// Syncs the folders written since the last batch, then passes the batch on.
+fn pass_on(
+    files: &mut Files,
+    out: &mut Writer<std::io::StdoutLock<'static>>,
+    batch: &mut Vec<Record>,
+) -> Result<()> {
+    files.sync_folders()?;
+    for rec in batch.drain(..) {
+        out.write(&rec)?;
+    }
+    Ok(())
 }
 
 /// Performs a record's writes in order, adding each one's results as it is done.
@@ -284,6 +309,7 @@ fn stream(m: &Matches, operand: &OsStr, locks: Locks, sync: bool) -> Result<u8> 
     let confined = m.has("root");
     let mut files = Files::new(root, locks, sync);
     let outcome = files.apply(&spec, key.as_deref())?;
+    files.sync_folders()?;
     if unique {
         let shown = if confined {
             PathBuf::from(outcome.path.display())

@@ -14,7 +14,7 @@
 //! The first write into a folder removes the ones whose writer is gone (no such process, and
 //! the lock is free).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io::{Read, Write};
@@ -49,8 +49,19 @@ pub struct Files {
     root: Root,
     locks: Locks,
     sync: bool,
-    umask: u32,
+    ids: Ids,
     cleaned: HashSet<(u64, u64)>,
+    /// Folders whose new entries are not yet on disk, by (device, inode).
+    unsynced: HashMap<(u64, u64), Folder>,
+}
+
+/// Facts about the process, looked up once.
+#[derive(Debug, Clone, Copy)]
+struct Ids {
+    umask: u32,
+    pid: u32,
+    uid: u32,
+    gid: u32,
 }
 
 /// What is at a name.
@@ -63,44 +74,62 @@ enum Existing {
 impl Files {
     /// `sync` false is `--no-sync`.
     pub fn new(root: Root, locks: Locks, sync: bool) -> Files {
+        let ids = Ids {
+            umask: sys::umask(),
+            pid: std::process::id(),
+            uid: sys::euid(),
+            gid: sys::egid(),
+        };
         Files {
             root,
             locks,
             sync,
-            umask: sys::umask(),
+            ids,
             cleaned: HashSet::new(),
+            unsynced: HashMap::new(),
         }
     }
 
-    /// Performs one write. `key` is the record's key (the marker of an append).
+    /// Flushes to disk the folders that got new entries since the last call. A write is
+    /// durable, and its record may be passed on, only after this.
+    pub fn sync_folders(&mut self) -> Result<()> {
+        for (_, folder) in self.unsynced.drain() {
+            folder.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Performs one write. `key` is the record's key (the marker of an append). The new
+    /// content is on disk when it returns (unless `--no-sync`), its name once
+    /// [`Files::sync_folders`] has run.
     pub fn apply(&mut self, spec: &Spec, key: Option<&str>) -> Result<Outcome> {
         let shown = escape(&spec.path.display()).into_owned();
         let folder = self.root.folder(&spec.path, true, self.sync)?;
-        self.clean_once(&folder);
-        let _held = self.locks.lock(&folder, &spec.path.name, &shown)?;
+        let st = sys::fstat(folder.dir()).with_ctx(|| format!("{shown}: reading its folder"))?;
+        let id = (st.st_dev, st.st_ino);
+        if self.cleaned.insert(id) {
+            clean_leftovers(&folder);
+        }
+        let held = self.locks.lock(&folder, id, &spec.path.name, &shown)?;
         let w = Writing {
             folder: &folder,
             sync: self.sync,
-            umask: self.umask,
+            ids: self.ids,
             shown: &shown,
         };
-        match spec.mode {
+        let outcome = match spec.mode {
             Mode::Replace => w.replace(spec),
             Mode::Create if spec.unique => w.create_unique(spec),
             Mode::Create => w.create(spec),
             Mode::Append => w.append(spec, key),
+        }?;
+        drop(held);
+        if self.sync {
+            // Also when the content was already there: a killed run may have renamed it in
+            // without syncing the folder.
+            self.unsynced.entry(id).or_insert(folder);
         }
-    }
-
-    /// Removes the temporary files of writers that are gone, once per folder per run.
-    fn clean_once(&mut self, folder: &Folder) {
-        let Ok(st) = sys::fstat(folder.dir()) else {
-            return;
-        };
-        if !self.cleaned.insert((st.st_dev, st.st_ino)) {
-            return;
-        }
-        clean_leftovers(folder);
+        Ok(outcome)
     }
 }
 
@@ -149,6 +178,14 @@ fn clean_leftovers(folder: &Folder) {
     }
 }
 
+/// The mode and owner a written file must end up with.
+#[derive(Debug, Clone, Copy)]
+struct Target {
+    mode: u32,
+    /// An existing file's owner, kept when running as root.
+    owner: Option<(u32, u32)>,
+}
+
 /// A temporary file in the target's folder, removed on drop unless it was given its name.
 struct Temp<'a> {
     dir: BorrowedFd<'a>,
@@ -158,8 +195,8 @@ struct Temp<'a> {
 }
 
 impl<'a> Temp<'a> {
-    fn new(dir: BorrowedFd<'a>, shown: &str) -> Result<Temp<'a>> {
-        let pid = std::process::id();
+    /// A new temporary file, made with `mode` (minus the umask; `finish` restores it).
+    fn new(dir: BorrowedFd<'a>, pid: u32, mode: u32, shown: &str) -> Result<Temp<'a>> {
         let mut last = None;
         for _ in 0..16 {
             let name = format!(
@@ -168,7 +205,7 @@ impl<'a> Temp<'a> {
             );
             let c = CString::new(name).map_err(|_| Error::internal("temporary name"))?;
             let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
-            match sys::openat(dir, &c, flags, 0o600) {
+            match sys::openat(dir, &c, flags, mode) {
                 Ok(fd) => {
                     let file = File::from(fd);
                     // Marks the file as alive for other runs' cleaning.
@@ -205,20 +242,19 @@ impl<'a> Temp<'a> {
         Ok(())
     }
 
-    /// Sets owner and mode, then flushes the content to disk when `sync`.
-    fn finish(
-        &mut self,
-        mode: u32,
-        owner: Option<(u32, u32)>,
-        sync: bool,
-        shown: &str,
-    ) -> Result<()> {
+    /// Gives the file `target`'s owner and mode where they differ from what it was made
+    /// with, then flushes it to disk when `sync`.
+    fn finish(&mut self, target: Target, ids: Ids, sync: bool, shown: &str) -> Result<()> {
         let fd = self.file.as_fd();
-        if let Some((uid, gid)) = owner {
+        let foreign = target.owner.filter(|&o| o != (ids.uid, ids.gid));
+        if let Some((uid, gid)) = foreign {
             // Keeping another user's file theirs is possible only as root; best effort.
             let _ = sys::fchown(fd, uid, gid);
         }
-        sys::fchmod(fd, mode).with_ctx(|| format!("{shown}: setting the mode"))?;
+        // chown clears the setuid and setgid bits; the umask may have taken bits away.
+        if foreign.is_some() || target.mode & ids.umask != 0 {
+            sys::fchmod(fd, target.mode).with_ctx(|| format!("{shown}: setting the mode"))?;
+        }
         if sync {
             self.file
                 .sync_all()
@@ -254,7 +290,7 @@ impl Drop for Temp<'_> {
 struct Writing<'a> {
     folder: &'a Folder,
     sync: bool,
-    umask: u32,
+    ids: Ids,
     shown: &'a str,
 }
 
@@ -282,12 +318,26 @@ impl Writing<'_> {
         ))
     }
 
-    fn read(&self, name: &OsStr, size_hint: i64) -> Result<Vec<u8>> {
-        let mut f = crate::target::open_read(self.folder.dir(), name)
-            .with_ctx(|| format!("{}: reading", self.shown))?;
-        let mut data = Vec::with_capacity(usize::try_from(size_hint).unwrap_or(0));
-        f.read_to_end(&mut data)
-            .with_ctx(|| format!("{}: reading", self.shown))?;
+    /// The content of an existing file whose size is probably `size`.
+    fn read(&self, name: &OsStr, size: i64) -> Result<Vec<u8>> {
+        let ctx = || format!("{}: reading", self.shown);
+        let mut f = crate::target::open_read(self.folder.dir(), name).with_ctx(ctx)?;
+        let mut data = vec![0; usize::try_from(size).unwrap_or(0)];
+        let mut filled = 0;
+        while filled < data.len() {
+            match f.read(&mut data[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io(ctx(), &e)),
+            }
+        }
+        let full = filled == data.len();
+        data.truncate(filled);
+        if full {
+            // It may have grown since it was measured.
+            f.read_to_end(&mut data).with_ctx(ctx)?;
+        }
         Ok(data)
     }
 
@@ -298,13 +348,31 @@ impl Writing<'_> {
         Ok(self.read(name, st.st_size)? == content)
     }
 
-    fn new_mode(&self, spec: &Spec) -> u32 {
-        spec.file_mode.unwrap_or(0o644 & !self.umask)
+    fn new_file(&self, spec: &Spec) -> Target {
+        Target {
+            mode: spec.file_mode.unwrap_or(0o644 & !self.ids.umask),
+            owner: None,
+        }
     }
 
-    fn kept(st: &libc::stat) -> (u32, Option<(u32, u32)>) {
-        let owner = (sys::euid() == 0).then_some((st.st_uid, st.st_gid));
-        (st.st_mode & 0o7777, owner)
+    fn kept(&self, st: &libc::stat) -> Target {
+        let owner = (self.ids.uid == 0).then_some((st.st_uid, st.st_gid));
+        Target {
+            mode: st.st_mode & 0o7777,
+            owner,
+        }
+    }
+
+    /// A complete temporary file holding `parts`, with `target`'s mode and owner.
+    fn prepare(&self, target: Target, parts: &[&[u8]]) -> Result<Temp<'_>> {
+        let mut t = Temp::new(self.folder.dir(), self.ids.pid, target.mode, self.shown)?;
+        t.write(parts, self.shown)?;
+        t.finish(target, self.ids, self.sync, self.shown)?;
+        Ok(t)
+    }
+
+    fn cname(&self, name: &OsStr) -> Result<CString> {
+        sys::cname(name).with_ctx(|| self.shown.to_string())
     }
 
     fn outcome(&self, path: RelPath, spec: &Spec, created: bool) -> Outcome {
@@ -316,32 +384,18 @@ impl Writing<'_> {
         }
     }
 
-    fn done(&self) -> Result<()> {
-        if self.sync {
-            self.folder.sync()
-        } else {
-            Ok(())
-        }
-    }
-
     fn replace(&self, spec: &Spec) -> Result<Outcome> {
         let name = &spec.path.name;
-        let (mode, owner) = match self.existing(name)? {
+        let target = match self.existing(name)? {
             Existing::File(st) if self.same(name, &st, &spec.content)? => {
                 return Ok(self.outcome(spec.path.clone(), spec, false));
             }
-            Existing::File(st) => Self::kept(&st),
-            Existing::Missing => (self.new_mode(spec), None),
+            Existing::File(st) => self.kept(&st),
+            Existing::Missing => self.new_file(spec),
             Existing::Other(what) => return Err(self.refuse(what, name)),
         };
-        let mut t = Temp::new(self.folder.dir(), self.shown)?;
-        t.write(&[&spec.content], self.shown)?;
-        t.finish(mode, owner, self.sync, self.shown)?;
-        t.rename_over(
-            &sys::cname(name).with_ctx(|| self.shown.to_string())?,
-            self.shown,
-        )?;
-        self.done()?;
+        let mut t = self.prepare(target, &[&spec.content])?;
+        t.rename_over(&self.cname(name)?, self.shown)?;
         Ok(self.outcome(spec.path.clone(), spec, true))
     }
 
@@ -361,14 +415,8 @@ impl Writing<'_> {
             Existing::Other(what) => return Err(self.refuse(what, name)),
             Existing::Missing => {}
         }
-        let mut t = Temp::new(self.folder.dir(), self.shown)?;
-        t.write(&[&spec.content], self.shown)?;
-        t.finish(self.new_mode(spec), None, self.sync, self.shown)?;
-        if t.place_new(
-            &sys::cname(name).with_ctx(|| self.shown.to_string())?,
-            self.shown,
-        )? {
-            self.done()?;
+        let mut t = self.prepare(self.new_file(spec), &[&spec.content])?;
+        if t.place_new(&self.cname(name)?, self.shown)? {
             return Ok(self.outcome(spec.path.clone(), spec, true));
         }
         // Made meanwhile by a writer that does not take our lock.
@@ -397,16 +445,9 @@ impl Writing<'_> {
             }
             let t = match &mut temp {
                 Some(t) => t,
-                None => {
-                    let mut t = Temp::new(self.folder.dir(), self.shown)?;
-                    t.write(&[&spec.content], self.shown)?;
-                    t.finish(self.new_mode(spec), None, self.sync, self.shown)?;
-                    temp.insert(t)
-                }
+                None => temp.insert(self.prepare(self.new_file(spec), &[&spec.content])?),
             };
-            let c = sys::cname(&name).with_ctx(|| self.shown.to_string())?;
-            if t.place_new(&c, self.shown)? {
-                self.done()?;
+            if t.place_new(&self.cname(&name)?, self.shown)? {
                 return Ok(self.outcome(spec.path.with_name(name), spec, true));
             }
             // Taken meanwhile by a writer outside our lock: look at it again.
@@ -419,12 +460,9 @@ impl Writing<'_> {
 
     fn append(&self, spec: &Spec, key: Option<&str>) -> Result<Outcome> {
         let name = &spec.path.name;
-        let (old, mode, owner) = match self.existing(name)? {
-            Existing::File(st) => {
-                let (mode, owner) = Self::kept(&st);
-                (self.read(name, st.st_size)?, mode, owner)
-            }
-            Existing::Missing => (Vec::new(), self.new_mode(spec), None),
+        let (old, target) = match self.existing(name)? {
+            Existing::File(st) => (self.read(name, st.st_size)?, self.kept(&st)),
+            Existing::Missing => (Vec::new(), self.new_file(spec)),
             Existing::Other(what) => return Err(self.refuse(what, name)),
         };
         let marker = key.map(spec::marker);
@@ -446,23 +484,9 @@ impl Writing<'_> {
         } else {
             b""
         };
-        let mut t = Temp::new(self.folder.dir(), self.shown)?;
-        t.write(
-            &[
-                &old,
-                newline,
-                header,
-                marker.as_deref().unwrap_or_default(),
-                &spec.content,
-            ],
-            self.shown,
-        )?;
-        t.finish(mode, owner, self.sync, self.shown)?;
-        t.rename_over(
-            &sys::cname(name).with_ctx(|| self.shown.to_string())?,
-            self.shown,
-        )?;
-        self.done()?;
+        let marker_line = marker.as_deref().unwrap_or_default();
+        let mut t = self.prepare(target, &[&old, newline, header, marker_line, &spec.content])?;
+        t.rename_over(&self.cname(name)?, self.shown)?;
         let mut o = self.outcome(spec.path.clone(), spec, true);
         o.header_written = Some(fresh && spec.header.is_some());
         Ok(o)
@@ -483,7 +507,7 @@ pub fn numbered(name: &OsStr, n: u32) -> OsString {
     let mut out = b[..cut].to_vec();
     out.extend_from_slice(format!("-{n}").as_bytes());
     out.extend_from_slice(&b[cut..]);
-    OsString::from(std::ffi::OsStr::from_bytes(&out))
+    OsString::from(OsStr::from_bytes(&out))
 }
 
 #[cfg(test)]

@@ -230,6 +230,12 @@ pub fn euid() -> libc::uid_t {
     unsafe { libc::geteuid() }
 }
 
+/// The effective group id.
+pub fn egid() -> libc::gid_t {
+    // SAFETY: getegid(2) cannot fail.
+    unsafe { libc::getegid() }
+}
+
 /// Makes a write past the file size limit fail with `EFBIG` instead of killing us with
 /// SIGXFSZ, so that the temporary file is removed and the status is 74.
 pub fn ignore_sigxfsz() {
