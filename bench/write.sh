@@ -90,6 +90,17 @@ row "stream $records records, fsync: one elf-write vs $records x (sponge && sync
     "$ew --root s1 < records.jsonl > /dev/null" "bash sponge-sync-loop.sh" \
     "${stream_runs[@]}"
 
+# The same on tmpfs, where the file system costs little: what is left is each tool's own cost.
+if shm=$(mktemp -d /dev/shm/elf-write-bench.XXXXXX 2>/dev/null); then
+    trap 'rm -rf "$work" "$shm"' EXIT
+    mkdir -p "$shm/s1" "$shm/s2" "$shm/tmp"
+    cp -r in "$shm/"
+    sed "s|s2/|$shm/s2/|g; s|in/|$shm/in/|g" sponge-loop.sh > sponge-loop-shm.sh
+    row "stream $records records on tmpfs, no fsync: one elf-write --no-sync vs $records sponge runs" 0.05 \
+        "$ew --no-sync --root $shm/s1 < records.jsonl > /dev/null" "TMPDIR=$shm/tmp bash sponge-loop-shm.sh" \
+        "${stream_runs[@]}"
+fi
+
 # 3. Appends: the cost of one append as the file grows (the whole file is rewritten).
 printf '## H-1: a rule\n\n**Confidence**: 0.7\n\nAn explanation of a few words.\n\n---\n\n' > entry
 for size in 4 1024 8192; do

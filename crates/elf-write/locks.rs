@@ -166,13 +166,20 @@ impl Locks {
             return Ok(());
         }
         let shown = escape(&dir.to_string_lossy()).into_owned();
-        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(Error::io(format_args!("making lock folder {shown}"), &e)),
+        let meta = match std::fs::symlink_metadata(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => {
+                        return Err(Error::io(format_args!("making lock folder {shown}"), &e));
+                    }
+                }
+                std::fs::symlink_metadata(dir)
+            }
+            other => other,
         }
-        let meta =
-            std::fs::symlink_metadata(dir).with_ctx(|| format!("reading lock folder {shown}"))?;
+        .with_ctx(|| format!("reading lock folder {shown}"))?;
         if !meta.file_type().is_dir() {
             return Err(Error::permission(format!(
                 "lock folder {shown} is not a folder (a symlink?); refusing it"

@@ -282,11 +282,7 @@ fn stream(m: &Matches, operand: &OsStr, locks: Locks, sync: bool) -> Result<u8> 
         Some(g) => Some((PathBuf::from(g.os()?), RelPath::parse(operand)?)),
         None => None,
     };
-    let mut content = Vec::new();
-    std::io::stdin()
-        .lock()
-        .read_to_end(&mut content)
-        .ctx("reading standard input")?;
+    let content = read_stdin()?;
     let (root, rel) = match confined {
         Some((dir, rel)) => (Root::open(&dir)?, rel),
         None => split_operand(Path::new(operand))?,
@@ -325,6 +321,24 @@ fn stream(m: &Matches, operand: &OsStr, locks: Locks, sync: bool) -> Result<u8> 
             .ctx("writing output")?;
     }
     Ok(elf_core::exit::OK)
+}
+
+/// All of standard input, read in few system calls (its size is known when it is a file).
+fn read_stdin() -> Result<Vec<u8>> {
+    use std::os::fd::AsFd;
+    let stdin = std::io::stdin();
+    let size = sys::fstat(stdin.as_fd())
+        .ok()
+        .filter(|st| sys::kind(st) == libc::S_IFREG)
+        .map_or(64 << 10, |st| {
+            usize::try_from(st.st_size).unwrap_or(0).saturating_add(1)
+        });
+    let mut content = Vec::with_capacity(size);
+    stdin
+        .lock()
+        .read_to_end(&mut content)
+        .ctx("reading standard input")?;
+    Ok(content)
 }
 
 /// Without --root, PATH's folder is the root and its last component the name; a symlink at
