@@ -4,6 +4,7 @@
 #
 #   bench/write.sh            # the full run (a few minutes)
 #   BENCH_QUICK=1 bench/write.sh   # fewer runs, for a smoke test
+#   BENCH_ONLY=replace bench/write.sh   # one section: replace, stream or append
 #
 # Durability is compared like with like: elf-write --no-sync against the anchors as they are
 # (no fsync), and elf-write (fsync of the file and its folder) against the anchors followed by
@@ -52,7 +53,10 @@ row() {
     }')")
 }
 
+section() { [[ -z ${BENCH_ONLY:-} || ${BENCH_ONLY} == "$1" ]]; }
+
 # 1. One invocation, a 4 KiB file.
+if section replace; then
 row "replace 4 KiB, no fsync: elf-write --no-sync F vs sponge F" 1.2 \
     "$ew --no-sync F < in4k" "sponge F < in4k" \
     --prepare "cp old F" "${runs[@]}"
@@ -66,8 +70,11 @@ row "replace 4 KiB, fsync: elf-write F vs cat > tmp && sync tmp && mv tmp F && s
     "$ew F < in4k" "cat < in4k > tmp && sync tmp && mv tmp F && sync ." \
     --prepare "cp old F" "${runs[@]}"
 
+fi
+
 # 2. Streaming: N records through one elf-write against N sponge runs (100 files, each
 #    rewritten N/100 times with new content).
+if section stream; then
 mkdir -p s1 s2 in
 pad=$(head -c 4000 in4k)
 awk -v n="$records" -v pad="$pad" 'BEGIN {
@@ -101,7 +108,10 @@ if shm=$(mktemp -d /dev/shm/elf-write-bench.XXXXXX 2>/dev/null); then
         "${stream_runs[@]}"
 fi
 
+fi
+
 # 3. Appends: the cost of one append as the file grows (the whole file is rewritten).
+if section append; then
 printf '## H-1: a rule\n\n**Confidence**: 0.7\n\nAn explanation of a few words.\n\n---\n\n' > entry
 for size in 4 1024 8192; do
     head -c $((size * 1024)) /dev/zero | tr '\0' 'x' > "base$size"
@@ -112,6 +122,7 @@ done
 row "append to a 1024 KiB file, fsync: elf-write -a --key K vs cat >> && sync" - \
     "$ew -a --key k\$RANDOM\$RANDOM A < entry" "cat entry >> A && sync A" \
     --prepare "cp base1024 A" "${runs[@]}"
+fi
 
 echo
 echo "elf-write $("$ew" --version | cut -d' ' -f2), $(nproc) cores, $(uname -sr), $(df -T . | awk 'NR == 2 { print $2 }') on $(df . | awk 'NR == 2 { print $1 }')"
