@@ -165,7 +165,7 @@ fn replaying_a_record_is_a_no_op() {
     }
     assert_eq!(
         fs::read_to_string(t.join("a.md")).expect("a"),
-        "# A\n\n<!-- elf:k1 -->\nentry\n"
+        "# A\n\n<!-- elf:k1 3 -->\nentry\n"
     );
 }
 
@@ -200,6 +200,25 @@ fn appends_without_a_key_are_not_idempotent_and_keys_are_checked() {
 }
 
 #[test]
+fn two_appends_of_one_record_to_one_file_are_two_entries_once() {
+    let t = TempDir::new();
+    let rec = json!({"key":"k","write":[
+        {"path":"log.md","mode":"append","header":"# Log\n","content":"first\n"},
+        {"path":"log.md","mode":"append","header":"# Log\n","content":"second\n"}]});
+    for created in [true, false] {
+        let (code, recs, err) = run_records(ew(t.path()), std::slice::from_ref(&rec));
+        assert_eq!(code, Some(0), "{err}");
+        for w in recs[0]["write"].as_array().expect("array") {
+            assert_eq!(w["created"], created);
+        }
+    }
+    assert_eq!(
+        fs::read_to_string(t.join("log.md")).expect("log"),
+        "# Log\n<!-- elf:k 0 -->\nfirst\n<!-- elf:k 1 -->\nsecond\n"
+    );
+}
+
+#[test]
 fn modes_existing_files_keep_theirs_new_ones_get_file_mode_or_umask() {
     let t = TempDir::new();
     fs::write(t.join("private"), "old").expect("write");
@@ -223,7 +242,7 @@ fn modes_existing_files_keep_theirs_new_ones_get_file_mode_or_umask() {
     assert_eq!(mode("default"), 0o600);
     assert_eq!(
         fs::read_to_string(t.join("private")).expect("read"),
-        "new\n<!-- elf:k -->\n+"
+        "new\n<!-- elf:k 3 -->\n+"
     );
 }
 

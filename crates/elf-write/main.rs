@@ -223,9 +223,10 @@ fn process(files: &mut Files, rec: &mut Record) -> Result<()> {
     } else {
         None
     };
-    let many = specs.len() > 1 || matches!(rec.get("write"), Some(Value::Array(_)));
+    let many = matches!(rec.get("write"), Some(Value::Array(_)));
     for (i, s) in specs.iter().enumerate() {
-        let outcome = files.apply(s, key.as_deref());
+        let marker = key.as_deref().map(|k| spec::marker(k, many.then_some(i)));
+        let outcome = files.apply(s, marker.as_deref());
         let outcome = if many {
             outcome.map_err(|e| e.context(format_args!("write[{i}]")))?
         } else {
@@ -283,9 +284,13 @@ fn stream(m: &Matches, operand: &OsStr, locks: Locks, sync: bool) -> Result<u8> 
         None => None,
     };
     let content = read_stdin()?;
-    let (root, rel) = match confined {
-        Some((dir, rel)) => (Root::open(&dir)?, rel),
-        None => split_operand(Path::new(operand))?,
+    // `resolved`: PATH with symlinks at its end followed, when not confined to --root.
+    let (root, rel, resolved) = match confined {
+        Some((dir, rel)) => (Root::open(&dir)?, rel, None),
+        None => {
+            let (root, rel, target) = split_operand(Path::new(operand))?;
+            (root, rel, Some(target))
+        }
     };
     let mode = if append {
         Mode::Append
@@ -302,15 +307,14 @@ fn stream(m: &Matches, operand: &OsStr, locks: Locks, sync: bool) -> Result<u8> 
         header: None,
         file_mode,
     };
-    let confined = m.has("root");
     let mut files = Files::new(root, locks, sync);
-    let outcome = files.apply(&spec, key.as_deref())?;
+    let marker = key.as_deref().map(|k| spec::marker(k, None));
+    let outcome = files.apply(&spec, marker.as_deref())?;
     files.sync_folders()?;
     if unique {
-        let shown = if confined {
-            PathBuf::from(outcome.path.display())
-        } else {
-            Path::new(operand).with_file_name(&outcome.path.name)
+        let shown = match &resolved {
+            None => PathBuf::from(outcome.path.display()),
+            Some(target) => target.with_file_name(&outcome.path.name),
         };
         let mut line = shown.into_os_string().into_encoded_bytes();
         line.push(b'\n');
@@ -343,7 +347,7 @@ fn read_stdin() -> Result<Vec<u8>> {
 
 /// Without --root, PATH's folder is the root and its last component the name; a symlink at
 /// PATH is followed (its target is what gets replaced).
-fn split_operand(path: &Path) -> Result<(Root, RelPath)> {
+fn split_operand(path: &Path) -> Result<(Root, RelPath, PathBuf)> {
     let shown = || escape(&path.to_string_lossy()).into_owned();
     let target = match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_symlink() => std::fs::canonicalize(path).map_err(|e| {
@@ -362,13 +366,11 @@ fn split_operand(path: &Path) -> Result<(Root, RelPath)> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    Ok((
-        Root::open(folder)?,
-        RelPath {
-            parents: Vec::new(),
-            name: name.to_os_string(),
-        },
-    ))
+    let rel = RelPath {
+        parents: Vec::new(),
+        name: name.to_os_string(),
+    };
+    Ok((Root::open(folder)?, rel, target.clone()))
 }
 
 #[cfg(test)]

@@ -99,10 +99,10 @@ impl Files {
         Ok(())
     }
 
-    /// Performs one write. `key` is the record's key (the marker of an append). The new
+    /// Performs one write; `marker` is the idempotency marker line of an append. The new
     /// content is on disk when it returns (unless `--no-sync`), its name once
     /// [`Files::sync_folders`] has run.
-    pub fn apply(&mut self, spec: &Spec, key: Option<&str>) -> Result<Outcome> {
+    pub fn apply(&mut self, spec: &Spec, marker: Option<&[u8]>) -> Result<Outcome> {
         let shown = escape(&spec.path.display()).into_owned();
         let folder = self.root.folder(&spec.path, true, self.sync)?;
         let st = sys::fstat(folder.dir()).with_ctx(|| format!("{shown}: reading its folder"))?;
@@ -121,7 +121,7 @@ impl Files {
             Mode::Replace => w.replace(spec),
             Mode::Create if spec.unique => w.create_unique(spec),
             Mode::Create => w.create(spec),
-            Mode::Append => w.append(spec, key),
+            Mode::Append => w.append(spec, marker),
         }?;
         drop(held);
         if self.sync {
@@ -458,14 +458,13 @@ impl Writing<'_> {
         )))
     }
 
-    fn append(&self, spec: &Spec, key: Option<&str>) -> Result<Outcome> {
+    fn append(&self, spec: &Spec, marker: Option<&[u8]>) -> Result<Outcome> {
         let name = &spec.path.name;
         let (old, target) = match self.existing(name)? {
             Existing::File(st) => (self.read(name, st.st_size)?, self.kept(&st)),
             Existing::Missing => (Vec::new(), self.new_file(spec)),
             Existing::Other(what) => return Err(self.refuse(what, name)),
         };
-        let marker = key.map(spec::marker);
         if let Some(m) = &marker {
             if spec::has_marker(&old, m) {
                 let mut o = self.outcome(spec.path.clone(), spec, false);

@@ -181,10 +181,12 @@ pub fn record_key(rec: &Map<String, Value>) -> Result<Option<&str>> {
     }
 }
 
-/// The marker line an append carries: `<!-- elf:KEY -->` and a newline. Bytes of the key
-/// outside `A-Z a-z 0-9 . _ : @ / + = -` are percent-encoded, so the line is one line and the
-/// comment cannot be closed early.
-pub fn marker(key: &str) -> Vec<u8> {
+/// The marker line an append carries: `<!-- elf:KEY -->` and a newline, or
+/// `<!-- elf:KEY N -->` for the write at index N of a `write` array (so two appends of one
+/// record to one file are two entries). Bytes of the key outside `A-Z a-z 0-9 . _ : @ / + = -`
+/// are percent-encoded, so the line is one line, the comment cannot be closed early, and a key
+/// cannot pose as another key's indexed marker.
+pub fn marker(key: &str, index: Option<usize>) -> Vec<u8> {
     let mut out = b"<!-- elf:".to_vec();
     for &b in key.as_bytes() {
         if b.is_ascii_alphanumeric() || b"._:@/+=-".contains(&b) {
@@ -192,6 +194,9 @@ pub fn marker(key: &str) -> Vec<u8> {
         } else {
             out.extend_from_slice(format!("%{b:02X}").as_bytes());
         }
+    }
+    if let Some(i) = index {
+        out.extend_from_slice(format!(" {i}").as_bytes());
     }
     out.extend_from_slice(b" -->\n");
     out
@@ -314,12 +319,17 @@ mod tests {
 
     #[test]
     fn markers_are_one_safe_line_and_found_only_as_lines() {
-        assert_eq!(marker("01JABC"), b"<!-- elf:01JABC -->\n".to_vec());
+        assert_eq!(marker("01JABC", None), b"<!-- elf:01JABC -->\n".to_vec());
         assert_eq!(
-            marker("a-->b\nc d"),
+            marker("01JABC", Some(2)),
+            b"<!-- elf:01JABC 2 -->\n".to_vec()
+        );
+        assert_ne!(marker("k 2", None), marker("k", Some(2)));
+        assert_eq!(
+            marker("a-->b\nc d", None),
             b"<!-- elf:a--%3Eb%0Ac%20d -->\n".to_vec()
         );
-        let m = marker("k1");
+        let m = marker("k1", None);
         assert!(has_marker(b"# H\n\n<!-- elf:k1 -->\n## H-1\n", &m));
         assert!(has_marker(b"x\r\n<!-- elf:k1 -->\r\n", &m));
         assert!(!has_marker(b"quote: <!-- elf:k1 -->\n", &m));
