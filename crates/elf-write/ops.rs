@@ -483,7 +483,7 @@ impl Writing<'_> {
         } else {
             b""
         };
-        let marker_line = marker.as_deref().unwrap_or_default();
+        let marker_line = marker.unwrap_or_default();
         let mut t = self.prepare(target, &[&old, newline, header, marker_line, &spec.content])?;
         t.rename_over(&self.cname(name)?, self.shown)?;
         let mut o = self.outcome(spec.path.clone(), spec, true);
