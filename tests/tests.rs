@@ -7,3 +7,4 @@ mod backoff;
 mod docs;
 mod lock;
 mod wrappers;
+mod write;

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Benchmarks elf-write against the tools people use today: sponge(1), `cat > tmp && mv tmp F`
+# and `cat >> F`. Prints a markdown table (progress goes to stderr).
+#
+#   bench/write.sh            # the full run (a few minutes)
+#   BENCH_QUICK=1 bench/write.sh   # fewer runs, for a smoke test
+#   BENCH_ONLY=replace bench/write.sh   # one section: replace, stream or append
+#
+# Durability is compared like with like: elf-write --no-sync against the anchors as they are
+# (no fsync), and elf-write (fsync of the file and its folder) against the anchors followed by
+# `sync FILE FOLDER`. Each timed replace writes content that differs from what is there, so
+# elf-write's "already there" shortcut never kicks in.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+cargo build --release --bin elf-write --manifest-path "$here/Cargo.toml" >&2
+ew=$here/target/release/elf-write
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/elf-write-bench.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+
+if [[ -n ${BENCH_QUICK:-} ]]; then
+    runs=(--warmup 2 --runs 10)
+    stream_runs=(--runs 2)
+    records=1000
+else
+    runs=(--warmup 5 --min-runs 40)
+    stream_runs=(--runs 3)
+    records=10000
+fi
+
+# 4 KiB of text, and a different content for the file before each timed run.
+head -c 3072 /dev/urandom | base64 -w0 | head -c 4095 > in4k
+printf '\n' >> in4k
+printf 'old\n' > old
+
+rows=()
+
+# row NAME MAX_RATIO ELF_CMD ANCHOR_CMD [hyperfine options...]
+# MAX_RATIO is the target for elf/anchor ("-" when the row only informs).
+row() {
+    local name=$1 target=$2 elf=$3 anchor=$4
+    shift 4
+    hyperfine -S bash --style basic "$@" --export-json result.json "$elf" "$anchor" >&2
+    local e a
+    e=$(jq -r '.results[0].median' result.json)
+    a=$(jq -r '.results[1].median' result.json)
+    rows+=("$(awk -v n="$name" -v e="$e" -v a="$a" -v t="$target" 'BEGIN {
+        r = e / a
+        if (t == "-") { tt = "-"; met = "-" } else { tt = "<= " t; met = (r <= t) ? "yes" : "no" }
+        printf "| %s | %.2f ms | %.2f ms | %.3f | %s | %s |", n, e * 1000, a * 1000, r, tt, met
+    }')")
+}
+
+section() { [[ -z ${BENCH_ONLY:-} || ${BENCH_ONLY} == "$1" ]]; }
+
+# 1. One invocation, a 4 KiB file.
+if section replace; then
+row "replace 4 KiB, no fsync: elf-write --no-sync F vs sponge F" 1.2 \
+    "$ew --no-sync F < in4k" "sponge F < in4k" \
+    --prepare "cp old F" "${runs[@]}"
+row "replace 4 KiB, no fsync: elf-write --no-sync F vs cat > tmp && mv tmp F" - \
+    "$ew --no-sync F < in4k" "cat < in4k > tmp && mv tmp F" \
+    --prepare "cp old F" "${runs[@]}"
+row "replace 4 KiB, fsync: elf-write F vs sponge F && sync F ." 1.2 \
+    "$ew F < in4k" "sponge F < in4k && sync F ." \
+    --prepare "cp old F" "${runs[@]}"
+row "replace 4 KiB, fsync: elf-write F vs cat > tmp && sync tmp && mv tmp F && sync ." - \
+    "$ew F < in4k" "cat < in4k > tmp && sync tmp && mv tmp F && sync ." \
+    --prepare "cp old F" "${runs[@]}"
+
+fi
+
+# 2. Streaming: N records through one elf-write against N sponge runs (100 files, each
+#    rewritten N/100 times with new content).
+if section stream; then
+mkdir -p s1 s2 in
+pad=$(head -c 4000 in4k)
+awk -v n="$records" -v pad="$pad" 'BEGIN {
+    for (i = 0; i < n; i++)
+        printf "{\"key\":\"k%d\",\"write\":{\"path\":\"f%d\",\"content\":\"%d %s\\n\"}}\n", i, i % 100, i, pad
+}' > records.jsonl
+for ((j = 0; j < 100; j++)); do printf '%d %s\n' "$j" "$pad" > "in/$j"; done
+cat > sponge-loop.sh <<EOF
+for ((i = 0; i < $records; i++)); do sponge "s2/f\$((i % 100))" < "in/\$((i % 100))"; done
+EOF
+cat > sponge-sync-loop.sh <<EOF
+for ((i = 0; i < $records; i++)); do
+    sponge "s2/f\$((i % 100))" < "in/\$((i % 100))" && sync "s2/f\$((i % 100))" s2
+done
+EOF
+row "stream $records records, no fsync: one elf-write --no-sync vs $records sponge runs" 0.05 \
+    "$ew --no-sync --root s1 < records.jsonl > /dev/null" "bash sponge-loop.sh" \
+    "${stream_runs[@]}"
+row "stream $records records, fsync: one elf-write vs $records x (sponge && sync)" 0.05 \
+    "$ew --root s1 < records.jsonl > /dev/null" "bash sponge-sync-loop.sh" \
+    "${stream_runs[@]}"
+
+# The same on tmpfs, where the file system costs little: what is left is each tool's own cost.
+if shm=$(mktemp -d /dev/shm/elf-write-bench.XXXXXX 2>/dev/null); then
+    trap 'rm -rf "$work" "$shm"' EXIT
+    mkdir -p "$shm/s1" "$shm/s2" "$shm/tmp"
+    cp -r in "$shm/"
+    sed "s|s2/|$shm/s2/|g; s|in/|$shm/in/|g" sponge-loop.sh > sponge-loop-shm.sh
+    row "stream $records records on tmpfs, no fsync: one elf-write --no-sync vs $records sponge runs" 0.05 \
+        "$ew --no-sync --root $shm/s1 < records.jsonl > /dev/null" "TMPDIR=$shm/tmp bash sponge-loop-shm.sh" \
+        "${stream_runs[@]}"
+fi
+
+fi
+
+# 3. Appends: the cost of one append as the file grows (the whole file is rewritten).
+if section append; then
+printf '## H-1: a rule\n\n**Confidence**: 0.7\n\nAn explanation of a few words.\n\n---\n\n' > entry
+for size in 4 1024 8192; do
+    head -c $((size * 1024)) /dev/zero | tr '\0' 'x' > "base$size"
+    row "append to a $size KiB file, no fsync: elf-write -a --no-sync --key K vs cat >>" - \
+        "$ew -a --no-sync --key k\$RANDOM\$RANDOM A < entry" "cat entry >> A" \
+        --prepare "cp base$size A" "${runs[@]}"
+done
+row "append to a 1024 KiB file, fsync: elf-write -a --key K vs cat >> && sync" - \
+    "$ew -a --key k\$RANDOM\$RANDOM A < entry" "cat entry >> A && sync A" \
+    --prepare "cp base1024 A" "${runs[@]}"
+fi
+
+echo
+echo "elf-write $("$ew" --version | cut -d' ' -f2), $(nproc) cores, $(uname -sr), $(df -T . | awk 'NR == 2 { print $2 }') on $(df . | awk 'NR == 2 { print $1 }')"
+echo
+echo "| operation | elf median | anchor median | ratio | target | met |"
+echo "|---|---|---|---|---|---|"
+printf '%s\n' "${rows[@]}"

@@ -1,0 +1,384 @@
+//! elf-write: write, create or append to files atomically, confined to a root.
+//!
+//! Record form (no PATH): for each record, perform its `write` (an object or an array of them,
+//! see `spec.rs`) and pass the record on with, in each write object:
+//!
+//! | result | meaning |
+//! |---|---|
+//! | `path` | the final path relative to the root, normalised (another name with `unique`) |
+//! | `bytes` | the size of the content, in bytes |
+//! | `created` | true when this run wrote it; false when it was already there (a replay) |
+//! | `header_written` | appends only: true when this run wrote the header |
+//!
+//! ```json
+//! {"key":"k1","write":{"path":"m/x.md","mode":"create","unique":true,"content":"# t\n","bytes":4,"created":true}}
+//! ```
+//!
+//! Stream form (`elf-write PATH`): the `sponge(1)` replacement; reads all of stdin, then
+//! replaces, appends to (`-a`) or creates (`--create`) PATH with the same guarantees.
+
+mod locks;
+mod ops;
+mod spec;
+mod sys;
+mod target;
+
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use elf_core::cli::{Flag, Matches, Operands, Tool};
+use elf_core::record::{self, Reader, Record, Writer};
+use elf_core::signals::Policy;
+use elf_core::text::escape;
+use elf_core::{Error, IoContext, Result};
+
+use crate::locks::Locks;
+use crate::ops::{Files, Outcome};
+use crate::spec::{Mode, Spec};
+use crate::target::{RelPath, Root};
+
+const FLAGS: &[Flag] = &[
+    Flag::new("root", "Root folder the paths are relative to")
+        .short('C')
+        .value("DIR")
+        .path()
+        .doc(
+            "The folder every path is relative to and confined to (default: the current folder). \
+             Absolute paths, .. that climbs above it and symlinks that lead out of it are refused \
+             with status 77 and nothing is written. In the stream form, PATH is then relative to \
+             DIR and confined the same way; without --root, PATH is used as given.",
+        ),
+    Flag::new("append", "Stream form: append stdin to PATH").short('a').doc(
+        "Stream form: append standard input to PATH instead of replacing it. The old content and \
+         the new are written to a temporary file renamed over PATH, under PATH's lock.",
+    ),
+    Flag::new("create", "Stream form: refuse to overwrite PATH").doc(
+        "Stream form: make PATH, which must not exist. If it exists with exactly the same \
+         content, nothing is done (status 0); with other content, status 77.",
+    ),
+    Flag::new("unique", "Stream form: with --create, pick a free name").doc(
+        "Stream form, with --create: when PATH exists with other content, use the first free \
+         name among NAME-2.EXT, NAME-3.EXT, ... and print the path written on standard output.",
+    ),
+    Flag::new("key", "Stream form: idempotency key of an append").value("KEY").doc(
+        "Stream form, with --append: mark the entry with KEY (see IDEMPOTENT APPENDS); if the \
+         marker is already in the file, nothing is appended.",
+    ),
+    Flag::new("file-mode", "Stream form: permissions of a new file").short('m').value("MODE").doc(
+        "Stream form: octal permissions of PATH if it is new (for example 0600), set exactly, \
+         without the umask. The default is 0644 minus the umask. An existing file keeps its mode.",
+    ),
+    Flag::new("no-sync", "Skip the fsyncs (unsafe on power loss)").doc(
+        "Do not fsync the new file and its folder. Readers still never see a partial file and a \
+         killed writer leaves none, but after a power loss or a kernel crash a file may be empty \
+         or hold its old content. Faster; use it for caches and tests, not for records.",
+    ),
+    Flag::new("timeout", "How long to wait for a file's lock").short('w').value("DURATION").doc(
+        "How long to wait for the lock of a file that another writer holds, as a number of \
+         seconds or with ms, s or m (default 60s; 0 tries once). Past it the record fails with \
+         status 75, which elf-backoff retries.",
+    ),
+    Flag::new("lock-dir", "Folder for the lock files").value("DIR").path().doc(
+        "Keep the lock files in DIR instead of the default place (see LOCKS). Every writer of the \
+         same files must use the same folder; a folder shared by several users lets their \
+         writers exclude each other.",
+    ),
+    Flag::new("keep-going", "Turn a failed record into an error record").short('k').doc(
+        "Record form: when a record fails (bad write object, refused path, I/O error, lock \
+         timeout), pass it on with an error key instead of stopping, and go on with the next \
+         one. The exit status is then that of the first failure, after all input is read.",
+    ),
+    Flag::new("max-line", "Longest input line accepted").value("BYTES").doc(
+        "Record form: the longest input line accepted, in bytes (default 16777216). A longer line \
+         is a bad record (status 65).",
+    ),
+];
+
+static TOOL: Tool = Tool {
+    name: "elf-write",
+    about: "Write, create or append to files atomically, confined to a root",
+    usage: &[
+        "[OPTIONS] < RECORDS",
+        "[OPTIONS] [-a | --create [--unique]] PATH < CONTENT",
+    ],
+    flags: FLAGS,
+    operands: Operands::Free,
+    operand_kind: "file",
+    man: include_str!("elf-write.1.in"),
+    version: env!("CARGO_PKG_VERSION"),
+};
+
+fn main() -> ExitCode {
+    elf_core::run(&TOOL, Policy::Exit, run)
+}
+
+fn run(m: Matches) -> Result<u8> {
+    sys::ignore_sigxfsz();
+    let sync = !m.has("no-sync");
+    let timeout = match m.get("timeout") {
+        Some(g) => g.with(elf_core::backoff::parse_duration)?,
+        None => Duration::from_secs(60),
+    };
+    let lock_dir = m
+        .get("lock-dir")
+        .map(|g| g.os().map(PathBuf::from))
+        .transpose()?;
+    let locks = Locks::new(lock_dir, Some(timeout));
+    match m.operands.as_slice() {
+        [] => records(&m, locks, sync),
+        [path] => stream(&m, path, locks, sync),
+        _ => Err(Error::usage("give at most one PATH (see --help)")),
+    }
+}
+
+/// The record form.
+fn records(m: &Matches, locks: Locks, sync: bool) -> Result<u8> {
+    for f in ["append", "create", "unique", "key", "file-mode"] {
+        if m.has(f) {
+            return Err(Error::usage(format!(
+                "--{f} is for the stream form (elf-write PATH)"
+            )));
+        }
+    }
+    let limit = match m.get("max-line") {
+        Some(g) => g.parse::<usize>()?,
+        None => record::DEFAULT_MAX_LINE,
+    };
+    let keep_going = m.has("keep-going");
+    let root = match m.get("root") {
+        Some(g) => PathBuf::from(g.os()?),
+        None => PathBuf::from("."),
+    };
+    let mut files = Files::new(Root::open(&root)?, locks, sync);
+    let mut input = Reader::stdin(limit)?;
+    let mut out = Writer::stdout();
+    let mut status = elf_core::exit::OK;
+    // Records done but not yet passed on: their folders are synced once for the batch, so
+    // a stream of records that are already waiting costs one folder fsync, not one each.
+    let mut batch: Vec<Record> = Vec::new();
+    while let Some(item) = input.next_record() {
+        let failure = match item {
+            Ok((line, mut rec)) => match process(&mut files, &mut rec) {
+                Ok(()) => {
+                    batch.push(rec);
+                    None
+                }
+                Err(e) => Some((e.at_line(line), Some(rec))),
+            },
+            Err(e) => Some((e, None)),
+        };
+        if let Some((e, rec)) = failure {
+            if !keep_going || e.is_broken_pipe() {
+                pass_on(&mut files, &mut out, &mut batch)?;
+                return Err(e);
+            }
+            elf_core::note(&e);
+            let mut rec = rec.unwrap_or_default();
+            record::set_error(&mut rec, TOOL.name, &e);
+            batch.push(rec);
+            if status == elf_core::exit::OK {
+                status = e.code();
+            }
+        }
+        if batch.len() >= BATCH || !input.ready() {
+            pass_on(&mut files, &mut out, &mut batch)?;
+        }
+    }
+    pass_on(&mut files, &mut out, &mut batch)?;
+    Ok(status)
+}
+
+/// The most records done before they are synced and passed on.
+const BATCH: usize = 64;
+
+/// Syncs the folders written since the last batch, then passes the batch on.
+fn pass_on(
+    files: &mut Files,
+    out: &mut Writer<std::io::StdoutLock<'static>>,
+    batch: &mut Vec<Record>,
+) -> Result<()> {
+    files.sync_folders()?;
+    for rec in batch.drain(..) {
+        out.write(&rec)?;
+    }
+    Ok(())
+}
+
+/// Performs a record's writes in order, adding each one's results as it is done.
+fn process(files: &mut Files, rec: &mut Record) -> Result<()> {
+    if record::has_error(rec) {
+        return Ok(());
+    }
+    let specs = match rec.get("write") {
+        None | Some(Value::Null) => return Ok(()),
+        Some(v) => spec::parse(v)?,
+    };
+    let key = if specs.iter().any(|s| s.mode == Mode::Append) {
+        spec::record_key(rec)?.map(str::to_owned)
+    } else {
+        None
+    };
+    let many = matches!(rec.get("write"), Some(Value::Array(_)));
+    for (i, s) in specs.iter().enumerate() {
+        let marker = key.as_deref().map(|k| spec::marker(k, many.then_some(i)));
+        let outcome = files.apply(s, marker.as_deref());
+        let outcome = if many {
+            outcome.map_err(|e| e.context(format_args!("write[{i}]")))?
+        } else {
+            outcome?
+        };
+        let slot = match rec.get_mut("write") {
+            Some(Value::Array(items)) => items.get_mut(i),
+            other => other,
+        };
+        if let Some(Value::Object(obj)) = slot {
+            put_results(obj, &outcome);
+        }
+    }
+    Ok(())
+}
+
+fn put_results(obj: &mut serde_json::Map<String, Value>, o: &Outcome) {
+    obj.insert("path".into(), Value::from(o.path.display()));
+    obj.insert("bytes".into(), Value::from(o.bytes));
+    obj.insert("created".into(), Value::from(o.created));
+    if let Some(h) = o.header_written {
+        obj.insert("header_written".into(), Value::from(h));
+    }
+}
+
+/// The stream form: `elf-write [-a | --create [--unique]] PATH < CONTENT`.
+fn stream(m: &Matches, operand: &OsStr, locks: Locks, sync: bool) -> Result<u8> {
+    for f in ["keep-going", "max-line"] {
+        if m.has(f) {
+            return Err(Error::usage(format!(
+                "--{f} is for the record form (elf-write without PATH)"
+            )));
+        }
+    }
+    let (append, create, unique) = (m.has("append"), m.has("create"), m.has("unique"));
+    if append && create {
+        return Err(Error::usage("--append and --create do not go together"));
+    }
+    if unique && !create {
+        return Err(Error::usage("--unique needs --create"));
+    }
+    if m.has("key") && !append {
+        return Err(Error::usage("--key needs --append"));
+    }
+    let key = m
+        .get("key")
+        .map(|g| g.str().map(str::to_owned))
+        .transpose()?;
+    let file_mode = m
+        .get("file-mode")
+        .map(|g| g.with(spec::parse_file_mode))
+        .transpose()?;
+    let confined = match m.get("root") {
+        Some(g) => Some((PathBuf::from(g.os()?), RelPath::parse(operand)?)),
+        None => None,
+    };
+    let content = read_stdin()?;
+    // `resolved`: PATH with symlinks at its end followed, when not confined to --root.
+    let (root, rel, resolved) = match confined {
+        Some((dir, rel)) => (Root::open(&dir)?, rel, None),
+        None => {
+            let (root, rel, target) = split_operand(Path::new(operand))?;
+            (root, rel, Some(target))
+        }
+    };
+    let mode = if append {
+        Mode::Append
+    } else if create {
+        Mode::Create
+    } else {
+        Mode::Replace
+    };
+    let spec = Spec {
+        path: rel,
+        content,
+        mode,
+        unique,
+        header: None,
+        file_mode,
+    };
+    let mut files = Files::new(root, locks, sync);
+    let marker = key.as_deref().map(|k| spec::marker(k, None));
+    let outcome = files.apply(&spec, marker.as_deref())?;
+    files.sync_folders()?;
+    if unique {
+        let shown = match &resolved {
+            None => PathBuf::from(outcome.path.display()),
+            Some(target) => target.with_file_name(&outcome.path.name),
+        };
+        let mut line = shown.into_os_string().into_encoded_bytes();
+        line.push(b'\n');
+        let mut stdout = std::io::stdout().lock();
+        stdout
+            .write_all(&line)
+            .and_then(|()| stdout.flush())
+            .ctx("writing output")?;
+    }
+    Ok(elf_core::exit::OK)
+}
+
+/// All of standard input, read in few system calls (its size is known when it is a file).
+fn read_stdin() -> Result<Vec<u8>> {
+    use std::os::fd::AsFd;
+    let stdin = std::io::stdin();
+    let size = sys::fstat(stdin.as_fd())
+        .ok()
+        .filter(|st| sys::kind(st) == libc::S_IFREG)
+        .map_or(64 << 10, |st| {
+            usize::try_from(st.st_size).unwrap_or(0).saturating_add(1)
+        });
+    let mut content = Vec::with_capacity(size);
+    stdin
+        .lock()
+        .read_to_end(&mut content)
+        .ctx("reading standard input")?;
+    Ok(content)
+}
+
+/// Without --root, PATH's folder is the root and its last component the name; a symlink at
+/// PATH is followed (its target is what gets replaced).
+fn split_operand(path: &Path) -> Result<(Root, RelPath, PathBuf)> {
+    let shown = || escape(&path.to_string_lossy()).into_owned();
+    let target = match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => std::fs::canonicalize(path).map_err(|e| {
+            Error::permission(format!(
+                "{}: a symlink whose target cannot be used: {e}",
+                shown()
+            ))
+        })?,
+        _ => path.to_path_buf(),
+    };
+    let name = target
+        .file_name()
+        .filter(|n| *n != OsStr::new(".."))
+        .ok_or_else(|| Error::usage(format!("{}: PATH must name a file", shown())))?;
+    let folder = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let rel = RelPath {
+        parents: Vec::new(),
+        name: name.to_os_string(),
+    };
+    Ok((Root::open(folder)?, rel, target.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_table_is_valid() {
+        assert_eq!(elf_core::cli::check_table(&TOOL), Ok(()));
+    }
+}
