@@ -200,19 +200,29 @@ fn run(m: Matches) -> Result<u8> {
             m.has("keep-going"),
         )
     } else {
-        direct(&repo, &m.operands, message)
+        direct(&repo, &m.operands, message, dir.is_some())
     }
 }
 
-/// `elf-commit -m MESSAGE -- PATH...`: paths relative to the current directory.
-fn direct(repo: &Repo, operands: &[OsString], message: Option<&str>) -> Result<u8> {
+/// `elf-commit -m MESSAGE -- PATH...`: relative paths start from the work tree when `--repo`
+/// names it (as with `git -C DIR`), else from the current directory (as with git).
+fn direct(
+    repo: &Repo,
+    operands: &[OsString],
+    message: Option<&str>,
+    from_workdir: bool,
+) -> Result<u8> {
     let raw = message.ok_or_else(|| Error::usage("the direct form needs -m MESSAGE"))?;
     let message = Message::parse(raw).ok_or_else(|| Error::usage("the commit message is empty"))?;
-    let cwd = std::env::current_dir().ctx("finding the current directory")?;
-    let cwd = cwd.canonicalize().unwrap_or(cwd);
+    let base = if from_workdir {
+        repo.workdir().to_path_buf()
+    } else {
+        let cwd = std::env::current_dir().ctx("finding the current directory")?;
+        cwd.canonicalize().unwrap_or(cwd)
+    };
     let paths = operands
         .iter()
-        .map(|o| paths::relative(repo.workdir(), &cwd, Path::new(o)))
+        .map(|o| paths::relative(repo.workdir(), &base, Path::new(o)))
         .collect::<Result<Vec<_>>>()?;
     let job = Job { paths, message };
     let outcome = repo
