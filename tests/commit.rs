@@ -950,3 +950,45 @@ fn lock_file_is_flocked_and_symlinks_are_refused() {
         .expect("run");
     assert_eq!(code(&out), Some(77), "{}", stderr(&out));
 }
+
+#[test]
+fn a_large_batch_is_written_as_one_pack() {
+    let r = Repo::new();
+    let n = 150;
+    for i in 0..n {
+        r.write(&format!("m/f{i:03}.md"), &format!("learning {i}\n"));
+    }
+    let values: Vec<Value> = (0..n)
+        .map(|i| json!({"write":{"path":format!("m/f{i:03}.md")},"commit":{"message":format!("r{i}")}}))
+        .collect();
+    let input = r.dir.path().join("in.jsonl");
+    std::fs::write(&input, records(&values)).expect("input");
+    let out = r
+        .elf(&["--batch"])
+        .stdin(std::fs::File::open(&input).expect("open"))
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert_eq!(r.count(), 1);
+    assert_eq!(r.tree_files().len(), n);
+    assert_eq!(r.status(), Vec::<String>::new());
+    let counts = r.git(&["count-objects", "-v"]);
+    assert!(
+        counts.lines().any(|l| l == "count: 0"),
+        "loose objects left: {counts}"
+    );
+    assert!(counts.lines().any(|l| l == "packs: 1"), "{counts}");
+    r.assert_fsck();
+    // The same process goes on with loose objects for small commits.
+    r.write("m/f000.md", "changed\n");
+    r.write("m/new.md", "new\n");
+    let input = records(&[
+        json!({"commit":{"paths":["m/f000.md"],"message":"change"}}),
+        json!({"commit":{"paths":["m/new.md"],"message":"new"}}),
+    ]);
+    let out = run_with_input(r.elf(&[]), &input);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert_eq!(r.count(), 3);
+    assert_eq!(r.status(), Vec::<String>::new());
+    r.assert_fsck();
+}

@@ -16,19 +16,19 @@
 //!    3 is done again on the new HEAD and the commit is made anew: nothing is ever lost;
 //! 6. `index.lock` is removed and the serialising lock released.
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::fmt::Display;
 use std::fs::File;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use git2::{
-    Config, ErrorClass, ErrorCode, FileMode, Index, IndexEntry, ObjectType, Oid, Repository,
-    Signature, Time, Tree, TreeWalkMode, TreeWalkResult,
+    Buf, Config, ErrorClass, ErrorCode, FileMode, Index, IndexEntry, Mempack, ObjectType, Oid,
+    Repository, Signature, Time, Tree, TreeWalkMode, TreeWalkResult,
 };
 
 use git2::build::TreeUpdateBuilder;
@@ -38,6 +38,10 @@ use elf_core::{Error, lockfile};
 
 use crate::indexlock;
 use crate::message::{Message, parse_date};
+
+/// A commit of at least this many named paths writes its objects as one pack, not loose (the
+/// number git uses for `transfer.unpackLimit`).
+const PACK_MIN: usize = 100;
 
 /// How commits are made.
 #[derive(Debug, Clone, Copy)]
@@ -74,6 +78,9 @@ pub struct Outcome {
 /// Opens the repository: exactly `dir` when given, else the one containing the current
 /// directory. With `init`, creates it (at `dir`, or here) when there is none.
 pub fn open(dir: Option<&Path>, init: bool) -> Result<Repository, Error> {
+    // Every object elf-commit links into a tree or commit was just written or read from the
+    // repository, so libgit2 need not look each one up again.
+    git2::opts::strict_object_creation(false);
     let (found, place) = match dir {
         Some(d) => (Repository::open(d), d.to_path_buf()),
         None => {
@@ -118,6 +125,8 @@ pub struct Repo {
     serial_path: PathBuf,
     opts: Options,
     ident: OnceCell<Ident>,
+    /// The index as this process last wrote or read it, and which file that was.
+    index_cache: RefCell<Option<(Index, Option<FileId>)>>,
 }
 
 impl Repo {
@@ -145,6 +154,7 @@ impl Repo {
             serial_path,
             opts,
             ident: OnceCell::new(),
+            index_cache: RefCell::new(None),
         })
     }
 
@@ -193,31 +203,86 @@ impl Repo {
         let lock = indexlock::acquire(&self.gitdir, wait)?;
         let index_path = self.gitdir.join("index");
         let scratch = self.gitdir.join("elf-commit-index");
-        let _ = std::fs::remove_file(self.gitdir.join("elf-commit-index.lock"));
-        match std::fs::copy(&index_path, &scratch) {
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => {
+        let on_disk = FileId::of(&index_path);
+        let named: usize = jobs.iter().map(|j| j.paths.len()).sum();
+        let outcomes = if named >= PACK_MIN {
+            // Many new objects: into memory, then one pack, as git keeps a large push.
+            self.index_cache.replace(None);
+            let repo = Repository::open(&self.workdir)
+                .map_err(|e| git_error("opening the repository", &e))?;
+            let odb = repo
+                .odb()
+                .map_err(|e| git_error("opening the repository", &e))?;
+            let mempack = odb
+                .add_new_mempack_backend(1000)
+                .map_err(|e| git_error("opening the repository", &e))?;
+            let git = Git {
+                repo: &repo,
+                workdir: &self.workdir,
+                opts: self.opts,
+                pack: Some(&mempack),
+            };
+            let mut idx = self.load_index(&index_path, &scratch)?;
+            repo.set_index(&mut idx)
+                .map_err(|e| git_error("reading the index", &e))?;
+            let (outcomes, written) = self.run(&git, &mut idx, jobs, keep_going, deadline)?;
+            if !written {
                 let _ = std::fs::remove_file(&scratch);
             }
-            Err(e) => {
-                return Err(Error::io(
-                    format_args!("copying {}", shown(&index_path)),
-                    &e,
-                ));
+            outcomes
+        } else {
+            // The index this process wrote last time is still the index: reuse it as it is in
+            // memory instead of copying and parsing it again. (libgit2 owns the index it was
+            // given until another replaces it: giving it the same one again would disown it.)
+            let mut idx = match self.index_cache.take() {
+                Some((idx, id)) if on_disk.is_some() && id == on_disk => idx,
+                _ => {
+                    let mut idx = self.load_index(&index_path, &scratch)?;
+                    self.repo
+                        .set_index(&mut idx)
+                        .map_err(|e| git_error("reading the index", &e))?;
+                    idx
+                }
+            };
+            let git = Git {
+                repo: &self.repo,
+                workdir: &self.workdir,
+                opts: self.opts,
+                pack: None,
+            };
+            let (outcomes, written) = self.run(&git, &mut idx, jobs, keep_going, deadline)?;
+            if written {
+                self.index_cache
+                    .replace(Some((idx, FileId::of(&index_path))));
+            } else {
+                let _ = std::fs::remove_file(&scratch);
+                self.index_cache.replace(Some((idx, on_disk)));
             }
-        }
-        let mut idx = Index::open(&scratch).map_err(|e| git_error("reading the index", &e))?;
-        self.repo
-            .set_index(&mut idx)
-            .map_err(|e| git_error("reading the index", &e))?;
+            outcomes
+        };
+        drop(lock);
+        Ok(outcomes)
+    }
 
-        let mut head = self.head()?;
-        let mut base = self.tree(head.oid)?;
+    /// The commit itself, under both locks: the outcomes, and whether the index was replaced.
+    #[allow(clippy::type_complexity)]
+    fn run(
+        &self,
+        git: &Git<'_>,
+        idx: &mut Index,
+        jobs: &[Job],
+        keep_going: bool,
+        deadline: Instant,
+    ) -> Result<(Vec<Result<Outcome, Error>>, bool), Error> {
+        let index_path = self.gitdir.join("index");
+        let scratch = self.gitdir.join("elf-commit-index");
+        let mut head = git.head()?;
+        let mut base = git.tree(head.oid)?;
 
         // Which paths each job names, as files to add or remove; nothing is changed yet.
         let mut resolved: Vec<Result<Resolved, Error>> = Vec::with_capacity(jobs.len());
         for job in jobs {
-            let r = self.resolve(job, &base, &idx);
+            let r = git.resolve(job, &base, idx);
             let failed = r.is_err();
             resolved.push(r);
             if failed && !keep_going {
@@ -257,7 +322,7 @@ impl Repo {
 
         let mut index_written = false;
         let (sha, changed) = loop {
-            let tree_id = self.build_tree(&base, &changes)?;
+            let tree_id = git.build_tree(&base, &changes)?;
             let changed: Vec<bool> = resolved
                 .iter()
                 .map(|r| {
@@ -276,46 +341,46 @@ impl Repo {
                 .collect();
             let message = Message::combine(&msgs);
             let (author, committer) = self.signatures()?;
-            if dirty && !index_written {
-                install_index(&mut idx, &scratch, &index_path)?;
-                index_written = true;
-            }
-            let tree = self
+            let tree = git
                 .repo
                 .find_tree(tree_id)
                 .map_err(|e| git_error("reading the new tree", &e))?;
             let parent = match head.oid {
                 Some(oid) => Some(
-                    self.repo
+                    git.repo
                         .find_commit(oid)
                         .map_err(|e| git_error("reading HEAD", &e))?,
                 ),
                 None => None,
             };
             let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
-            let new = self
+            let new = git
                 .repo
                 .commit(None, &author, &committer, &message.text(), &tree, &parents)
                 .map_err(|e| git_error("writing the commit", &e))?;
+            // Objects on disk, then the index, then the branch.
+            git.flush()?;
+            if dirty && !index_written {
+                install_index(idx, &scratch, &index_path)?;
+                index_written = true;
+            }
             let initial = if head.oid.is_none() { " (initial)" } else { "" };
             let reflog = format!("commit{initial}: {}", message.subject);
-            match self.move_ref(&head, new, &committer, &reflog, deadline)? {
+            match git.move_ref(&head, new, &committer, &reflog, deadline)? {
                 None => break (Some(new), changed),
                 Some(moved) => {
                     // Someone else committed meanwhile: build again on top of theirs.
                     head = moved;
-                    base = self.tree(head.oid)?;
+                    base = git.tree(head.oid)?;
                 }
             }
         };
         if dirty && !index_written {
-            install_index(&mut idx, &scratch, &index_path)?;
-        } else if !index_written {
-            let _ = std::fs::remove_file(&scratch);
+            git.flush()?;
+            install_index(idx, &scratch, &index_path)?;
+            index_written = true;
         }
-        drop(lock);
-
-        Ok(resolved
+        let outcomes = resolved
             .into_iter()
             .zip(changed)
             .map(|(r, changed)| {
@@ -325,7 +390,76 @@ impl Repo {
                     skipped: r.skipped,
                 })
             })
-            .collect())
+            .collect();
+        Ok((outcomes, index_written))
+    }
+
+    /// A copy of the index, opened as libgit2's index of the repository (so that paths are
+    /// hashed through git's filters), to be written and renamed over the index.
+    fn load_index(&self, index_path: &Path, scratch: &Path) -> Result<Index, Error> {
+        let _ = std::fs::remove_file(self.gitdir.join("elf-commit-index.lock"));
+        match std::fs::copy(index_path, scratch) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                let _ = std::fs::remove_file(scratch);
+            }
+            Err(e) => {
+                return Err(Error::io(format_args!("copying {}", shown(index_path)), &e));
+            }
+        }
+        Index::open(scratch).map_err(|e| git_error("reading the index", &e))
+    }
+
+    /// Author and committer, from the environment and git's configuration.
+    fn signatures(&self) -> Result<(Signature<'static>, Signature<'static>), Error> {
+        if self.ident.get().is_none() {
+            let cfg = self
+                .repo
+                .config()
+                .map_err(|e| git_error("reading git's configuration", &e))?;
+            let ident = Ident {
+                author: Person::load(&cfg, "author")?,
+                committer: Person::load(&cfg, "committer")?,
+            };
+            let _ = self.ident.set(ident);
+        }
+        let ident = self
+            .ident
+            .get()
+            .ok_or_else(|| Error::internal("identity not loaded"))?;
+        Ok((ident.author.signature()?, ident.committer.signature()?))
+    }
+}
+
+/// The repository handle one commit works through: the long-lived one, or, for a commit of
+/// many files, one whose new objects go to memory first and then into one pack.
+struct Git<'r> {
+    repo: &'r Repository,
+    workdir: &'r Path,
+    opts: Options,
+    pack: Option<&'r Mempack<'r>>,
+}
+
+impl Git<'_> {
+    /// Writes the objects made so far in memory as one pack (nothing for the long-lived handle,
+    /// which writes loose objects as git does).
+    fn flush(&self) -> Result<(), Error> {
+        let Some(mempack) = self.pack else {
+            return Ok(());
+        };
+        let fail = |e: git2::Error| git_error("writing a pack", &e);
+        let mut buf = Buf::new();
+        mempack.dump(self.repo, &mut buf).map_err(fail)?;
+        // An empty pack is a 12-byte header and a 20-byte checksum.
+        if buf.len() > 32 {
+            let odb = self.repo.odb().map_err(fail)?;
+            let mut writer = odb.packwriter().map_err(fail)?;
+            writer
+                .write_all(&buf)
+                .map_err(|e| Error::io("writing a pack", &e))?;
+            writer.commit().map_err(fail)?;
+        }
+        mempack.reset().map_err(fail)
     }
 
     /// The branch HEAD names (or HEAD itself when detached) and where it points.
@@ -580,25 +714,30 @@ impl Repo {
         out.targets.extend(gone.into_iter().map(Target::Remove));
         Ok(())
     }
+}
 
-    /// Author and committer, from the environment and git's configuration.
-    fn signatures(&self) -> Result<(Signature<'static>, Signature<'static>), Error> {
-        if self.ident.get().is_none() {
-            let cfg = self
-                .repo
-                .config()
-                .map_err(|e| git_error("reading git's configuration", &e))?;
-            let ident = Ident {
-                author: Person::load(&cfg, "author")?,
-                committer: Person::load(&cfg, "committer")?,
-            };
-            let _ = self.ident.set(ident);
-        }
-        let ident = self
-            .ident
-            .get()
-            .ok_or_else(|| Error::internal("identity not loaded"))?;
-        Ok((ident.author.signature()?, ident.committer.signature()?))
+/// Which file a path names, and which version of it: a file replaced by rename, or written
+/// again, compares different.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileId {
+    fn of(p: &Path) -> Option<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::symlink_metadata(p).ok()?;
+        Some(FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
     }
 }
 
