@@ -916,11 +916,10 @@ fn lock_file_is_flocked_and_symlinks_are_refused() {
     let lock = r.join("claude-lock");
     // Held by someone else: 75 after the timeout.
     let held = std::fs::File::create(&lock).expect("lock file");
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&held);
     // SAFETY: flock(2) on a descriptor this test owns.
-    assert_eq!(
-        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&held), libc::LOCK_EX) },
-        0
-    );
+    let locked = unsafe { libc::flock(fd, libc::LOCK_EX) };
+    assert_eq!(locked, 0);
     let l = lock.to_str().expect("utf-8");
     let out = r
         .elf(&["--lock", l, "-w", "100ms", "-m", "x", "--", "a"])

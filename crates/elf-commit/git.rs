@@ -522,7 +522,7 @@ impl Git<'_> {
             return if idx.is_empty() {
                 Ok(None)
             } else {
-                idx.write_tree_to(&self.repo).map(Some).map_err(fail)
+                idx.write_tree_to(self.repo).map(Some).map_err(fail)
             };
         };
         let mut b = TreeUpdateBuilder::new();
@@ -548,7 +548,7 @@ impl Git<'_> {
         if !any {
             return Ok(None);
         }
-        let id = b.create_updated(&self.repo, tree).map_err(fail)?;
+        let id = b.create_updated(self.repo, tree).map_err(fail)?;
         Ok((id != tree.id()).then_some(id))
     }
 
@@ -691,7 +691,7 @@ impl Git<'_> {
         }
         let mut gone = BTreeSet::new();
         if let Some(entry) = base.get(p) {
-            if let Ok(sub) = entry.to_object(&self.repo).and_then(|o| o.peel_to_tree()) {
+            if let Ok(sub) = entry.to_object(self.repo).and_then(|o| o.peel_to_tree()) {
                 let walked = sub.walk(TreeWalkMode::PreOrder, |root, e| {
                     if e.kind() != Some(ObjectType::Tree) {
                         let f = p.join(root).join(OsStr::from_bytes(e.name_bytes()));
