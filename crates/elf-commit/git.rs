@@ -681,7 +681,7 @@ impl Git<'_> {
         out: &mut Resolved,
     ) -> Result<(), Error> {
         let mut files = Vec::new();
-        walk_dir(&self.workdir, p, &mut files)?;
+        walk_dir(self.workdir, p, &mut files)?;
         let present: BTreeSet<PathBuf> = files.iter().cloned().collect();
         for f in files {
             let tracked = base.get(&f).is_some() || idx.get_path(&f, 0).is_some();
