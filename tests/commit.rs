@@ -150,8 +150,19 @@ impl Repo {
         );
     }
 
+    /// `index.lock`, or any file of elf-commit's other than its lock files, left in `.git`.
     fn lock_left(&self) -> bool {
-        self.join(".git/index.lock").exists()
+        let litter: Vec<String> = std::fs::read_dir(self.join(".git"))
+            .expect("read .git")
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .filter(|n| {
+                n == "index.lock"
+                    || (n.starts_with("elf-commit")
+                        && !n.ends_with("elf-commit.lock")
+                        && n != "elf-commit-stale.lock")
+            })
+            .collect();
+        !litter.is_empty()
     }
 }
 

@@ -127,6 +127,8 @@ pub struct Repo {
     ident: OnceCell<Ident>,
     /// The index as this process last wrote or read it, and which file that was.
     index_cache: RefCell<Option<(Index, Option<FileId>)>>,
+    /// The file linked as `index.lock` to take it (none where hard links fail).
+    holder: OnceCell<Option<indexlock::Holder>>,
 }
 
 impl Repo {
@@ -155,6 +157,7 @@ impl Repo {
             opts,
             ident: OnceCell::new(),
             index_cache: RefCell::new(None),
+            holder: OnceCell::new(),
         })
     }
 
@@ -200,7 +203,10 @@ impl Repo {
             timeout: self.opts.timeout,
             stale: self.opts.stale,
         };
-        let lock = indexlock::acquire(&self.gitdir, wait)?;
+        let holder = self
+            .holder
+            .get_or_init(|| indexlock::Holder::create(&self.gitdir).ok());
+        let lock = indexlock::acquire(&self.gitdir, wait, holder.as_ref())?;
         let index_path = self.gitdir.join("index");
         let scratch = self.gitdir.join("elf-commit-index");
         let on_disk = FileId::of(&index_path);
