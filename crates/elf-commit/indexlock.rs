@@ -51,7 +51,9 @@ impl Holder {
         if let Ok(entries) = std::fs::read_dir(gitdir) {
             for e in entries.flatten() {
                 let name = e.file_name();
-                if name.as_encoded_bytes().starts_with(b"elf-commit-lock.") && dead_elf_commit(&e.path()).is_some() {
+                if name.as_encoded_bytes().starts_with(b"elf-commit-lock.")
+                    && dead_elf_commit(&e.path()).is_some()
+                {
                     let _ = std::fs::remove_file(e.path());
                 }
             }
