@@ -81,6 +81,17 @@ pub fn open(dir: Option<&Path>, init: bool) -> Result<Repository, Error> {
     // Every object elf-commit links into a tree or commit was just written or read from the
     // repository, so libgit2 need not look each one up again.
     git2::opts::strict_object_creation(false);
+    // Keep trees of any reasonable size in libgit2's object cache (the default stops at 4 KiB,
+    // so a folder of a thousand entries would be read and inflated again for every lookup).
+    // SAFETY: sets a libgit2 global before any thread exists; elf-commit starts none.
+    let _ = unsafe { git2::opts::set_cache_object_limit(ObjectType::Tree, 16 << 20) };
+    // zlib takes a few hundred KiB for every object written; let malloc keep that memory
+    // instead of returning it to the kernel and faulting it in again for the next object.
+    // SAFETY: mallopt only tunes glibc's allocator; it is called before any thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+    }
     let (found, place) = match dir {
         Some(d) => (Repository::open(d), d.to_path_buf()),
         None => {
