@@ -58,6 +58,15 @@ row() { # operation, elf seconds, anchor seconds, wanted speed-up (anchor/elf)
     }'
 }
 
+# Both elf forms do what the git loop does: one commit per record, or one for all.
+"$work/fresh"
+"$bin" --repo "$work/repo" <"$work/records.jsonl" >/dev/null
+[ "$(git -C "$work/repo" rev-list --count HEAD)" -eq $((n + 1)) ] || { echo "elf-commit made the wrong number of commits" >&2; exit 1; }
+[ -z "$(git -C "$work/repo" status --porcelain)" ] || { echo "elf-commit left the work tree unclean" >&2; exit 1; }
+"$work/fresh"
+"$bin" --repo "$work/repo" --batch <"$work/records.jsonl" >/dev/null
+[ "$(git -C "$work/repo" rev-list --count HEAD)" -eq 2 ] || { echo "elf-commit --batch made the wrong number of commits" >&2; exit 1; }
+
 hyperfine --runs "$runs" --prepare "$work/fresh" --export-json "$work/stream.json" \
     -n "elf-commit (records)" "$bin --repo $work/repo < $work/records.jsonl > /dev/null" \
     -n "elf-commit --batch" "$bin --repo $work/repo --batch < $work/records.jsonl > /dev/null" \
