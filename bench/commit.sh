@@ -7,6 +7,7 @@
 #   one invocation, `elf-commit -m x -- f` against `git commit -m x -- f` (target: no slower).
 #
 # N=1000 by default; RUNS (default 3) runs of the 1,000-commit operations, 50 of the single one.
+# The repositories are made under $TMPDIR (TMPDIR=/dev/shm measures without the disk).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet --bin elf-commit
