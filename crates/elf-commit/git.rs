@@ -5,16 +5,21 @@
 //! 1. take the serialising lock (`--lock`, a `flock(2)`), then `.git/index.lock` (see
 //!    [`crate::indexlock`]); both within `--timeout`;
 //! 2. copy the index to `.git/elf-commit-index` and make that copy the repository's index, so
-//!    libgit2 hashes each named path through git's own filters and records its stat data;
+//!    libgit2 hashes each named path through git's own filters and records its stat data (a
+//!    process that wrote the index itself last time, and finds it unchanged, reuses the copy
+//!    it still has in memory);
 //! 3. the new tree is HEAD's tree with exactly the named paths' entries replaced, added or
 //!    removed (a `TreeUpdateBuilder`); the same tree as HEAD's means nothing new: no commit;
-//! 4. the index copy, now holding the named paths' new entries and every other entry as it
-//!    was, is written and renamed over `.git/index` (before the branch moves: a crash in
-//!    between leaves the paths staged, never a commit that the index would silently revert);
-//! 5. the commit object is written, and the branch is moved under its ref lock only if it still
-//!    points where HEAD pointed in step 3 (compare-and-swap). If something else moved it, step
-//!    3 is done again on the new HEAD and the commit is made anew: nothing is ever lost;
-//! 6. `index.lock` is removed and the serialising lock released.
+//! 4. the commit object is written (with 100 paths or more, every new object goes to memory
+//!    first and then into one pack);
+//! 5. the index copy, now holding the named paths' new entries and every other entry as it
+//!    was, is written and renamed over `.git/index`: after the objects it names exist, before
+//!    the branch moves (a crash in between leaves the paths staged, never a commit that the
+//!    index would silently revert);
+//! 6. the branch is moved under its ref lock only if it still points where HEAD pointed in
+//!    step 3 (compare-and-swap). If something else moved it, steps 3 to 6 are done again on
+//!    the new HEAD: nothing is ever lost;
+//! 7. `index.lock` is removed and the serialising lock released.
 
 use std::cell::{OnceCell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
