@@ -1002,3 +1002,78 @@ fn a_large_batch_is_written_as_one_pack() {
     assert_eq!(r.status(), Vec::<String>::new());
     r.assert_fsck();
 }
+
+#[test]
+fn ref_locks_left_behind_are_removed_only_when_provably_stale() {
+    let r = Repo::new();
+    r.write("a", "a\n");
+    r.git(&["add", "a"]);
+    r.git(&["commit", "-q", "-m", "a"]);
+    r.write("a", "changed\n");
+    let ref_lock = r.join(".git/refs/heads/main.lock");
+    // A live git's ref lock, young: wait, then 75 naming it.
+    std::fs::write(&ref_lock, "").expect("ref lock");
+    let out = r
+        .elf(&["-w", "100ms", "-m", "x", "--", "a"])
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), Some(75), "{}", stderr(&out));
+    let line = one_line(&out.stderr);
+    assert!(
+        line.contains("refs/heads/main is locked: ") && line.contains("main.lock exists (age "),
+        "{line}"
+    );
+    assert_eq!(r.count(), 1);
+    // The index was brought up to date before the branch was to move: `a` is staged, not lost.
+    assert_eq!(r.status(), ["M  a"]);
+    // Old and open nowhere: removed, and the commit made.
+    let touch = Command::new("touch")
+        .args(["-d", "1 hour ago"])
+        .arg(&ref_lock)
+        .status()
+        .expect("touch");
+    assert!(touch.success());
+    let out = r
+        .elf(&["-w", "100ms", "-m", "x", "--", "a"])
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert!(one_line(&out.stderr).contains("removed stale"));
+    assert_eq!(r.count(), 2);
+
+    // Left by an elf-commit killed while it moved the branch: its index.lock declares the ref
+    // lock; both go at once.
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").expect("boot id");
+    let ns: String = std::fs::read_link("/proc/self/ns/pid")
+        .expect("pid ns")
+        .to_string_lossy()
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect();
+    let head = r.head();
+    std::fs::write(
+        r.join(".git/index.lock"),
+        format!(
+            "elf-commit pid 999999999 start 1 boot {} pidns {ns}\nref 1111111111111111111111111111111111111111 {}\n",
+            boot.trim(),
+            ref_lock.display()
+        ),
+    )
+    .expect("index.lock");
+    std::fs::write(&ref_lock, "").expect("ref lock");
+    r.write("a", "again\n");
+    let out = r
+        .elf(&["-w", "5s", "-m", "y", "--", "a"])
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(
+        err.lines().filter(|l| l.contains("removed stale")).count(),
+        2,
+        "{err}"
+    );
+    assert_eq!(r.git(&["rev-parse", "HEAD~1"]).trim(), head);
+    assert!(!r.lock_left() && !ref_lock.exists());
+    r.assert_fsck();
+}

@@ -247,7 +247,8 @@ impl Repo {
             let mut idx = self.load_index(&index_path, &scratch)?;
             repo.set_index(&mut idx)
                 .map_err(|e| git_error("reading the index", &e))?;
-            let (outcomes, written) = self.run(&git, &mut idx, jobs, keep_going, deadline)?;
+            let (outcomes, written) =
+                self.run(&lock, &git, &mut idx, jobs, keep_going, deadline)?;
             if !written {
                 let _ = std::fs::remove_file(&scratch);
             }
@@ -272,7 +273,8 @@ impl Repo {
                 opts: self.opts,
                 pack: None,
             };
-            let (outcomes, written) = self.run(&git, &mut idx, jobs, keep_going, deadline)?;
+            let (outcomes, written) =
+                self.run(&lock, &git, &mut idx, jobs, keep_going, deadline)?;
             if written {
                 self.index_cache
                     .replace(Some((idx, FileId::of(&index_path))));
@@ -290,6 +292,7 @@ impl Repo {
     #[allow(clippy::type_complexity)]
     fn run(
         &self,
+        lock: &indexlock::IndexLock,
         git: &Git<'_>,
         idx: &mut Index,
         jobs: &[Job],
@@ -388,7 +391,7 @@ impl Repo {
             }
             let initial = if head.oid.is_none() { " (initial)" } else { "" };
             let reflog = format!("commit{initial}: {}", message.subject);
-            match git.move_ref(&head, new, &committer, &reflog, deadline)? {
+            match git.move_ref(lock, &head, new, &committer, &reflog, deadline)? {
                 None => break (Some(new), changed),
                 Some(moved) => {
                     // Someone else committed meanwhile: build again on top of theirs.
@@ -578,27 +581,47 @@ impl Git<'_> {
     /// longer pointed at `head.oid` (nothing was changed).
     fn move_ref(
         &self,
+        lock: &indexlock::IndexLock,
         head: &Head,
         new: Oid,
         who: &Signature<'_>,
         reflog: &str,
         deadline: Instant,
     ) -> Result<Option<Head>, Error> {
+        // Where libgit2 locks the ref: per-worktree refs (HEAD) in the worktree's git dir,
+        // the others in the common one.
+        let base = if head.refname.starts_with("refs/") {
+            self.repo.commondir()
+        } else {
+            self.repo.path()
+        };
+        let ref_lock = base.join(format!("{}.lock", head.refname));
+        let wait = indexlock::Wait {
+            deadline,
+            timeout: self.opts.timeout,
+            stale: self.opts.stale,
+        };
         let mut delay = Duration::from_millis(1);
         loop {
             let mut tx = self
                 .repo
                 .transaction()
                 .map_err(|e| git_error("starting a ref update", &e))?;
+            let declared = Declared::new(lock, &ref_lock, new);
             match tx.lock_ref(&head.refname) {
                 Ok(()) => {}
                 Err(e) if e.code() == ErrorCode::Locked => {
                     drop(tx);
+                    drop(declared);
+                    if indexlock::clear_old_lock(self.repo.path(), &ref_lock, wait)? {
+                        continue;
+                    }
                     let now = Instant::now();
                     if now >= deadline {
-                        return Err(Error::temporary(format!(
-                            "{} is locked by another process ({}.lock exists); gave up after {:?}",
-                            head.refname, head.refname, self.opts.timeout
+                        return Err(Error::temporary(indexlock::busy_reason(
+                            &head.refname,
+                            &ref_lock,
+                            wait,
                         )));
                     }
                     std::thread::sleep(delay.min(deadline - now));
@@ -612,9 +635,9 @@ impl Git<'_> {
                 return Ok(Some(self.head()?));
             }
             tx.set_target(&head.refname, new, Some(who), reflog)
+                .and_then(|()| tx.commit())
                 .map_err(|e| git_error(format_args!("updating {}", head.refname), &e))?;
-            tx.commit()
-                .map_err(|e| git_error(format_args!("updating {}", head.refname), &e))?;
+            drop(declared);
             return Ok(None);
         }
     }
@@ -760,6 +783,23 @@ impl FileId {
             mtime: (m.mtime(), m.mtime_nsec()),
             ctime: (m.ctime(), m.ctime_nsec()),
         })
+    }
+}
+
+/// The ref lock declared in `index.lock` while it may exist; withdrawn on drop, whatever
+/// happens in between.
+struct Declared<'a>(&'a indexlock::IndexLock);
+
+impl<'a> Declared<'a> {
+    fn new(lock: &'a indexlock::IndexLock, ref_lock: &Path, new: Oid) -> Declared<'a> {
+        lock.declare_ref_lock(ref_lock, &new.to_string());
+        Declared(lock)
+    }
+}
+
+impl Drop for Declared<'_> {
+    fn drop(&mut self) {
+        self.0.clear_declaration();
     }
 }
 

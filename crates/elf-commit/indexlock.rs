@@ -29,9 +29,28 @@ use elf_core::{Error, lockfile};
 /// an interrupt lands after it is removed rather than leaving it behind.
 pub struct IndexLock {
     path: PathBuf,
-    /// The lock file when it was created for this lock (not linked from a [`Holder`]).
-    _file: Option<File>,
+    /// The lock's file (this lock's own, or a [`Holder`]'s, linked).
+    file: File,
     _signals: SignalBlock,
+}
+
+impl IndexLock {
+    /// Declares, in the lock, the ref lock this process is about to take and the id it will
+    /// write there. A later run that finds this `index.lock` left by a dead elf-commit can then
+    /// tell that ref lock is that process's own, and remove it too (see [`remove_stale`]).
+    pub fn declare_ref_lock(&self, lock: &Path, new: &str) {
+        use std::os::unix::fs::FileExt;
+        let base = marker().len() as u64;
+        let line = format!("ref {new} {}\n", lock.display());
+        if self.file.write_all_at(line.as_bytes(), base).is_ok() {
+            let _ = self.file.set_len(base + line.len() as u64);
+        }
+    }
+
+    /// Withdraws the declaration once the ref lock is released.
+    pub fn clear_declaration(&self) {
+        let _ = self.file.set_len(marker().len() as u64);
+    }
 }
 
 /// A file of this process, with its marker, hard-linked as `index.lock` to take the lock.
@@ -114,9 +133,16 @@ pub fn acquire(gitdir: &Path, wait: Wait, holder: Option<&Holder>) -> Result<Ind
             let _ = h.file.set_modified(SystemTime::now());
             match std::fs::hard_link(&h.path, &path) {
                 Ok(()) => {
+                    let file = match h.file.try_clone() {
+                        Ok(f) => f,
+                        Err(e) => {
+                            let _ = std::fs::remove_file(&path);
+                            return Err(Error::io("holding index.lock", &e));
+                        }
+                    };
                     return Ok(IndexLock {
                         path,
-                        _file: None,
+                        file,
                         _signals: signals,
                     });
                 }
@@ -146,7 +172,7 @@ pub fn acquire(gitdir: &Path, wait: Wait, holder: Option<&Holder>) -> Result<Ind
                     }
                     return Ok(IndexLock {
                         path,
-                        _file: Some(file),
+                        file,
                         _signals: signals,
                     });
                 }
@@ -169,7 +195,12 @@ pub fn acquire(gitdir: &Path, wait: Wait, holder: Option<&Holder>) -> Result<Ind
         }
         let now = Instant::now();
         if now >= wait.deadline {
-            return Err(Error::temporary(busy_message(&path, &meta, wait)));
+            return Err(Error::temporary(busy_message(
+                "git index",
+                &path,
+                &meta,
+                wait,
+            )));
         }
         std::thread::sleep(schedule.next_delay().min(wait.deadline - now));
     }
@@ -224,6 +255,11 @@ fn remove_stale(
             && now.ctime_nsec() == judged.ctime_nsec()
     });
     if same && removable(path, judged, wait.stale).is_some() {
+        if let Some(pid) = dead_elf_commit(path) {
+            if let Some((new, ref_lock)) = declared_ref_lock(path) {
+                release_ref_lock(&ref_lock, &new, pid);
+            }
+        }
         match std::fs::remove_file(path) {
             Ok(()) => elf_core::warn(format_args!("removed stale {}: {reason}", path.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -239,7 +275,94 @@ fn remove_stale(
     Ok(())
 }
 
-fn busy_message(path: &Path, meta: &Metadata, wait: Wait) -> String {
+/// The ref lock and new id declared in a lock (see [`IndexLock::declare_ref_lock`]).
+fn declared_ref_lock(path: &Path) -> Option<(String, PathBuf)> {
+    let mut head = [0u8; 4096];
+    let n = File::open(path).and_then(|mut f| f.read(&mut head)).ok()?;
+    let text = std::str::from_utf8(&head[..n]).ok()?;
+    let line = text.lines().nth(1)?;
+    let rest = line.strip_prefix("ref ")?;
+    let (new, lock) = rest.split_once(' ')?;
+    Some((new.to_string(), PathBuf::from(lock)))
+}
+
+/// Removes a ref lock a dead elf-commit declared, if it is still the one it declared: empty
+/// (libgit2 writes it at the end) or holding the id it was to write, and open nowhere.
+fn release_ref_lock(lock: &Path, new: &str, pid: u32) {
+    let Ok(meta) = std::fs::symlink_metadata(lock) else {
+        return;
+    };
+    let mut head = [0u8; 128];
+    let Ok(n) = File::open(lock).and_then(|mut f| f.read(&mut head)) else {
+        return;
+    };
+    let content = String::from_utf8_lossy(&head[..n]);
+    if !(content.is_empty() || content.trim_end() == new) {
+        return;
+    }
+    let scan = holders(&meta);
+    if scan.holders.is_empty() && scan.hidden == 0 && std::fs::remove_file(lock).is_ok() {
+        elf_core::warn(format_args!(
+            "removed stale {}: it was left by elf-commit process {pid}, which is gone",
+            lock.display()
+        ));
+    }
+}
+
+/// A ref lock found busy: removes it (true) when no process on this machine has it open and it
+/// is older than `--stale-index-lock`, after checking again under the stale-removers' lock.
+pub fn clear_old_lock(gitdir: &Path, lock: &Path, wait: Wait) -> Result<bool, Error> {
+    let Some(limit) = wait.stale else {
+        return Ok(false);
+    };
+    let Ok(meta) = std::fs::symlink_metadata(lock) else {
+        return Ok(true); // gone already: try again
+    };
+    let unused = |m: &Metadata| {
+        let scan = holders(m);
+        age(m) >= limit && scan.holders.is_empty() && scan.hidden == 0
+    };
+    if !unused(&meta) {
+        return Ok(false);
+    }
+    let guard_path = gitdir.join("elf-commit-stale.lock");
+    let guard = lockfile::open(&guard_path, 0o644)?;
+    let got = lockfile::lock_timeout(&guard, true, Duration::from_secs(1))
+        .map_err(|e| Error::io(format_args!("locking {}", guard_path.display()), &e))?;
+    if !got {
+        return Ok(false);
+    }
+    let same = std::fs::symlink_metadata(lock).is_ok_and(|now| {
+        now.ino() == meta.ino()
+            && now.ctime() == meta.ctime()
+            && now.ctime_nsec() == meta.ctime_nsec()
+    });
+    let removed = same && unused(&meta) && std::fs::remove_file(lock).is_ok();
+    if removed {
+        elf_core::warn(format_args!(
+            "removed stale {}: no process on this machine has it open and it is {} old (--stale-index-lock {})",
+            lock.display(),
+            human(age(&meta)),
+            human(limit)
+        ));
+    }
+    let _ = lockfile::unlock(&guard);
+    Ok(removed)
+}
+
+/// Why a lock is busy, for the message of exit 75.
+pub fn busy_reason(what: &str, lock: &Path, wait: Wait) -> String {
+    match std::fs::symlink_metadata(lock) {
+        Ok(meta) => busy_message(what, lock, &meta, wait),
+        Err(_) => format!(
+            "{} was busy; gave up after {}",
+            escape(&lock.to_string_lossy()),
+            human(wait.timeout)
+        ),
+    }
+}
+
+fn busy_message(what: &str, path: &Path, meta: &Metadata, wait: Wait) -> String {
     let scan = holders(meta);
     let who = if !scan.holders.is_empty() {
         let list: Vec<String> = scan
@@ -264,7 +387,7 @@ fn busy_message(path: &Path, meta: &Metadata, wait: Wait) -> String {
         format!("no process on this machine has it open; {removal}")
     };
     format!(
-        "git index is locked: {} exists (age {}); {who}; gave up after {}",
+        "{what} is locked: {} exists (age {}); {who}; gave up after {}",
         escape(&path.to_string_lossy()),
         human(age(meta)),
         human(wait.timeout)
