@@ -2,5 +2,5 @@
 
 mod util;
 
-mod docs;
 mod commit;
+mod docs;
