@@ -4,6 +4,7 @@ mod elf_home;
 mod util;
 
 mod backoff;
+mod commit;
 mod docs;
 mod lock;
 mod wrappers;

@@ -1,0 +1,1023 @@
+//! The commit itself.
+//!
+//! One commit, for one record or a batch of them, goes like this:
+//!
+//! 1. take the serialising lock (`--lock`, a `flock(2)`), then `.git/index.lock` (see
+//!    [`crate::indexlock`]); both within `--timeout`;
+//! 2. copy the index to `.git/elf-commit-index` and make that copy the repository's index, so
+//!    libgit2 hashes each named path through git's own filters and records its stat data (a
+//!    process that wrote the index itself last time, and finds it unchanged, reuses the copy
+//!    it still has in memory);
+//! 3. the new tree is HEAD's tree with exactly the named paths' entries replaced, added or
+//!    removed (a `TreeUpdateBuilder`); the same tree as HEAD's means nothing new: no commit;
+//! 4. the commit object is written (with 100 paths or more, every new object goes to memory
+//!    first and then into one pack);
+//! 5. the index copy, now holding the named paths' new entries and every other entry as it
+//!    was, is written and renamed over `.git/index`: after the objects it names exist, before
+//!    the branch moves (a crash in between leaves the paths staged, never a commit that the
+//!    index would silently revert);
+//! 6. the branch is moved under its ref lock only if it still points where HEAD pointed in
+//!    step 3 (compare-and-swap). If something else moved it, steps 3 to 6 are done again on
+//!    the new HEAD: nothing is ever lost;
+//! 7. `index.lock` is removed and the serialising lock released.
+
+use std::cell::{OnceCell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
+use std::fmt::Display;
+use std::fs::File;
+use std::io::{ErrorKind, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use git2::{
+    Buf, Config, ErrorClass, ErrorCode, FileMode, Index, IndexEntry, Mempack, ObjectType, Oid,
+    Repository, Signature, Time, Tree, TreeWalkMode, TreeWalkResult,
+};
+
+use git2::build::TreeUpdateBuilder;
+
+use elf_core::text::escape;
+use elf_core::{Error, lockfile};
+
+use crate::indexlock;
+use crate::message::{Message, parse_date};
+
+/// A commit of at least this many named paths writes its objects as one pack, not loose (the
+/// number git uses for `transfer.unpackLimit`).
+const PACK_MIN: usize = 100;
+
+/// How commits are made.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// How long to wait for the locks in all.
+    pub timeout: Duration,
+    /// Remove an `index.lock` that nobody has open once it is this old; `None` never.
+    pub stale: Option<Duration>,
+    /// A gitignored path is an error (65) rather than skipped.
+    pub ignored_error: bool,
+}
+
+/// What one record (or the direct form) asks for.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Paths relative to the work tree, normalised.
+    pub paths: Vec<PathBuf>,
+    /// The cleaned message.
+    pub message: Message,
+}
+
+/// What became of a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// HEAD afterwards: the new commit, or the commit that already had these paths' content;
+    /// `None` on a branch with no commit yet.
+    pub sha: Option<Oid>,
+    /// No new commit was made for this job.
+    pub unchanged: bool,
+    /// Paths left out because git ignores them.
+    pub skipped: Vec<PathBuf>,
+}
+
+/// Opens the repository: exactly `dir` when given, else the one containing the current
+/// directory. With `init`, creates it (at `dir`, or here) when there is none.
+pub fn open(dir: Option<&Path>, init: bool) -> Result<Repository, Error> {
+    // Every object elf-commit links into a tree or commit was just written or read from the
+    // repository, so libgit2 need not look each one up again.
+    git2::opts::strict_object_creation(false);
+    // Keep trees of any reasonable size in libgit2's object cache (the default stops at 4 KiB,
+    // so a folder of a thousand entries would be read and inflated again for every lookup).
+    // SAFETY: sets a libgit2 global before any thread exists; elf-commit starts none.
+    let _ = unsafe { git2::opts::set_cache_object_limit(ObjectType::Tree, 16 << 20) };
+    // zlib takes a few hundred KiB for every object written; let malloc keep that memory
+    // instead of returning it to the kernel and faulting it in again for the next object.
+    // SAFETY: mallopt only tunes glibc's allocator; it is called before any thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+    }
+    let (found, place) = match dir {
+        Some(d) => (Repository::open(d), d.to_path_buf()),
+        None => {
+            let here = std::env::current_dir()
+                .map_err(|e| Error::io("finding the current directory", &e))?;
+            (Repository::discover(&here), here)
+        }
+    };
+    match found {
+        Ok(r) => Ok(r),
+        Err(e) if e.code() == ErrorCode::NotFound && init => {
+            Repository::init(&place).map_err(|e| {
+                git_error(
+                    format_args!("creating a repository in {}", shown(&place)),
+                    &e,
+                )
+            })
+        }
+        Err(e) if e.code() == ErrorCode::NotFound => Err(Error::no_input(match dir {
+            Some(_) => format!(
+                "{} is not a git repository (use --init to create one)",
+                shown(&place)
+            ),
+            None => format!(
+                "no git repository at or above {} (use --repo DIR, or --init to create one)",
+                shown(&place)
+            ),
+        })),
+        Err(e) => Err(git_error(
+            format_args!("opening the repository at {}", shown(&place)),
+            &e,
+        )),
+    }
+}
+
+/// An open repository with its serialising lock.
+pub struct Repo {
+    repo: Repository,
+    workdir: PathBuf,
+    gitdir: PathBuf,
+    serial: File,
+    serial_path: PathBuf,
+    opts: Options,
+    ident: OnceCell<Ident>,
+    /// The index as this process last wrote or read it, and which file that was.
+    index_cache: RefCell<Option<(Index, Option<FileId>)>>,
+    /// The file linked as `index.lock` to take it (none where hard links fail).
+    holder: OnceCell<Option<indexlock::Holder>>,
+}
+
+impl Repo {
+    /// Wraps an open repository; `lock` is the serialising lock file (default
+    /// `.git/elf-commit.lock`).
+    pub fn new(repo: Repository, lock: Option<PathBuf>, opts: Options) -> Result<Repo, Error> {
+        let workdir = repo
+            .workdir()
+            .ok_or_else(|| {
+                Error::usage(format!(
+                    "{} is a bare repository; elf-commit needs a work tree",
+                    shown(repo.path())
+                ))
+            })?
+            .canonicalize()
+            .map_err(|e| Error::io("finding the work tree", &e))?;
+        let gitdir = repo.path().to_path_buf();
+        let serial_path = lock.unwrap_or_else(|| gitdir.join("elf-commit.lock"));
+        let serial = lockfile::open(&serial_path, 0o644)?;
+        Ok(Repo {
+            repo,
+            workdir,
+            gitdir,
+            serial,
+            serial_path,
+            opts,
+            ident: OnceCell::new(),
+            index_cache: RefCell::new(None),
+            holder: OnceCell::new(),
+        })
+    }
+
+    /// The work tree, canonical.
+    pub fn workdir(&self) -> &Path {
+        &self.workdir
+    }
+
+    /// Commits `jobs` together as one commit (or none, when nothing is new).
+    ///
+    /// The outer error concerns them all (a lock not obtained in time, an I/O error). A job
+    /// whose paths cannot be committed (ignored under `--ignored error`, missing and untracked,
+    /// a nested repository) gets its own error and is left out; without `keep_going` the list
+    /// stops at that job and the jobs after it are not attempted.
+    pub fn commit(
+        &self,
+        jobs: &[Job],
+        keep_going: bool,
+    ) -> Result<Vec<Result<Outcome, Error>>, Error> {
+        let start = Instant::now();
+        let got = lockfile::lock_timeout(&self.serial, true, self.opts.timeout)
+            .map_err(|e| Error::io(format_args!("locking {}", shown(&self.serial_path)), &e))?;
+        if !got {
+            return Err(Error::temporary(format!(
+                "lock {} is held by another process; gave up after {:?}",
+                shown(&self.serial_path),
+                self.opts.timeout
+            )));
+        }
+        let result = self.commit_locked(jobs, keep_going, start + self.opts.timeout);
+        let _ = lockfile::unlock(&self.serial);
+        result
+    }
+
+    fn commit_locked(
+        &self,
+        jobs: &[Job],
+        keep_going: bool,
+        deadline: Instant,
+    ) -> Result<Vec<Result<Outcome, Error>>, Error> {
+        let wait = indexlock::Wait {
+            deadline,
+            timeout: self.opts.timeout,
+            stale: self.opts.stale,
+        };
+        let holder = self
+            .holder
+            .get_or_init(|| indexlock::Holder::create(&self.gitdir).ok());
+        let lock = indexlock::acquire(&self.gitdir, wait, holder.as_ref())?;
+        let index_path = self.gitdir.join("index");
+        let scratch = self.gitdir.join("elf-commit-index");
+        let on_disk = FileId::of(&index_path);
+        let named: usize = jobs.iter().map(|j| j.paths.len()).sum();
+        let outcomes = if named >= PACK_MIN {
+            // Many new objects: into memory, then one pack, as git keeps a large push.
+            self.index_cache.replace(None);
+            let repo = Repository::open(&self.workdir)
+                .map_err(|e| git_error("opening the repository", &e))?;
+            let odb = repo
+                .odb()
+                .map_err(|e| git_error("opening the repository", &e))?;
+            let mempack = odb
+                .add_new_mempack_backend(1000)
+                .map_err(|e| git_error("opening the repository", &e))?;
+            let git = Git {
+                repo: &repo,
+                workdir: &self.workdir,
+                opts: self.opts,
+                pack: Some(&mempack),
+            };
+            let mut idx = self.load_index(&index_path, &scratch)?;
+            repo.set_index(&mut idx)
+                .map_err(|e| git_error("reading the index", &e))?;
+            let (outcomes, written) =
+                self.run(&lock, &git, &mut idx, jobs, keep_going, deadline)?;
+            if !written {
+                let _ = std::fs::remove_file(&scratch);
+            }
+            outcomes
+        } else {
+            // The index this process wrote last time is still the index: reuse it as it is in
+            // memory instead of copying and parsing it again. (libgit2 owns the index it was
+            // given until another replaces it: giving it the same one again would disown it.)
+            let mut idx = match self.index_cache.take() {
+                Some((idx, id)) if on_disk.is_some() && id == on_disk => idx,
+                _ => {
+                    let mut idx = self.load_index(&index_path, &scratch)?;
+                    self.repo
+                        .set_index(&mut idx)
+                        .map_err(|e| git_error("reading the index", &e))?;
+                    idx
+                }
+            };
+            let git = Git {
+                repo: &self.repo,
+                workdir: &self.workdir,
+                opts: self.opts,
+                pack: None,
+            };
+            let (outcomes, written) =
+                self.run(&lock, &git, &mut idx, jobs, keep_going, deadline)?;
+            if written {
+                self.index_cache
+                    .replace(Some((idx, FileId::of(&index_path))));
+            } else {
+                let _ = std::fs::remove_file(&scratch);
+                self.index_cache.replace(Some((idx, on_disk)));
+            }
+            outcomes
+        };
+        drop(lock);
+        Ok(outcomes)
+    }
+
+    /// The commit itself, under both locks: the outcomes, and whether the index was replaced.
+    #[allow(clippy::type_complexity)]
+    fn run(
+        &self,
+        lock: &indexlock::IndexLock,
+        git: &Git<'_>,
+        idx: &mut Index,
+        jobs: &[Job],
+        keep_going: bool,
+        deadline: Instant,
+    ) -> Result<(Vec<Result<Outcome, Error>>, bool), Error> {
+        let index_path = self.gitdir.join("index");
+        let scratch = self.gitdir.join("elf-commit-index");
+        let mut head = git.head()?;
+        let mut base = git.tree(head.oid)?;
+
+        // Which paths each job names, as files to add or remove; nothing is changed yet.
+        let mut resolved: Vec<Result<Resolved, Error>> = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let r = git.resolve(job, &base, idx);
+            let failed = r.is_err();
+            resolved.push(r);
+            if failed && !keep_going {
+                break;
+            }
+        }
+
+        // The new index entries: hashed through git's filters, with stat data.
+        let mut changes: BTreeMap<PathBuf, Option<(Oid, u32)>> = BTreeMap::new();
+        let mut dirty = false;
+        for r in resolved.iter().flatten() {
+            for t in &r.targets {
+                match t {
+                    Target::Add(p) if !changes.contains_key(p) => {
+                        let old = idx.get_path(p, 0);
+                        idx.add_path(p)
+                            .map_err(|e| git_error(format_args!("adding {}", shown(p)), &e))?;
+                        let new = idx.get_path(p, 0).ok_or_else(|| {
+                            Error::internal(format!("{} vanished from the index", shown(p)))
+                        })?;
+                        dirty |= !old.as_ref().is_some_and(|o| same_entry(o, &new));
+                        changes.insert(p.clone(), Some((new.id, new.mode)));
+                    }
+                    Target::Remove(p) if !changes.contains_key(p) => {
+                        if idx.get_path(p, 0).is_some() {
+                            idx.remove_path(p).map_err(|e| {
+                                git_error(format_args!("removing {}", shown(p)), &e)
+                            })?;
+                            dirty = true;
+                        }
+                        changes.insert(p.clone(), None);
+                    }
+                    _ => {}
+                }
+            }
+        }
+
+        let mut index_written = false;
+        let (sha, changed) = loop {
+            let tree_id = git.build_tree(&base, &changes)?;
+            let changed: Vec<bool> = resolved
+                .iter()
+                .map(|r| {
+                    r.as_ref()
+                        .is_ok_and(|r| r.targets.iter().any(|t| differs(&base, t.path(), &changes)))
+                })
+                .collect();
+            let Some(tree_id) = tree_id else {
+                break (head.oid, changed);
+            };
+            let msgs: Vec<&Message> = jobs
+                .iter()
+                .zip(&changed)
+                .filter(|(_, c)| **c)
+                .map(|(j, _)| &j.message)
+                .collect();
+            let message = Message::combine(&msgs);
+            let (author, committer) = self.signatures()?;
+            let tree = git
+                .repo
+                .find_tree(tree_id)
+                .map_err(|e| git_error("reading the new tree", &e))?;
+            let parent = match head.oid {
+                Some(oid) => Some(
+                    git.repo
+                        .find_commit(oid)
+                        .map_err(|e| git_error("reading HEAD", &e))?,
+                ),
+                None => None,
+            };
+            let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+            let new = git
+                .repo
+                .commit(None, &author, &committer, &message.text(), &tree, &parents)
+                .map_err(|e| git_error("writing the commit", &e))?;
+            // Objects on disk, then the index, then the branch.
+            git.flush()?;
+            if dirty && !index_written {
+                install_index(idx, &scratch, &index_path)?;
+                index_written = true;
+            }
+            let initial = if head.oid.is_none() { " (initial)" } else { "" };
+            let reflog = format!("commit{initial}: {}", message.subject);
+            match git.move_ref(lock, &head, new, &committer, &reflog, deadline)? {
+                None => break (Some(new), changed),
+                Some(moved) => {
+                    // Someone else committed meanwhile: build again on top of theirs.
+                    head = moved;
+                    base = git.tree(head.oid)?;
+                }
+            }
+        };
+        if dirty && !index_written {
+            git.flush()?;
+            install_index(idx, &scratch, &index_path)?;
+            index_written = true;
+        }
+        let outcomes = resolved
+            .into_iter()
+            .zip(changed)
+            .map(|(r, changed)| {
+                r.map(|r| Outcome {
+                    sha,
+                    unchanged: !changed,
+                    skipped: r.skipped,
+                })
+            })
+            .collect();
+        Ok((outcomes, index_written))
+    }
+
+    /// A copy of the index, opened as libgit2's index of the repository (so that paths are
+    /// hashed through git's filters), to be written and renamed over the index.
+    fn load_index(&self, index_path: &Path, scratch: &Path) -> Result<Index, Error> {
+        let _ = std::fs::remove_file(self.gitdir.join("elf-commit-index.lock"));
+        match std::fs::copy(index_path, scratch) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                let _ = std::fs::remove_file(scratch);
+            }
+            Err(e) => {
+                return Err(Error::io(format_args!("copying {}", shown(index_path)), &e));
+            }
+        }
+        Index::open(scratch).map_err(|e| git_error("reading the index", &e))
+    }
+
+    /// Author and committer, from the environment and git's configuration.
+    fn signatures(&self) -> Result<(Signature<'static>, Signature<'static>), Error> {
+        if self.ident.get().is_none() {
+            let cfg = self
+                .repo
+                .config()
+                .map_err(|e| git_error("reading git's configuration", &e))?;
+            let ident = Ident {
+                author: Person::load(&cfg, "author")?,
+                committer: Person::load(&cfg, "committer")?,
+            };
+            let _ = self.ident.set(ident);
+        }
+        let ident = self
+            .ident
+            .get()
+            .ok_or_else(|| Error::internal("identity not loaded"))?;
+        Ok((ident.author.signature()?, ident.committer.signature()?))
+    }
+}
+
+/// The repository handle one commit works through: the long-lived one, or, for a commit of
+/// many files, one whose new objects go to memory first and then into one pack.
+struct Git<'r> {
+    repo: &'r Repository,
+    workdir: &'r Path,
+    opts: Options,
+    pack: Option<&'r Mempack<'r>>,
+}
+
+impl Git<'_> {
+    /// Writes the objects made so far in memory as one pack (nothing for the long-lived handle,
+    /// which writes loose objects as git does).
+    fn flush(&self) -> Result<(), Error> {
+        let Some(mempack) = self.pack else {
+            return Ok(());
+        };
+        let fail = |e: git2::Error| git_error("writing a pack", &e);
+        let mut buf = Buf::new();
+        mempack.dump(self.repo, &mut buf).map_err(fail)?;
+        // An empty pack is a 12-byte header and a 20-byte checksum.
+        if buf.len() > 32 {
+            let odb = self.repo.odb().map_err(fail)?;
+            let mut writer = odb.packwriter().map_err(fail)?;
+            writer
+                .write_all(&buf)
+                .map_err(|e| Error::io("writing a pack", &e))?;
+            writer.commit().map_err(fail)?;
+        }
+        mempack.reset().map_err(fail)
+    }
+
+    /// The branch HEAD names (or HEAD itself when detached) and where it points.
+    fn head(&self) -> Result<Head, Error> {
+        let r = self
+            .repo
+            .find_reference("HEAD")
+            .map_err(|e| git_error("reading HEAD", &e))?;
+        if r.kind() == Some(git2::ReferenceType::Symbolic) {
+            let name = r
+                .symbolic_target()
+                .ok_or_else(|| Error::data("HEAD names a branch that is not UTF-8"))?
+                .to_string();
+            let oid = self.ref_target(&name)?;
+            Ok(Head { refname: name, oid })
+        } else {
+            Ok(Head {
+                refname: "HEAD".into(),
+                oid: r.target(),
+            })
+        }
+    }
+
+    fn ref_target(&self, name: &str) -> Result<Option<Oid>, Error> {
+        match self.repo.refname_to_id(name) {
+            Ok(oid) => Ok(Some(oid)),
+            Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(git_error(format_args!("reading {name}"), &e)),
+        }
+    }
+
+    /// The tree of a commit (none on an unborn branch).
+    fn tree(&self, commit: Option<Oid>) -> Result<Base<'_>, Error> {
+        let Some(oid) = commit else {
+            return Ok(Base { tree: None });
+        };
+        let c = self
+            .repo
+            .find_commit(oid)
+            .map_err(|e| git_error("reading HEAD", &e))?;
+        let tree = c.tree().map_err(|e| git_error("reading HEAD's tree", &e))?;
+        Ok(Base { tree: Some(tree) })
+    }
+
+    /// HEAD's tree with the changes applied; `None` when that is HEAD's tree itself.
+    fn build_tree(
+        &self,
+        base: &Base<'_>,
+        changes: &BTreeMap<PathBuf, Option<(Oid, u32)>>,
+    ) -> Result<Option<Oid>, Error> {
+        let fail = |e: git2::Error| git_error("building the new tree", &e);
+        let Some(tree) = &base.tree else {
+            // A first commit: the tree of an index holding just these entries.
+            let mut idx = Index::new().map_err(fail)?;
+            for (p, change) in changes {
+                if let Some((id, mode)) = change {
+                    idx.add(&bare_entry(p, *id, *mode)).map_err(fail)?;
+                }
+            }
+            return if idx.is_empty() {
+                Ok(None)
+            } else {
+                idx.write_tree_to(self.repo).map(Some).map_err(fail)
+            };
+        };
+        let mut b = TreeUpdateBuilder::new();
+        let mut any = false;
+        for (p, change) in changes {
+            let now = base.get(p);
+            match change {
+                Some((id, mode)) => {
+                    if now.is_some_and(|e| e.id() == *id && e.filemode() as u32 == *mode) {
+                        continue;
+                    }
+                    b.upsert(p.as_path(), *id, file_mode(*mode));
+                    any = true;
+                }
+                None => {
+                    if now.is_some() {
+                        b.remove(p.as_path());
+                        any = true;
+                    }
+                }
+            }
+        }
+        if !any {
+            return Ok(None);
+        }
+        let id = b.create_updated(self.repo, tree).map_err(fail)?;
+        Ok((id != tree.id()).then_some(id))
+    }
+
+    /// Moves the branch from `head.oid` to `new`, under its ref lock. `Some(head)` when it no
+    /// longer pointed at `head.oid` (nothing was changed).
+    fn move_ref(
+        &self,
+        lock: &indexlock::IndexLock,
+        head: &Head,
+        new: Oid,
+        who: &Signature<'_>,
+        reflog: &str,
+        deadline: Instant,
+    ) -> Result<Option<Head>, Error> {
+        // Where libgit2 locks the ref: per-worktree refs (HEAD) in the worktree's git dir,
+        // the others in the common one.
+        let base = if head.refname.starts_with("refs/") {
+            self.repo.commondir()
+        } else {
+            self.repo.path()
+        };
+        let ref_lock = base.join(format!("{}.lock", head.refname));
+        let wait = indexlock::Wait {
+            deadline,
+            timeout: self.opts.timeout,
+            stale: self.opts.stale,
+        };
+        let mut delay = Duration::from_millis(1);
+        loop {
+            let mut tx = self
+                .repo
+                .transaction()
+                .map_err(|e| git_error("starting a ref update", &e))?;
+            let declared = Declared::new(lock, &ref_lock, new);
+            match tx.lock_ref(&head.refname) {
+                Ok(()) => {}
+                Err(e) if e.code() == ErrorCode::Locked => {
+                    drop(tx);
+                    drop(declared);
+                    if indexlock::clear_old_lock(self.repo.path(), &ref_lock, wait)? {
+                        continue;
+                    }
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(Error::temporary(indexlock::busy_reason(
+                            &head.refname,
+                            &ref_lock,
+                            wait,
+                        )));
+                    }
+                    std::thread::sleep(delay.min(deadline - now));
+                    delay = (delay * 2).min(Duration::from_millis(50));
+                    continue;
+                }
+                Err(e) => return Err(git_error(format_args!("locking {}", head.refname), &e)),
+            }
+            if self.ref_target(&head.refname)? != head.oid {
+                drop(tx);
+                return Ok(Some(self.head()?));
+            }
+            tx.set_target(&head.refname, new, Some(who), reflog)
+                .and_then(|()| tx.commit())
+                .map_err(|e| git_error(format_args!("updating {}", head.refname), &e))?;
+            drop(declared);
+            return Ok(None);
+        }
+    }
+
+    /// The files a job's paths stand for.
+    fn resolve(&self, job: &Job, base: &Base<'_>, idx: &Index) -> Result<Resolved, Error> {
+        let mut out = Resolved::default();
+        for p in &job.paths {
+            let full = self.workdir.join(p);
+            let tracked = base.get(p).is_some() || idx.get_path(p, 0).is_some();
+            match std::fs::symlink_metadata(&full) {
+                Ok(m) if m.is_dir() => {
+                    if full.join(".git").exists() {
+                        return Err(Error::data(format!(
+                            "{} is a nested git repository; elf-commit does not commit submodules",
+                            shown(p)
+                        )));
+                    }
+                    if !self.tracked_below(p, base, idx) && self.ignored(p)? {
+                        self.skip(p, &mut out)?;
+                    } else {
+                        self.expand_dir(p, base, idx, &mut out)?;
+                    }
+                }
+                Ok(_) => {
+                    if !tracked && self.ignored(p)? {
+                        self.skip(p, &mut out)?;
+                    } else {
+                        out.targets.push(Target::Add(p.clone()));
+                    }
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+                    if self.tracked_below(p, base, idx) {
+                        self.expand_dir(p, base, idx, &mut out)?;
+                    } else if tracked {
+                        out.targets.push(Target::Remove(p.clone()));
+                    } else {
+                        return Err(Error::no_input(format!(
+                            "{} does not exist and is not tracked",
+                            shown(p)
+                        )));
+                    }
+                }
+                Err(e) => return Err(Error::io(format_args!("reading {}", shown(p)), &e)),
+            }
+        }
+        Ok(out)
+    }
+
+    fn skip(&self, p: &Path, out: &mut Resolved) -> Result<(), Error> {
+        if self.opts.ignored_error {
+            return Err(Error::data(format!(
+                "{} is ignored by git (.gitignore, .git/info/exclude or core.excludesFile)",
+                shown(p)
+            )));
+        }
+        out.skipped.push(p.to_path_buf());
+        Ok(())
+    }
+
+    fn ignored(&self, p: &Path) -> Result<bool, Error> {
+        self.repo
+            .is_path_ignored(p)
+            .map_err(|e| git_error(format_args!("checking whether {} is ignored", shown(p)), &e))
+    }
+
+    /// True when HEAD's tree or the index holds something below directory `p`.
+    fn tracked_below(&self, p: &Path, base: &Base<'_>, idx: &Index) -> bool {
+        if base
+            .get(p)
+            .is_some_and(|e| e.kind() == Some(ObjectType::Tree))
+        {
+            return true;
+        }
+        let prefix = dir_prefix(p);
+        idx.iter().any(|e| e.path.starts_with(&prefix))
+    }
+
+    /// Every file below directory `p`: those in the work tree (untracked ignored ones left
+    /// out, as `git add DIR` does), and those tracked that are gone (removed).
+    fn expand_dir(
+        &self,
+        p: &Path,
+        base: &Base<'_>,
+        idx: &Index,
+        out: &mut Resolved,
+    ) -> Result<(), Error> {
+        let mut files = Vec::new();
+        walk_dir(self.workdir, p, &mut files)?;
+        let present: BTreeSet<PathBuf> = files.iter().cloned().collect();
+        for f in files {
+            let tracked = base.get(&f).is_some() || idx.get_path(&f, 0).is_some();
+            if tracked || !self.ignored(&f)? {
+                out.targets.push(Target::Add(f));
+            }
+        }
+        let mut gone = BTreeSet::new();
+        if let Some(entry) = base.get(p) {
+            if let Ok(sub) = entry.to_object(self.repo).and_then(|o| o.peel_to_tree()) {
+                let walked = sub.walk(TreeWalkMode::PreOrder, |root, e| {
+                    if e.kind() != Some(ObjectType::Tree) {
+                        let f = p.join(root).join(OsStr::from_bytes(e.name_bytes()));
+                        if !present.contains(&f) {
+                            gone.insert(f);
+                        }
+                    }
+                    TreeWalkResult::Ok
+                });
+                walked.map_err(|e| git_error(format_args!("reading {} in HEAD", shown(p)), &e))?;
+            }
+        }
+        let prefix = dir_prefix(p);
+        for e in idx.iter().filter(|e| e.path.starts_with(&prefix)) {
+            let f = PathBuf::from(OsStr::from_bytes(&e.path));
+            if !present.contains(&f) {
+                gone.insert(f);
+            }
+        }
+        out.targets.extend(gone.into_iter().map(Target::Remove));
+        Ok(())
+    }
+}
+
+/// Which file a path names, and which version of it: a file replaced by rename, or written
+/// again, compares different.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileId {
+    fn of(p: &Path) -> Option<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::symlink_metadata(p).ok()?;
+        Some(FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+}
+
+/// The ref lock declared in `index.lock` while it may exist; withdrawn on drop, whatever
+/// happens in between.
+struct Declared<'a>(&'a indexlock::IndexLock);
+
+impl<'a> Declared<'a> {
+    fn new(lock: &'a indexlock::IndexLock, ref_lock: &Path, new: Oid) -> Declared<'a> {
+        lock.declare_ref_lock(ref_lock, &new.to_string());
+        Declared(lock)
+    }
+}
+
+impl Drop for Declared<'_> {
+    fn drop(&mut self) {
+        self.0.clear_declaration();
+    }
+}
+
+/// Writes the index copy and renames it over the index (while `index.lock` is held).
+fn install_index(idx: &mut Index, scratch: &Path, index_path: &Path) -> Result<(), Error> {
+    idx.write()
+        .map_err(|e| git_error("writing the index", &e))?;
+    std::fs::rename(scratch, index_path)
+        .map_err(|e| Error::io(format_args!("replacing {}", shown(index_path)), &e))
+}
+
+/// HEAD's tree, absent on an unborn branch.
+struct Base<'r> {
+    tree: Option<Tree<'r>>,
+}
+
+impl Base<'_> {
+    fn get(&self, p: &Path) -> Option<git2::TreeEntry<'static>> {
+        self.tree.as_ref().and_then(|t| t.get_path(p).ok())
+    }
+}
+
+/// An index entry with only what a tree needs.
+fn bare_entry(p: &Path, id: Oid, mode: u32) -> IndexEntry {
+    IndexEntry {
+        ctime: git2::IndexTime::new(0, 0),
+        mtime: git2::IndexTime::new(0, 0),
+        dev: 0,
+        ino: 0,
+        mode,
+        uid: 0,
+        gid: 0,
+        file_size: 0,
+        id,
+        flags: 0,
+        flags_extended: 0,
+        path: p.as_os_str().as_bytes().to_vec(),
+    }
+}
+
+struct Head {
+    refname: String,
+    oid: Option<Oid>,
+}
+
+#[derive(Debug)]
+enum Target {
+    Add(PathBuf),
+    Remove(PathBuf),
+}
+
+impl Target {
+    fn path(&self) -> &Path {
+        match self {
+            Target::Add(p) | Target::Remove(p) => p,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Resolved {
+    targets: Vec<Target>,
+    skipped: Vec<PathBuf>,
+}
+
+/// Whether `p` in the new tree differs from `base`.
+fn differs(base: &Base<'_>, p: &Path, changes: &BTreeMap<PathBuf, Option<(Oid, u32)>>) -> bool {
+    let now = base.get(p).map(|e| (e.id(), e.filemode() as u32));
+    match changes.get(p) {
+        Some(new) => *new != now,
+        None => false,
+    }
+}
+
+fn same_entry(a: &IndexEntry, b: &IndexEntry) -> bool {
+    a.id == b.id
+        && a.mode == b.mode
+        && a.file_size == b.file_size
+        && a.mtime == b.mtime
+        && a.ctime == b.ctime
+        && a.ino == b.ino
+        && a.dev == b.dev
+        && a.uid == b.uid
+        && a.gid == b.gid
+        && a.flags == b.flags
+        && a.flags_extended == b.flags_extended
+}
+
+fn file_mode(mode: u32) -> FileMode {
+    match mode {
+        0o100755 => FileMode::BlobExecutable,
+        0o120000 => FileMode::Link,
+        0o160000 => FileMode::Commit,
+        0o040000 => FileMode::Tree,
+        _ => FileMode::Blob,
+    }
+}
+
+/// `dir/` as bytes, for matching index paths.
+fn dir_prefix(p: &Path) -> Vec<u8> {
+    let mut v = p.as_os_str().as_bytes().to_vec();
+    v.push(b'/');
+    v
+}
+
+/// Files (and symlinks) below `rel`, skipping `.git` and nested repositories.
+fn walk_dir(workdir: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
+    let dir = workdir.join(rel);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+            return Ok(());
+        }
+        Err(e) => return Err(Error::io(format_args!("reading {}", shown(rel)), &e)),
+    };
+    let mut names: Vec<_> = entries.flatten().collect();
+    names.sort_by_key(|e| e.file_name());
+    for e in names {
+        let name = e.file_name();
+        if name.eq_ignore_ascii_case(".git") {
+            continue;
+        }
+        let child = rel.join(&name);
+        let ft = e
+            .file_type()
+            .map_err(|err| Error::io(format_args!("reading {}", shown(&child)), &err))?;
+        if ft.is_dir() {
+            if e.path().join(".git").exists() {
+                elf_core::warn(format_args!(
+                    "skipping nested git repository {}",
+                    shown(&child)
+                ));
+                continue;
+            }
+            walk_dir(workdir, &child, out)?;
+        } else {
+            out.push(child);
+        }
+    }
+    Ok(())
+}
+
+/// Author and committer identities, loaded once.
+struct Ident {
+    author: Person,
+    committer: Person,
+}
+
+struct Person {
+    name: String,
+    email: String,
+    date: Option<(i64, i32)>,
+}
+
+impl Person {
+    /// Git's order: `GIT_AUTHOR_NAME`, then `author.name`, then `user.name` (and likewise for
+    /// the email, with `EMAIL` last; for the committer, `GIT_COMMITTER_*` and `committer.*`).
+    fn load(cfg: &Config, role: &str) -> Result<Person, Error> {
+        let upper = role.to_ascii_uppercase();
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let conf = |k: &str| cfg.get_string(k).ok().filter(|v| !v.trim().is_empty());
+        let name = env(&format!("GIT_{upper}_NAME"))
+            .or_else(|| conf(&format!("{role}.name")))
+            .or_else(|| conf("user.name"));
+        let email = env(&format!("GIT_{upper}_EMAIL"))
+            .or_else(|| conf(&format!("{role}.email")))
+            .or_else(|| conf("user.email"))
+            .or_else(|| env("EMAIL"));
+        let (Some(name), Some(email)) = (name, email) else {
+            return Err(Error::usage(format!(
+                "no {role} identity: set user.name and user.email in git's configuration, \
+                 or GIT_{upper}_NAME and GIT_{upper}_EMAIL"
+            )));
+        };
+        let var = format!("GIT_{upper}_DATE");
+        let date = match env(&var) {
+            None => None,
+            Some(v) => Some(parse_date(&v).ok_or_else(|| {
+                Error::usage(format!(
+                    "{var}={}: expected '@SECONDS +HHMM' or an ISO 8601 date",
+                    escape(&v)
+                ))
+            })?),
+        };
+        Ok(Person { name, email, date })
+    }
+
+    fn signature(&self) -> Result<Signature<'static>, Error> {
+        let sig = match self.date {
+            Some((secs, offset)) => {
+                Signature::new(&self.name, &self.email, &Time::new(secs, offset))
+            }
+            None => Signature::now(&self.name, &self.email),
+        };
+        sig.map_err(|e| {
+            Error::usage(format!(
+                "bad identity {} <{}>: {}",
+                escape(&self.name),
+                escape(&self.email),
+                e.message()
+            ))
+        })
+    }
+}
+
+fn shown(p: &Path) -> String {
+    escape(&p.to_string_lossy()).into_owned()
+}
+
+/// A libgit2 error with what was being done, and the exit status it stands for.
+pub fn git_error(context: impl Display, e: &git2::Error) -> Error {
+    let msg = format!("{context}: {}", escape(e.message()));
+    match e.code() {
+        ErrorCode::Locked => Error::temporary(msg),
+        ErrorCode::NotFound => Error::no_input(msg),
+        ErrorCode::Owner => Error::permission(msg),
+        ErrorCode::BareRepo => Error::usage(msg),
+        _ if e.class() == ErrorClass::Invalid => Error::data(msg),
+        _ => Error::io_failure(msg),
+    }
+}

@@ -1,0 +1,577 @@
+//! elf-commit: commit exactly the named paths to git, safely beside other scripts and git.
+//!
+//! Two forms:
+//!
+//! - direct: `elf-commit -m MESSAGE -- PATH...` commits those paths and prints the commit id;
+//! - records: `elf-commit [-m MESSAGE]` reads JSON lines and commits, for each record, the
+//!   paths it names, passing the record on with the commit id added.
+//!
+//! # Record format
+//!
+//! Read: `commit.paths` (an array of strings, or one string), else the paths `elf-write`
+//! reported in the same record (`write.path`, or each element's `path` when `write` is an
+//! array; writes without a path are skipped); `commit.message`, else `-m`. Paths are relative
+//! to the work tree. A record with neither a `commit` key nor written paths, or with `error`,
+//! is passed on untouched.
+//!
+//! Added under `commit`:
+//!
+//! - `sha`: HEAD after the commit: the new commit, or, when nothing was new, the commit that
+//!   already holds these paths as they are (`null` on a branch without commits);
+//! - `unchanged: true` when no new commit was made for this record (a replay);
+//! - `skipped`: a reason, when paths were left out because git ignores them.
+//!
+//! ```json
+//! {"write":{"path":"memory/failures/x.md","bytes":80,"created":true},
+//!  "commit":{"message":"failure: x","sha":"9f2c4e...","unchanged":true}}
+//! ```
+
+mod git;
+mod indexlock;
+mod message;
+mod paths;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use elf_core::backoff::parse_duration;
+use elf_core::cli::{Flag, Matches, Operands, Tool};
+use elf_core::record::{self, Reader, Record, Writer};
+use elf_core::signals::Policy;
+use elf_core::text::escape;
+use elf_core::{Error, IoContext, Result, exit};
+
+use crate::git::{Job, Options, Outcome, Repo};
+use crate::message::Message;
+
+/// The most records one `--batch` commit takes.
+const BATCH_MAX: usize = 1000;
+
+const FLAGS: &[Flag] = &[
+    Flag::new("message", "The commit message")
+        .short('m')
+        .value("MESSAGE")
+        .doc(
+            "The commit message: required in the direct form; in the record form, used for records \
+         without commit.message. Control characters and ANSI escapes are removed; the first line \
+         is the subject and anything after a newline goes into the body.",
+        ),
+    Flag::new("repo", "The repository's work tree (default: discover)")
+        .value("DIR")
+        .path()
+        .doc(
+            "The repository whose work tree is DIR (exactly DIR: no search upwards). Default: the \
+         repository containing the current directory, found as git finds it.",
+        ),
+    Flag::new("init", "Create the repository when there is none").doc(
+        "Create the repository (at --repo DIR, or in the current directory) when there is none. \
+         An existing repository is used as it is.",
+    ),
+    Flag::new("lock", "The lock file serialising commits")
+        .value("PATH")
+        .path()
+        .doc(
+            "The lock file (flock) that serialises commits to the repository. Default: \
+         .git/elf-commit.lock. The ELF wrappers pass .git/claude-lock, the lock the legacy \
+         scripts take, so that they exclude those too. A symlink is refused (77).",
+        ),
+    Flag::new("timeout", "How long to wait for locks (default 10s)")
+        .short('w')
+        .value("DURATION")
+        .doc(
+            "How long one commit may wait, in all, for the lock file, for .git/index.lock held by \
+         another git process, and for the branch's ref lock: a number with ms, s or m (a bare \
+         number is seconds). Default 10s. Past it: exit 75, nothing committed, and a message \
+         naming the lock, its age and which process on this machine has it open.",
+        ),
+    Flag::new(
+        "stale-index-lock",
+        "Remove an unused index.lock this old (10m)",
+    )
+    .value("DURATION")
+    .doc(
+        "Remove .git/index.lock, with a warning, when no process on this machine has it open \
+         (checked through /proc) and it is older than DURATION. Default 10m; 0 never removes \
+         one. A lock left by an elf-commit that is gone is removed at once (elf-commit marks \
+         its own locks with its process id).",
+    ),
+    Flag::new("ignored", "A gitignored path is skipped or an error")
+        .value("HOW")
+        .choices(&["skip", "error"])
+        .doc(
+            "What to do with a path git ignores (.gitignore, .git/info/exclude, core.excludesFile) \
+         that is not tracked already: skip (default) leaves it out and says why in \
+         commit.skipped, exit 0; error makes the record fail with 65.",
+        ),
+    Flag::new("batch", "Commit the records already waiting together").doc(
+        "Commit every record already waiting on standard input (up to 1000) as one commit, whose \
+         subject is the first record's with \"and N more\" and whose body holds every record's \
+         message. Each record gets that commit's id. A live pipeline never waits for more input.",
+    ),
+    Flag::new("keep-going", "Turn a failed record into an error record")
+        .short('k')
+        .doc(
+            "A record that fails becomes an error record (its error key says why) and the next one \
+         is processed; the exit status is then 0. Without it, the first failure stops the run \
+         with its exit status, after the records before it were committed and passed on.",
+        ),
+    Flag::new("max-line", "The longest input line accepted (16 MiB)")
+        .value("BYTES")
+        .doc(
+            "The longest input line accepted, in bytes (default 16777216). A longer line is a bad \
+         record (65).",
+        ),
+];
+
+static TOOL: Tool = Tool {
+    name: "elf-commit",
+    about: "Commit exactly the named paths to git, safely beside other scripts and git itself",
+    usage: &[
+        "[OPTIONS] -m MESSAGE -- PATH...",
+        "[OPTIONS] [-m MESSAGE] < records.jsonl",
+    ],
+    flags: FLAGS,
+    operands: Operands::Free,
+    operand_kind: "file",
+    man: include_str!("elf-commit.1.in"),
+    version: env!("CARGO_PKG_VERSION"),
+};
+
+fn main() -> ExitCode {
+    elf_core::run(&TOOL, Policy::Exit, run)
+}
+
+fn run(m: Matches) -> Result<u8> {
+    let timeout = match m.get("timeout") {
+        Some(g) => g.with(parse_duration)?,
+        None => Duration::from_secs(10),
+    };
+    let stale = match m.get("stale-index-lock") {
+        Some(g) => Some(g.with(parse_duration)?).filter(|d| !d.is_zero()),
+        None => Some(Duration::from_secs(600)),
+    };
+    let ignored_error = match m.get("ignored") {
+        Some(g) => g.str()? == "error",
+        None => false,
+    };
+    let max_line = match m.get("max-line") {
+        Some(g) => g.parse::<usize>()?,
+        None => record::DEFAULT_MAX_LINE,
+    };
+    let message = m.get("message").map(|g| g.str()).transpose()?;
+    let dir = m
+        .get("repo")
+        .map(|g| g.os().map(PathBuf::from))
+        .transpose()?;
+    let lock = m
+        .get("lock")
+        .map(|g| g.os().map(PathBuf::from))
+        .transpose()?;
+    if !m.operands.is_empty() {
+        for flag in ["batch", "keep-going", "max-line"] {
+            if m.has(flag) {
+                return Err(Error::usage(format!(
+                    "--{flag} applies to the record form only (no PATH operands)"
+                )));
+            }
+        }
+    }
+    let repository = git::open(dir.as_deref(), m.has("init"))?;
+    let repo = Repo::new(
+        repository,
+        lock,
+        Options {
+            timeout,
+            stale,
+            ignored_error,
+        },
+    )?;
+    if m.operands.is_empty() {
+        records(
+            &repo,
+            message,
+            max_line,
+            m.has("batch"),
+            m.has("keep-going"),
+        )
+    } else {
+        direct(&repo, &m.operands, message, dir.is_some())
+    }
+}
+
+/// `elf-commit -m MESSAGE -- PATH...`: relative paths start from the work tree when `--repo`
+/// names it (as with `git -C DIR`), else from the current directory (as with git).
+fn direct(
+    repo: &Repo,
+    operands: &[OsString],
+    message: Option<&str>,
+    from_workdir: bool,
+) -> Result<u8> {
+    let raw = message.ok_or_else(|| Error::usage("the direct form needs -m MESSAGE"))?;
+    let message = Message::parse(raw).ok_or_else(|| Error::usage("the commit message is empty"))?;
+    let base = if from_workdir {
+        repo.workdir().to_path_buf()
+    } else {
+        let cwd = std::env::current_dir().ctx("finding the current directory")?;
+        cwd.canonicalize().unwrap_or(cwd)
+    };
+    let paths = operands
+        .iter()
+        .map(|o| paths::relative(repo.workdir(), &base, Path::new(o)))
+        .collect::<Result<Vec<_>>>()?;
+    let job = Job { paths, message };
+    let outcome = repo
+        .commit(std::slice::from_ref(&job), false)?
+        .pop()
+        .ok_or_else(|| Error::internal("no outcome for the commit"))??;
+    for p in &outcome.skipped {
+        elf_core::warn(format_args!("skipped {}: ignored by git", p.display()));
+    }
+    let mut out = std::io::stdout().lock();
+    match outcome.sha {
+        Some(sha) => writeln!(out, "{sha}")
+            .and_then(|()| out.flush())
+            .ctx("writing output")?,
+        None => elf_core::note("nothing to commit"),
+    }
+    Ok(exit::OK)
+}
+
+/// One input record on its way through a group.
+enum Slot {
+    /// Passed on untouched.
+    Pass(Record),
+    /// Committed as job number `.1`, read from line `.2`.
+    Job(Record, u64),
+    /// Failed before committing.
+    Fail(Option<Record>, Error),
+}
+
+/// The record form.
+fn records(
+    repo: &Repo,
+    message: Option<&str>,
+    max_line: usize,
+    batch: bool,
+    keep_going: bool,
+) -> Result<u8> {
+    let mut reader = Reader::stdin(max_line)?;
+    let mut w = Writer::stdout();
+    while let Some(first) = reader.next_record() {
+        let mut group = vec![first];
+        while batch && group.len() < BATCH_MAX && reader.ready() {
+            match reader.next_record() {
+                Some(item) => group.push(item),
+                None => break,
+            }
+        }
+        let mut slots = Vec::with_capacity(group.len());
+        let mut jobs = Vec::new();
+        for item in group {
+            slots.push(match item {
+                Err(e) => Slot::Fail(None, e),
+                Ok((_, rec)) if record::has_error(&rec) => Slot::Pass(rec),
+                Ok((line, rec)) => match job_of(&rec, message, repo.workdir()) {
+                    Ok(None) => Slot::Pass(rec),
+                    Ok(Some(job)) => {
+                        jobs.push(job);
+                        Slot::Job(rec, line)
+                    }
+                    Err(e) => Slot::Fail(Some(rec), e.at_line(line)),
+                },
+            });
+            if !keep_going && matches!(slots.last(), Some(Slot::Fail(..))) {
+                break; // nothing after the first failure is attempted
+            }
+        }
+        let results = if jobs.is_empty() {
+            Vec::new()
+        } else {
+            match repo.commit(&jobs, keep_going) {
+                Ok(r) => r,
+                Err(e) if keep_going => vec![Err(e); jobs.len()],
+                Err(e) => {
+                    for slot in slots {
+                        match slot {
+                            Slot::Pass(rec) => w.write(&rec)?,
+                            Slot::Job(_, line) => return Err(e.at_line(line)),
+                            Slot::Fail(..) => break,
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        };
+        let mut results = results.into_iter();
+        for slot in slots {
+            match slot {
+                Slot::Pass(rec) => w.write(&rec)?,
+                Slot::Fail(rec, e) => {
+                    if !keep_going {
+                        return Err(e);
+                    }
+                    let rec = match rec {
+                        Some(mut r) => {
+                            record::set_error(&mut r, TOOL.name, &e);
+                            r
+                        }
+                        None => record::error_record(TOOL.name, &e),
+                    };
+                    w.write(&rec)?;
+                }
+                Slot::Job(mut rec, line) => match results.next() {
+                    Some(Ok(outcome)) => {
+                        annotate(&mut rec, &outcome);
+                        w.write(&rec)?;
+                    }
+                    Some(Err(e)) => {
+                        let e = e.at_line(line);
+                        if !keep_going {
+                            return Err(e);
+                        }
+                        record::set_error(&mut rec, TOOL.name, &e);
+                        w.write(&rec)?;
+                    }
+                    None => {
+                        return Err(
+                            Error::internal("a record was left without an outcome").at_line(line)
+                        );
+                    }
+                },
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// The commit a record asks for; `None` when it asks for none.
+fn job_of(rec: &Record, default_message: Option<&str>, workdir: &Path) -> Result<Option<Job>> {
+    let commit = match rec.get("commit") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(c)) => Some(c),
+        Some(other) => {
+            return Err(Error::data(format!(
+                "commit must be an object, found {}",
+                record::kind(other)
+            )));
+        }
+    };
+    let named: Vec<&str> = match commit.and_then(|c| c.get("paths")) {
+        None | Some(Value::Null) => written_paths(rec)?,
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.as_str()),
+                other => Err(Error::data(format!(
+                    "commit.paths must hold strings, found {}",
+                    record::kind(other)
+                ))),
+            })
+            .collect::<Result<_>>()?,
+        Some(other) => {
+            return Err(Error::data(format!(
+                "commit.paths must be an array of strings, found {}",
+                record::kind(other)
+            )));
+        }
+    };
+    if named.is_empty() {
+        if commit.is_none() {
+            return Ok(None);
+        }
+        return Err(Error::data(
+            "nothing to commit: the record has no commit.paths and no write.path",
+        ));
+    }
+    let raw = match commit.and_then(|c| c.get("message")) {
+        Some(Value::String(s)) => s.as_str(),
+        None | Some(Value::Null) => default_message.ok_or_else(|| {
+            Error::data("no commit message: the record has no commit.message and no -m was given")
+        })?,
+        Some(other) => {
+            return Err(Error::data(format!(
+                "commit.message must be a string, found {}",
+                record::kind(other)
+            )));
+        }
+    };
+    let message = Message::parse(raw).ok_or_else(|| Error::data("the commit message is empty"))?;
+    let paths = named
+        .iter()
+        .map(|p| paths::relative(workdir, workdir, Path::new(p)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(Job { paths, message }))
+}
+
+/// The paths elf-write reported for this record.
+fn written_paths(rec: &Record) -> Result<Vec<&str>> {
+    fn path_of(w: &Map<String, Value>) -> Result<Option<&str>> {
+        match w.get("path") {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(Error::data(format!(
+                "write.path must be a string, found {}",
+                record::kind(other)
+            ))),
+        }
+    }
+    match rec.get("write") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Object(w)) => Ok(path_of(w)?.into_iter().collect()),
+        Some(Value::Array(a)) => {
+            let mut out = Vec::new();
+            for (i, v) in a.iter().enumerate() {
+                match v {
+                    Value::Object(w) => out.extend(path_of(w)?),
+                    Value::Null => {}
+                    other => {
+                        return Err(Error::data(format!(
+                            "write[{i}] must be an object, found {}",
+                            record::kind(other)
+                        )));
+                    }
+                }
+            }
+            Ok(out)
+        }
+        Some(other) => Err(Error::data(format!(
+            "write must be an object or an array, found {}",
+            record::kind(other)
+        ))),
+    }
+}
+
+/// Adds the outcome under `commit`, keeping every other key where it was.
+fn annotate(rec: &mut Record, o: &Outcome) {
+    let entry = rec
+        .entry("commit")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !entry.is_object() {
+        *entry = Value::Object(Map::new());
+    }
+    let Value::Object(c) = entry else { return };
+    c.insert(
+        "sha".into(),
+        o.sha.map_or(Value::Null, |s| Value::from(s.to_string())),
+    );
+    if o.unchanged {
+        c.insert("unchanged".into(), Value::Bool(true));
+    } else {
+        c.shift_remove("unchanged");
+    }
+    if o.skipped.is_empty() {
+        c.shift_remove("skipped");
+    } else {
+        let list: Vec<String> = o
+            .skipped
+            .iter()
+            .map(|p| escape(&p.to_string_lossy()).into_owned())
+            .collect();
+        c.insert(
+            "skipped".into(),
+            Value::from(format!("ignored by git: {}", list.join(", "))),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_table_is_valid() {
+        assert_eq!(elf_core::cli::check_table(&TOOL), Ok(()));
+    }
+
+    fn rec(s: &str) -> Record {
+        record::parse_line(s.as_bytes())
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    fn job(s: &str, m: Option<&str>) -> Result<Option<(Vec<String>, String)>> {
+        let wd = Path::new("/nonexistent-elf-wt");
+        Ok(job_of(&rec(s), m, wd)?.map(|j| {
+            (
+                j.paths
+                    .iter()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .collect(),
+                j.message.subject,
+            )
+        }))
+    }
+
+    #[test]
+    fn paths_come_from_commit_or_write() {
+        let got = job(
+            r#"{"commit":{"paths":["a.md","./b/c.md"],"message":"m"}}"#,
+            None,
+        );
+        assert_eq!(
+            got,
+            Ok(Some((vec!["a.md".into(), "b/c.md".into()], "m".into())))
+        );
+        let got = job(
+            r#"{"write":{"path":"w.md"},"commit":{"message":"m"}}"#,
+            None,
+        );
+        assert_eq!(got, Ok(Some((vec!["w.md".into()], "m".into()))));
+        let got = job(
+            r#"{"write":[{"path":"x"},{"bytes":3},null,{"path":"y"}]}"#,
+            Some("dflt"),
+        );
+        assert_eq!(got, Ok(Some((vec!["x".into(), "y".into()], "dflt".into()))));
+        assert_eq!(job(r#"{"db":{"id":1}}"#, Some("m")), Ok(None));
+    }
+
+    #[test]
+    fn bad_records_are_data_errors() {
+        let code = |s: &str, m: Option<&str>| job(s, m).err().map(|e| e.code());
+        assert_eq!(code(r#"{"commit":{"message":"m"}}"#, None), Some(65));
+        assert_eq!(code(r#"{"write":{"path":"x"}}"#, None), Some(65));
+        assert_eq!(
+            code(r#"{"commit":{"paths":[1],"message":"m"}}"#, None),
+            Some(65)
+        );
+        assert_eq!(code(r#"{"commit":"x"}"#, None), Some(65));
+        assert_eq!(
+            code(r#"{"commit":{"paths":["../x"],"message":"m"}}"#, None),
+            Some(65)
+        );
+        assert_eq!(
+            code(
+                r#"{"commit":{"paths":["/etc/passwd"],"message":"m"}}"#,
+                None
+            ),
+            Some(65)
+        );
+        assert_eq!(
+            code(r#"{"commit":{"paths":["x"],"message":"\u001b[0m"}}"#, None),
+            Some(65)
+        );
+        assert_eq!(code(r#"{"write":{"path":3}}"#, Some("m")), Some(65));
+    }
+
+    #[test]
+    fn annotate_keeps_order_and_clears_stale_fields() {
+        let mut r = rec(r#"{"key":"k","commit":{"message":"m","unchanged":true,"x":1},"z":2}"#);
+        let o = Outcome {
+            sha: None,
+            unchanged: false,
+            skipped: vec![PathBuf::from("a")],
+        };
+        annotate(&mut r, &o);
+        assert_eq!(
+            serde_json::to_string(&r).unwrap_or_default(),
+            r#"{"key":"k","commit":{"message":"m","x":1,"sha":null,"skipped":"ignored by git: a"},"z":2}"#
+        );
+    }
+}

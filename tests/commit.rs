@@ -1,0 +1,1079 @@
+//! elf-commit: exactly the named paths, under any concurrency, with git itself beside it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::util::{TempDir, cmd, json_lines, one_line, run_with_input, scale, watchdog};
+
+const BIN: &str = env!("CARGO_BIN_EXE_elf-commit");
+
+/// A repository in a temporary folder, with an identity and no global configuration.
+struct Repo {
+    dir: TempDir,
+    root: PathBuf,
+}
+
+impl Repo {
+    fn new() -> Repo {
+        let dir = TempDir::new();
+        std::fs::create_dir_all(dir.join("home")).expect("home");
+        let root = dir.join("repo");
+        std::fs::create_dir_all(&root).expect("repo");
+        let r = Repo { dir, root };
+        r.git(&["init", "-q", "-b", "main", "."]);
+        r.git(&["config", "user.name", "Test User"]);
+        r.git(&["config", "user.email", "test@example.com"]);
+        r
+    }
+
+    fn path(&self) -> &Path {
+        &self.root
+    }
+
+    fn join(&self, p: impl AsRef<Path>) -> PathBuf {
+        self.root.join(p)
+    }
+
+    fn home(&self) -> PathBuf {
+        self.dir.join("home")
+    }
+
+    fn env(&self, c: &mut Command) {
+        c.current_dir(self.path())
+            .env("HOME", self.home())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env_remove("GIT_AUTHOR_NAME")
+            .env_remove("GIT_AUTHOR_EMAIL")
+            .env_remove("GIT_AUTHOR_DATE")
+            .env_remove("GIT_COMMITTER_NAME")
+            .env_remove("GIT_COMMITTER_EMAIL")
+            .env_remove("GIT_COMMITTER_DATE")
+            .env_remove("EMAIL");
+    }
+
+    /// An elf-commit command run in the repository.
+    fn elf(&self, args: &[&str]) -> Command {
+        let mut c = cmd(BIN);
+        self.env(&mut c);
+        c.args(args);
+        c
+    }
+
+    fn git_cmd(&self, args: &[&str]) -> Command {
+        let mut c = cmd("git");
+        self.env(&mut c);
+        c.args(args);
+        c
+    }
+
+    /// Runs git and returns its stdout, failing the test if it fails.
+    fn git(&self, args: &[&str]) -> String {
+        let out = self.git_cmd(args).output().expect("run git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn write(&self, rel: &str, content: &str) {
+        let p = self.join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(p, content).expect("write file");
+    }
+
+    fn head(&self) -> String {
+        self.git(&["rev-parse", "HEAD"]).trim().to_string()
+    }
+
+    fn count(&self) -> usize {
+        self.git(&["rev-list", "--count", "HEAD"])
+            .trim()
+            .parse()
+            .expect("count")
+    }
+
+    fn tree_files(&self) -> Vec<String> {
+        self.git(&["ls-tree", "-r", "--name-only", "HEAD"])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn status(&self) -> Vec<String> {
+        self.git(&["status", "--porcelain"])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn subject_and_body(&self, rev: &str) -> (String, String) {
+        let s = self
+            .git(&["log", "-1", "--format=%s", rev])
+            .trim_end()
+            .to_string();
+        let b = self
+            .git(&["log", "-1", "--format=%b", rev])
+            .trim_end()
+            .to_string();
+        (s, b)
+    }
+
+    /// `git fsck --strict` succeeds and reports nothing but dangling objects.
+    fn assert_fsck(&self) {
+        let out = self
+            .git_cmd(&["fsck", "--strict", "--no-dangling"])
+            .output()
+            .expect("fsck");
+        assert!(
+            out.status.success(),
+            "fsck: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "", "fsck output");
+    }
+
+    /// Every commit has at most one parent, and the history has `n` commits.
+    fn assert_linear(&self, n: usize) {
+        assert_eq!(self.count(), n);
+        assert_eq!(
+            self.git(&["rev-list", "--min-parents=2", "HEAD"]),
+            "",
+            "merge commits"
+        );
+    }
+
+    /// `index.lock`, or any file of elf-commit's other than its lock files, left in `.git`.
+    fn lock_left(&self) -> bool {
+        let litter: Vec<String> = std::fs::read_dir(self.join(".git"))
+            .expect("read .git")
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .filter(|n| {
+                n == "index.lock"
+                    || (n.starts_with("elf-commit")
+                        && !n.ends_with("elf-commit.lock")
+                        && n != "elf-commit-stale.lock")
+            })
+            .collect();
+        !litter.is_empty()
+    }
+}
+
+fn records(values: &[Value]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for v in values {
+        serde_json::to_writer(&mut out, v).expect("json");
+        out.push(b'\n');
+    }
+    out
+}
+
+fn code(out: &Output) -> Option<i32> {
+    out.status.code()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn sha_of(rec: &serde_json::Map<String, Value>) -> String {
+    rec["commit"]["sha"]
+        .as_str()
+        .expect("commit.sha is a string")
+        .to_string()
+}
+
+#[test]
+fn commits_only_the_named_paths_and_leaves_the_users_index_alone() {
+    let r = Repo::new();
+    r.write("base.txt", "base\n");
+    r.git(&["add", "base.txt"]);
+    r.git(&["commit", "-q", "-m", "base"]);
+    // The user's work in progress: a staged new file, a staged change, an unstaged change.
+    r.write("staged.txt", "staged\n");
+    r.write("base.txt", "base, staged edit\n");
+    r.git(&["add", "staged.txt", "base.txt"]);
+    r.write("base.txt", "base, staged edit, then unstaged edit\n");
+    r.write("memory/failures/x.md", "# x\n");
+
+    let input = records(&[
+        json!({"key":"k1","write":{"path":"memory/failures/x.md","bytes":4,"created":true},
+        "commit":{"message":"failure: x"}}),
+    ]);
+    let out = run_with_input(r.elf(&[]), &input);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let recs = json_lines(&out.stdout);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(sha_of(&recs[0]), r.head());
+    assert_eq!(recs[0]["key"], "k1");
+    assert_eq!(recs[0]["commit"]["message"], "failure: x");
+    assert!(recs[0]["commit"].get("unchanged").is_none());
+
+    assert_eq!(
+        r.git(&["show", "--name-only", "--format=", "HEAD"]).trim(),
+        "memory/failures/x.md"
+    );
+    assert_eq!(r.tree_files(), ["base.txt", "memory/failures/x.md"]);
+    // Still staged, still unstaged, exactly as before; the committed path is clean.
+    assert_eq!(r.status(), ["MM base.txt", "A  staged.txt"]);
+    assert_eq!(r.git(&["show", ":base.txt"]), "base, staged edit\n");
+    assert_eq!(
+        std::fs::read_to_string(r.join("base.txt")).ok().as_deref(),
+        Some("base, staged edit, then unstaged edit\n")
+    );
+    assert!(!r.lock_left());
+    r.assert_fsck();
+}
+
+#[test]
+fn direct_form_prints_the_commit_and_handles_changes_deletions_and_folders() {
+    let r = Repo::new();
+    r.write("a.txt", "a\n");
+    r.write("dir/one.txt", "1\n");
+    r.write("dir/sub/two.txt", "2\n");
+    let out = r
+        .elf(&["-m", "first", "--", "a.txt", "dir"])
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), r.head());
+    assert_eq!(r.tree_files(), ["a.txt", "dir/one.txt", "dir/sub/two.txt"]);
+    assert_eq!(
+        r.git(&["log", "-1", "--format=%an <%ae>"]).trim(),
+        "Test User <test@example.com>"
+    );
+
+    std::fs::remove_file(r.join("a.txt")).expect("rm");
+    std::fs::remove_dir_all(r.join("dir/sub")).expect("rm");
+    r.write("dir/one.txt", "one\n");
+    let out = r
+        .elf(&["-m", "second", "--", "a.txt", "dir"])
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert_eq!(r.tree_files(), ["dir/one.txt"]);
+    assert_eq!(r.status(), Vec::<String>::new());
+    assert_eq!(r.count(), 2);
+
+    // Paths relative to the current directory without --repo, to the work tree with it.
+    r.write("dir/three.txt", "3\n");
+    let out = r
+        .elf(&["-m", "third", "--", "three.txt"])
+        .current_dir(r.join("dir"))
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    r.write("dir/four.txt", "4\n");
+    let repo = r.path().to_str().expect("utf-8 path");
+    let out = r
+        .elf(&["--repo", repo, "-m", "fourth", "--", "dir/four.txt"])
+        .current_dir("/")
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        r.tree_files(),
+        ["dir/four.txt", "dir/one.txt", "dir/three.txt"]
+    );
+    r.assert_fsck();
+}
+
+#[test]
+fn replay_makes_no_second_commit_and_ignored_paths_are_skipped() {
+    let r = Repo::new();
+    r.write(".gitignore", "*.log\n");
+    r.write("memory/a.md", "a\n");
+    r.write("memory/debug.log", "noise\n");
+    let input = records(&[
+        json!({"commit":{"paths":["memory/a.md", ".gitignore"],"message":"first"}}),
+        json!({"commit":{"paths":["memory/a.md"],"message":"replay"}}),
+        json!({"commit":{"paths":["memory/debug.log"],"message":"ignored"}}),
+    ]);
+    let out = run_with_input(r.elf(&[]), &input);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let recs = json_lines(&out.stdout);
+    assert_eq!(recs.len(), 3);
+    assert_eq!(r.count(), 1);
+    let head = r.head();
+    assert_eq!(sha_of(&recs[0]), head);
+    assert!(recs[0]["commit"].get("unchanged").is_none());
+    assert_eq!(sha_of(&recs[1]), head);
+    assert_eq!(recs[1]["commit"]["unchanged"], true);
+    assert_eq!(sha_of(&recs[2]), head);
+    assert_eq!(recs[2]["commit"]["unchanged"], true);
+    assert_eq!(
+        recs[2]["commit"]["skipped"],
+        "ignored by git: memory/debug.log"
+    );
+    assert_eq!(r.tree_files(), [".gitignore", "memory/a.md"]);
+
+    // The same input again: nothing new at all.
+    let again = run_with_input(r.elf(&[]), &input);
+    assert_eq!(code(&again), Some(0), "{}", stderr(&again));
+    assert!(
+        json_lines(&again.stdout)
+            .iter()
+            .all(|rec| rec["commit"]["unchanged"] == true && sha_of(rec) == head)
+    );
+    assert_eq!(r.count(), 1);
+
+    // --ignored error makes it a bad record, and nothing after it is attempted.
+    let input = records(&[json!({"commit":{"paths":["memory/debug.log"],"message":"ignored"}})]);
+    let out = run_with_input(r.elf(&["--ignored", "error"]), &input);
+    assert_eq!(code(&out), Some(65));
+    assert!(out.stdout.is_empty());
+    assert!(
+        one_line(&out.stderr).starts_with("elf-commit: line 1: memory/debug.log is ignored by git"),
+        "{}",
+        stderr(&out)
+    );
+    // A tracked file stays committable even when a pattern matches it.
+    r.git(&["add", "-f", "memory/debug.log"]);
+    r.git(&["commit", "-q", "-m", "track it"]);
+    r.write("memory/debug.log", "more noise\n");
+    let out = run_with_input(r.elf(&["--ignored", "error"]), &input);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert_eq!(r.count(), 3);
+}
+
+#[test]
+fn messages_are_cleaned_and_a_newline_starts_the_body() {
+    let r = Repo::new();
+    r.write("a", "1\n");
+    r.write("b", "2\n");
+    let input = records(&[
+        json!({"commit":{"paths":["a"],"message":"failure: \u{1b}[31mred\u{1b}[0m alert\u{7}\u{1b}]0;owned\u{7}"}}),
+        json!({"commit":{"paths":["b"],"message":"failure: title\nInjected: [ERROR] fake log line\r\nDomain: x"}}),
+    ]);
+    let out = run_with_input(r.elf(&[]), &input);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        r.subject_and_body("HEAD~1"),
+        ("failure: red alert".to_string(), String::new())
+    );
+    assert_eq!(
+        r.subject_and_body("HEAD"),
+        (
+            "failure: title".to_string(),
+            "Injected: [ERROR] fake log line\nDomain: x".to_string()
+        )
+    );
+    // The record itself passes on as it came, with the result added.
+    let recs = json_lines(&out.stdout);
+    assert_eq!(
+        recs[1]["commit"]["message"],
+        "failure: title\nInjected: [ERROR] fake log line\r\nDomain: x"
+    );
+}
+
+#[test]
+fn batch_commits_waiting_records_together() {
+    let r = Repo::new();
+    let mut values = Vec::new();
+    for i in 0..5 {
+        r.write(&format!("f{i}.md"), &format!("{i}\n"));
+        values.push(
+            json!({"key": format!("k{i}"), "write":{"path": format!("f{i}.md")},
+            "commit":{"message": format!("heuristic: rule {i}\nDomain: d{i}")}}),
+        );
+    }
+    values.insert(
+        2,
+        json!({"key":"failed","error":{"tool":"elf-write","code":65,"message":"bad"}}),
+    );
+    values.insert(3, json!({"key":"nothing for git","db":{"id":7}}));
+    // From a file, so that every record is already waiting.
+    let input = r.join("in.jsonl");
+    std::fs::write(&input, records(&values)).expect("input");
+    let out = r
+        .elf(&["--batch"])
+        .stdin(std::fs::File::open(&input).expect("open"))
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let recs = json_lines(&out.stdout);
+    assert_eq!(recs.len(), 7);
+    assert_eq!(r.count(), 1);
+    let head = r.head();
+    let keys: Vec<&str> = recs
+        .iter()
+        .map(|rec| rec["key"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        keys,
+        ["k0", "k1", "failed", "nothing for git", "k2", "k3", "k4"]
+    );
+    for rec in recs.iter().filter(|rec| rec.contains_key("write")) {
+        assert_eq!(sha_of(rec), head);
+    }
+    assert_eq!(Value::Object(recs[2].clone()), values[2]);
+    assert_eq!(Value::Object(recs[3].clone()), values[3]);
+    let (subject, body) = r.subject_and_body("HEAD");
+    assert_eq!(subject, "heuristic: rule 0 and 4 more");
+    for i in 0..5 {
+        assert!(
+            body.lines().any(|l| l == format!("heuristic: rule {i}")),
+            "{body}"
+        );
+        assert!(body.lines().any(|l| l == format!("Domain: d{i}")), "{body}");
+    }
+    assert_eq!(r.tree_files().len(), 5);
+    assert_eq!(r.status(), ["?? in.jsonl"]);
+}
+
+#[test]
+fn bad_records_stop_the_run_or_become_error_records() {
+    let r = Repo::new();
+    r.write("ok1", "1\n");
+    r.write("ok2", "2\n");
+    let input = [
+        records(&[json!({"commit":{"paths":["ok1"],"message":"one"}})]),
+        b"{not json\n".to_vec(),
+        records(&[
+            json!({"commit":{"paths":["../outside"],"message":"escape"}}),
+            json!({"commit":{"paths":["missing"],"message":"missing"}}),
+            json!({"commit":{"paths":["ok2"]}}),
+            json!({"commit":{"paths":["ok2"],"message":"two"}}),
+        ]),
+    ]
+    .concat();
+    let out = run_with_input(r.elf(&[]), &input);
+    assert_eq!(code(&out), Some(65));
+    assert_eq!(
+        json_lines(&out.stdout).len(),
+        1,
+        "the record before the bad line was passed on"
+    );
+    assert!(
+        one_line(&out.stderr).starts_with("elf-commit: line 2: invalid JSON"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(r.count(), 1);
+
+    let out = run_with_input(r.elf(&["--keep-going"]), &input);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let recs = json_lines(&out.stdout);
+    let codes: Vec<Value> = recs
+        .iter()
+        .map(|rec| rec.get("error").map_or(Value::Null, |e| e["code"].clone()))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            Value::Null,
+            json!(65),
+            json!(65),
+            json!(66),
+            json!(65),
+            Value::Null
+        ]
+    );
+    assert_eq!(recs[2]["error"]["line"], 3);
+    assert_eq!(recs[2]["commit"]["message"], "escape");
+    assert_eq!(recs[0]["commit"]["unchanged"], true);
+    assert_eq!(r.tree_files(), ["ok1", "ok2"]);
+    assert_eq!(r.count(), 2);
+}
+
+#[test]
+fn refused_paths_and_usage_errors() {
+    let r = Repo::new();
+    r.write("a", "a\n");
+    std::os::unix::fs::symlink("/etc", r.join("etc-link")).expect("symlink");
+    let cases: &[(&[&str], i32, &str)] = &[
+        (&["-m", "x", "--", "../x"], 65, "outside the work tree"),
+        (
+            &["-m", "x", "--", "/etc/passwd"],
+            65,
+            "outside the work tree",
+        ),
+        (&["-m", "x", "--", ".git/config"], 65, "inside .git"),
+        (&["-m", "x", "--", "."], 65, "the work tree itself"),
+        (&["-m", "x", "--", "etc-link/passwd"], 77, "symbolic link"),
+        (&["-m", "x", "--", "nope"], 66, "does not exist"),
+        (&["--", "a"], 64, "needs -m"),
+        (&["-m", "\u{1b}[0m", "--", "a"], 64, "message is empty"),
+        (&["--batch", "-m", "x", "--", "a"], 64, "record form only"),
+        (&["-w", "soon", "-m", "x", "--", "a"], 64, "--timeout"),
+    ];
+    for (args, want, text) in cases {
+        let out = r.elf(args).output().expect("run");
+        assert_eq!(code(&out), Some(*want), "{args:?}: {}", stderr(&out));
+        let line = one_line(&out.stderr);
+        assert!(line.contains(text), "{args:?}: {line}");
+    }
+    assert_eq!(
+        r.git_cmd(&["rev-parse", "-q", "--verify", "HEAD"])
+            .output()
+            .map(|o| o.status.success())
+            .ok(),
+        Some(false)
+    );
+}
+
+#[test]
+fn no_repository_without_init_and_a_new_one_with_it() {
+    let dir = TempDir::new();
+    let target = dir.join("home");
+    let t = target.to_str().expect("utf-8");
+    let out = cmd(BIN)
+        .args(["--repo", t, "-m", "x", "--", "a"])
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), Some(66), "{}", stderr(&out));
+    assert!(one_line(&out.stderr).contains("--init"));
+    std::fs::create_dir_all(&target).expect("mkdir");
+    std::fs::write(target.join("a"), "a\n").expect("write");
+    let out = cmd(BIN)
+        .args(["--repo", t, "--init", "-m", "x", "--", "a"])
+        .env("HOME", dir.path())
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "Env Author")
+        .env("GIT_AUTHOR_EMAIL", "author@example.com")
+        .env("GIT_AUTHOR_DATE", "@1700000000 +0100")
+        .env("GIT_COMMITTER_NAME", "Env Committer")
+        .env("GIT_COMMITTER_EMAIL", "committer@example.com")
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let show = cmd("git")
+        .args([
+            "-C",
+            t,
+            "log",
+            "-1",
+            "--format=%an <%ae> %at %ai|%cn <%ce>|%s",
+        ])
+        .env("HOME", dir.path())
+        .output()
+        .expect("git log");
+    assert_eq!(
+        String::from_utf8_lossy(&show.stdout).trim(),
+        "Env Author <author@example.com> 1700000000 2023-11-14 23:13:20 +0100|Env Committer <committer@example.com>|x"
+    );
+    // No identity anywhere: a clear usage error, nothing committed.
+    std::fs::write(target.join("b"), "b\n").expect("write");
+    let out = cmd(BIN)
+        .args(["--repo", t, "-m", "y", "--", "b"])
+        .env("HOME", dir.path())
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), Some(64), "{}", stderr(&out));
+    assert!(one_line(&out.stderr).contains("no author identity"));
+}
+
+/// A process holding `.git/index.lock` open, as a running git does.
+fn hold_index_lock(r: &Repo) -> Child {
+    let mut child = Command::new("sh")
+        .args(["-c", "exec 3>.git/index.lock; echo ready; exec sleep 60"])
+        .current_dir(r.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn holder");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("handshake");
+    assert_eq!(line, "ready\n");
+    child
+}
+
+#[test]
+fn index_lock_held_by_a_live_process_waits_then_gives_up_with_75() {
+    let r = Repo::new();
+    r.write("a", "a\n");
+    let mut holder = hold_index_lock(&r);
+    let start = Instant::now();
+    let out = r
+        .elf(&["-w", "300ms", "-m", "x", "--", "a"])
+        .output()
+        .expect("run");
+    let waited = start.elapsed();
+    assert_eq!(code(&out), Some(75), "{}", stderr(&out));
+    assert!(
+        waited >= Duration::from_millis(300),
+        "gave up after {waited:?}"
+    );
+    let line = one_line(&out.stderr);
+    assert!(
+        line.contains(&format!(
+            "{}/.git/index.lock exists (age ",
+            r.path().display()
+        )),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("held open by sleep (pid {})", holder.id())),
+        "{line}"
+    );
+    // Record form: the record is not passed on (it stays upstream), and the lock is untouched.
+    let input = records(&[json!({"commit":{"paths":["a"],"message":"x"}})]);
+    let out = run_with_input(r.elf(&["-w", "100ms"]), &input);
+    assert_eq!(code(&out), Some(75));
+    assert!(out.stdout.is_empty());
+    assert!(r.lock_left());
+
+    // Waiting, and going on once git is done.
+    let waiting = r
+        .elf(&["-w", "30s", "-m", "x", "--", "a"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    assert!(
+        r.git_cmd(&["rev-parse", "-q", "--verify", "HEAD"])
+            .output()
+            .is_ok_and(|o| !o.status.success())
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+    std::fs::remove_file(r.join(".git/index.lock")).expect("release");
+    let out = watchdog(Duration::from_secs(30), move || {
+        waiting.wait_with_output().expect("wait")
+    });
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert_eq!(r.count(), 1);
+    assert!(!r.lock_left());
+}
+
+#[test]
+fn stale_index_lock_is_removed_only_when_unused_and_old() {
+    let r = Repo::new();
+    r.write("a", "a\n");
+    let lock = r.join(".git/index.lock");
+    // Left behind by a dead git: young, so not yet.
+    std::fs::write(&lock, b"").expect("lock");
+    let out = r
+        .elf(&["-w", "50ms", "-m", "x", "--", "a"])
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), Some(75), "{}", stderr(&out));
+    assert!(one_line(&out.stderr).contains(
+        "no process on this machine has it open; it will be removed as stale once 10m0s old"
+    ));
+    // Old, but removal disabled.
+    let touch = Command::new("touch")
+        .args(["-d", "1 hour ago"])
+        .arg(&lock)
+        .status()
+        .expect("touch");
+    assert!(touch.success());
+    let out = r
+        .elf(&[
+            "-w",
+            "50ms",
+            "--stale-index-lock",
+            "0",
+            "-m",
+            "x",
+            "--",
+            "a",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), Some(75), "{}", stderr(&out));
+    assert!(one_line(&out.stderr).contains("stale removal is disabled"));
+    // Old and unused: removed with a warning, and the commit made.
+    let out = r
+        .elf(&["-w", "50ms", "-m", "x", "--", "a"])
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let line = one_line(&out.stderr);
+    assert!(
+        line.starts_with("elf-commit: warning: removed stale ") && line.contains("60m0s old"),
+        "{line}"
+    );
+    assert_eq!(r.count(), 1);
+    assert!(!r.lock_left());
+    // Old but held open by a live process: never removed.
+    let mut holder = hold_index_lock(&r);
+    let touch = Command::new("touch")
+        .args(["-d", "1 hour ago"])
+        .arg(&lock)
+        .status()
+        .expect("touch");
+    assert!(touch.success());
+    r.write("a", "changed\n");
+    let out = r
+        .elf(&["-w", "50ms", "-m", "y", "--", "a"])
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), Some(75), "{}", stderr(&out));
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(r.lock_left());
+    std::fs::remove_file(&lock).expect("cleanup");
+}
+
+#[test]
+fn twenty_processes_commit_their_own_files_at_once() {
+    let r = Repo::new();
+    let n = 20;
+    for i in 0..n {
+        r.write(&format!("f{i:02}.md"), &format!("file {i}\n"));
+    }
+    // The user has something staged meanwhile; it must stay out of every commit.
+    r.write("user.txt", "mine\n");
+    r.git(&["add", "user.txt"]);
+    let children: Vec<Child> = (0..n)
+        .map(|i| {
+            let mut c = if i % 2 == 0 {
+                r.elf(&["-m", &format!("file {i}"), "--", &format!("f{i:02}.md")])
+            } else {
+                r.elf(&["-w", "60s"])
+            };
+            c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+            let mut child = c.spawn().expect("spawn");
+            let mut stdin = child.stdin.take().expect("stdin");
+            if i % 2 == 1 {
+                let rec = records(&[json!({"commit":{"paths":[format!("f{i:02}.md")],"message":format!("file {i}")}})]);
+                stdin.write_all(&rec).expect("feed");
+            }
+            drop(stdin);
+            child
+        })
+        .collect();
+    let outs = watchdog(Duration::from_secs(120), move || {
+        children
+            .into_iter()
+            .map(|c| c.wait_with_output().expect("wait"))
+            .collect::<Vec<_>>()
+    });
+    for out in &outs {
+        assert_eq!(code(out), Some(0), "{}", stderr(out));
+    }
+    r.assert_linear(n);
+    let mut want: Vec<String> = (0..n).map(|i| format!("f{i:02}.md")).collect();
+    want.sort();
+    assert_eq!(r.tree_files(), want);
+    let subjects = r.git(&["log", "--format=%s"]);
+    for i in 0..n {
+        assert_eq!(
+            subjects
+                .lines()
+                .filter(|s| *s == format!("file {i}"))
+                .count(),
+            1
+        );
+    }
+    assert_eq!(r.status(), ["A  user.txt"]);
+    assert!(!r.lock_left());
+    r.assert_fsck();
+}
+
+#[test]
+fn git_cli_committing_alongside_loses_nothing() {
+    let r = Repo::new();
+    r.write("seed", "seed\n");
+    r.git(&["add", "seed"]);
+    r.git(&["commit", "-q", "-m", "seed"]);
+    let n = scale(8, 40);
+    let path = r.path().to_path_buf();
+    let home = r.home();
+    let git_side = {
+        let path = path.clone();
+        std::thread::spawn(move || {
+            let run = |args: &[&str]| -> bool {
+                let mut c = cmd("git");
+                c.current_dir(&path)
+                    .env("HOME", &home)
+                    .env("GIT_CONFIG_NOSYSTEM", "1")
+                    .args(args);
+                c.stdout(Stdio::null()).stderr(Stdio::null());
+                c.status().is_ok_and(|s| s.success())
+            };
+            for i in 0..n {
+                let name = format!("git{i}.txt");
+                std::fs::write(path.join(&name), format!("{i}\n")).expect("write");
+                // git refuses while index.lock is taken; a script would retry, so do we.
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !run(&["add", &name]) {
+                    assert!(Instant::now() < deadline, "git add never got the index");
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                while !run(&["commit", "-q", "-m", &format!("git {i}")]) {
+                    assert!(Instant::now() < deadline, "git commit never got the index");
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        })
+    };
+    let mut elf = r.elf(&["-w", "60s"]);
+    elf.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = elf.spawn().expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    for i in 0..n {
+        let name = format!("elf{i}.txt");
+        std::fs::write(path.join(&name), format!("{i}\n")).expect("write");
+        stdin
+            .write_all(&records(&[
+                json!({"commit":{"paths":[name],"message":format!("elf {i}")}}),
+            ]))
+            .expect("feed");
+        stdin.flush().expect("flush");
+        let line = lines.next().expect("one line per record").expect("read");
+        assert!(line.contains("\"sha\""), "{line}");
+    }
+    drop(stdin);
+    let status = watchdog(Duration::from_secs(120), move || {
+        let s = child.wait().expect("wait");
+        git_side.join().expect("git side");
+        s
+    });
+    assert!(status.success());
+    // Every commit of either side is in the (linear) history and holds its own file.
+    r.assert_linear(1 + 2 * n);
+    let log = r.git(&["log", "--format=%H %s"]);
+    for i in 0..n {
+        for (side, file) in [
+            ("git", format!("git{i}.txt")),
+            ("elf", format!("elf{i}.txt")),
+        ] {
+            let subject = format!("{side} {i}");
+            let sha = log
+                .lines()
+                .find_map(|l| {
+                    l.split_once(' ')
+                        .filter(|(_, s)| *s == subject)
+                        .map(|(h, _)| h.to_string())
+                })
+                .unwrap_or_else(|| panic!("lost commit {subject:?}: {log}"));
+            assert_eq!(
+                r.git(&["rev-parse", &format!("{sha}:{file}")]),
+                r.git(&["hash-object", &file])
+            );
+        }
+    }
+    // Not asserted: that HEAD still holds every elf file. `git commit` reads the index before
+    // it locks it (git 2.47, builtin/commit.c prepare_index), so an index update that lands in
+    // that window is overwritten by git, and git's next commit then drops those files; two git
+    // processes race the same way. See CAVEATS in the man page.
+    r.assert_fsck();
+}
+
+#[test]
+fn kill_9_at_any_instant_then_one_replay_gives_one_commit_per_record() {
+    let r = Repo::new();
+    let m = 30;
+    let names: Vec<String> = (0..m).map(|i| format!("memory/r{i:02}.md")).collect();
+    for (i, name) in names.iter().enumerate() {
+        r.write(name, &format!("record {i}\n"));
+    }
+    let input = records(
+        &names
+            .iter()
+            .map(|n| json!({"key": n, "commit":{"paths":[n],"message":format!("add {n}")}}))
+            .collect::<Vec<_>>(),
+    );
+    let rounds = scale(4, 25);
+    for round in 0..rounds {
+        let mut c = r.elf(&[]);
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = c.spawn().expect("spawn");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let data = input.clone();
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&data);
+        });
+        // Wait for the first record to come out, then kill at a varying moment.
+        let mut first = String::new();
+        let _ = BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut first);
+        std::thread::sleep(Duration::from_micros(300 * round as u64));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    // One recovery run of every record.
+    let out = watchdog(Duration::from_secs(60), {
+        let c = r.elf(&["-w", "30s"]);
+        let input = input.clone();
+        move || run_with_input(c, &input)
+    });
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let recs = json_lines(&out.stdout);
+    assert_eq!(recs.len(), m);
+    // Each record names a commit of the history that holds its file as it is now.
+    for (rec, name) in recs.iter().zip(&names) {
+        let at_sha = r.git(&["rev-parse", &format!("{}:{name}", sha_of(rec))]);
+        assert_eq!(at_sha, r.git(&["rev-parse", &format!("HEAD:{name}")]));
+    }
+    r.assert_linear(m);
+    assert_eq!(r.tree_files(), names);
+    assert_eq!(r.status(), Vec::<String>::new());
+    assert!(!r.lock_left());
+    r.assert_fsck();
+}
+
+#[test]
+fn lock_file_is_flocked_and_symlinks_are_refused() {
+    let r = Repo::new();
+    r.write("a", "a\n");
+    let lock = r.join("claude-lock");
+    // Held by someone else: 75 after the timeout.
+    let held = std::fs::File::create(&lock).expect("lock file");
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&held);
+    // SAFETY: flock(2) on a descriptor this test owns.
+    let locked = unsafe { libc::flock(fd, libc::LOCK_EX) };
+    assert_eq!(locked, 0);
+    let l = lock.to_str().expect("utf-8");
+    let out = r
+        .elf(&["--lock", l, "-w", "100ms", "-m", "x", "--", "a"])
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), Some(75), "{}", stderr(&out));
+    assert!(one_line(&out.stderr).contains("claude-lock is held by another process"));
+    drop(held);
+    let out = r
+        .elf(&["--lock", l, "-w", "1s", "-m", "x", "--", "a"])
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert_eq!(r.count(), 1);
+    let link: PathBuf = r.join("link-lock");
+    std::os::unix::fs::symlink(&lock, &link).expect("symlink");
+    let out = r
+        .elf(&[
+            "--lock",
+            link.to_str().expect("utf-8"),
+            "-m",
+            "x",
+            "--",
+            "a",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), Some(77), "{}", stderr(&out));
+}
+
+#[test]
+fn a_large_batch_is_written_as_one_pack() {
+    let r = Repo::new();
+    let n = 150;
+    for i in 0..n {
+        r.write(&format!("m/f{i:03}.md"), &format!("learning {i}\n"));
+    }
+    let values: Vec<Value> = (0..n)
+        .map(|i| json!({"write":{"path":format!("m/f{i:03}.md")},"commit":{"message":format!("r{i}")}}))
+        .collect();
+    let input = r.dir.path().join("in.jsonl");
+    std::fs::write(&input, records(&values)).expect("input");
+    let out = r
+        .elf(&["--batch"])
+        .stdin(std::fs::File::open(&input).expect("open"))
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert_eq!(r.count(), 1);
+    assert_eq!(r.tree_files().len(), n);
+    assert_eq!(r.status(), Vec::<String>::new());
+    let counts = r.git(&["count-objects", "-v"]);
+    assert!(
+        counts.lines().any(|l| l == "count: 0"),
+        "loose objects left: {counts}"
+    );
+    assert!(counts.lines().any(|l| l == "packs: 1"), "{counts}");
+    r.assert_fsck();
+    // The same process goes on with loose objects for small commits.
+    r.write("m/f000.md", "changed\n");
+    r.write("m/new.md", "new\n");
+    let input = records(&[
+        json!({"commit":{"paths":["m/f000.md"],"message":"change"}}),
+        json!({"commit":{"paths":["m/new.md"],"message":"new"}}),
+    ]);
+    let out = run_with_input(r.elf(&[]), &input);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert_eq!(r.count(), 3);
+    assert_eq!(r.status(), Vec::<String>::new());
+    r.assert_fsck();
+}
+
+#[test]
+fn ref_locks_left_behind_are_removed_only_when_provably_stale() {
+    let r = Repo::new();
+    r.write("a", "a\n");
+    r.git(&["add", "a"]);
+    r.git(&["commit", "-q", "-m", "a"]);
+    r.write("a", "changed\n");
+    let ref_lock = r.join(".git/refs/heads/main.lock");
+    // A live git's ref lock, young: wait, then 75 naming it.
+    std::fs::write(&ref_lock, "").expect("ref lock");
+    let out = r
+        .elf(&["-w", "100ms", "-m", "x", "--", "a"])
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), Some(75), "{}", stderr(&out));
+    let line = one_line(&out.stderr);
+    assert!(
+        line.contains("refs/heads/main is locked: ") && line.contains("main.lock exists (age "),
+        "{line}"
+    );
+    assert_eq!(r.count(), 1);
+    // The index was brought up to date before the branch was to move: `a` is staged, not lost.
+    assert_eq!(r.status(), ["M  a"]);
+    // Old and open nowhere: removed, and the commit made.
+    let touch = Command::new("touch")
+        .args(["-d", "1 hour ago"])
+        .arg(&ref_lock)
+        .status()
+        .expect("touch");
+    assert!(touch.success());
+    let out = r
+        .elf(&["-w", "100ms", "-m", "x", "--", "a"])
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert!(one_line(&out.stderr).contains("removed stale"));
+    assert_eq!(r.count(), 2);
+
+    // Left by an elf-commit killed while it moved the branch: its index.lock declares the ref
+    // lock; both go at once.
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").expect("boot id");
+    let ns: String = std::fs::read_link("/proc/self/ns/pid")
+        .expect("pid ns")
+        .to_string_lossy()
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect();
+    let head = r.head();
+    std::fs::write(
+        r.join(".git/index.lock"),
+        format!(
+            "elf-commit pid 999999999 start 1 boot {} pidns {ns}\nref 1111111111111111111111111111111111111111 {}\n",
+            boot.trim(),
+            ref_lock.display()
+        ),
+    )
+    .expect("index.lock");
+    std::fs::write(&ref_lock, "").expect("ref lock");
+    r.write("a", "again\n");
+    let out = r
+        .elf(&["-w", "5s", "-m", "y", "--", "a"])
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(
+        err.lines().filter(|l| l.contains("removed stale")).count(),
+        2,
+        "{err}"
+    );
+    assert_eq!(r.git(&["rev-parse", "HEAD~1"]).trim(), head);
+    assert!(!r.lock_left() && !ref_lock.exists());
+    r.assert_fsck();
+}
