@@ -3,7 +3,7 @@ _elf_commit() {
     local cur prev
     cur=${COMP_WORDS[COMP_CWORD]}
     prev=${COMP_WORDS[COMP_CWORD-1]}
-case $prev in
+    case $prev in
         --message|-m)
             COMPREPLY=()
             return
