@@ -2,4 +2,5 @@
 
 mod util;
 
+mod db;
 mod docs;

@@ -1,0 +1,308 @@
+//! The record commands (`insert`, `exec`, `done`) and group commit.
+//!
+//! Records are read one at a time. The first record of a batch waits for input; after it,
+//! every record already waiting (buffered, or readable without blocking) joins the same
+//! `BEGIN IMMEDIATE` transaction, up to `--batch` records. Each record runs inside a savepoint,
+//! so a bad record is undone alone. The batch is committed, and only then are its records
+//! written out, in input order, and the output flushed. A record is never passed on before its
+//! transaction has committed, and a live pipeline never waits for a batch to fill.
+//!
+//! A bad record (exit 65) stops the run after the records before it have been committed and
+//! passed on; under `--keep-going` it is passed on with `error` instead. A busy database
+//! (75), an I/O error (74) or a permission error (77) rolls back the whole batch, none of
+//! which is passed on.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::os::fd::AsFd;
+
+use elf_core::record::{self, Reader, Record};
+use elf_core::{Error, IoContext, Result, exit};
+use rusqlite::Connection;
+use serde_json::{Map, Value};
+
+use crate::conn::{self, Mode, Options};
+use crate::journal;
+use crate::stmt::{self, Kind, Results, Schema};
+
+const TOOL: &str = "elf-db";
+
+/// A record command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `insert`, with or without the journal.
+    Insert {
+        /// `--journal`.
+        journal: bool,
+    },
+    /// `insert --table T`: each record is a row of T.
+    InsertRows(String),
+    /// `exec`.
+    Exec,
+    /// `done`.
+    Done,
+}
+
+/// How the input stream is read.
+#[derive(Debug, Clone)]
+pub struct Stream {
+    /// At most this many records per transaction.
+    pub batch: usize,
+    /// `--max-line`.
+    pub max_line: usize,
+    /// `--keep-going`.
+    pub keep_going: bool,
+}
+
+/// Standard output through a buffer that is flushed once per batch (all of a batch's records
+/// become durable at the same instant, so nothing is gained by writing them one by one).
+pub struct Out {
+    inner: BufWriter<File>,
+}
+
+impl Out {
+    /// Standard output.
+    pub fn stdout() -> Result<Out> {
+        let fd = io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .ctx("opening standard output")?;
+        Ok(Out {
+            inner: BufWriter::with_capacity(64 << 10, File::from(fd)),
+        })
+    }
+
+    /// Writes a record and a newline (buffered).
+    pub fn record(&mut self, rec: &Record) -> Result<()> {
+        serde_json::to_writer(&mut self.inner, rec).map_err(|e| match e.io_error_kind() {
+            Some(_) => Error::io("writing output", &io::Error::from(e)),
+            None => Error::internal(format!("serializing a record: {e}")),
+        })?;
+        self.inner.write_all(b"\n").ctx("writing output")
+    }
+
+    /// Writes one line and a newline (buffered).
+    pub fn raw(&mut self, line: &[u8]) -> Result<()> {
+        self.inner.write_all(line).ctx("writing output")?;
+        self.inner.write_all(b"\n").ctx("writing output")
+    }
+
+    /// Flushes.
+    pub fn flush(&mut self) -> Result<()> {
+        self.inner.flush().ctx("writing output")
+    }
+}
+
+/// Runs a record command over standard input.
+pub fn run(o: &Options, command: Command, s: &Stream) -> Result<u8> {
+    let db = conn::open(o, Mode::Write)?;
+    let mut reader = Reader::stdin(s.max_line)?;
+    let mut out = Out::stdout()?;
+    let mut work = Work {
+        conn: &db,
+        schema: Schema::default(),
+        command,
+        journal_ready: false,
+    };
+    let mut batch: Vec<Record> = Vec::with_capacity(s.batch.min(4096));
+    let mut eof = false;
+    while !eof {
+        batch.clear();
+        let mut fatal: Option<Error> = None;
+        let mut in_tx = false;
+        loop {
+            let Some(item) = reader.next_record() else {
+                eof = true;
+                break;
+            };
+            match item {
+                Err(e) if s.keep_going && e.code() == exit::DATAERR => {
+                    batch.push(record::error_record(TOOL, &e))
+                }
+                Err(e) => {
+                    fatal = Some(e);
+                    break;
+                }
+                Ok((_, rec)) if record::has_error(&rec) => batch.push(rec),
+                Ok((line, mut rec)) => {
+                    if !in_tx {
+                        if let Err(e) = conn::begin(&db, o.busy).and_then(|()| work.start()) {
+                            conn::rollback(&db);
+                            // What is already in the batch needed no database: pass it on.
+                            for r in &batch {
+                                out.record(r)?;
+                            }
+                            out.flush()?;
+                            return Err(e.at_line(line));
+                        }
+                        in_tx = true;
+                    }
+                    match work.record(&mut rec) {
+                        Ok(()) => batch.push(rec),
+                        Err(e) if e.code() == exit::DATAERR && !db.is_autocommit() => {
+                            let e = e.at_line(line);
+                            if !s.keep_going {
+                                fatal = Some(e);
+                                break;
+                            }
+                            record::set_error(&mut rec, TOOL, &e);
+                            batch.push(rec);
+                        }
+                        Err(e) => {
+                            // Busy, I/O, permission, or a constraint that rolled back the whole
+                            // transaction (ON CONFLICT ROLLBACK, RAISE(ROLLBACK)): nothing of
+                            // this batch was committed, so none of it is passed on.
+                            conn::rollback(&db);
+                            return Err(e.at_line(line));
+                        }
+                    }
+                }
+            }
+            if batch.len() >= s.batch || !reader.ready() {
+                break;
+            }
+        }
+        if in_tx {
+            conn::commit(&db)?;
+        }
+        for r in &batch {
+            out.record(r)?;
+        }
+        out.flush()?;
+        if let Some(e) = fatal {
+            return Err(e);
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// The per-record work of a command, inside the batch's transaction.
+struct Work<'c> {
+    conn: &'c Connection,
+    schema: Schema,
+    command: Command,
+    journal_ready: bool,
+}
+
+impl Work<'_> {
+    /// At the start of each transaction.
+    fn start(&mut self) -> Result<()> {
+        let needs_journal = matches!(
+            self.command,
+            Command::Insert { journal: true } | Command::Done
+        );
+        if needs_journal && !self.journal_ready {
+            journal::ensure(self.conn)?;
+            self.journal_ready = true;
+        }
+        Ok(())
+    }
+
+    /// One record, inside a savepoint: all of it or nothing.
+    fn record(&mut self, rec: &mut Record) -> Result<()> {
+        conn::run_cached(self.conn, "SAVEPOINT elf_record")?;
+        match self.apply(rec) {
+            Ok(()) => conn::run_cached(self.conn, "RELEASE elf_record"),
+            Err(e) => {
+                if e.code() == exit::DATAERR {
+                    // A schema change by another process could explain an unknown name.
+                    self.schema.forget();
+                }
+                if !self.conn.is_autocommit() {
+                    conn::run_cached(self.conn, "ROLLBACK TO elf_record")?;
+                    conn::run_cached(self.conn, "RELEASE elf_record")?;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn apply(&mut self, rec: &mut Record) -> Result<()> {
+        match &self.command {
+            Command::Insert { journal: false } => self.statements(rec, Kind::Insert),
+            Command::Exec => self.statements(rec, Kind::Exec),
+            Command::Insert { journal: true } => self.journaled(rec),
+            Command::InsertRows(table) => {
+                if rec.contains_key("db") {
+                    return Err(Error::data(
+                        "the record has a key \"db\", where --table puts its result; use the record form",
+                    ));
+                }
+                let t = self.schema.table(self.conn, table)?;
+                let id = self.schema.insert_row(self.conn, &t, rec)?;
+                let mut db = Map::new();
+                db.insert("table".into(), Value::from(table.as_str()));
+                db.insert("id".into(), Value::from(id));
+                rec.insert("db".into(), Value::Object(db));
+                Ok(())
+            }
+            Command::Done => match rec.get("key") {
+                Some(Value::String(k)) => journal::mark_done(self.conn, k).map(drop),
+                None | Some(Value::Null) => Ok(()),
+                Some(other) => Err(Error::data(format!(
+                    "key must be a string, found {}",
+                    record::kind(other)
+                ))),
+            },
+        }
+    }
+
+    /// `insert` or `exec` without the journal: a record without `db` is passed on untouched.
+    fn statements(&mut self, rec: &mut Record, kind: Kind) -> Result<()> {
+        let Some(db) = rec.get("db").filter(|v| !v.is_null()) else {
+            return Ok(());
+        };
+        let results = stmt::apply(self.conn, &mut self.schema, kind, db)?;
+        match rec.get_mut("db") {
+            Some(db) => stmt::fill(db, &results),
+            None => Ok(()),
+        }
+    }
+
+    /// `insert --journal`.
+    fn journaled(&mut self, rec: &mut Record) -> Result<()> {
+        let (key, generated) = match rec.get("key") {
+            Some(Value::String(k)) if !k.is_empty() => (k.clone(), false),
+            Some(Value::String(_)) => return Err(Error::data("key is empty")),
+            None | Some(Value::Null) => (journal::new_key(), true),
+            Some(other) => {
+                return Err(Error::data(format!(
+                    "key must be a string, found {}",
+                    record::kind(other)
+                )));
+            }
+        };
+        let has_db = rec.get("db").is_some_and(|v| !v.is_null());
+        if let Some(stored) = journal::lookup(self.conn, &key)? {
+            let results: Vec<Results> = serde_json::from_str(&stored).map_err(|e| {
+                Error::data(format!("the journal entry of key {key} is damaged: {e}"))
+            })?;
+            return match rec.get_mut("db").filter(|v| !v.is_null()) {
+                Some(db) => stmt::fill(db, &results).map_err(|e| e.context(format!("key {key}"))),
+                None if results.is_empty() => Ok(()),
+                None => Err(Error::data(format!(
+                    "key {key} was journaled with statements, this record has no db"
+                ))),
+            };
+        }
+        let results = match rec.get("db") {
+            Some(db) if has_db => stmt::apply(self.conn, &mut self.schema, Kind::Insert, db)?,
+            _ => Vec::new(),
+        };
+        if let Some(db) = rec.get_mut("db").filter(|v| !v.is_null()) {
+            stmt::fill(db, &results)?;
+        }
+        if generated {
+            if rec.contains_key("key") {
+                rec.insert("key".into(), Value::from(key.as_str()));
+            } else {
+                rec.shift_insert(0, "key".into(), Value::from(key.as_str()));
+            }
+        }
+        let text = serde_json::to_string(rec)
+            .map_err(|e| Error::internal(format!("serializing a record: {e}")))?;
+        let ids = serde_json::to_string(&results)
+            .map_err(|e| Error::internal(format!("serializing ids: {e}")))?;
+        journal::store(self.conn, &key, &text, &ids)
+    }
+}

@@ -1,0 +1,1 @@
+//! elf-db: records in, rows out; contention, crashes, the journal, hostile names and values.
