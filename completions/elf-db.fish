@@ -2,7 +2,7 @@
 complete -c elf-db -s d -l db -r -F -d 'The database file (default $ELF_DB)'
 complete -c elf-db -l busy-timeout -r -f -d 'Wait this long for a busy database (default 10s)'
 complete -c elf-db -l synchronous -r -f -a 'full normal' -d 'full (default) or normal'
-complete -c elf-db -l batch -r -f -d 'At most N records per transaction (default 1000)'
+complete -c elf-db -l batch -r -f -d 'At most N records per transaction (default 10000)'
 complete -c elf-db -s t -l table -r -f -d 'insert: plain JSON objects are rows of TABLE'
 complete -c elf-db -s j -l journal -d 'insert: journal each record under its key'
 complete -c elf-db -s k -l keep-going -d 'A bad record becomes an error record; go on'

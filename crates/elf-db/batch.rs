@@ -72,15 +72,6 @@ impl Out {
         })
     }
 
-    /// Writes a record and a newline (buffered).
-    pub fn record(&mut self, rec: &Record) -> Result<()> {
-        serde_json::to_writer(&mut self.inner, rec).map_err(|e| match e.io_error_kind() {
-            Some(_) => Error::io("writing output", &io::Error::from(e)),
-            None => Error::internal(format!("serializing a record: {e}")),
-        })?;
-        self.inner.write_all(b"\n").ctx("writing output")
-    }
-
     /// Writes one line and a newline (buffered).
     pub fn raw(&mut self, line: &[u8]) -> Result<()> {
         self.inner.write_all(line).ctx("writing output")?;
@@ -90,6 +81,32 @@ impl Out {
     /// Flushes.
     pub fn flush(&mut self) -> Result<()> {
         self.inner.flush().ctx("writing output")
+    }
+}
+
+/// The records of a batch, serialized and held until the batch has committed.
+#[derive(Default)]
+struct Held {
+    bytes: Vec<u8>,
+    count: usize,
+}
+
+impl Held {
+    fn push(&mut self, rec: &Record) -> Result<()> {
+        serde_json::to_writer(&mut self.bytes, rec)
+            .map_err(|e| Error::internal(format!("serializing a record: {e}")))?;
+        self.bytes.push(b'\n');
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Writes them out and flushes.
+    fn release(&mut self, out: &mut Out) -> Result<()> {
+        out.inner.write_all(&self.bytes).ctx("writing output")?;
+        out.flush()?;
+        self.bytes.clear();
+        self.count = 0;
+        Ok(())
     }
 }
 
@@ -104,10 +121,9 @@ pub fn run(o: &Options, command: Command, s: &Stream) -> Result<u8> {
         command,
         journal_ready: false,
     };
-    let mut batch: Vec<Record> = Vec::with_capacity(s.batch.min(4096));
+    let mut held = Held::default();
     let mut eof = false;
     while !eof {
-        batch.clear();
         let mut fatal: Option<Error> = None;
         let mut in_tx = false;
         loop {
@@ -117,28 +133,25 @@ pub fn run(o: &Options, command: Command, s: &Stream) -> Result<u8> {
             };
             match item {
                 Err(e) if s.keep_going && e.code() == exit::DATAERR => {
-                    batch.push(record::error_record(TOOL, &e))
+                    held.push(&record::error_record(TOOL, &e))?;
                 }
                 Err(e) => {
                     fatal = Some(e);
                     break;
                 }
-                Ok((_, rec)) if record::has_error(&rec) => batch.push(rec),
+                Ok((_, rec)) if record::has_error(&rec) => held.push(&rec)?,
                 Ok((line, mut rec)) => {
                     if !in_tx {
                         if let Err(e) = conn::begin(&db, o.busy).and_then(|()| work.start()) {
                             conn::rollback(&db);
-                            // What is already in the batch needed no database: pass it on.
-                            for r in &batch {
-                                out.record(r)?;
-                            }
-                            out.flush()?;
+                            // What is already held needed no database: pass it on.
+                            held.release(&mut out)?;
                             return Err(e.at_line(line));
                         }
                         in_tx = true;
                     }
                     match work.record(&mut rec) {
-                        Ok(()) => batch.push(rec),
+                        Ok(()) => held.push(&rec)?,
                         Err(e) if e.code() == exit::DATAERR && !db.is_autocommit() => {
                             let e = e.at_line(line);
                             if !s.keep_going {
@@ -146,7 +159,7 @@ pub fn run(o: &Options, command: Command, s: &Stream) -> Result<u8> {
                                 break;
                             }
                             record::set_error(&mut rec, TOOL, &e);
-                            batch.push(rec);
+                            held.push(&rec)?;
                         }
                         Err(e) => {
                             // Busy, I/O, permission, or a constraint that rolled back the whole
@@ -158,17 +171,14 @@ pub fn run(o: &Options, command: Command, s: &Stream) -> Result<u8> {
                     }
                 }
             }
-            if batch.len() >= s.batch || !reader.ready() {
+            if held.count >= s.batch || !reader.ready() {
                 break;
             }
         }
         if in_tx {
             conn::commit(&db)?;
         }
-        for r in &batch {
-            out.record(r)?;
-        }
-        out.flush()?;
+        held.release(&mut out)?;
         if let Some(e) = fatal {
             return Err(e);
         }
@@ -200,6 +210,9 @@ impl Work<'_> {
 
     /// One record, inside a savepoint: all of it or nothing.
     fn record(&mut self, rec: &mut Record) -> Result<()> {
+        if self.atomic(rec)? {
+            return self.apply(rec);
+        }
         conn::run_cached(self.conn, "SAVEPOINT elf_record")?;
         match self.apply(rec) {
             Ok(()) => conn::run_cached(self.conn, "RELEASE elf_record"),
@@ -214,6 +227,32 @@ impl Work<'_> {
                 }
                 Err(e)
             }
+        }
+    }
+
+    /// True when the record's work is one statement that SQLite undoes by itself when it fails
+    /// (one row into a table without triggers or ON CONFLICT FAIL clauses, or `done`'s one
+    /// update), so that no savepoint is needed: the fast path of bulk loads.
+    fn atomic(&mut self, rec: &Record) -> Result<bool> {
+        let table = match &self.command {
+            Command::Done => return Ok(true),
+            Command::InsertRows(t) => t.as_str(),
+            Command::Insert { journal: false } => match rec.get("db") {
+                Some(Value::Object(db)) if db.get("values").is_some_and(Value::is_object) => {
+                    match db.get("table") {
+                        Some(Value::String(t)) => t.as_str(),
+                        _ => return Ok(false),
+                    }
+                }
+                _ => return Ok(false),
+            },
+            _ => return Ok(false),
+        };
+        match self.schema.table(self.conn, table) {
+            Ok(t) => Ok(t.simple()),
+            // The unknown table is reported by apply, with nothing done.
+            Err(e) if e.code() == exit::DATAERR => Ok(true),
+            Err(e) => Err(e),
         }
     }
 

@@ -53,11 +53,11 @@ const FLAGS: &[Flag] = &[
              faster; in WAL mode a power loss may undo the last transactions, never corrupt the \
              database.",
         ),
-    Flag::new("batch", "At most N records per transaction (default 1000)")
+    Flag::new("batch", "At most N records per transaction (default 10000)")
         .value("N")
         .doc(
             "Group commit: the records already waiting on standard input are written in one \
-         transaction, at most N of them (default 1000, from 1 to 1000000). A record is never \
+         transaction, at most N of them (default 10000, from 1 to 1000000). A record is never \
          passed on before its transaction has committed; a live pipeline never waits for a \
          batch to fill.",
         ),
@@ -166,7 +166,7 @@ const COMMANDS: &[(&str, &[&str])] = &[
 ];
 
 /// The default number of records per transaction.
-const DEFAULT_BATCH: usize = 1000;
+const DEFAULT_BATCH: usize = 10_000;
 
 fn run(m: Matches) -> Result<u8> {
     let Some(first) = m.operands.first() else {

@@ -196,22 +196,29 @@ pub fn check(o: &Options) -> Result<u8> {
 }
 
 /// `checkpoint`: `PRAGMA wal_checkpoint(TRUNCATE)`, so that the main file holds everything and
-/// the WAL is empty. Prints `{"log":N,"checkpointed":N}` (frames in the WAL before, frames
-/// copied; -1 when the database is not in WAL mode). Readers or a writer still active after the
+/// the WAL is empty. Prints `{"log":N,"checkpointed":N}`: the frames in the WAL when it
+/// started, and how many of them a first passive pass copied (-1 and -1 when the database is
+/// not in WAL mode). Readers or a writer still active after the
 /// busy timeout: exit 75.
 pub fn checkpoint(o: &Options) -> Result<u8> {
     let db = conn::open(o, Mode::Maintain)?;
     conn::guard(Guard::Own);
-    let (busy, log, done) = conn::retry_busy(o.busy, || {
-        db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
+    let run = |mode: &str| {
+        conn::retry_busy(o.busy, || {
+            db.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
         })
-    })
-    .map_err(conn::error)?;
+        .map_err(conn::error)
+    };
+    // TRUNCATE reports 0 frames once it has emptied the WAL: a passive pass first counts them
+    // (and copies what it can without waiting).
+    let (_, log, done) = run("PASSIVE")?;
+    let (busy, _, _) = run("TRUNCATE")?;
     if busy != 0 {
         return Err(Error::temporary(
             "the checkpoint could not finish: other connections kept the WAL in use past --busy-timeout",

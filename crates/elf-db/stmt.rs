@@ -66,9 +66,16 @@ pub type Results = Map<String, Value>;
 pub struct Table {
     name: String,
     columns: Vec<String>,
+    simple: bool,
 }
 
 impl Table {
+    /// True when one INSERT into it either succeeds or leaves nothing behind: no triggers
+    /// (a trigger may write before a RAISE(FAIL)) and no ON CONFLICT FAIL clause.
+    pub fn simple(&self) -> bool {
+        self.simple
+    }
+
     fn column(&self, key: &str) -> Option<&str> {
         self.columns
             .iter()
@@ -121,9 +128,19 @@ impl Schema {
             .prepare_cached("SELECT name FROM pragma_table_info(?1)")
             .and_then(|mut s| s.query_map([&real], |r| r.get::<_, String>(0))?.collect())
             .map_err(conn::error)?;
+        let (triggers, sql): (i64, String) = conn
+            .query_row(
+                "SELECT (SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?1), \
+                 coalesce((SELECT sql FROM sqlite_master WHERE name = ?1 AND type IN ('table', 'view')), '')",
+                [&real],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(conn::error)?;
+        let simple = triggers == 0 && !sql.to_ascii_uppercase().contains("FAIL");
         let t = Rc::new(Table {
             name: real,
             columns,
+            simple,
         });
         self.tables.push(Rc::clone(&t));
         Ok(t)
@@ -450,7 +467,7 @@ fn run_sql(conn: &Connection, sql: &str, params: Option<&Value>) -> Result<Resul
                     ));
                 };
                 let bare = &name[1..];
-                let v = map.get(bare).or_else(|| map.get(name));
+                let v = map.iter().find(|(k, _)| unsigil(k) == bare).map(|(_, v)| v);
                 let Some(v) = v else {
                     return Err(Error::data(format!("params has no value for {name}")));
                 };
@@ -460,8 +477,7 @@ fn run_sql(conn: &Connection, sql: &str, params: Option<&Value>) -> Result<Resul
             }
             if used != map.len() {
                 let unused = map.keys().find(|k| {
-                    let bare = k.trim_start_matches([':', '@', '$']);
-                    !(1..=n).any(|i| st.parameter_name(i).is_some_and(|p| &p[1..] == bare))
+                    !(1..=n).any(|i| st.parameter_name(i).is_some_and(|p| &p[1..] == unsigil(k)))
                 });
                 let k = unused.map_or("?", String::as_str);
                 return Err(Error::data(format!(
@@ -503,6 +519,11 @@ fn run_sql(conn: &Connection, sql: &str, params: Option<&Value>) -> Result<Resul
         add_id(conn, before, changes, &mut results);
     }
     Ok(results)
+}
+
+/// A params key without its `:`, `@` or `$`.
+fn unsigil(key: &str) -> &str {
+    key.strip_prefix([':', '@', '$']).unwrap_or(key)
 }
 
 fn add_id(conn: &Connection, before: i64, changes: u64, results: &mut Results) {
