@@ -189,12 +189,12 @@ pub fn run(o: &Options, command: Command, s: &Stream) -> Result<u8> {
 /// The per-record work of a command, inside the batch's transaction.
 struct Work<'c> {
     conn: &'c Connection,
-    schema: Schema,
+    schema: Schema<'c>,
     command: Command,
     journal_ready: bool,
 }
 
-impl Work<'_> {
+impl<'c> Work<'c> {
     /// At the start of each transaction.
     fn start(&mut self) -> Result<()> {
         let needs_journal = matches!(

@@ -44,7 +44,7 @@ use std::rc::Rc;
 
 use elf_core::{Error, IoContext, Result, record};
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{Connection, ToSql};
+use rusqlite::{CachedStatement, Connection, ToSql};
 use serde_json::{Map, Value};
 
 use crate::conn::{self, Guard, Options};
@@ -84,15 +84,33 @@ impl Table {
     }
 }
 
-/// The schema, read as needed and cached for the run.
-#[derive(Debug, Default)]
-pub struct Schema {
+/// The schema, read as needed and cached for the run, and the INSERT statement of the last
+/// row's shape, kept prepared: a bulk load of same-shaped rows neither rebuilds nor looks up
+/// its statement.
+#[derive(Default)]
+pub struct Schema<'c> {
     tables: Vec<Rc<Table>>,
     sql: String,
     cols: Vec<usize>,
+    last: Option<Shape<'c>>,
 }
 
-impl Schema {
+/// A table and the keys of a row, in order, with the statement that inserts such a row.
+struct Shape<'c> {
+    table: Rc<Table>,
+    keys: Vec<String>,
+    stmt: CachedStatement<'c>,
+}
+
+impl Shape<'_> {
+    fn fits(&self, table: &Rc<Table>, values: &Map<String, Value>) -> bool {
+        Rc::ptr_eq(&self.table, table)
+            && self.keys.len() == values.len()
+            && self.keys.iter().zip(values.keys()).all(|(a, b)| a == b)
+    }
+}
+
+impl<'c> Schema<'c> {
     /// A table by name. A name not in the cache is looked up again (another process may
     /// have created it since); an unknown one is a data error listing the tables there are.
     pub fn table(&mut self, conn: &Connection, name: &str) -> Result<Rc<Table>> {
@@ -148,6 +166,7 @@ impl Schema {
 
     /// Forgets the cached tables (after a failure that a schema change could explain).
     pub fn forget(&mut self) {
+        self.last = None;
         self.tables.clear();
     }
 
@@ -165,10 +184,38 @@ impl Schema {
     /// Inserts one row; returns its rowid.
     pub fn insert_row(
         &mut self,
-        conn: &Connection,
-        table: &Table,
+        conn: &'c Connection,
+        table: &Rc<Table>,
         values: &Map<String, Value>,
     ) -> Result<i64> {
+        let shape = match self.last.take() {
+            Some(shape) if shape.fits(table, values) => shape,
+            _ => self.prepare(conn, table, values)?,
+        };
+        let st = &mut self.last.insert(shape).stmt;
+        for (i, v) in values.values().enumerate() {
+            st.raw_bind_parameter(i + 1, Bind::new(v)?)
+                .map_err(conn::error)?;
+        }
+        conn::guard(Guard::Own);
+        if st.raw_execute().map_err(conn::error)? == 0 {
+            return Err(Error::data(format!(
+                "the row was not inserted into {}: an ON CONFLICT IGNORE constraint or a trigger's RAISE(IGNORE) dropped it",
+                table.name
+            )));
+        }
+        Ok(conn.last_insert_rowid())
+    }
+}
+
+impl<'c> Schema<'c> {
+    /// Checks a row's keys against the table and prepares the INSERT for its shape.
+    fn prepare(
+        &mut self,
+        conn: &'c Connection,
+        table: &Rc<Table>,
+        values: &Map<String, Value>,
+    ) -> Result<Shape<'c>> {
         self.cols.clear();
         for key in values.keys() {
             let Some(col) = table.column(key) else {
@@ -206,18 +253,12 @@ impl Schema {
             self.sql.push(')');
         }
         conn::guard(Guard::Own);
-        let mut st = conn.prepare_cached(&self.sql).map_err(conn::error)?;
-        for (i, v) in values.values().enumerate() {
-            st.raw_bind_parameter(i + 1, Bind::new(v)?)
-                .map_err(conn::error)?;
-        }
-        if st.raw_execute().map_err(conn::error)? == 0 {
-            return Err(Error::data(format!(
-                "the row was not inserted into {}: an ON CONFLICT IGNORE constraint or a trigger's RAISE(IGNORE) dropped it",
-                table.name
-            )));
-        }
-        Ok(conn.last_insert_rowid())
+        let stmt = conn.prepare_cached(&self.sql).map_err(conn::error)?;
+        Ok(Shape {
+            table: Rc::clone(table),
+            keys: values.keys().cloned().collect(),
+            stmt,
+        })
     }
 }
 
@@ -309,9 +350,9 @@ fn place(db: &Value, i: usize) -> String {
 
 /// Runs the statements of a record's `db` and returns each statement object's results, in
 /// order, without touching the record (see [`fill`]).
-pub fn apply(
-    conn: &Connection,
-    schema: &mut Schema,
+pub fn apply<'c>(
+    conn: &'c Connection,
+    schema: &mut Schema<'c>,
     kind: Kind,
     db: &Value,
 ) -> Result<Vec<Results>> {
@@ -361,7 +402,11 @@ fn check_keys(obj: &Map<String, Value>, allowed: &[&str], what: &str) -> Result<
     }
 }
 
-fn insert(conn: &Connection, schema: &mut Schema, obj: &Map<String, Value>) -> Result<Results> {
+fn insert<'c>(
+    conn: &'c Connection,
+    schema: &mut Schema<'c>,
+    obj: &Map<String, Value>,
+) -> Result<Results> {
     check_keys(
         obj,
         &["table", "values", "id", "ids"],
