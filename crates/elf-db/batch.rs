@@ -27,6 +27,10 @@ use crate::stmt::{self, Kind, Results, Schema};
 
 const TOOL: &str = "elf-db";
 
+/// A batch also ends once this much output is held, so that memory stays bounded whatever the
+/// records' size.
+const HELD_BYTES: usize = 8 << 20;
+
 /// A record command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -171,7 +175,7 @@ pub fn run(o: &Options, command: Command, s: &Stream) -> Result<u8> {
                     }
                 }
             }
-            if held.count >= s.batch || !reader.ready() {
+            if held.count >= s.batch || held.bytes.len() >= HELD_BYTES || !reader.ready() {
                 break;
             }
         }

@@ -24,6 +24,7 @@
 use std::io::Write;
 
 use elf_core::{Error, Result, exit};
+use rusqlite::ErrorCode;
 use rusqlite::types::ValueRef;
 use serde_json::Value;
 
@@ -161,21 +162,27 @@ pub fn run(o: &Options, sql: &str, params: &[(String, String)]) -> Result<u8> {
 /// `check`: `PRAGMA integrity_check`. Exit 0 and `{"integrity":"ok"}`; 1 and one line per
 /// problem when the database is damaged or not a database; 75 when it is merely busy.
 pub fn check(o: &Options) -> Result<u8> {
-    let result = conn::open(o, Mode::Read).and_then(|db| {
-        conn::guard(Guard::Own);
-        conn::retry_busy(o.busy, || {
-            let mut st = db.prepare("PRAGMA integrity_check")?;
-            let rows = st.query_map([], |r| r.get::<_, String>(0))?;
-            rows.collect::<rusqlite::Result<Vec<String>>>()
-        })
-        .map_err(conn::error)
+    let db = conn::open(o, Mode::Read)?;
+    conn::guard(Guard::Own);
+    let result = conn::retry_busy(o.busy, || {
+        let mut st = db.prepare("PRAGMA integrity_check")?;
+        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+        rows.collect::<rusqlite::Result<Vec<String>>>()
     });
     let problems = match result {
         Ok(lines) if lines.len() == 1 && lines[0] == "ok" => Vec::new(),
         Ok(lines) => lines,
-        // A file that is not a database, or one too damaged to read, is a definite "no".
-        Err(e) if e.code() == exit::IOERR => vec![e.message().to_string()],
-        Err(e) => return Err(e),
+        // A file that is not a database, or one too damaged to read, is a definite "no";
+        // anything else (busy above all) is not an answer about the database.
+        Err(e)
+            if matches!(
+                e.sqlite_error_code(),
+                Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt)
+            ) =>
+        {
+            vec![conn::error(e).message().to_string()]
+        }
+        Err(e) => return Err(conn::error(e)),
     };
     let mut out = Out::stdout()?;
     if problems.is_empty() {
