@@ -608,7 +608,7 @@ impl Holder {
             .expect("spawn sqlite3");
         let stdin = child.stdin.as_mut().expect("stdin");
         stdin
-            .write_all(b"BEGIN EXCLUSIVE;\nINSERT INTO pairs(seq, side) VALUES (-1, 'holder');\n")
+            .write_all(b".timeout 20000\nBEGIN EXCLUSIVE;\nINSERT INTO pairs(seq, side) VALUES (-1, 'holder');\n")
             .expect("write");
         stdin.flush().expect("flush");
         // Handshake: the lock is held once a writer with no timeout is refused with 75.
@@ -1106,7 +1106,7 @@ fn check_says_ok_damaged_or_busy_and_never_mistakes_busy_for_corruption() {
         .expect("sqlite3");
     let mut stdin = holder.stdin.take().expect("stdin");
     stdin
-        .write_all(b"BEGIN EXCLUSIVE;\nINSERT INTO t VALUES (2);\n")
+        .write_all(b".timeout 20000\nBEGIN EXCLUSIVE;\nINSERT INTO t VALUES (2);\n")
         .expect("write");
     stdin.flush().expect("flush");
     wait_for(Duration::from_secs(20), "the exclusive lock", || {
