@@ -896,7 +896,10 @@ fn kill_9_in_the_middle_of_batches_keeps_each_transaction_whole() {
         let check = db_cmd(&db, &["check"]).output().expect("check");
         assert_eq!(check.status.code(), Some(0));
     }
-    assert!(cut > 0, "every round finished before the kill: nothing was tested");
+    assert!(
+        cut > 0,
+        "every round finished before the kill: nothing was tested"
+    );
 }
 
 #[test]
