@@ -1253,3 +1253,21 @@ fn usage_errors_are_64_and_a_missing_database_is_66() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(json_lines(&out.stdout)[0]["n"], json!(0));
 }
+
+#[test]
+fn max_line_and_synchronous_normal() {
+    let dir = TempDir::new();
+    let db = new_db(&dir);
+    let long = json!({"db":{"table":"learnings","values":{"type":"failure","filepath":"f","title":"x".repeat(500)}}});
+    let out = run_with_input(
+        db_cmd(
+            &db,
+            &["insert", "--max-line", "200", "--synchronous", "normal"],
+        ),
+        &lines(&[failure("short"), long]),
+    );
+    assert_eq!(out.status.code(), Some(65));
+    assert!(one_line(&out.stderr).contains("line 2: line is longer than the limit of 200 bytes"));
+    assert_eq!(json_lines(&out.stdout).len(), 1);
+    assert_eq!(count(&db, "SELECT count(*) FROM learnings"), 1);
+}
