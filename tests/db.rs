@@ -1271,3 +1271,36 @@ fn max_line_and_synchronous_normal() {
     assert_eq!(json_lines(&out.stdout).len(), 1);
     assert_eq!(count(&db, "SELECT count(*) FROM learnings"), 1);
 }
+
+#[test]
+fn records_passed_on_unchanged_keep_their_exact_text() {
+    let dir = TempDir::new();
+    let db = new_db(&dir);
+    // done, a record without db, a record with an error: byte for byte; --table appends db.
+    let input = "{\"key\":\"k\",  \"x\":1.50,\"u\":\"\\u00e9\"}\n\n\n \t{ \"note\" : [1, 2] } \r\n{\"error\":{\"tool\":\"t\"},\"a\":1e2}\n";
+    let out = run_with_input(db_cmd(&db, &["done"]), input.as_bytes());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{\"key\":\"k\",  \"x\":1.50,\"u\":\"\\u00e9\"}\n{ \"note\" : [1, 2] }\n{\"error\":{\"tool\":\"t\"},\"a\":1e2}\n"
+    );
+    let input = "{ \"type\":\"f\", \"filepath\":\"p\", \"title\":\"t\\u00e9\" }\n";
+    let out = run_with_input(
+        db_cmd(&db, &["insert", "--table", "learnings"]),
+        input.as_bytes(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{ \"type\":\"f\", \"filepath\":\"p\", \"title\":\"t\\u00e9\" ,\"db\":{\"table\":\"learnings\",\"id\":1}}\n"
+    );
+    // More blank lines before a record than the line limit: the record is serialized instead.
+    let mut input = vec![b'\n'; 300];
+    input.extend_from_slice(b"{\"type\":\"f\",\"filepath\":\"p\",\"title\":\"t\"}\n");
+    let out = run_with_input(
+        db_cmd(&db, &["insert", "-t", "learnings", "--max-line", "100"]),
+        &input,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json_lines(&out.stdout)[0]["db"]["id"], json!(2));
+}

@@ -16,12 +16,13 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::os::fd::AsFd;
 
-use elf_core::record::{self, Reader, Record};
+use elf_core::record::{self, Record};
 use elf_core::{Error, IoContext, Result, exit};
 use rusqlite::Connection;
 use serde_json::{Map, Value};
 
 use crate::conn::{self, Mode, Options};
+use crate::input::Input;
 use crate::journal;
 use crate::stmt::{self, Kind, Results, Schema};
 
@@ -104,6 +105,40 @@ impl Held {
         Ok(())
     }
 
+    /// Holds a record that went through, as `how` says.
+    fn emit(&mut self, input: &Input, mut rec: Record, how: Emit) -> Result<()> {
+        match (how, input.text()) {
+            (Emit::Unchanged, Some(text)) => self.push_text(&text, None),
+            (Emit::Appended(key, value), Some(text)) => self.push_text(&text, Some((key, &value))),
+            (Emit::Appended(key, value), None) => {
+                rec.insert(key.into(), value);
+                return self.push(&rec);
+            }
+            (_, _) => return self.push(&rec),
+        }
+        Ok(())
+    }
+
+    /// A record passed on as the text it came in as, with `"key":value` added at its end.
+    fn push_text(&mut self, text: &[u8], add: Option<(&str, &Value)>) {
+        match add {
+            None => self.bytes.extend_from_slice(text),
+            Some((key, value)) => {
+                let body = &text[..text.len().saturating_sub(1)];
+                self.bytes.extend_from_slice(body);
+                if body.trim_ascii_end() != b"{" {
+                    self.bytes.push(b',');
+                }
+                let _ = serde_json::to_writer(&mut self.bytes, key);
+                self.bytes.push(b':');
+                let _ = serde_json::to_writer(&mut self.bytes, value);
+                self.bytes.push(b'}');
+            }
+        }
+        self.bytes.push(b'\n');
+        self.count += 1;
+    }
+
     /// Writes them out and flushes.
     fn release(&mut self, out: &mut Out) -> Result<()> {
         out.inner.write_all(&self.bytes).ctx("writing output")?;
@@ -117,7 +152,7 @@ impl Held {
 /// Runs a record command over standard input.
 pub fn run(o: &Options, command: Command, s: &Stream) -> Result<u8> {
     let db = conn::open(o, Mode::Write)?;
-    let mut reader = Reader::stdin(s.max_line)?;
+    let mut reader = Input::stdin(s.max_line)?;
     let mut out = Out::stdout()?;
     let mut work = Work {
         conn: &db,
@@ -131,7 +166,7 @@ pub fn run(o: &Options, command: Command, s: &Stream) -> Result<u8> {
         let mut fatal: Option<Error> = None;
         let mut in_tx = false;
         loop {
-            let Some(item) = reader.next_record() else {
+            let Some(item) = reader.next() else {
                 eof = true;
                 break;
             };
@@ -143,7 +178,9 @@ pub fn run(o: &Options, command: Command, s: &Stream) -> Result<u8> {
                     fatal = Some(e);
                     break;
                 }
-                Ok((_, rec)) if record::has_error(&rec) => held.push(&rec)?,
+                Ok((_, rec)) if record::has_error(&rec) => {
+                    held.emit(&reader, rec, Emit::Unchanged)?;
+                }
                 Ok((line, mut rec)) => {
                     if !in_tx {
                         if let Err(e) = conn::begin(&db, o.busy).and_then(|()| work.start()) {
@@ -155,7 +192,7 @@ pub fn run(o: &Options, command: Command, s: &Stream) -> Result<u8> {
                         in_tx = true;
                     }
                     match work.record(&mut rec) {
-                        Ok(()) => held.push(&rec)?,
+                        Ok(how) => held.emit(&reader, rec, how)?,
                         Err(e) if e.code() == exit::DATAERR && !db.is_autocommit() => {
                             let e = e.at_line(line);
                             if !s.keep_going {
@@ -190,6 +227,16 @@ pub fn run(o: &Options, command: Command, s: &Stream) -> Result<u8> {
     Ok(exit::OK)
 }
 
+/// How a record that went through is passed on.
+enum Emit {
+    /// Serialized again: results were added inside it.
+    Changed,
+    /// As the text it came in as.
+    Unchanged,
+    /// As its text, with one key added at its end.
+    Appended(&'static str, Value),
+}
+
 /// The per-record work of a command, inside the batch's transaction.
 struct Work<'c> {
     conn: &'c Connection,
@@ -213,13 +260,13 @@ impl<'c> Work<'c> {
     }
 
     /// One record, inside a savepoint: all of it or nothing.
-    fn record(&mut self, rec: &mut Record) -> Result<()> {
+    fn record(&mut self, rec: &mut Record) -> Result<Emit> {
         if self.atomic(rec)? {
             return self.apply(rec);
         }
         conn::run_cached(self.conn, "SAVEPOINT elf_record")?;
         match self.apply(rec) {
-            Ok(()) => conn::run_cached(self.conn, "RELEASE elf_record"),
+            Ok(emit) => conn::run_cached(self.conn, "RELEASE elf_record").map(|()| emit),
             Err(e) => {
                 if e.code() == exit::DATAERR {
                     // A schema change by another process could explain an unknown name.
@@ -260,11 +307,11 @@ impl<'c> Work<'c> {
         }
     }
 
-    fn apply(&mut self, rec: &mut Record) -> Result<()> {
+    fn apply(&mut self, rec: &mut Record) -> Result<Emit> {
         match &self.command {
             Command::Insert { journal: false } => self.statements(rec, Kind::Insert),
             Command::Exec => self.statements(rec, Kind::Exec),
-            Command::Insert { journal: true } => self.journaled(rec),
+            Command::Insert { journal: true } => self.journaled(rec).map(|()| Emit::Changed),
             Command::InsertRows(table) => {
                 if rec.contains_key("db") {
                     return Err(Error::data(
@@ -276,12 +323,11 @@ impl<'c> Work<'c> {
                 let mut db = Map::new();
                 db.insert("table".into(), Value::from(table.as_str()));
                 db.insert("id".into(), Value::from(id));
-                rec.insert("db".into(), Value::Object(db));
-                Ok(())
+                Ok(Emit::Appended("db", Value::Object(db)))
             }
             Command::Done => match rec.get("key") {
-                Some(Value::String(k)) => journal::mark_done(self.conn, k).map(drop),
-                None | Some(Value::Null) => Ok(()),
+                Some(Value::String(k)) => journal::mark_done(self.conn, k).map(|_| Emit::Unchanged),
+                None | Some(Value::Null) => Ok(Emit::Unchanged),
                 Some(other) => Err(Error::data(format!(
                     "key must be a string, found {}",
                     record::kind(other)
@@ -291,14 +337,14 @@ impl<'c> Work<'c> {
     }
 
     /// `insert` or `exec` without the journal: a record without `db` is passed on untouched.
-    fn statements(&mut self, rec: &mut Record, kind: Kind) -> Result<()> {
+    fn statements(&mut self, rec: &mut Record, kind: Kind) -> Result<Emit> {
         let Some(db) = rec.get("db").filter(|v| !v.is_null()) else {
-            return Ok(());
+            return Ok(Emit::Unchanged);
         };
         let results = stmt::apply(self.conn, &mut self.schema, kind, db)?;
         match rec.get_mut("db") {
-            Some(db) => stmt::fill(db, &results),
-            None => Ok(()),
+            Some(db) => stmt::fill(db, &results).map(|()| Emit::Changed),
+            None => Ok(Emit::Unchanged),
         }
     }
 

@@ -10,6 +10,7 @@
 
 mod batch;
 mod conn;
+mod input;
 mod journal;
 mod query;
 mod stmt;
