@@ -7,6 +7,10 @@
 //! written out, in input order, and the output flushed. A record is never passed on before its
 //! transaction has committed, and a live pipeline never waits for a batch to fill.
 //!
+//! A record passed on unchanged (by `done`, or because it carries `error` or has no `db`), or
+//! with one key added at its end (`insert --table`), is written as the text it came in as;
+//! one with results added inside it is serialized again (see [`crate::input`]).
+//!
 //! A bad record (exit 65) stops the run after the records before it have been committed and
 //! passed on; under `--keep-going` it is passed on with `error` instead. A busy database
 //! (75), an I/O error (74) or a permission error (77) rolls back the whole batch, none of
