@@ -5,6 +5,7 @@ mod util;
 
 mod backoff;
 mod commit;
+mod db;
 mod docs;
 mod lock;
 mod wrappers;

@@ -1,0 +1,401 @@
+//! The record commands (`insert`, `exec`, `done`) and group commit.
+//!
+//! Records are read one at a time. The first record of a batch waits for input; after it,
+//! every record already waiting (buffered, or readable without blocking) joins the same
+//! `BEGIN IMMEDIATE` transaction, up to `--batch` records. Each record runs inside a savepoint,
+//! so a bad record is undone alone. The batch is committed, and only then are its records
+//! written out, in input order, and the output flushed. A record is never passed on before its
+//! transaction has committed, and a live pipeline never waits for a batch to fill.
+//!
+//! A record passed on unchanged (by `done`, or because it carries `error` or has no `db`), or
+//! with one key added at its end (`insert --table`), is written as the text it came in as;
+//! one with results added inside it is serialized again (see [`crate::input`]).
+//!
+//! A bad record (exit 65) stops the run after the records before it have been committed and
+//! passed on; under `--keep-going` it is passed on with `error` instead. A busy database
+//! (75), an I/O error (74) or a permission error (77) rolls back the whole batch, none of
+//! which is passed on.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::os::fd::AsFd;
+
+use elf_core::record::{self, Record};
+use elf_core::{Error, IoContext, Result, exit};
+use rusqlite::Connection;
+use serde_json::{Map, Value};
+
+use crate::conn::{self, Mode, Options};
+use crate::input::Input;
+use crate::journal;
+use crate::stmt::{self, Kind, Results, Schema};
+
+const TOOL: &str = "elf-db";
+
+/// A batch also ends once this much output is held, so that memory stays bounded whatever the
+/// records' size.
+const HELD_BYTES: usize = 8 << 20;
+
+/// A record command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `insert`, with or without the journal.
+    Insert {
+        /// `--journal`.
+        journal: bool,
+    },
+    /// `insert --table T`: each record is a row of T.
+    InsertRows(String),
+    /// `exec`.
+    Exec,
+    /// `done`.
+    Done,
+}
+
+/// How the input stream is read.
+#[derive(Debug, Clone)]
+pub struct Stream {
+    /// At most this many records per transaction.
+    pub batch: usize,
+    /// `--max-line`.
+    pub max_line: usize,
+    /// `--keep-going`.
+    pub keep_going: bool,
+}
+
+/// Standard output through a buffer that is flushed once per batch (all of a batch's records
+/// become durable at the same instant, so nothing is gained by writing them one by one).
+pub struct Out {
+    inner: BufWriter<File>,
+}
+
+impl Out {
+    /// Standard output.
+    pub fn stdout() -> Result<Out> {
+        let fd = io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .ctx("opening standard output")?;
+        Ok(Out {
+            inner: BufWriter::with_capacity(64 << 10, File::from(fd)),
+        })
+    }
+
+    /// Writes one line and a newline (buffered).
+    pub fn raw(&mut self, line: &[u8]) -> Result<()> {
+        self.inner.write_all(line).ctx("writing output")?;
+        self.inner.write_all(b"\n").ctx("writing output")
+    }
+
+    /// Flushes.
+    pub fn flush(&mut self) -> Result<()> {
+        self.inner.flush().ctx("writing output")
+    }
+}
+
+/// The records of a batch, serialized and held until the batch has committed.
+#[derive(Default)]
+struct Held {
+    bytes: Vec<u8>,
+    count: usize,
+}
+
+impl Held {
+    fn push(&mut self, rec: &Record) -> Result<()> {
+        serde_json::to_writer(&mut self.bytes, rec)
+            .map_err(|e| Error::internal(format!("serializing a record: {e}")))?;
+        self.bytes.push(b'\n');
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Holds a record that went through, as `how` says.
+    fn emit(&mut self, input: &Input, mut rec: Record, how: Emit) -> Result<()> {
+        match (how, input.text()) {
+            (Emit::Unchanged, Some(text)) => self.push_text(&text, None),
+            (Emit::Appended(key, value), Some(text)) => self.push_text(&text, Some((key, &value))),
+            (Emit::Appended(key, value), None) => {
+                rec.insert(key.into(), value);
+                return self.push(&rec);
+            }
+            (_, _) => return self.push(&rec),
+        }
+        Ok(())
+    }
+
+    /// A record passed on as the text it came in as, with `"key":value` added at its end.
+    fn push_text(&mut self, text: &[u8], add: Option<(&str, &Value)>) {
+        match add {
+            None => self.bytes.extend_from_slice(text),
+            Some((key, value)) => {
+                let body = &text[..text.len().saturating_sub(1)];
+                self.bytes.extend_from_slice(body);
+                if body.trim_ascii_end() != b"{" {
+                    self.bytes.push(b',');
+                }
+                let _ = serde_json::to_writer(&mut self.bytes, key);
+                self.bytes.push(b':');
+                let _ = serde_json::to_writer(&mut self.bytes, value);
+                self.bytes.push(b'}');
+            }
+        }
+        self.bytes.push(b'\n');
+        self.count += 1;
+    }
+
+    /// Writes them out and flushes.
+    fn release(&mut self, out: &mut Out) -> Result<()> {
+        out.inner.write_all(&self.bytes).ctx("writing output")?;
+        out.flush()?;
+        self.bytes.clear();
+        self.count = 0;
+        Ok(())
+    }
+}
+
+/// Runs a record command over standard input.
+pub fn run(o: &Options, command: Command, s: &Stream) -> Result<u8> {
+    let db = conn::open(o, Mode::Write)?;
+    let mut reader = Input::stdin(s.max_line)?;
+    let mut out = Out::stdout()?;
+    let mut work = Work {
+        conn: &db,
+        schema: Schema::default(),
+        command,
+        journal_ready: false,
+    };
+    let mut held = Held::default();
+    let mut eof = false;
+    while !eof {
+        let mut fatal: Option<Error> = None;
+        let mut in_tx = false;
+        loop {
+            let Some(item) = reader.next() else {
+                eof = true;
+                break;
+            };
+            match item {
+                Err(e) if s.keep_going && e.code() == exit::DATAERR => {
+                    held.push(&record::error_record(TOOL, &e))?;
+                }
+                Err(e) => {
+                    fatal = Some(e);
+                    break;
+                }
+                Ok((_, rec)) if record::has_error(&rec) => {
+                    held.emit(&reader, rec, Emit::Unchanged)?;
+                }
+                Ok((line, mut rec)) => {
+                    if !in_tx {
+                        if let Err(e) = conn::begin(&db, o.busy).and_then(|()| work.start()) {
+                            conn::rollback(&db);
+                            // What is already held needed no database: pass it on.
+                            held.release(&mut out)?;
+                            return Err(e.at_line(line));
+                        }
+                        in_tx = true;
+                    }
+                    match work.record(&mut rec) {
+                        Ok(how) => held.emit(&reader, rec, how)?,
+                        Err(e) if e.code() == exit::DATAERR && !db.is_autocommit() => {
+                            let e = e.at_line(line);
+                            if !s.keep_going {
+                                fatal = Some(e);
+                                break;
+                            }
+                            record::set_error(&mut rec, TOOL, &e);
+                            held.push(&rec)?;
+                        }
+                        Err(e) => {
+                            // Busy, I/O, permission, or a constraint that rolled back the whole
+                            // transaction (ON CONFLICT ROLLBACK, RAISE(ROLLBACK)): nothing of
+                            // this batch was committed, so none of it is passed on.
+                            conn::rollback(&db);
+                            return Err(e.at_line(line));
+                        }
+                    }
+                }
+            }
+            if held.count >= s.batch || held.bytes.len() >= HELD_BYTES || !reader.ready() {
+                break;
+            }
+        }
+        if in_tx {
+            conn::commit(&db)?;
+        }
+        held.release(&mut out)?;
+        if let Some(e) = fatal {
+            return Err(e);
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// How a record that went through is passed on.
+enum Emit {
+    /// Serialized again: results were added inside it.
+    Changed,
+    /// As the text it came in as.
+    Unchanged,
+    /// As its text, with one key added at its end.
+    Appended(&'static str, Value),
+}
+
+/// The per-record work of a command, inside the batch's transaction.
+struct Work<'c> {
+    conn: &'c Connection,
+    schema: Schema<'c>,
+    command: Command,
+    journal_ready: bool,
+}
+
+impl<'c> Work<'c> {
+    /// At the start of each transaction.
+    fn start(&mut self) -> Result<()> {
+        let needs_journal = matches!(
+            self.command,
+            Command::Insert { journal: true } | Command::Done
+        );
+        if needs_journal && !self.journal_ready {
+            journal::ensure(self.conn)?;
+            self.journal_ready = true;
+        }
+        Ok(())
+    }
+
+    /// One record, inside a savepoint: all of it or nothing.
+    fn record(&mut self, rec: &mut Record) -> Result<Emit> {
+        if self.atomic(rec)? {
+            return self.apply(rec);
+        }
+        conn::run_cached(self.conn, "SAVEPOINT elf_record")?;
+        match self.apply(rec) {
+            Ok(emit) => conn::run_cached(self.conn, "RELEASE elf_record").map(|()| emit),
+            Err(e) => {
+                if e.code() == exit::DATAERR {
+                    // A schema change by another process could explain an unknown name.
+                    self.schema.forget();
+                }
+                if !self.conn.is_autocommit() {
+                    conn::run_cached(self.conn, "ROLLBACK TO elf_record")?;
+                    conn::run_cached(self.conn, "RELEASE elf_record")?;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// True when the record's work is one statement that SQLite undoes by itself when it fails
+    /// (one row into a table without triggers or ON CONFLICT FAIL clauses, or `done`'s one
+    /// update), so that no savepoint is needed: the fast path of bulk loads.
+    fn atomic(&mut self, rec: &Record) -> Result<bool> {
+        let table = match &self.command {
+            Command::Done => return Ok(true),
+            Command::InsertRows(t) => t.as_str(),
+            Command::Insert { journal: false } => match rec.get("db") {
+                Some(Value::Object(db)) if db.get("values").is_some_and(Value::is_object) => {
+                    match db.get("table") {
+                        Some(Value::String(t)) => t.as_str(),
+                        _ => return Ok(false),
+                    }
+                }
+                _ => return Ok(false),
+            },
+            _ => return Ok(false),
+        };
+        match self.schema.table(self.conn, table) {
+            Ok(t) => Ok(t.simple()),
+            // The unknown table is reported by apply, with nothing done.
+            Err(e) if e.code() == exit::DATAERR => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn apply(&mut self, rec: &mut Record) -> Result<Emit> {
+        match &self.command {
+            Command::Insert { journal: false } => self.statements(rec, Kind::Insert),
+            Command::Exec => self.statements(rec, Kind::Exec),
+            Command::Insert { journal: true } => self.journaled(rec).map(|()| Emit::Changed),
+            Command::InsertRows(table) => {
+                if rec.contains_key("db") {
+                    return Err(Error::data(
+                        "the record has a key \"db\", where --table puts its result; use the record form",
+                    ));
+                }
+                let t = self.schema.table(self.conn, table)?;
+                let id = self.schema.insert_row(self.conn, &t, rec)?;
+                let mut db = Map::new();
+                db.insert("table".into(), Value::from(table.as_str()));
+                db.insert("id".into(), Value::from(id));
+                Ok(Emit::Appended("db", Value::Object(db)))
+            }
+            Command::Done => match rec.get("key") {
+                Some(Value::String(k)) => journal::mark_done(self.conn, k).map(|_| Emit::Unchanged),
+                None | Some(Value::Null) => Ok(Emit::Unchanged),
+                Some(other) => Err(Error::data(format!(
+                    "key must be a string, found {}",
+                    record::kind(other)
+                ))),
+            },
+        }
+    }
+
+    /// `insert` or `exec` without the journal: a record without `db` is passed on untouched.
+    fn statements(&mut self, rec: &mut Record, kind: Kind) -> Result<Emit> {
+        let Some(db) = rec.get("db").filter(|v| !v.is_null()) else {
+            return Ok(Emit::Unchanged);
+        };
+        let results = stmt::apply(self.conn, &mut self.schema, kind, db)?;
+        match rec.get_mut("db") {
+            Some(db) => stmt::fill(db, &results).map(|()| Emit::Changed),
+            None => Ok(Emit::Unchanged),
+        }
+    }
+
+    /// `insert --journal`.
+    fn journaled(&mut self, rec: &mut Record) -> Result<()> {
+        let (key, generated) = match rec.get("key") {
+            Some(Value::String(k)) if !k.is_empty() => (k.clone(), false),
+            Some(Value::String(_)) => return Err(Error::data("key is empty")),
+            None | Some(Value::Null) => (journal::new_key(), true),
+            Some(other) => {
+                return Err(Error::data(format!(
+                    "key must be a string, found {}",
+                    record::kind(other)
+                )));
+            }
+        };
+        let has_db = rec.get("db").is_some_and(|v| !v.is_null());
+        if let Some(stored) = journal::lookup(self.conn, &key)? {
+            let results: Vec<Results> = serde_json::from_str(&stored).map_err(|e| {
+                Error::data(format!("the journal entry of key {key} is damaged: {e}"))
+            })?;
+            return match rec.get_mut("db").filter(|v| !v.is_null()) {
+                Some(db) => stmt::fill(db, &results).map_err(|e| e.context(format!("key {key}"))),
+                None if results.is_empty() => Ok(()),
+                None => Err(Error::data(format!(
+                    "key {key} was journaled with statements, this record has no db"
+                ))),
+            };
+        }
+        let results = match rec.get("db") {
+            Some(db) if has_db => stmt::apply(self.conn, &mut self.schema, Kind::Insert, db)?,
+            _ => Vec::new(),
+        };
+        if let Some(db) = rec.get_mut("db").filter(|v| !v.is_null()) {
+            stmt::fill(db, &results)?;
+        }
+        if generated {
+            if rec.contains_key("key") {
+                rec.insert("key".into(), Value::from(key.as_str()));
+            } else {
+                rec.shift_insert(0, "key".into(), Value::from(key.as_str()));
+            }
+        }
+        let text = serde_json::to_string(rec)
+            .map_err(|e| Error::internal(format!("serializing a record: {e}")))?;
+        let ids = serde_json::to_string(&results)
+            .map_err(|e| Error::internal(format!("serializing ids: {e}")))?;
+        journal::store(self.conn, &key, &text, &ids)
+    }
+}

@@ -1,0 +1,307 @@
+//! Connections: opening, pragmas, the write transaction, the statement guard, and the mapping
+//! of SQLite's errors to exit statuses.
+//!
+//! Every writing connection is in WAL mode with `busy_timeout`, `synchronous=FULL` (unless
+//! `--synchronous normal`) and foreign keys on, and every writing transaction starts with
+//! `BEGIN IMMEDIATE`: the write lock is taken first, so there is no read-to-write upgrade and no
+//! SQLITE_BUSY deadlock. Reading connections are opened `SQLITE_OPEN_READONLY` with
+//! `query_only`.
+
+use std::ffi::{c_char, c_int, c_void};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use elf_core::Error;
+use elf_core::backoff::{Jitter, Policy, Waiter};
+use rusqlite::{Connection, ErrorCode, OpenFlags, ffi};
+
+/// SQLite's `synchronous` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sync {
+    /// fsync at every commit (the default).
+    Full,
+    /// WAL's `NORMAL`: durable up to the last checkpoint or so.
+    Normal,
+}
+
+/// How a connection is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Read and write an existing database.
+    Write,
+    /// Read and write, creating the file when missing.
+    Create,
+    /// Read only.
+    Read,
+    /// Read and write an existing database, leaving its journal mode alone (checkpoint).
+    Maintain,
+}
+
+/// The options every command shares.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The database file.
+    pub path: PathBuf,
+    /// `busy_timeout`.
+    pub busy: Duration,
+    /// `synchronous`.
+    pub sync: Sync,
+}
+
+/// What the statements being prepared are allowed to do (see [`guard`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Guard {
+    /// elf-db's own statements: anything.
+    Own = 0,
+    /// SQL from a record: no transaction control, ATTACH, DETACH or PRAGMA.
+    Record = 1,
+    /// An `exec --file` schema: no transaction control, ATTACH or DETACH.
+    File = 2,
+    /// A `query`: no transaction control, ATTACH or DETACH (and the connection is read-only).
+    Query = 3,
+}
+
+static GUARD: AtomicU8 = AtomicU8::new(Guard::Own as u8);
+
+/// Sets what the SQL prepared and run from now on may do, until the next call.
+///
+/// The process has one connection and one thread, so one global is enough.
+pub fn guard(g: Guard) {
+    GUARD.store(g as u8, Ordering::SeqCst);
+}
+
+/// The authorizer: refuses, in user SQL, the statements that would break elf-db's own
+/// transaction (BEGIN, COMMIT, ROLLBACK, SAVEPOINT, RELEASE) or reach other files (ATTACH,
+/// DETACH). SQL from records may not run PRAGMAs either.
+unsafe extern "C" fn authorize(
+    _user: *mut c_void,
+    action: c_int,
+    _a: *const c_char,
+    _b: *const c_char,
+    _db: *const c_char,
+    _trigger: *const c_char,
+) -> c_int {
+    let g = GUARD.load(Ordering::SeqCst);
+    let control = matches!(
+        action,
+        ffi::SQLITE_TRANSACTION | ffi::SQLITE_SAVEPOINT | ffi::SQLITE_ATTACH | ffi::SQLITE_DETACH
+    );
+    let denied = match g {
+        0 => false,
+        1 => control || action == ffi::SQLITE_PRAGMA,
+        _ => control,
+    };
+    if denied {
+        ffi::SQLITE_DENY
+    } else {
+        ffi::SQLITE_OK
+    }
+}
+
+/// Opens the database.
+pub fn open(o: &Options, mode: Mode) -> elf_core::Result<Connection> {
+    if mode != Mode::Create && !o.path.exists() {
+        return Err(Error::no_input(format!(
+            "database {} does not exist",
+            show(&o.path)
+        )));
+    }
+    let flags = match mode {
+        Mode::Read => OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        Mode::Write | Mode::Maintain => {
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        }
+        Mode::Create => {
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        }
+    };
+    let conn = Connection::open_with_flags(&o.path, flags).map_err(|e| {
+        // SQLite says only "unable to open database file": ask the file system why.
+        let why = if o.path.exists() {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(mode != Mode::Read)
+                .open(&o.path)
+                .err()
+        } else {
+            let parent = o
+                .path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            std::fs::metadata(parent).err()
+        };
+        match why {
+            Some(io) => Error::io(format!("opening {}", show(&o.path)), &io),
+            None => error(e).context(format!("opening {}", show(&o.path))),
+        }
+    })?;
+    conn.busy_timeout(o.busy).map_err(error)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    // SAFETY: the handle is valid for the connection's life; `authorize` only reads an atomic
+    // and takes no user data.
+    let rc = unsafe {
+        ffi::sqlite3_set_authorizer(conn.handle(), Some(authorize), std::ptr::null_mut())
+    };
+    if rc != ffi::SQLITE_OK {
+        return Err(Error::internal("cannot install the SQLite authorizer"));
+    }
+    guard(Guard::Own);
+    let setup = |conn: &Connection| -> rusqlite::Result<()> {
+        match mode {
+            Mode::Read => conn.pragma_update(None, "query_only", true),
+            Mode::Maintain => Ok(()),
+            Mode::Write | Mode::Create => {
+                // journal_mode answers with the mode now in force; a database that cannot use
+                // WAL (on a file system without shared memory) keeps its own mode.
+                let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+                let sync = if o.sync == Sync::Full {
+                    "FULL"
+                } else {
+                    "NORMAL"
+                };
+                conn.pragma_update(None, "synchronous", sync)?;
+                conn.pragma_update(None, "foreign_keys", true)
+            }
+        }
+    };
+    retry_busy(o.busy, || setup(&conn))
+        .map_err(|e| error(e).context(format!("opening {}", show(&o.path))))?;
+    Ok(conn)
+}
+
+/// Runs `f`, trying again while it fails with SQLITE_BUSY and the busy timeout has not passed.
+///
+/// `busy_timeout` does the waiting in nearly every case; this covers the few where SQLite
+/// answers busy without calling its busy handler (a WAL file being recovered by another
+/// connection, a journal mode change).
+pub fn retry_busy<T>(
+    timeout: Duration,
+    mut f: impl FnMut() -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    let policy = Policy {
+        base: Duration::from_millis(5),
+        max_delay: Duration::from_millis(200),
+        jitter: Jitter::Full,
+    };
+    let mut waiter = Waiter::new(policy, timeout);
+    loop {
+        match f() {
+            Err(e) if is_busy(&e) && waiter.wait() => continue,
+            other => return other,
+        }
+    }
+}
+
+/// `BEGIN IMMEDIATE`: takes the write lock, waiting up to the busy timeout.
+pub fn begin(conn: &Connection, timeout: Duration) -> elf_core::Result<()> {
+    guard(Guard::Own);
+    retry_busy(timeout, || conn.execute_batch("BEGIN IMMEDIATE")).map_err(error)
+}
+
+/// `COMMIT`; on failure the transaction is rolled back, so nothing is half-done.
+pub fn commit(conn: &Connection) -> elf_core::Result<()> {
+    guard(Guard::Own);
+    match conn
+        .prepare_cached("COMMIT")
+        .and_then(|mut s| s.execute([]))
+    {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            rollback(conn);
+            Err(error(e).context("committing"))
+        }
+    }
+}
+
+/// `ROLLBACK`, if a transaction is open.
+pub fn rollback(conn: &Connection) {
+    guard(Guard::Own);
+    if !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+}
+
+/// Runs one of elf-db's own statements (no parameters, no rows), cached.
+pub fn run_cached(conn: &Connection, sql: &str) -> elf_core::Result<()> {
+    guard(Guard::Own);
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.execute([]))
+        .map(drop)
+        .map_err(error)
+}
+
+/// True for SQLITE_BUSY and SQLITE_LOCKED.
+pub fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
+/// The exit status and message for an SQLite error.
+///
+/// - busy or locked: 75 (safe to retry);
+/// - a constraint (CHECK, UNIQUE, NOT NULL, FOREIGN KEY, a trigger's RAISE), a type mismatch,
+///   a value too big, SQL that does not prepare (syntax, no such table or column), a
+///   parameter problem: 65, the record is wrong;
+/// - disk full, an I/O error, a file that is not a database or is corrupt: 74;
+/// - read-only database or file, permission denied: 77;
+/// - a file that cannot be opened: 66 when missing, 77 when not accessible, 74 otherwise;
+/// - anything else: 70.
+pub fn error(e: rusqlite::Error) -> Error {
+    use rusqlite::Error as E;
+    let message = describe(&e);
+    match &e {
+        E::SqliteFailure(f, _) => match f.code {
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => Error::temporary(format!(
+                "the database is busy: {message} (gave up after --busy-timeout)"
+            )),
+            ErrorCode::ConstraintViolation | ErrorCode::TypeMismatch | ErrorCode::TooBig => {
+                Error::data(message)
+            }
+            ErrorCode::Unknown | ErrorCode::ParameterOutOfRange => Error::data(message),
+            ErrorCode::AuthorizationForStatementDenied => Error::data(format!(
+                "{message}: transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT, RELEASE), \
+                 ATTACH and DETACH are refused here, and PRAGMA in records"
+            )),
+            ErrorCode::DiskFull
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::NotADatabase
+            | ErrorCode::DatabaseCorrupt => Error::io_failure(message),
+            ErrorCode::ReadOnly | ErrorCode::PermissionDenied => Error::permission(message),
+            ErrorCode::CannotOpen => Error::io_failure(message),
+            _ => Error::internal(message),
+        },
+        E::SqlInputError { .. }
+        | E::MultipleStatement
+        | E::InvalidParameterName(_)
+        | E::InvalidParameterCount(..)
+        | E::NulError(_)
+        | E::ExecuteReturnedResults => Error::data(message),
+        _ => Error::internal(message),
+    }
+}
+
+/// SQLite's message without rusqlite's decorations.
+fn describe(e: &rusqlite::Error) -> String {
+    use rusqlite::Error as E;
+    match e {
+        E::SqliteFailure(_, Some(msg)) => msg.clone(),
+        E::SqliteFailure(f, None) => f.to_string(),
+        E::SqlInputError { msg, offset, .. } => {
+            format!("{msg} (at byte {})", offset.saturating_add(1))
+        }
+        E::MultipleStatement => "more than one statement in sql".into(),
+        other => other.to_string(),
+    }
+}
+
+/// A path for a message.
+pub fn show(p: &Path) -> String {
+    elf_core::text::escape(&p.to_string_lossy()).into_owned()
+}

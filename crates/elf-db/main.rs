@@ -1,0 +1,356 @@
+//! elf-db: SQLite transactions from JSON lines, with bound parameters, safe under contention and
+//! replayable after a crash.
+//!
+//! The first operand is the command: `insert`, `exec`, `done`, `pending`, `query`, `check` or
+//! `checkpoint`. The record commands (`insert`, `exec`, `done`) read records on standard input,
+//! group the records already waiting into one `BEGIN IMMEDIATE` transaction (group commit), and
+//! pass them on only after it has committed. The wire format of each command is documented in
+//! its module: [`stmt`] for the `db` key, [`journal`] for `key` and the journal, [`query`] for
+//! result rows.
+
+mod batch;
+mod conn;
+mod input;
+mod journal;
+mod query;
+mod stmt;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use elf_core::cli::{Flag, Given, Matches, Operands, Tool};
+use elf_core::signals::Policy as Signals;
+use elf_core::{Error, Result, backoff, record};
+
+use conn::{Options, Sync};
+
+const FLAGS: &[Flag] = &[
+    Flag::new("db", "The database file (default $ELF_DB)")
+        .short('d')
+        .value("PATH")
+        .path()
+        .doc(
+            "The SQLite database file. Without it, the path in the ELF_DB environment variable is \
+         used; one of the two is required. The file must exist, except for exec, which creates \
+         it (to run a schema file on a new database).",
+        ),
+    Flag::new(
+        "busy-timeout",
+        "Wait this long for a busy database (default 10s)",
+    )
+    .value("DURATION")
+    .doc(
+        "How long to wait for a database that another process has locked, before giving up \
+             with exit 75 and nothing done (default 10s; ms, s or m, a bare number is seconds; \
+             0 fails at once).",
+    ),
+    Flag::new("synchronous", "full (default) or normal")
+        .value("MODE")
+        .choices(&["full", "normal"])
+        .doc(
+            "SQLite's synchronous setting for writing commands. full (the default): a record is \
+             passed on only once its transaction is on disk, and survives a power loss. normal: \
+             faster; in WAL mode a power loss may undo the last transactions, never corrupt the \
+             database.",
+        ),
+    Flag::new("batch", "At most N records per transaction (default 10000)")
+        .value("N")
+        .doc(
+            "Group commit: the records already waiting on standard input are written in one \
+         transaction, at most N of them (default 10000, from 1 to 1000000). A record is never \
+         passed on before its transaction has committed; a live pipeline never waits for a \
+         batch to fill.",
+        ),
+    Flag::new("table", "insert: plain JSON objects are rows of TABLE")
+        .short('t')
+        .value("TABLE")
+        .doc(
+            "insert: every record is a row of TABLE, its keys the columns (the sqlite-utils \
+         habit). The record is passed on with \"db\":{\"table\":TABLE,\"id\":ID} added.",
+        ),
+    Flag::new("journal", "insert: journal each record under its key")
+        .short('j')
+        .doc(
+            "insert: store the whole record in the journal table elf_journal, in the same \
+         transaction as its rows, keyed by its \"key\" (generated and added when missing). A \
+         key already journaled inserts nothing and gets the ids of the first time. See \
+         pending and done.",
+        ),
+    Flag::new("keep-going", "A bad record becomes an error record; go on")
+        .short('k')
+        .doc(
+            "A record that fails (bad JSON, unknown table or column, a CHECK or trigger that \
+         refuses it) is passed on with an \"error\" key instead of stopping with exit 65; \
+         nothing of it is written. Busy, I/O and permission errors still stop the run.",
+        ),
+    Flag::new("max-line", "Longest input line accepted (default 16MiB)")
+        .value("BYTES")
+        .doc(
+            "The longest input line accepted, in bytes (default 16777216). A longer line is a bad \
+         record (exit 65).",
+        ),
+    Flag::new("file", "exec: run this SQL file in one transaction")
+        .short('f')
+        .value("PATH")
+        .path()
+        .doc(
+            "exec: run the SQL statements of the file (a schema or a migration) in one \
+         transaction instead of reading records. An error names the line of the statement \
+         that failed, and nothing of the file is kept. The file must not contain BEGIN, \
+         COMMIT, ROLLBACK or SAVEPOINT.",
+        ),
+    Flag::new("older-than", "pending: only records at least this old")
+        .value("DURATION")
+        .doc(
+            "pending: print only the records journaled at least DURATION ago (ms, s, m, h or d; a \
+         bare number is seconds), so that a recovery run leaves alone the records that a live \
+         pipeline is still carrying.",
+        ),
+    Flag::new("param", "query: bind :NAME to VALUE (text)")
+        .short('p')
+        .value("NAME=VALUE")
+        .repeat()
+        .doc(
+            "query: bind the parameter :NAME (or @NAME, $NAME) of the SQL to VALUE, as text. \
+         SQLite converts text to a number where a column or LIMIT needs one; write \
+         CAST(:n AS INTEGER) where it does not. May be repeated.",
+        ),
+];
+
+static TOOL: Tool = Tool {
+    name: "elf-db",
+    about: "SQLite transactions from JSON lines, with bound parameters, safe under contention",
+    usage: &[
+        "insert [--journal] [--table TABLE] [OPTIONS] < RECORDS",
+        "exec [OPTIONS] < RECORDS",
+        "exec --file SCHEMA.sql [OPTIONS]",
+        "done [OPTIONS] < RECORDS",
+        "pending [--older-than DURATION] [OPTIONS]",
+        "query SQL [--param NAME=VALUE]... [OPTIONS]",
+        "check [OPTIONS]",
+        "checkpoint [OPTIONS]",
+    ],
+    flags: FLAGS,
+    operands: Operands::Free,
+    operand_kind: "",
+    man: include_str!("elf-db.1.in"),
+    version: env!("CARGO_PKG_VERSION"),
+};
+
+fn main() -> ExitCode {
+    elf_core::run(&TOOL, Signals::Exit, run)
+}
+
+/// The commands, and the flags each accepts besides --db and --busy-timeout.
+const COMMANDS: &[(&str, &[&str])] = &[
+    (
+        "insert",
+        &[
+            "synchronous",
+            "batch",
+            "table",
+            "journal",
+            "keep-going",
+            "max-line",
+        ],
+    ),
+    (
+        "exec",
+        &["synchronous", "batch", "keep-going", "max-line", "file"],
+    ),
+    ("done", &["synchronous", "batch", "keep-going", "max-line"]),
+    ("pending", &["older-than"]),
+    ("query", &["param"]),
+    ("check", &[]),
+    ("checkpoint", &[]),
+];
+
+/// The default number of records per transaction.
+const DEFAULT_BATCH: usize = 10_000;
+
+fn run(m: Matches) -> Result<u8> {
+    let Some(first) = m.operands.first() else {
+        return Err(Error::usage(
+            "a command is required: insert, exec, done, pending, query, check or checkpoint (see --help)",
+        ));
+    };
+    let name = first.to_str().unwrap_or("");
+    let Some((command, allowed)) = COMMANDS.iter().find(|(c, _)| *c == name) else {
+        return Err(Error::usage(format!(
+            "unknown command '{}': expected insert, exec, done, pending, query, check or checkpoint",
+            elf_core::text::escape(&first.to_string_lossy())
+        )));
+    };
+    for g in &m.flags {
+        let f = g.name();
+        if f != "db" && f != "busy-timeout" && !allowed.contains(&f) {
+            return Err(Error::usage(format!(
+                "flag --{f} does not apply to {command}"
+            )));
+        }
+    }
+    let rest = &m.operands[1..];
+    let wanted = usize::from(*command == "query");
+    if rest.len() != wanted {
+        return Err(match (*command, rest.len()) {
+            ("query", 0) => Error::usage("query needs the SQL to run (elf-db query 'SELECT ...')"),
+            ("query", _) => Error::usage("query takes one SQL operand; quote it as one argument"),
+            _ => Error::usage(format!(
+                "{command} takes no operand, found '{}'",
+                elf_core::text::escape(&rest[0].to_string_lossy())
+            )),
+        });
+    }
+    let opts = options(&m)?;
+    match *command {
+        "insert" => {
+            if m.has("journal") && m.has("table") {
+                return Err(Error::usage(
+                    "--journal works with the record form, not with --table",
+                ));
+            }
+            let mode = match m.get("table") {
+                Some(g) => batch::Command::InsertRows(g.str()?.to_string()),
+                None => batch::Command::Insert {
+                    journal: m.has("journal"),
+                },
+            };
+            batch::run(&opts, mode, &stream_options(&m)?)
+        }
+        "exec" => match m.get("file") {
+            Some(g) => {
+                for f in ["batch", "keep-going", "max-line"] {
+                    if m.has(f) {
+                        return Err(Error::usage(format!(
+                            "flag --{f} does not apply to exec --file"
+                        )));
+                    }
+                }
+                stmt::exec_file(&opts, &PathBuf::from(g.os()?))
+            }
+            None => batch::run(&opts, batch::Command::Exec, &stream_options(&m)?),
+        },
+        "done" => batch::run(&opts, batch::Command::Done, &stream_options(&m)?),
+        "pending" => {
+            let older = m.get("older-than").map(|g| g.with(parse_age)).transpose()?;
+            journal::pending(&opts, older)
+        }
+        "query" => {
+            let sql = rest[0]
+                .to_str()
+                .ok_or_else(|| Error::usage("the SQL is not UTF-8"))?;
+            let params = m.all("param").map(param).collect::<Result<Vec<_>>>()?;
+            query::run(&opts, sql, &params)
+        }
+        "check" => query::check(&opts),
+        _ => query::checkpoint(&opts),
+    }
+}
+
+/// The connection options every command shares.
+fn options(m: &Matches) -> Result<Options> {
+    let path = match m.get("db") {
+        Some(g) => PathBuf::from(g.os()?),
+        None => match std::env::var_os("ELF_DB") {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => return Err(Error::usage("no database: give --db PATH or set ELF_DB")),
+        },
+    };
+    let busy = match m.get("busy-timeout") {
+        Some(g) => g.with(backoff::parse_duration)?,
+        None => Duration::from_secs(10),
+    };
+    let sync = match m.get("synchronous").map(Given::str).transpose()? {
+        Some("normal") => Sync::Normal,
+        _ => Sync::Full,
+    };
+    Ok(Options { path, busy, sync })
+}
+
+fn stream_options(m: &Matches) -> Result<batch::Stream> {
+    let batch = match m.get("batch") {
+        Some(g) => g.with(|s| match s.parse::<usize>() {
+            Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+            _ => Err("expected a number from 1 to 1000000"),
+        })?,
+        None => DEFAULT_BATCH,
+    };
+    let max_line = match m.get("max-line") {
+        Some(g) => g.with(|s| match s.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err("expected a positive number of bytes"),
+        })?,
+        None => record::DEFAULT_MAX_LINE,
+    };
+    Ok(batch::Stream {
+        batch,
+        max_line,
+        keep_going: m.has("keep-going"),
+    })
+}
+
+/// `--older-than`: the shared duration syntax plus hours and days.
+fn parse_age(s: &str) -> std::result::Result<Duration, String> {
+    let t = s.trim();
+    let scaled = |n: &str, unit: u64| {
+        backoff::parse_duration(n)
+            .ok()
+            .and_then(|d| d.checked_mul(u32::try_from(unit).ok()?))
+            .ok_or_else(|| "expected a number with ms, s, m, h or d".to_string())
+    };
+    if let Some(n) = t.strip_suffix('h') {
+        scaled(n, 3600)
+    } else if let Some(n) = t.strip_suffix('d') {
+        scaled(n, 86_400)
+    } else {
+        backoff::parse_duration(t)
+            .map_err(|_| "expected a number with ms, s, m, h or d".to_string())
+    }
+}
+
+/// `--param NAME=VALUE`.
+fn param(g: &Given) -> Result<(String, String)> {
+    let s = g.str()?;
+    match s.split_once('=') {
+        Some((name, value)) if !name.is_empty() => {
+            let name = name.trim_start_matches([':', '@', '$']);
+            Ok((name.to_string(), value.to_string()))
+        }
+        _ => Err(g.bad(s, "expected NAME=VALUE")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use elf_core::cli;
+
+    #[test]
+    fn flag_table_is_valid() {
+        assert_eq!(cli::check_table(&TOOL), Ok(()));
+    }
+
+    #[test]
+    fn every_command_flag_exists() {
+        for (_, flags) in COMMANDS {
+            for f in *flags {
+                assert!(
+                    FLAGS.iter().any(|x| x.long == *f),
+                    "--{f} is not in the table"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ages() {
+        assert_eq!(parse_age("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_age("1.5d"), Ok(Duration::from_secs(129_600)));
+        assert_eq!(parse_age("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_age("250ms"), Ok(Duration::from_millis(250)));
+        for bad in ["", "h", "-1h", "1w", "xd"] {
+            assert!(parse_age(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,690 @@
+//! The `db` key: the statements a record asks for, and the results added to it.
+//!
+//! # Wire format
+//!
+//! `db` is one statement object, or an array of them; all the statements of a record run in
+//! one transaction, and either all of them are kept or none. Results are added to each
+//! statement object (an existing result key is replaced); every other key keeps its value and
+//! place.
+//!
+//! `elf-db insert` takes insert statements:
+//!
+//! ```json
+//! {"db":{"table":"learnings","values":{"type":"failure","title":"t"}}}
+//! {"db":{"table":"learnings","values":{"type":"failure","title":"t"},"id":42}}
+//! ```
+//!
+//! - `table`: an existing table (or view), matched without regard to ASCII case;
+//! - `values`: an object, one row: its keys are columns of the table; or an array of such
+//!   objects, several rows;
+//! - result `id`: the new row's rowid, for one row; `ids`: the rowids in order, for an array.
+//!
+//! Values are bound parameters, never SQL text: a string is TEXT, an integer INTEGER (one beyond
+//! 64 bits is bound as its digits, as TEXT, which a numeric column turns into REAL like SQLite's
+//! own literal would), a number with a fraction or exponent REAL, `true`/`false` 1/0, `null`
+//! NULL, and an object or array its JSON text.
+//!
+//! `elf-db exec` takes SQL statements:
+//!
+//! ```json
+//! {"db":{"sql":"UPDATE heuristics SET confidence = :c WHERE id = :id","params":{"c":0.9,"id":7}}}
+//! {"db":{"sql":"UPDATE heuristics SET confidence = :c WHERE id = :id","params":{"c":0.9,"id":7},"changes":1}}
+//! ```
+//!
+//! - `sql`: exactly one statement; transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT,
+//!   RELEASE), ATTACH, DETACH and PRAGMA are refused;
+//! - `params`: an object binding `:name`, `@name` or `$name` (keys with or without the sigil),
+//!   or an array binding `?` parameters in order. Every parameter must be given and every
+//!   given one used;
+//! - results: `changes` (rows changed by an INSERT, UPDATE or DELETE; 0 for a query), `id`
+//!   (the rowid of the row inserted, when the statement inserted one), `rows` (the rows the
+//!   statement returned, with RETURNING or a SELECT, typed as by `elf-db query`).
+
+use std::rc::Rc;
+
+use elf_core::{Error, IoContext, Result, record};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{CachedStatement, Connection, ToSql};
+use serde_json::{Map, Value};
+
+use crate::conn::{self, Guard, Options};
+
+/// The statements `insert` or `exec` accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `table` and `values`.
+    Insert,
+    /// `sql` and `params`.
+    Exec,
+}
+
+/// The results of one statement object, to merge into it.
+pub type Results = Map<String, Value>;
+
+/// A table's real name and columns, as the schema has them.
+#[derive(Debug)]
+pub struct Table {
+    name: String,
+    columns: Vec<String>,
+    simple: bool,
+}
+
+impl Table {
+    /// True when one INSERT into it either succeeds or leaves nothing behind: no triggers
+    /// (a trigger may write before a RAISE(FAIL)) and no ON CONFLICT FAIL clause.
+    pub fn simple(&self) -> bool {
+        self.simple
+    }
+
+    fn column(&self, key: &str) -> Option<&str> {
+        self.columns
+            .iter()
+            .find(|c| c.eq_ignore_ascii_case(key))
+            .map(String::as_str)
+    }
+}
+
+/// The schema, read as needed and cached for the run, and the INSERT statement of the last
+/// row's shape, kept prepared: a bulk load of same-shaped rows neither rebuilds nor looks up
+/// its statement.
+#[derive(Default)]
+pub struct Schema<'c> {
+    tables: Vec<Rc<Table>>,
+    sql: String,
+    cols: Vec<usize>,
+    last: Option<Shape<'c>>,
+}
+
+/// A table and the keys of a row, in order, with the statement that inserts such a row.
+struct Shape<'c> {
+    table: Rc<Table>,
+    keys: Vec<String>,
+    stmt: CachedStatement<'c>,
+}
+
+impl Shape<'_> {
+    fn fits(&self, table: &Rc<Table>, values: &Map<String, Value>) -> bool {
+        Rc::ptr_eq(&self.table, table)
+            && self.keys.len() == values.len()
+            && self.keys.iter().zip(values.keys()).all(|(a, b)| a == b)
+    }
+}
+
+impl<'c> Schema<'c> {
+    /// A table by name. A name not in the cache is looked up again (another process may
+    /// have created it since); an unknown one is a data error listing the tables there are.
+    pub fn table(&mut self, conn: &Connection, name: &str) -> Result<Rc<Table>> {
+        if let Some(t) = self
+            .tables
+            .iter()
+            .find(|t| t.name.eq_ignore_ascii_case(name))
+        {
+            return Ok(Rc::clone(t));
+        }
+        conn::guard(Guard::Own);
+        let found: Option<String> = conn
+            .prepare_cached(
+                "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name = ?1 COLLATE NOCASE",
+            )
+            .and_then(|mut s| {
+                let mut rows = s.query([name])?;
+                rows.next()?.map(|r| r.get::<_, String>(0)).transpose()
+            })
+            .map_err(conn::error)?;
+        let Some(real) = found.filter(|n| !is_internal(n)) else {
+            let names = self.names(conn)?;
+            return Err(Error::data(format!(
+                "no table named '{name}' (tables: {})",
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            )));
+        };
+        let columns: Vec<String> = conn
+            .prepare_cached("SELECT name FROM pragma_table_info(?1)")
+            .and_then(|mut s| s.query_map([&real], |r| r.get::<_, String>(0))?.collect())
+            .map_err(conn::error)?;
+        let (triggers, sql): (i64, String) = conn
+            .query_row(
+                "SELECT (SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?1), \
+                 coalesce((SELECT sql FROM sqlite_master WHERE name = ?1 AND type IN ('table', 'view')), '')",
+                [&real],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(conn::error)?;
+        let simple = triggers == 0 && !sql.to_ascii_uppercase().contains("FAIL");
+        let t = Rc::new(Table {
+            name: real,
+            columns,
+            simple,
+        });
+        self.tables.push(Rc::clone(&t));
+        Ok(t)
+    }
+
+    /// Forgets the cached tables (after a failure that a schema change could explain).
+    pub fn forget(&mut self) {
+        self.last = None;
+        self.tables.clear();
+    }
+
+    fn names(&self, conn: &Connection) -> Result<Vec<String>> {
+        conn::guard(Guard::Own);
+        let names: Vec<String> = conn
+            .prepare_cached(
+                "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') ORDER BY name",
+            )
+            .and_then(|mut s| s.query_map([], |r| r.get::<_, String>(0))?.collect())
+            .map_err(conn::error)?;
+        Ok(names.into_iter().filter(|n| !is_internal(n)).collect())
+    }
+
+    /// Inserts one row; returns its rowid.
+    pub fn insert_row(
+        &mut self,
+        conn: &'c Connection,
+        table: &Rc<Table>,
+        values: &Map<String, Value>,
+    ) -> Result<i64> {
+        let shape = match self.last.take() {
+            Some(shape) if shape.fits(table, values) => shape,
+            _ => self.prepare(conn, table, values)?,
+        };
+        let st = &mut self.last.insert(shape).stmt;
+        for (i, v) in values.values().enumerate() {
+            st.raw_bind_parameter(i + 1, Bind::new(v)?)
+                .map_err(conn::error)?;
+        }
+        conn::guard(Guard::Own);
+        if st.raw_execute().map_err(conn::error)? == 0 {
+            return Err(Error::data(format!(
+                "the row was not inserted into {}: an ON CONFLICT IGNORE constraint or a trigger's RAISE(IGNORE) dropped it",
+                table.name
+            )));
+        }
+        Ok(conn.last_insert_rowid())
+    }
+}
+
+impl<'c> Schema<'c> {
+    /// Checks a row's keys against the table and prepares the INSERT for its shape.
+    fn prepare(
+        &mut self,
+        conn: &'c Connection,
+        table: &Rc<Table>,
+        values: &Map<String, Value>,
+    ) -> Result<Shape<'c>> {
+        self.cols.clear();
+        for key in values.keys() {
+            let Some(col) = table.column(key) else {
+                return Err(Error::data(format!(
+                    "table {} has no column named '{key}' (columns: {})",
+                    table.name,
+                    table.columns.join(", ")
+                )));
+            };
+            let idx = table.columns.iter().position(|c| c == col).unwrap_or(0);
+            if self.cols.contains(&idx) {
+                return Err(Error::data(format!(
+                    "column {col} is given twice (names ignore case)"
+                )));
+            }
+            self.cols.push(idx);
+        }
+        self.sql.clear();
+        self.sql.push_str("INSERT INTO ");
+        quote(&mut self.sql, &table.name);
+        if self.cols.is_empty() {
+            self.sql.push_str(" DEFAULT VALUES");
+        } else {
+            self.sql.push('(');
+            for (i, &c) in self.cols.iter().enumerate() {
+                if i > 0 {
+                    self.sql.push(',');
+                }
+                quote(&mut self.sql, &table.columns[c]);
+            }
+            self.sql.push_str(") VALUES (");
+            for i in 0..self.cols.len() {
+                self.sql.push_str(if i == 0 { "?" } else { ",?" });
+            }
+            self.sql.push(')');
+        }
+        conn::guard(Guard::Own);
+        let stmt = conn.prepare_cached(&self.sql).map_err(conn::error)?;
+        Ok(Shape {
+            table: Rc::clone(table),
+            keys: values.keys().cloned().collect(),
+            stmt,
+        })
+    }
+}
+
+/// Tables the record form may not write: SQLite's own and the journal.
+fn is_internal(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower.starts_with("sqlite_") || lower == crate::journal::TABLE
+}
+
+/// Appends `"name"` with `"` doubled.
+pub fn quote(out: &mut String, name: &str) {
+    out.push('"');
+    for c in name.chars() {
+        if c == '"' {
+            out.push('"');
+        }
+        out.push(c);
+    }
+    out.push('"');
+}
+
+/// A JSON value as a bound parameter.
+pub struct Bind<'a>(ValueRef<'a>, Option<String>);
+
+impl<'a> Bind<'a> {
+    /// Converts a value; a number out of every range (`1e999`) is a data error.
+    pub fn new(v: &'a Value) -> Result<Bind<'a>> {
+        Ok(match v {
+            Value::Null => Bind(ValueRef::Null, None),
+            Value::Bool(b) => Bind(ValueRef::Integer(i64::from(*b)), None),
+            Value::String(s) => Bind(ValueRef::Text(s.as_bytes()), None),
+            Value::Number(n) => {
+                if let Some(i) = n.as_i64() {
+                    Bind(ValueRef::Integer(i), None)
+                } else if n.is_f64() {
+                    Bind(ValueRef::Real(n.as_f64().unwrap_or(0.0)), None)
+                } else {
+                    let text = n.to_string();
+                    if !text.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+                        return Err(Error::data(format!("number {text} is out of range")));
+                    }
+                    Bind(ValueRef::Null, Some(text))
+                }
+            }
+            Value::Array(_) | Value::Object(_) => Bind(ValueRef::Null, Some(v.to_string())),
+        })
+    }
+}
+
+impl ToSql for Bind<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match &self.1 {
+            Some(text) => ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes())),
+            None => ToSqlOutput::Borrowed(self.0),
+        })
+    }
+}
+
+/// The statement objects of a `db` value.
+fn objects(db: &Value) -> Result<Vec<&Map<String, Value>>> {
+    match db {
+        Value::Object(m) => Ok(vec![m]),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::Object(m) => Ok(m),
+                other => Err(Error::data(format!(
+                    "db[{i}] must be an object, found {}",
+                    record::kind(other)
+                ))),
+            })
+            .collect(),
+        other => Err(Error::data(format!(
+            "db must be an object or an array of objects, found {}",
+            record::kind(other)
+        ))),
+    }
+}
+
+/// Where a statement is, for messages: `db` or `db[2]`.
+fn place(db: &Value, i: usize) -> String {
+    if db.is_array() {
+        format!("db[{i}]")
+    } else {
+        "db".to_string()
+    }
+}
+
+/// Runs the statements of a record's `db` and returns each statement object's results, in
+/// order, without touching the record (see [`fill`]).
+pub fn apply<'c>(
+    conn: &'c Connection,
+    schema: &mut Schema<'c>,
+    kind: Kind,
+    db: &Value,
+) -> Result<Vec<Results>> {
+    let objs = objects(db)?;
+    let mut out = Vec::with_capacity(objs.len());
+    for (i, obj) in objs.into_iter().enumerate() {
+        let r = match kind {
+            Kind::Insert => insert(conn, schema, obj),
+            Kind::Exec => exec(conn, obj),
+        };
+        out.push(r.map_err(|e| e.context(place(db, i)))?);
+    }
+    Ok(out)
+}
+
+/// Adds results to the statement objects of `db`.
+pub fn fill(db: &mut Value, results: &[Results]) -> Result<()> {
+    let count = match db {
+        Value::Array(a) => a.len(),
+        Value::Object(_) => 1,
+        _ => 0,
+    };
+    if count != results.len() {
+        return Err(Error::data(format!(
+            "db holds {count} statement(s) but its key was journaled with {}",
+            results.len()
+        )));
+    }
+    let put = |obj: &mut Value, r: &Results| {
+        if let Value::Object(m) = obj {
+            for (k, v) in r {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+    };
+    match db {
+        Value::Array(items) => items.iter_mut().zip(results).for_each(|(o, r)| put(o, r)),
+        obj => put(obj, &results[0]),
+    }
+    Ok(())
+}
+
+fn check_keys(obj: &Map<String, Value>, allowed: &[&str], what: &str) -> Result<()> {
+    match obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(k) => Err(Error::data(format!("unknown key '{k}' ({what})"))),
+        None => Ok(()),
+    }
+}
+
+fn insert<'c>(
+    conn: &'c Connection,
+    schema: &mut Schema<'c>,
+    obj: &Map<String, Value>,
+) -> Result<Results> {
+    check_keys(
+        obj,
+        &["table", "values", "id", "ids"],
+        "insert takes table and values; use exec for sql",
+    )?;
+    let name = match obj.get("table") {
+        Some(Value::String(s)) => s,
+        Some(other) => {
+            return Err(Error::data(format!(
+                "table must be a string, found {}",
+                record::kind(other)
+            )));
+        }
+        None => return Err(Error::data("table is missing")),
+    };
+    let table = schema.table(conn, name)?;
+    let mut results = Map::new();
+    match obj.get("values") {
+        Some(Value::Object(values)) => {
+            let id = schema.insert_row(conn, &table, values)?;
+            results.insert("id".into(), Value::from(id));
+        }
+        Some(Value::Array(rows)) => {
+            let mut ids = Vec::with_capacity(rows.len());
+            for (i, row) in rows.iter().enumerate() {
+                let Value::Object(values) = row else {
+                    return Err(Error::data(format!(
+                        "values[{i}] must be an object, found {}",
+                        record::kind(row)
+                    )));
+                };
+                let id = schema
+                    .insert_row(conn, &table, values)
+                    .map_err(|e| e.context(format!("values[{i}]")))?;
+                ids.push(Value::from(id));
+            }
+            results.insert("ids".into(), Value::Array(ids));
+        }
+        Some(other) => {
+            return Err(Error::data(format!(
+                "values must be an object or an array of objects, found {}",
+                record::kind(other)
+            )));
+        }
+        None => return Err(Error::data("values is missing")),
+    }
+    Ok(results)
+}
+
+fn exec(conn: &Connection, obj: &Map<String, Value>) -> Result<Results> {
+    check_keys(
+        obj,
+        &["sql", "params", "changes", "id", "rows"],
+        "exec takes sql and params; use insert for table",
+    )?;
+    let sql = match obj.get("sql") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s,
+        Some(Value::String(_)) => return Err(Error::data("sql is empty")),
+        Some(other) => {
+            return Err(Error::data(format!(
+                "sql must be a string, found {}",
+                record::kind(other)
+            )));
+        }
+        None => return Err(Error::data("sql is missing")),
+    };
+    let params = obj.get("params").filter(|p| !p.is_null());
+    conn::guard(Guard::Record);
+    let result = run_sql(conn, sql, params);
+    conn::guard(Guard::Own);
+    result
+}
+
+fn run_sql(conn: &Connection, sql: &str, params: Option<&Value>) -> Result<Results> {
+    let mut st = conn.prepare_cached(sql).map_err(conn::error)?;
+    let n = st.parameter_count();
+    match params {
+        None if n > 0 => {
+            let name = st.parameter_name(1).unwrap_or("?").to_string();
+            return Err(Error::data(format!(
+                "sql has parameters ({name}...) but params is missing"
+            )));
+        }
+        None => {}
+        Some(Value::Array(items)) => {
+            if items.len() != n {
+                return Err(Error::data(format!(
+                    "sql has {n} parameter(s), params has {}",
+                    items.len()
+                )));
+            }
+            for (i, v) in items.iter().enumerate() {
+                st.raw_bind_parameter(i + 1, Bind::new(v)?)
+                    .map_err(conn::error)?;
+            }
+        }
+        Some(Value::Object(map)) => {
+            let mut used = 0;
+            for i in 1..=n {
+                let Some(name) = st.parameter_name(i) else {
+                    return Err(Error::data(
+                        "sql uses positional parameters (?): give params as an array",
+                    ));
+                };
+                let bare = &name[1..];
+                let v = map.iter().find(|(k, _)| unsigil(k) == bare).map(|(_, v)| v);
+                let Some(v) = v else {
+                    return Err(Error::data(format!("params has no value for {name}")));
+                };
+                used += 1;
+                let b = Bind::new(v)?;
+                st.raw_bind_parameter(i, b).map_err(conn::error)?;
+            }
+            if used != map.len() {
+                let unused = map.keys().find(|k| {
+                    !(1..=n).any(|i| st.parameter_name(i).is_some_and(|p| &p[1..] == unsigil(k)))
+                });
+                let k = unused.map_or("?", String::as_str);
+                return Err(Error::data(format!(
+                    "params has '{k}', which the sql does not use"
+                )));
+            }
+        }
+        Some(other) => {
+            return Err(Error::data(format!(
+                "params must be an object or an array, found {}",
+                record::kind(other)
+            )));
+        }
+    }
+    let before = conn.last_insert_rowid();
+    let mut results = Map::new();
+    let readonly = st.readonly();
+    let changes;
+    if st.column_count() > 0 {
+        let names: Vec<String> = st.column_names().into_iter().map(String::from).collect();
+        let mut rows_out = Vec::new();
+        let mut rows = st.raw_query();
+        while let Some(row) = rows.next().map_err(conn::error)? {
+            let mut obj = Map::new();
+            for (i, name) in names.iter().enumerate() {
+                let v = row.get_ref(i).map_err(conn::error)?;
+                obj.insert(name.clone(), crate::query::to_json(v));
+            }
+            rows_out.push(Value::Object(obj));
+        }
+        drop(rows);
+        changes = if readonly { 0 } else { conn.changes() };
+        results.insert("changes".into(), Value::from(changes));
+        add_id(conn, before, changes, &mut results);
+        results.insert("rows".into(), Value::Array(rows_out));
+    } else {
+        changes = st.raw_execute().map_err(conn::error)? as u64;
+        results.insert("changes".into(), Value::from(changes));
+        add_id(conn, before, changes, &mut results);
+    }
+    Ok(results)
+}
+
+/// A params key without its `:`, `@` or `$`.
+fn unsigil(key: &str) -> &str {
+    key.strip_prefix([':', '@', '$']).unwrap_or(key)
+}
+
+fn add_id(conn: &Connection, before: i64, changes: u64, results: &mut Results) {
+    let after = conn.last_insert_rowid();
+    if changes > 0 && after != before {
+        results.insert("id".into(), Value::from(after));
+    }
+}
+
+/// `exec --file`: runs a schema or migration file in one transaction.
+pub fn exec_file(o: &Options, path: &std::path::Path) -> Result<u8> {
+    let bytes = std::fs::read(path).with_ctx(|| format!("reading {}", conn::show(path)))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        Error::data(format!(
+            "{} is not UTF-8 (at byte {})",
+            conn::show(path),
+            e.utf8_error().valid_up_to() + 1
+        ))
+    })?;
+    let chunks = split_statements(&text).map_err(|e| e.context(conn::show(path)))?;
+    let db = conn::open(o, conn::Mode::Create)?;
+    conn::begin(&db, o.busy)?;
+    for (line, chunk) in &chunks {
+        conn::guard(Guard::File);
+        let r = db.execute_batch(chunk);
+        conn::guard(Guard::Own);
+        if let Err(e) = r {
+            conn::rollback(&db);
+            return Err(conn::error(e).context(conn::show(path)).at_line(*line));
+        }
+    }
+    conn::commit(&db)?;
+    Ok(elf_core::exit::OK)
+}
+
+/// Splits SQL text into complete statements (as the sqlite3 shell does, with
+/// `sqlite3_complete`), each with the line it starts on.
+pub fn split_statements(text: &str) -> Result<Vec<(u64, String)>> {
+    let mut out = Vec::new();
+    let mut buf = String::new();
+    let mut start = 0u64;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let n = i as u64 + 1;
+        if line.contains('\0') {
+            return Err(Error::data("NUL byte in SQL").at_line(n));
+        }
+        if buf.trim().is_empty() {
+            buf.clear();
+            start = n;
+        }
+        buf.push_str(line);
+        if line.contains(';') && complete(&buf) {
+            out.push((start, std::mem::take(&mut buf)));
+        }
+    }
+    if !buf.trim().is_empty() {
+        out.push((start, buf));
+    }
+    Ok(out)
+}
+
+/// `sqlite3_complete`: true when the text ends a statement (a `;` outside strings, comments
+/// and trigger bodies).
+fn complete(sql: &str) -> bool {
+    let Ok(c) = std::ffi::CString::new(sql) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call; sqlite3_complete
+    // only reads it.
+    unsafe { rusqlite::ffi::sqlite3_complete(c.as_ptr()) != 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_doubles_quotes() {
+        let mut s = String::new();
+        quote(&mut s, "a\"b; DROP TABLE x");
+        assert_eq!(s, "\"a\"\"b; DROP TABLE x\"");
+    }
+
+    #[test]
+    fn splits_statements_with_their_lines() {
+        let sql = "-- c\nCREATE TABLE a(x);\n\nCREATE TRIGGER t AFTER INSERT ON a BEGIN\n  SELECT ';';\nEND;\nINSERT INTO a VALUES(1)";
+        let got = split_statements(sql).unwrap_or_default();
+        let lines: Vec<u64> = got.iter().map(|(l, _)| *l).collect();
+        assert_eq!(lines, [1, 4, 7]);
+        assert!(got[1].1.trim_end().ends_with("END;"));
+    }
+
+    #[test]
+    fn values_bind_by_type() {
+        let v: Value = serde_json::from_str(
+            r#"[null,true,7,-2.5,"s",123456789012345678901234567890,{"a":[1]},1e999]"#,
+        )
+        .unwrap_or_default();
+        let items = v.as_array().cloned().unwrap_or_default();
+        let got: Vec<String> = items
+            .iter()
+            .map(|x| match Bind::new(x) {
+                Ok(b) => match b.to_sql() {
+                    Ok(ToSqlOutput::Borrowed(r)) => format!("{r:?}"),
+                    _ => "?".into(),
+                },
+                Err(e) => format!("err {}", e.code()),
+            })
+            .collect();
+        assert_eq!(got[0], "Null");
+        assert_eq!(got[1], "Integer(1)");
+        assert_eq!(got[2], "Integer(7)");
+        assert_eq!(got[3], "Real(-2.5)");
+        assert!(got[4].starts_with("Text"));
+        assert!(got[5].starts_with("Text"));
+        assert!(got[6].starts_with("Text"));
+        assert_eq!(got[7], "err 65");
+    }
+}

@@ -1,0 +1,1306 @@
+//! elf-db: records in, rows out; bad input, hostile names and values, the legacy schemas,
+//! contention, busy locks, kill -9, the journal and its replay, queries, check, checkpoint.
+//!
+//! Results are checked through a separate rusqlite connection, not through elf-db itself.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+use serde_json::{Map, Value, json};
+
+use crate::util::{TempDir, cmd, json_lines, one_line, run_with_input, scale, wait_for, watchdog};
+
+fn elf_db() -> Command {
+    cmd(env!("CARGO_BIN_EXE_elf-db"))
+}
+
+/// `elf-db ARGS --db DB`.
+fn db_cmd(db: &Path, args: &[&str]) -> Command {
+    let mut c = elf_db();
+    c.arg("--db").arg(db).args(args);
+    c
+}
+
+/// A learnings-like table, as the first legacy schema has it, plus a table for other tests.
+const SCHEMA: &str = "\
+CREATE TABLE learnings (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    type TEXT NOT NULL,
+    filepath TEXT NOT NULL,
+    title TEXT NOT NULL,
+    summary TEXT,
+    tags TEXT,
+    domain TEXT,
+    severity INTEGER DEFAULT 3,
+    created_at DATETIME DEFAULT CURRENT_TIMESTAMP,
+    updated_at DATETIME DEFAULT CURRENT_TIMESTAMP
+);
+CREATE INDEX idx_learnings_type ON learnings(type);
+CREATE TABLE pairs (id INTEGER PRIMARY KEY, seq INTEGER NOT NULL, side TEXT NOT NULL);
+";
+
+/// A new database with [`SCHEMA`], made by `elf-db exec --file`.
+fn new_db(dir: &TempDir) -> PathBuf {
+    let schema = dir.join("schema.sql");
+    std::fs::write(&schema, SCHEMA).expect("write schema");
+    let db = dir.join("index.db");
+    let out = db_cmd(&db, &["exec", "--file"])
+        .arg(&schema)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    db
+}
+
+fn open(db: &Path) -> Connection {
+    let c = Connection::open(db).expect("open db");
+    c.busy_timeout(Duration::from_secs(30))
+        .expect("busy timeout");
+    c
+}
+
+fn count(db: &Path, sql: &str) -> i64 {
+    open(db).query_row(sql, [], |r| r.get(0)).expect("count")
+}
+
+fn lines(records: &[Value]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for r in records {
+        out.extend_from_slice(r.to_string().as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
+fn failure(title: &str) -> Value {
+    json!({"db": {"table": "learnings", "values": {"type": "failure", "filepath": format!("memory/failures/{title}.md"), "title": title}}})
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn insert_adds_ids_and_keeps_every_other_key_in_place() {
+    let dir = TempDir::new();
+    let db = new_db(&dir);
+    let input = concat!(
+        r#"{"z":1,"db":{"table":"learnings","values":{"type":"failure","filepath":"a.md","title":"a","tags":["x",{"y":2}],"severity":true}},"write":{"path":"p"},"big":123456789012345678901234567890}"#,
+        "\n",
+        r#"{"db":[{"table":"LEARNINGS","values":[{"type":"success","filepath":"b.md","title":"b"},{"type":"success","filepath":"c.md","title":"c","summary":null}]},{"table":"pairs","values":{"seq":1,"side":"l"}}]}"#,
+        "\n",
+        r#"{"note":"no db: passed on untouched"}"#,
+        "\n",
+    );
+    let out = run_with_input(db_cmd(&db, &["insert"]), input.as_bytes());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let got: Vec<&str> = text.lines().collect();
+    assert_eq!(got.len(), 3);
+    // Untouched keys keep their text exactly, order included; the id goes inside db.
+    assert_eq!(
+        got[0],
+        r#"{"z":1,"db":{"table":"learnings","values":{"type":"failure","filepath":"a.md","title":"a","tags":["x",{"y":2}],"severity":true},"id":1},"write":{"path":"p"},"big":123456789012345678901234567890}"#
+    );
+    let recs = json_lines(text.as_bytes());
+    assert_eq!(recs[1]["db"][0]["ids"], json!([2, 3]));
+    assert_eq!(recs[1]["db"][1]["id"], json!(1));
+    assert_eq!(got[2], r#"{"note":"no db: passed on untouched"}"#);
+    let c = open(&db);
+    let (tags, severity): (String, i64) = c
+        .query_row(
+            "SELECT tags, severity FROM learnings WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("row");
+    assert_eq!(
+        serde_json::from_str::<Value>(&tags).expect("json text"),
+        json!(["x", {"y": 2}])
+    );
+    assert_eq!(severity, 1);
+    let summary: Option<String> = c
+        .query_row("SELECT summary FROM learnings WHERE id = 3", [], |r| {
+            r.get(0)
+        })
+        .expect("row");
+    assert_eq!(summary, None);
+}
+
+#[test]
+fn table_form_takes_plain_objects_as_rows() {
+    let dir = TempDir::new();
+    let db = new_db(&dir);
+    let input = b"{\"type\":\"failure\",\"filepath\":\"a\",\"title\":\"a\"}\n\n{\"type\":\"success\",\"filepath\":\"b\",\"title\":\"b\",\"severity\":5}\n";
+    let out = run_with_input(db_cmd(&db, &["insert", "-t", "learnings"]), input);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let recs = json_lines(&out.stdout);
+    assert_eq!(recs.len(), 2);
+    assert_eq!(
+        Value::Object(recs[1].clone()),
+        json!({"type":"success","filepath":"b","title":"b","severity":5,"db":{"table":"learnings","id":2}})
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM learnings WHERE severity = 5"),
+        1
+    );
+    // A row with a "db" column cannot carry the result: refused, not overwritten.
+    let out = run_with_input(db_cmd(&db, &["insert", "-t", "learnings"]), b"{\"db\":1}\n");
+    assert_eq!(out.status.code(), Some(65));
+}
+
+#[test]
+fn bad_records_stop_with_65_naming_the_line_after_passing_on_the_good_ones() {
+    let dir = TempDir::new();
+    let db = new_db(&dir);
+    let cases: &[(&str, &str)] = &[
+        (
+            r#"{"db":{"table":"nope","values":{}}}"#,
+            "no table named 'nope' (tables: learnings, pairs)",
+        ),
+        (
+            r#"{"db":{"table":"learnings","values":{"titel":"x"}}}"#,
+            "has no column named 'titel' (columns: id, type, filepath",
+        ),
+        (
+            r#"{"db":{"table":"learnings","values":{"type":null,"filepath":"f","title":"t"}}}"#,
+            "NOT NULL constraint failed: learnings.type",
+        ),
+        (
+            r#"{"db":{"table":"learnings","values":{"type":"x","Type":"y"}}}"#,
+            "given twice",
+        ),
+        (
+            r#"{"db":{"table":"learnings","value":{}}}"#,
+            "unknown key 'value'",
+        ),
+        (
+            r#"{"db":"INSERT INTO learnings"}"#,
+            "db must be an object or an array of objects, found a string",
+        ),
+        (
+            r#"{"db":{"table":"learnings","values":{"severity":1e999}}}"#,
+            "out of range",
+        ),
+        (r#"{"db": {"table":"learnings""#, "invalid JSON"),
+        (r#"[1]"#, "expected a JSON object"),
+    ];
+    for (bad, needle) in cases {
+        let input = lines(&[failure("ok1"), failure("ok2")]);
+        let mut input = input;
+        input.extend_from_slice(bad.as_bytes());
+        input.push(b'\n');
+        input.extend_from_slice(&lines(&[failure("after")]));
+        let before = count(&db, "SELECT count(*) FROM learnings");
+        let out = run_with_input(db_cmd(&db, &["insert"]), &input);
+        assert_eq!(out.status.code(), Some(65), "{bad}: {}", stderr(&out));
+        let line = one_line(&out.stderr);
+        assert!(line.starts_with("elf-db: line 3: "), "{line}");
+        assert!(line.contains(needle), "{bad}: {line}");
+        // The two records before it were committed and passed on; nothing after it was read.
+        let recs = json_lines(&out.stdout);
+        assert_eq!(recs.len(), 2, "{bad}");
+        assert_eq!(
+            count(&db, "SELECT count(*) FROM learnings"),
+            before + 2,
+            "{bad}"
+        );
+        assert_eq!(
+            count(&db, "SELECT count(*) FROM learnings WHERE title = 'after'"),
+            0
+        );
+    }
+}
+
+#[test]
+fn keep_going_turns_each_bad_record_into_an_error_record_and_writes_nothing_of_it() {
+    let dir = TempDir::new();
+    let db = new_db(&dir);
+    // The second record's first statement succeeds, its second fails: neither is kept.
+    let input = concat!(
+        r#"{"db":{"table":"learnings","values":{"type":"failure","filepath":"a","title":"a"}}}"#,
+        "\n",
+        r#"{"db":[{"table":"pairs","values":{"seq":7,"side":"l"}},{"table":"pairs","values":{"seq":7}}]}"#,
+        "\n",
+        "not json\n",
+        r#"{"db":{"table":"nope","values":{}},"error":{"tool":"elf-write","code":74,"message":"earlier"}}"#,
+        "\n",
+        r#"{"db":{"table":"pairs","values":{"seq":8,"side":"r"}}}"#,
+        "\n",
+    );
+    let out = run_with_input(db_cmd(&db, &["insert", "--keep-going"]), input.as_bytes());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let recs = json_lines(&out.stdout);
+    assert_eq!(recs.len(), 5);
+    assert_eq!(recs[0]["db"]["id"], json!(1));
+    let e = &recs[1]["error"];
+    assert_eq!(
+        (e["tool"].as_str(), e["code"].as_u64(), e["line"].as_u64()),
+        (Some("elf-db"), Some(65), Some(2))
+    );
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("db[1]: NOT NULL constraint failed: pairs.side"),
+        "{e}"
+    );
+    assert!(
+        recs[1]["db"][0].get("id").is_none(),
+        "a rolled-back id must not be reported"
+    );
+    assert_eq!(recs[2]["error"]["line"], json!(3));
+    // A record that already carries an error is passed on untouched.
+    assert_eq!(recs[3]["error"]["tool"], json!("elf-write"));
+    assert_eq!(
+        recs[4]["db"]["id"],
+        json!(1),
+        "the rolled-back rowid is free again"
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM pairs WHERE seq = 7"), 0);
+    assert_eq!(count(&db, "SELECT count(*) FROM pairs"), 1);
+}
+
+#[test]
+fn hostile_names_and_values_are_stored_literally_or_refused_never_run() {
+    let dir = TempDir::new();
+    let db = new_db(&dir);
+    let schema = dir.join("weird.sql");
+    std::fs::write(
+        &schema,
+        "CREATE TABLE \"we\"\"ird; DROP TABLE pairs\" (\"col\"\"umn\" TEXT, \"x'); --\" TEXT);\n",
+    )
+    .expect("write");
+    assert!(
+        db_cmd(&db, &["exec", "-f"])
+            .arg(&schema)
+            .output()
+            .expect("run")
+            .status
+            .success()
+    );
+    let payloads = [
+        "x'); DROP TABLE learnings; --",
+        "learnings; DROP TABLE x",
+        "\"; DELETE FROM learnings; --",
+        "Robert'); DROP TABLE pairs;--\u{0}\u{1b}[31m",
+    ];
+    let mut input = Vec::new();
+    for p in payloads {
+        input.extend_from_slice(&lines(&[
+            json!({"db":{"table":"learnings","values":{"type":p,"filepath":p,"title":p,"tags":p}}}),
+        ]));
+        input.extend_from_slice(&lines(&[
+            json!({"db":{"table":"we\"ird; DROP TABLE pairs","values":{"col\"umn":p,"x'); --":p}}}),
+        ]));
+    }
+    let out = run_with_input(db_cmd(&db, &["insert"]), &input);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let c = open(&db);
+    for p in payloads {
+        let n: i64 = c
+            .query_row(
+                "SELECT count(*) FROM learnings WHERE type = ?1 AND title = ?1 AND tags = ?1",
+                [p],
+                |r| r.get(0),
+            )
+            .expect("query");
+        assert_eq!(n, 1, "{p:?} not stored literally");
+        let n: i64 = c
+            .query_row("SELECT count(*) FROM \"we\"\"ird; DROP TABLE pairs\" WHERE \"col\"\"umn\" = ?1 AND \"x'); --\" = ?1", [p], |r| r.get(0))
+            .expect("query");
+        assert_eq!(n, 1);
+    }
+    // Names that are not in the schema are refused; SQL in a record is one statement and may
+    // not control the transaction or reach other files.
+    let refused: &[(&[&str], Value)] = &[
+        (
+            &["insert"],
+            json!({"db":{"table":"learnings; DROP TABLE pairs","values":{}}}),
+        ),
+        (
+            &["insert"],
+            json!({"db":{"table":"learnings","values":{"title) VALUES ('x'); DROP TABLE pairs; --":"x"}}}),
+        ),
+        (
+            &["exec"],
+            json!({"db":{"sql":"SELECT 1; DROP TABLE pairs"}}),
+        ),
+        (&["exec"], json!({"db":{"sql":"COMMIT"}})),
+        (&["exec"], json!({"db":{"sql":"ROLLBACK"}})),
+        (&["exec"], json!({"db":{"sql":"ATTACH 'other.db' AS o"}})),
+        (&["exec"], json!({"db":{"sql":"PRAGMA foreign_keys = OFF"}})),
+        (
+            &["exec"],
+            json!({"db":{"sql":"DELETE FROM pairs WHERE side = :s","params":{"s":"x","t":"unused"}}}),
+        ),
+    ];
+    for (args, rec) in refused {
+        let out = run_with_input(db_cmd(&db, args), &lines(std::slice::from_ref(rec)));
+        assert_eq!(out.status.code(), Some(65), "{rec}: {}", stderr(&out));
+        one_line(&out.stderr);
+    }
+    let out = db_cmd(&db, &["query", "DROP TABLE pairs"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    let out = db_cmd(&db, &["query", "SELECT 1; DROP TABLE pairs"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM sqlite_master WHERE name IN ('learnings', 'pairs')"
+        ),
+        2
+    );
+    assert!(!dir.join("other.db").exists());
+}
+
+/// The three legacy schemas (ELF-LEGACY.md): plain, with CHECK constraints, with validation
+/// triggers; experiments.name UNIQUE in some of them.
+const LEGACY: [&str; 3] = [
+    "CREATE TABLE learnings (id INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL, filepath TEXT NOT NULL,
+        title TEXT NOT NULL, summary TEXT, tags TEXT, domain TEXT, severity INTEGER DEFAULT 3,
+        created_at DATETIME DEFAULT CURRENT_TIMESTAMP, updated_at DATETIME DEFAULT CURRENT_TIMESTAMP);
+     CREATE TABLE heuristics (id INTEGER PRIMARY KEY AUTOINCREMENT, domain TEXT NOT NULL, rule TEXT NOT NULL,
+        explanation TEXT, source_type TEXT, source_id INTEGER, confidence REAL DEFAULT 0.5,
+        times_validated INTEGER DEFAULT 0, times_violated INTEGER DEFAULT 0, is_golden INTEGER DEFAULT 0,
+        created_at DATETIME DEFAULT CURRENT_TIMESTAMP, updated_at DATETIME DEFAULT CURRENT_TIMESTAMP);
+     CREATE TABLE experiments (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, hypothesis TEXT,
+        status TEXT DEFAULT 'active', cycles_run INTEGER DEFAULT 0, folder_path TEXT,
+        created_at DATETIME DEFAULT CURRENT_TIMESTAMP, updated_at DATETIME DEFAULT CURRENT_TIMESTAMP);",
+    "CREATE TABLE learnings (id INTEGER PRIMARY KEY AUTOINCREMENT,
+        type TEXT NOT NULL CHECK(type IN ('failure', 'success', 'heuristic', 'experiment', 'observation')),
+        filepath TEXT NOT NULL, title TEXT NOT NULL, summary TEXT, tags TEXT, domain TEXT,
+        severity INTEGER DEFAULT 3 CHECK(severity >= 1 AND severity <= 5),
+        created_at DATETIME DEFAULT CURRENT_TIMESTAMP, updated_at DATETIME DEFAULT CURRENT_TIMESTAMP);
+     CREATE TABLE heuristics (id INTEGER PRIMARY KEY AUTOINCREMENT, domain TEXT NOT NULL, rule TEXT NOT NULL,
+        explanation TEXT, source_type TEXT, source_id INTEGER,
+        confidence REAL DEFAULT 0.5 CHECK(confidence >= 0.0 AND confidence <= 1.0),
+        times_validated INTEGER DEFAULT 0, times_violated INTEGER DEFAULT 0, is_golden INTEGER DEFAULT 0,
+        created_at DATETIME DEFAULT CURRENT_TIMESTAMP, updated_at DATETIME DEFAULT CURRENT_TIMESTAMP);
+     CREATE TABLE experiments (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE, hypothesis TEXT,
+        status TEXT DEFAULT 'active', cycles_run INTEGER DEFAULT 0, folder_path TEXT,
+        created_at DATETIME DEFAULT CURRENT_TIMESTAMP, updated_at DATETIME DEFAULT CURRENT_TIMESTAMP);",
+    "CREATE TABLE learnings (id INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL, filepath TEXT NOT NULL,
+        title TEXT NOT NULL, summary TEXT, tags TEXT, domain TEXT, severity TEXT,
+        created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, updated_at DATETIME);
+     CREATE TABLE heuristics (id INTEGER PRIMARY KEY AUTOINCREMENT, domain TEXT NOT NULL, rule TEXT NOT NULL,
+        explanation TEXT, source_type TEXT, confidence REAL DEFAULT 0.0, times_validated INTEGER DEFAULT 0,
+        is_golden INTEGER DEFAULT 0, created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+        source_id INTEGER, times_violated INTEGER DEFAULT 0, updated_at DATETIME);
+     CREATE TABLE experiments (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE, hypothesis TEXT,
+        status TEXT DEFAULT 'active', cycles_run INTEGER DEFAULT 0, folder_path TEXT,
+        created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP);
+     CREATE TRIGGER learnings_validate_insert BEFORE INSERT ON learnings FOR EACH ROW
+        WHEN NEW.type NOT IN ('failure', 'success', 'heuristic', 'experiment', 'observation')
+           OR (CAST(NEW.severity AS INTEGER) < 1 OR CAST(NEW.severity AS INTEGER) > 5)
+        BEGIN SELECT RAISE(ABORT, 'Validation failed: invalid type or severity'); END;
+     CREATE TRIGGER heuristics_validate_insert BEFORE INSERT ON heuristics FOR EACH ROW
+        WHEN NEW.confidence < 0.0 OR NEW.confidence > 1.0 OR NEW.times_validated < 0
+        BEGIN SELECT RAISE(ABORT, 'Validation failed: invalid confidence or counts'); END;",
+];
+
+const REAL_DB: &str = "/work/shared/legacy/real-home/memory/index.db";
+
+#[test]
+fn the_legacy_schemas_and_the_real_database_work_as_they_are() {
+    let dir = TempDir::new();
+    let mut dbs = Vec::new();
+    for (i, schema) in LEGACY.iter().enumerate() {
+        let db = dir.join(format!("legacy{i}.db"));
+        Connection::open(&db)
+            .expect("create")
+            .execute_batch(schema)
+            .expect("schema");
+        dbs.push((db, i));
+    }
+    if Path::new(REAL_DB).exists() {
+        let db = dir.join("real.db");
+        std::fs::copy(REAL_DB, &db).expect("copy the real database");
+        dbs.push((db, 3));
+    }
+    assert!(dbs.len() >= 3);
+    for (db, kind) in &dbs {
+        let schema_before: Vec<String> = open(db)
+            .prepare("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .expect("schema");
+        let before = count(db, "SELECT count(*) FROM learnings");
+        let good = [
+            json!({"db":{"table":"learnings","values":{"type":"failure","filepath":"memory/failures/x.md","title":"x","summary":"s","tags":"a,b","domain":"git","severity":4}}}),
+            json!({"db":{"table":"heuristics","values":{"domain":"git","rule":"r","explanation":"e","source_type":"observation","confidence":0.85}}}),
+            json!({"db":{"table":"experiments","values":{"name":"exp","hypothesis":"h","folder_path":"experiments/active/x"}}}),
+        ];
+        let out = run_with_input(db_cmd(db, &["insert"]), &lines(&good));
+        assert!(out.status.success(), "schema {kind}: {}", stderr(&out));
+        let recs = json_lines(&out.stdout);
+        let id = recs[0]["db"]["id"].as_i64().expect("id");
+        assert!(id > 0);
+        let title: String = open(db)
+            .query_row("SELECT title FROM learnings WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .expect("row");
+        assert_eq!(title, "x");
+        assert_eq!(count(db, "SELECT count(*) FROM learnings"), before + 1);
+        // Values the schema refuses: 65 naming the line, nothing kept.
+        let bad_severity = json!({"db":{"table":"learnings","values":{"type":"failure","filepath":"f","title":"t","severity":9}}});
+        let bad_confidence = json!({"db":{"table":"heuristics","values":{"domain":"d","rule":"r","confidence":1.5}}});
+        let dup_name = json!({"db":{"table":"experiments","values":{"name":"exp"}}});
+        for (rec, refused) in [
+            (bad_severity, *kind != 0),
+            (bad_confidence, *kind != 0),
+            (dup_name, *kind != 0),
+        ] {
+            let before = count(
+                db,
+                "SELECT (SELECT count(*) FROM learnings) + (SELECT count(*) FROM heuristics) + (SELECT count(*) FROM experiments)",
+            );
+            let out = run_with_input(
+                db_cmd(db, &["insert"]),
+                &lines(&[json!({"db":null}), rec.clone()]),
+            );
+            let after = count(
+                db,
+                "SELECT (SELECT count(*) FROM learnings) + (SELECT count(*) FROM heuristics) + (SELECT count(*) FROM experiments)",
+            );
+            if refused {
+                assert_eq!(out.status.code(), Some(65), "schema {kind} {rec}");
+                let line = one_line(&out.stderr);
+                assert!(line.starts_with("elf-db: line 2: db: "), "{line}");
+                assert!(
+                    line.contains("CHECK")
+                        || line.contains("Validation failed")
+                        || line.contains("UNIQUE"),
+                    "{line}"
+                );
+                assert_eq!(after, before);
+            } else {
+                assert!(
+                    out.status.success(),
+                    "schema {kind} {rec}: {}",
+                    stderr(&out)
+                );
+                assert_eq!(after, before + 1);
+            }
+        }
+        // The journal table is the only thing elf-db ever adds.
+        let out = run_with_input(
+            db_cmd(db, &["insert", "--journal"]),
+            &lines(&[json!({"key":"k"})]),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let schema_after: Vec<String> = open(db)
+            .prepare("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'elf_journal%' ORDER BY name")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .expect("schema");
+        assert_eq!(schema_before, schema_after, "schema {kind} was altered");
+        let check = db_cmd(db, &["check"]).output().expect("run");
+        assert_eq!(check.status.code(), Some(0), "{}", stderr(&check));
+    }
+}
+
+/// Spawns `elf-db insert` on a piped stdin with every record written at once.
+fn spawn_insert(db: &Path, args: &[&str], input: Vec<u8>) -> Child {
+    let mut c = db_cmd(db, args);
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn elf-db");
+    let mut stdin = child.stdin.take().expect("stdin");
+    std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    child
+}
+
+#[test]
+fn twenty_writers_and_twenty_readers_lose_nothing_and_each_writer_gets_its_own_ids() {
+    let writers = scale(20, 20);
+    let per = scale(50, 50);
+    let readers = scale(20, 20);
+    let dir = TempDir::new();
+    let db = new_db(&dir);
+    watchdog(Duration::from_secs(240), move || {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut reader_threads = Vec::new();
+        for _ in 0..readers {
+            let db = db.clone();
+            let stop = stop.clone();
+            reader_threads.push(std::thread::spawn(move || {
+                let mut last = 0;
+                let mut runs = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) || runs == 0 {
+                    let out = db_cmd(&db, &["query", "SELECT count(*) AS n FROM learnings"])
+                        .output()
+                        .expect("query");
+                    assert!(out.status.success(), "reader failed: {}", stderr(&out));
+                    let n = json_lines(&out.stdout)[0]["n"].as_i64().expect("n");
+                    assert!(n >= last, "count went back from {last} to {n}");
+                    last = n;
+                    runs += 1;
+                }
+                runs
+            }));
+        }
+        // One transaction per record (--batch 1), so that the writers really contend.
+        let children: Vec<Child> = (0..writers)
+            .map(|w| {
+                let recs: Vec<Value> = (0..per)
+                    .map(|i| json!({"db":{"table":"learnings","values":{"type":"failure","filepath":format!("w{w}"),"title":format!("{i}")}}}))
+                    .collect();
+                spawn_insert(&db, &["insert", "--batch", "1"], lines(&recs))
+            })
+            .collect();
+        let mut received: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
+        for (w, child) in children.into_iter().enumerate() {
+            let out = child.wait_with_output().expect("wait writer");
+            assert!(out.status.success(), "writer {w}: {}", stderr(&out));
+            let recs = json_lines(&out.stdout);
+            assert_eq!(recs.len(), per);
+            let ids = recs
+                .iter()
+                .map(|r| r["db"]["id"].as_i64().expect("id"))
+                .collect();
+            received.insert(format!("w{w}"), ids);
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        for t in reader_threads {
+            assert!(t.join().expect("reader thread") > 0);
+        }
+        assert_eq!(
+            count(&db, "SELECT count(*) FROM learnings"),
+            (writers * per) as i64
+        );
+        let c = open(&db);
+        for (w, ids) in &received {
+            let rows: BTreeSet<i64> = c
+                .prepare("SELECT id FROM learnings WHERE filepath = ?1")
+                .and_then(|mut s| s.query_map([w], |r| r.get(0))?.collect())
+                .expect("rows");
+            assert_eq!(&rows, ids, "writer {w} was told other ids than its rows");
+        }
+    });
+}
+
+/// A `sqlite3` process holding `BEGIN EXCLUSIVE`, released by [`Holder::release`].
+struct Holder(Child);
+
+impl Holder {
+    fn take(db: &Path) -> Holder {
+        let mut child = Command::new("sqlite3")
+            .arg(db)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn sqlite3");
+        let stdin = child.stdin.as_mut().expect("stdin");
+        stdin
+            .write_all(b".timeout 20000\nBEGIN EXCLUSIVE;\nINSERT INTO pairs(seq, side) VALUES (-1, 'holder');\n")
+            .expect("write");
+        stdin.flush().expect("flush");
+        // Handshake: the lock is held once a writer with no timeout is refused with 75.
+        wait_for(Duration::from_secs(20), "sqlite3 to take the lock", || {
+            let out = run_with_input(
+                db_cmd(db, &["exec", "--busy-timeout", "0"]),
+                b"{\"db\":{\"sql\":\"SELECT 1\"}}\n",
+            );
+            out.status.code() == Some(75)
+        });
+        Holder(child)
+    }
+
+    fn release(mut self) {
+        if let Some(mut stdin) = self.0.stdin.take() {
+            let _ = stdin.write_all(b"COMMIT;\n");
+        }
+        assert!(self.0.wait().expect("wait sqlite3").success());
+    }
+}
+
+#[test]
+fn an_exclusive_lock_is_waited_for_and_a_short_timeout_gives_75_with_nothing_done() {
+    let dir = TempDir::new();
+    let db = new_db(&dir);
+    watchdog(Duration::from_secs(60), move || {
+        // Held for 3 s: the default 10 s timeout waits and succeeds.
+        let holder = Holder::take(&db);
+        let started = Instant::now();
+        let child = spawn_insert(&db, &["insert"], lines(&[failure("waited")]));
+        std::thread::sleep(Duration::from_secs(3));
+        holder.release();
+        let out = child.wait_with_output().expect("wait");
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(json_lines(&out.stdout)[0]["db"]["id"], json!(1));
+        assert!(started.elapsed() >= Duration::from_secs(3));
+        assert_eq!(count(&db, "SELECT count(*) FROM learnings"), 1);
+        // With a 1 s timeout: 75, one line, nothing inserted, nothing passed on.
+        let holder = Holder::take(&db);
+        let out = run_with_input(
+            db_cmd(&db, &["insert", "--busy-timeout", "1s"]),
+            &lines(&[failure("x"), failure("y")]),
+        );
+        holder.release();
+        assert_eq!(out.status.code(), Some(75));
+        assert!(one_line(&out.stderr).contains("busy"));
+        assert!(out.stdout.is_empty());
+        assert_eq!(count(&db, "SELECT count(*) FROM learnings"), 1);
+    });
+}
+
+#[test]
+fn the_same_key_inserts_one_row_and_reports_the_first_id_even_from_racing_processes() {
+    let dir = TempDir::new();
+    let db = new_db(&dir);
+    let rec = |key: &str, title: &str| json!({"key": key, "db": {"table":"learnings","values":{"type":"failure","filepath":"f","title":title}}, "write": {"path": "x"}});
+    let out = run_with_input(
+        db_cmd(&db, &["insert", "-j"]),
+        &lines(&[rec("k1", "first"), rec("k1", "second")]),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let recs = json_lines(&out.stdout);
+    assert_eq!(recs[0]["db"]["id"], recs[1]["db"]["id"]);
+    // The second record is passed on as it came, with the first time's id.
+    assert_eq!(recs[1]["db"]["values"]["title"], json!("second"));
+    let out = run_with_input(
+        db_cmd(&db, &["insert", "-j"]),
+        &lines(&[rec("k1", "third")]),
+    );
+    assert_eq!(json_lines(&out.stdout)[0]["db"]["id"], recs[0]["db"]["id"]);
+    assert_eq!(count(&db, "SELECT count(*) FROM learnings"), 1);
+    // A key journaled with one statement and replayed with two is a data error.
+    let two = json!({"key":"k1","db":[{"table":"pairs","values":{"seq":1,"side":"l"}},{"table":"pairs","values":{"seq":1,"side":"r"}}]});
+    let out = run_with_input(db_cmd(&db, &["insert", "-j"]), &lines(&[two]));
+    assert_eq!(out.status.code(), Some(65));
+    // Racing processes, all with the same keys.
+    let racers = scale(8, 20);
+    let db2 = db.clone();
+    let ids = watchdog(Duration::from_secs(120), move || {
+        let input = lines(
+            &(0..10)
+                .map(|i| rec(&format!("race{i}"), "r"))
+                .collect::<Vec<_>>(),
+        );
+        let children: Vec<Child> = (0..racers)
+            .map(|_| spawn_insert(&db2, &["insert", "--journal"], input.clone()))
+            .collect();
+        children
+            .into_iter()
+            .map(|c| {
+                let out = c.wait_with_output().expect("wait");
+                assert!(out.status.success(), "{}", stderr(&out));
+                json_lines(&out.stdout)
+                    .iter()
+                    .map(|r| r["db"]["id"].as_i64().expect("id"))
+                    .collect::<Vec<i64>>()
+            })
+            .collect::<Vec<_>>()
+    });
+    assert!(
+        ids.windows(2).all(|w| w[0] == w[1]),
+        "racers got different ids: {ids:?}"
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM learnings WHERE title = 'r'"),
+        10
+    );
+}
+
+#[test]
+fn a_generated_key_comes_first_and_keys_sort_by_time() {
+    let dir = TempDir::new();
+    let db = new_db(&dir);
+    let out = run_with_input(
+        db_cmd(&db, &["insert", "--journal"]),
+        &lines(&[json!({"a":1}), json!({"key":null,"b":2}), failure("t")]),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let recs = json_lines(&out.stdout);
+    let keys: Vec<String> = recs
+        .iter()
+        .map(|r| r["key"].as_str().expect("key").to_string())
+        .collect();
+    for (r, k) in recs.iter().zip(&keys) {
+        assert_eq!(r.keys().next().map(String::as_str), Some("key"));
+        assert_eq!(k.len(), 26);
+        assert!(
+            k.chars()
+                .all(|c| "0123456789ABCDEFGHJKMNPQRSTVWXYZ".contains(c)),
+            "{k}"
+        );
+    }
+    assert!(keys.windows(2).all(|w| w[0] < w[1]), "{keys:?}");
+    for bad in [json!({"key": 5}), json!({"key": ""})] {
+        let out = run_with_input(db_cmd(&db, &["insert", "--journal"]), &lines(&[bad]));
+        assert_eq!(out.status.code(), Some(65));
+    }
+}
+
+#[test]
+fn pending_lists_exactly_the_unfinished_records_and_none_after_replay_and_done() {
+    let dir = TempDir::new();
+    let db = new_db(&dir);
+    let input: Vec<Value> = (0..6)
+        .map(|i| {
+            let mut r = failure(&format!("p{i}"));
+            r["kind"] = json!("failure");
+            r
+        })
+        .collect();
+    let out = run_with_input(db_cmd(&db, &["insert", "--journal"]), &lines(&input));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let inserted = json_lines(&out.stdout);
+    // The pipeline got through for records 0, 2, 3 only, then was interrupted.
+    let finished: Vec<Value> = [0, 2, 3]
+        .iter()
+        .map(|&i| Value::Object(inserted[i].clone()))
+        .collect();
+    let out = run_with_input(db_cmd(&db, &["done"]), &lines(&finished));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json_lines(&out.stdout).len(), 3, "done passes records on");
+    let out = db_cmd(&db, &["pending"]).output().expect("run");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pending = json_lines(&out.stdout);
+    let want: Vec<Map<String, Value>> = [1, 4, 5].iter().map(|&i| inserted[i].clone()).collect();
+    assert_eq!(
+        pending, want,
+        "pending must give the records as passed on, ids included"
+    );
+    // Too young for --older-than 1h; all of them for 0s.
+    let out = db_cmd(&db, &["pending", "--older-than", "1h"])
+        .output()
+        .expect("run");
+    assert!(out.status.success() && out.stdout.is_empty());
+    // Replay: pending | (the rest of the pipeline) | done, then nothing is pending.
+    let out = crate::util::pipeline(
+        vec![
+            db_cmd(&db, &["pending", "--older-than", "0s"]),
+            db_cmd(&db, &["done"]),
+        ],
+        b"",
+    );
+    assert!(out.iter().all(|o| o.status.success()));
+    assert_eq!(json_lines(&out[1].stdout).len(), 3);
+    let out = db_cmd(&db, &["pending"]).output().expect("run");
+    assert!(
+        out.status.success() && out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Replaying an already finished record again inserts nothing.
+    let out = run_with_input(
+        db_cmd(&db, &["insert", "--journal"]),
+        &lines(&[Value::Object(inserted[1].clone())]),
+    );
+    assert_eq!(
+        json_lines(&out.stdout)[0]["db"]["id"],
+        inserted[1]["db"]["id"]
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM learnings"), 6);
+    // A record carrying an error is not marked done: it stays pending for the next replay.
+    let mut failed = inserted[1].clone();
+    failed.insert("key".into(), json!("unfinished"));
+    let out = run_with_input(
+        db_cmd(&db, &["insert", "--journal"]),
+        &lines(&[Value::Object(failed.clone())]),
+    );
+    assert!(out.status.success());
+    failed.insert(
+        "error".into(),
+        json!({"tool":"elf-write","code":74,"message":"disk full"}),
+    );
+    let out = run_with_input(db_cmd(&db, &["done"]), &lines(&[Value::Object(failed)]));
+    assert!(out.status.success());
+    let out = db_cmd(&db, &["pending"]).output().expect("run");
+    assert_eq!(json_lines(&out.stdout).len(), 1);
+}
+
+#[test]
+fn kill_9_in_the_middle_of_batches_keeps_each_transaction_whole() {
+    let rounds = scale(3, 12);
+    let mut cut = 0;
+    for round in 0..rounds {
+        let dir = TempDir::new();
+        let db = new_db(&dir);
+        let n = 20_000;
+        // Each record inserts two rows; the journal holds a third copy of its number.
+        let mut input = Vec::new();
+        for i in 0..n {
+            let r = json!({"key": format!("k{i:06}"), "db": [
+                {"table":"pairs","values":{"seq":i,"side":"l"}},
+                {"table":"pairs","values":{"seq":i,"side":"r"}}]});
+            input.extend_from_slice(r.to_string().as_bytes());
+            input.push(b'\n');
+        }
+        let mut c = db_cmd(&db, &["insert", "--journal", "--batch", "5000"]);
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = c.spawn().expect("spawn");
+        let mut stdin = child.stdin.take().expect("stdin");
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        // Handshake: the first batch has been committed and passed on; then kill at a moment
+        // that varies by round.
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut first = String::new();
+        out.read_line(&mut first).expect("first line");
+        assert!(!first.is_empty(), "no output before the kill");
+        std::thread::sleep(Duration::from_millis(37 * (round as u64 % 5)));
+        child.kill().expect("kill -9");
+        let _ = child.wait();
+        let mut passed = 1;
+        let mut line = String::new();
+        while out.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+            passed += 1;
+            line.clear();
+        }
+        let c = open(&db);
+        let seqs: Vec<(i64, i64)> = c
+            .prepare("SELECT seq, count(*) FROM pairs GROUP BY seq ORDER BY seq")
+            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .expect("pairs");
+        let k = seqs.len() as i64;
+        assert!(
+            k >= passed,
+            "round {round}: {passed} passed on but only {k} committed"
+        );
+        for (i, (seq, both)) in seqs.iter().enumerate() {
+            assert_eq!(
+                (*seq, *both),
+                (i as i64, 2),
+                "round {round}: a record was cut in half or a gap"
+            );
+        }
+        assert_eq!(
+            count(&db, "SELECT count(*) FROM elf_journal"),
+            k,
+            "round {round}"
+        );
+        if k < n {
+            cut += 1;
+        }
+        let check = db_cmd(&db, &["check"]).output().expect("check");
+        assert_eq!(check.status.code(), Some(0));
+    }
+    assert!(
+        cut > 0,
+        "every round finished before the kill: nothing was tested"
+    );
+}
+
+#[test]
+fn a_record_is_passed_on_only_after_its_transaction_committed() {
+    let dir = TempDir::new();
+    let db = new_db(&dir);
+    let mut c = db_cmd(&db, &["insert"]);
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let reader = open(&db);
+    // Live: one record at a time gets through at once, visible to another connection.
+    for i in 0..5 {
+        stdin
+            .write_all(&lines(&[failure(&format!("live{i}"))]))
+            .expect("write");
+        stdin.flush().expect("flush");
+        let mut line = String::new();
+        out.read_line(&mut line).expect("read");
+        let rec: Value = serde_json::from_str(&line).expect("json");
+        let id = rec["db"]["id"].as_i64().expect("id");
+        let n: i64 = reader
+            .query_row("SELECT count(*) FROM learnings WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .expect("q");
+        assert_eq!(n, 1, "record {i} was passed on before it was committed");
+    }
+    // A burst: every record passed on is already visible.
+    let burst: Vec<Value> = (0..500).map(|i| failure(&format!("burst{i}"))).collect();
+    stdin.write_all(&lines(&burst)).expect("write");
+    drop(stdin);
+    let mut line = String::new();
+    let mut seen = 0;
+    while out.read_line(&mut line).expect("read") > 0 {
+        let rec: Value = serde_json::from_str(&line).expect("json");
+        let id = rec["db"]["id"].as_i64().expect("id");
+        let n: i64 = reader
+            .query_row("SELECT count(*) FROM learnings WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .expect("q");
+        assert_eq!(n, 1);
+        seen += 1;
+        line.clear();
+    }
+    assert_eq!(seen, 500);
+    assert!(child.wait().expect("wait").success());
+}
+
+#[test]
+fn exec_runs_sql_records_with_bound_params_and_reports_changes_ids_rows() {
+    let dir = TempDir::new();
+    let db = new_db(&dir);
+    let input = lines(&[
+        json!({"db":{"sql":"INSERT INTO pairs(seq, side) VALUES (:seq, @side)","params":{"seq":1,":side":"l"}}}),
+        json!({"db":{"sql":"INSERT INTO pairs(seq, side) VALUES (?, ?) RETURNING id, side","params":[2,"r"]}}),
+        json!({"db":[{"sql":"UPDATE pairs SET side = $s WHERE seq > 0","params":{"s":"x"}},{"sql":"DELETE FROM pairs WHERE seq = 99"}]}),
+        json!({"db":{"sql":"SELECT count(*) AS n, 1.5 AS r, x'00ff' AS b, NULL AS z FROM pairs"}}),
+    ]);
+    let out = run_with_input(db_cmd(&db, &["exec"]), &input);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let recs = json_lines(&out.stdout);
+    assert_eq!(recs[0]["db"]["changes"], json!(1));
+    assert_eq!(recs[0]["db"]["id"], json!(1));
+    assert_eq!(recs[1]["db"]["rows"], json!([{"id":2,"side":"r"}]));
+    assert_eq!(recs[1]["db"]["id"], json!(2));
+    assert_eq!(recs[2]["db"][0]["changes"], json!(2));
+    assert!(recs[2]["db"][0].get("id").is_none());
+    assert_eq!(recs[2]["db"][1]["changes"], json!(0));
+    assert_eq!(
+        recs[3]["db"]["rows"],
+        json!([{"n":2,"r":1.5,"b":"00FF","z":null}])
+    );
+    assert_eq!(recs[3]["db"]["changes"], json!(0));
+    for bad in [
+        json!({"db":{"sql":"UPDATE pairs SET side = :s"}}),
+        json!({"db":{"sql":"UPDATE pairs SET side = :s","params":{}}}),
+        json!({"db":{"sql":"UPDATE pairs SET side = ?","params":[1,2]}}),
+        json!({"db":{"sql":"UPDATE nope SET x = 1"}}),
+        json!({"db":{"sql":"  "}}),
+        json!({"db":{"table":"pairs","values":{}}}),
+    ] {
+        let out = run_with_input(db_cmd(&db, &["exec"]), &lines(std::slice::from_ref(&bad)));
+        assert_eq!(out.status.code(), Some(65), "{bad}");
+    }
+}
+
+#[test]
+fn exec_file_runs_in_one_transaction_and_names_the_failing_line() {
+    let dir = TempDir::new();
+    let db = dir.join("new.db");
+    let file = dir.join("migration.sql");
+    std::fs::write(&file, "-- a migration\nCREATE TABLE a(x);\nCREATE TRIGGER t AFTER INSERT ON a BEGIN\n  SELECT ';';\nEND;\n\nINSERT INTO a VALUES (1);\nINSERT INTO nope VALUES (2);\n").expect("write");
+    let out = db_cmd(&db, &["exec", "--file"])
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(65));
+    let line = one_line(&out.stderr);
+    assert!(
+        line.starts_with("elf-db: line 8: ") && line.contains("no such table: nope"),
+        "{line}"
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM sqlite_master WHERE name = 'a'"),
+        0,
+        "half a migration was kept"
+    );
+    std::fs::write(&file, "CREATE TABLE a(x);\nBEGIN;\nCOMMIT;\n").expect("write");
+    let out = db_cmd(&db, &["exec", "--file"])
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(65));
+    assert!(one_line(&out.stderr).starts_with("elf-db: line 2: "));
+    let out = db_cmd(&db, &["exec", "--file"])
+        .arg(dir.join("missing.sql"))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(66));
+}
+
+#[test]
+fn query_streams_typed_rows_and_never_writes() {
+    let dir = TempDir::new();
+    let db = new_db(&dir);
+    let input = lines(&[
+        json!({"db":{"table":"learnings","values":{"type":"failure","filepath":"a","title":"t\"1\n","severity":2.5}}}),
+        json!({"db":{"table":"learnings","values":{"type":"success","filepath":"b","title":"t2"}}}),
+    ]);
+    assert!(
+        run_with_input(db_cmd(&db, &["insert"]), &input)
+            .status
+            .success()
+    );
+    let c = open(&db);
+    c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+        .expect("checkpoint");
+    drop(c);
+    let before = std::fs::read(&db).expect("read db");
+    let out = db_cmd(&db, &["query", "SELECT id, title, severity, x'0a' AS b, NULL AS n, type AS t, type AS t FROM learnings WHERE type = :ty OR id > :min ORDER BY id", "-p", "ty=failure", "--param", ":min=1"])
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{\"id\":1,\"title\":\"t\\\"1\\n\",\"severity\":2.5,\"b\":\"0A\",\"n\":null,\"t\":\"failure\",\"t:2\":\"failure\"}\n\
+         {\"id\":2,\"title\":\"t2\",\"severity\":3,\"b\":\"0A\",\"n\":null,\"t\":\"success\",\"t:2\":\"success\"}\n"
+    );
+    for args in [
+        vec!["query", "SELECT * FROM learnings WHERE id = :id"],
+        vec!["query", "SELECT 1", "-p", "x=1"],
+        vec!["query", "INSERT INTO pairs(seq, side) VALUES (1, 'x')"],
+        vec!["query", "CREATE TABLE q(x)"],
+        vec!["query", "ANALYZE"],
+        vec!["query", "SELEC 1"],
+        vec!["query"],
+    ] {
+        let out = db_cmd(&db, &args).output().expect("run");
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {}", stderr(&out));
+    }
+    assert_eq!(
+        std::fs::read(&db).expect("read db"),
+        before,
+        "a query wrote to the database"
+    );
+    // Constant memory: a large result is streamed (checked in the benchmark); here, a broken
+    // pipe stops it with 141.
+    let mut c = db_cmd(
+        &db,
+        &[
+            "query",
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n LIMIT 5000000) SELECT i FROM n",
+        ],
+    );
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("read");
+    assert_eq!(line, "{\"i\":1}\n");
+    drop(out);
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(141));
+}
+
+#[test]
+fn check_says_ok_damaged_or_busy_and_never_mistakes_busy_for_corruption() {
+    let dir = TempDir::new();
+    let db = new_db(&dir);
+    let out = db_cmd(&db, &["check"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        json_lines(&out.stdout),
+        vec![json!({"integrity":"ok"}).as_object().cloned().expect("obj")]
+    );
+    // A rollback-journal database locked exclusively: busy (75), not corrupt.
+    let plain = dir.join("plain.db");
+    Connection::open(&plain)
+        .expect("open")
+        .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+        .expect("schema");
+    let mut holder = Command::new("sqlite3")
+        .arg(&plain)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("sqlite3");
+    let mut stdin = holder.stdin.take().expect("stdin");
+    stdin
+        .write_all(b".timeout 20000\nBEGIN EXCLUSIVE;\nINSERT INTO t VALUES (2);\n")
+        .expect("write");
+    stdin.flush().expect("flush");
+    wait_for(Duration::from_secs(20), "the exclusive lock", || {
+        let c = Connection::open(&plain).expect("open");
+        c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
+            .is_err()
+    });
+    let out = db_cmd(&plain, &["check", "--busy-timeout", "200ms"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    let _ = stdin.write_all(b"COMMIT;\n");
+    drop(stdin);
+    assert!(holder.wait().expect("wait").success());
+    assert_eq!(
+        db_cmd(&plain, &["check"])
+            .output()
+            .expect("run")
+            .status
+            .code(),
+        Some(0)
+    );
+    // Not a database: a definite "no".
+    let junk = dir.join("junk.db");
+    std::fs::write(&junk, vec![b'x'; 4096]).expect("write");
+    let out = db_cmd(&junk, &["check"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        json_lines(&out.stdout)[0]["integrity"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not a database")
+    );
+    let out = run_with_input(db_cmd(&junk, &["insert"]), &lines(&[failure("x")]));
+    assert_eq!(out.status.code(), Some(74));
+}
+
+#[test]
+fn checkpoint_leaves_the_main_file_complete_and_the_wal_empty() {
+    let dir = TempDir::new();
+    let db = new_db(&dir);
+    // Another connection stays open, so the last writer to close does not checkpoint.
+    let other = open(&db);
+    let _: i64 = other
+        .query_row("SELECT count(*) FROM learnings", [], |r| r.get(0))
+        .expect("read");
+    let recs: Vec<Value> = (0..200).map(|i| failure(&format!("c{i}"))).collect();
+    assert!(
+        run_with_input(db_cmd(&db, &["insert"]), &lines(&recs))
+            .status
+            .success()
+    );
+    let wal = dir.join("index.db-wal");
+    assert!(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0) > 0);
+    let out = db_cmd(&db, &["checkpoint"]).output().expect("run");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rec = &json_lines(&out.stdout)[0];
+    assert!(rec["log"].as_i64().expect("log") > 0);
+    assert_eq!(rec["log"], rec["checkpointed"]);
+    assert_eq!(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0), 0);
+    // The main file alone holds every row.
+    let copy = dir.join("copy.db");
+    std::fs::copy(&db, &copy).expect("copy");
+    assert_eq!(count(&copy, "SELECT count(*) FROM learnings"), 200);
+    // A reader in the middle of a transaction keeps the WAL in use: 75, the WAL not emptied.
+    assert!(
+        run_with_input(db_cmd(&db, &["insert"]), &lines(&recs))
+            .status
+            .success()
+    );
+    other
+        .execute_batch("BEGIN; SELECT count(*) FROM learnings;")
+        .expect("read transaction");
+    let out = db_cmd(&db, &["checkpoint", "--busy-timeout", "200ms"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+    assert!(one_line(&out.stderr).contains("checkpoint"));
+    other.execute_batch("COMMIT").expect("end read");
+    assert!(
+        db_cmd(&db, &["checkpoint"])
+            .output()
+            .expect("run")
+            .status
+            .success()
+    );
+    assert_eq!(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0), 0);
+}
+
+#[test]
+fn usage_errors_are_64_and_a_missing_database_is_66() {
+    let dir = TempDir::new();
+    let db = dir.join("index.db");
+    let cases: &[&[&str]] = &[
+        &["--db", "x.db"],
+        &["frobnicate", "--db", "x.db"],
+        &["insert"],
+        &["insert", "--db", "x.db", "extra"],
+        &["query", "--db", "x.db", "SELECT 1", "SELECT 2"],
+        &["query", "--db", "x.db", "SELECT 1", "--journal"],
+        &["pending", "--db", "x.db", "--batch", "5"],
+        &["check", "--db", "x.db", "--param", "a=1"],
+        &["insert", "--db", "x.db", "--older-than", "1h"],
+        &["insert", "--db", "x.db", "--journal", "--table", "t"],
+        &["exec", "--db", "x.db", "--file", "s.sql", "--batch", "2"],
+        &["insert", "--db", "x.db", "--batch", "0"],
+        &["insert", "--db", "x.db", "--synchronous", "off"],
+        &["insert", "--db", "x.db", "--busy-timeout", "soon"],
+        &["pending", "--db", "x.db", "--older-than", "1w"],
+        &["query", "--db", "x.db", "SELECT 1", "-p", "novalue"],
+    ];
+    for args in cases {
+        let out = elf_db().args(*args).output().expect("run");
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {}", stderr(&out));
+        assert!(one_line(&out.stderr).starts_with("elf-db: "));
+    }
+    for args in [
+        &["insert"][..],
+        &["pending"],
+        &["query", "SELECT 1"],
+        &["check"],
+        &["checkpoint"],
+        &["done"],
+    ] {
+        let out = run_with_input(db_cmd(&db, args), b"");
+        assert_eq!(out.status.code(), Some(66), "{args:?}: {}", stderr(&out));
+        assert!(!db.exists(), "{args:?} created the database");
+    }
+    // ELF_DB stands in for --db.
+    let db = new_db(&dir);
+    let mut c = elf_db();
+    c.args(["query", "SELECT count(*) AS n FROM learnings"])
+        .env("ELF_DB", &db);
+    let out = c.output().expect("run");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json_lines(&out.stdout)[0]["n"], json!(0));
+}
+
+#[test]
+fn max_line_and_synchronous_normal() {
+    let dir = TempDir::new();
+    let db = new_db(&dir);
+    let long = json!({"db":{"table":"learnings","values":{"type":"failure","filepath":"f","title":"x".repeat(500)}}});
+    let out = run_with_input(
+        db_cmd(
+            &db,
+            &["insert", "--max-line", "200", "--synchronous", "normal"],
+        ),
+        &lines(&[failure("short"), long]),
+    );
+    assert_eq!(out.status.code(), Some(65));
+    assert!(one_line(&out.stderr).contains("line 2: line is longer than the limit of 200 bytes"));
+    assert_eq!(json_lines(&out.stdout).len(), 1);
+    assert_eq!(count(&db, "SELECT count(*) FROM learnings"), 1);
+}
+
+#[test]
+fn records_passed_on_unchanged_keep_their_exact_text() {
+    let dir = TempDir::new();
+    let db = new_db(&dir);
+    // done, a record without db, a record with an error: byte for byte; --table appends db.
+    let input = "{\"key\":\"k\",  \"x\":1.50,\"u\":\"\\u00e9\"}\n\n\n \t{ \"note\" : [1, 2] } \r\n{\"error\":{\"tool\":\"t\"},\"a\":1e2}\n";
+    let out = run_with_input(db_cmd(&db, &["done"]), input.as_bytes());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{\"key\":\"k\",  \"x\":1.50,\"u\":\"\\u00e9\"}\n{ \"note\" : [1, 2] }\n{\"error\":{\"tool\":\"t\"},\"a\":1e2}\n"
+    );
+    let input = "{ \"type\":\"f\", \"filepath\":\"p\", \"title\":\"t\\u00e9\" }\n";
+    let out = run_with_input(
+        db_cmd(&db, &["insert", "--table", "learnings"]),
+        input.as_bytes(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{ \"type\":\"f\", \"filepath\":\"p\", \"title\":\"t\\u00e9\" ,\"db\":{\"table\":\"learnings\",\"id\":1}}\n"
+    );
+    // More blank lines before a record than the line limit: the record is serialized instead.
+    let mut input = vec![b'\n'; 300];
+    input.extend_from_slice(b"{\"type\":\"f\",\"filepath\":\"p\",\"title\":\"t\"}\n");
+    let out = run_with_input(
+        db_cmd(&db, &["insert", "-t", "learnings", "--max-line", "100"]),
+        &input,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json_lines(&out.stdout)[0]["db"]["id"], json!(2));
+}
