@@ -3,7 +3,7 @@ _elf_db() {
     local cur prev
     cur=${COMP_WORDS[COMP_CWORD]}
     prev=${COMP_WORDS[COMP_CWORD-1]}
-case $prev in
+    case $prev in
         --db|-d)
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
             return
