@@ -9,6 +9,8 @@ use serde_json::Value;
 use crate::elf_home::{git, ok, root, rows, run, script};
 use crate::util::{TempDir, run_with_input, watchdog};
 
+type Rows = Vec<serde_json::Map<String, Value>>;
+
 /// Commits of records: every commit but the one that adds the new home's `.gitignore`.
 fn commit_count(home: &Path) -> usize {
     let subjects = git(home, &["log", "--format=%s"]);
@@ -130,9 +132,7 @@ fn a_first_failure_in_a_fresh_home() {
 }
 
 /// The three forms of record-failure.sh with the same answers.
-fn failure_three_ways(
-    severity: &str,
-) -> Vec<(Option<i32>, Vec<serde_json::Map<String, Value>>, String)> {
+fn failure_three_ways(severity: &str) -> Vec<(Option<i32>, Rows, String)> {
     let mut results = Vec::new();
     for form in ["flags", "env", "prompt"] {
         let dir = TempDir::new();
@@ -227,9 +227,7 @@ fn severity_is_mapped_or_rejected_identically_in_all_three_forms() {
     }
 }
 
-fn heuristic_three_ways(
-    confidence: &str,
-) -> Vec<(Option<i32>, Vec<serde_json::Map<String, Value>>)> {
+fn heuristic_three_ways(confidence: &str) -> Vec<(Option<i32>, Rows)> {
     let mut results = Vec::new();
     for form in ["flags", "env", "prompt"] {
         let dir = TempDir::new();
@@ -709,11 +707,8 @@ fn sync_reports_each_kind_and_fix_repairs_faithfully() {
 fn sync_on_the_real_legacy_home() {
     let dir = TempDir::new();
     let home = dir.join("home");
-    let real = root().join("../shared/legacy/real-home");
-    if !real.exists() {
-        eprintln!("skipped: {} is not here", real.display());
-        return;
-    }
+    // A copy of a real legacy home (see tests/fixtures/real-home/README.md).
+    let real = root().join("tests/fixtures/real-home");
     let st = Command::new("cp")
         .arg("-r")
         .arg(&real)

@@ -72,7 +72,7 @@ pub fn run_status(
     let _ = TOOL_NAME.set(tool.name);
     signals::install(policy);
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    let code = match cli::parse(tool, args) {
+    match cli::parse(tool, args) {
         Ok(cli::Parsed::Help(long)) => print_out(&cli::help(tool, long)),
         Ok(cli::Parsed::Version) => print_out(&format!("{} {}\n", tool.name, tool.version)),
         Ok(cli::Parsed::Generate(kind)) => print_out(&docs::generate(tool, kind)),
@@ -81,8 +81,7 @@ pub fn run_status(
             Err(e) => report(&e),
         },
         Err(e) => report(&e),
-    };
-    code
+    }
 }
 
 fn print_out(s: &str) -> u8 {
