@@ -411,7 +411,10 @@ const LEGACY: [&str; 3] = [
         BEGIN SELECT RAISE(ABORT, 'Validation failed: invalid confidence or counts'); END;",
 ];
 
-const REAL_DB: &str = "/work/shared/legacy/real-home/memory/index.db";
+const REAL_DB: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/real-home/memory/index.db"
+);
 
 #[test]
 fn the_legacy_schemas_and_the_real_database_work_as_they_are() {
@@ -425,12 +428,9 @@ fn the_legacy_schemas_and_the_real_database_work_as_they_are() {
             .expect("schema");
         dbs.push((db, i));
     }
-    if Path::new(REAL_DB).exists() {
-        let db = dir.join("real.db");
-        std::fs::copy(REAL_DB, &db).expect("copy the real database");
-        dbs.push((db, 3));
-    }
-    assert!(dbs.len() >= 3);
+    let db = dir.join("real.db");
+    std::fs::copy(REAL_DB, &db).expect("copy the real database");
+    dbs.push((db, 3));
     for (db, kind) in &dbs {
         let schema_before: Vec<String> = open(db)
             .prepare("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")
