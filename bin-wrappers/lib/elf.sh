@@ -141,6 +141,13 @@ elf_home_ready() {
         elf-lock -q -w 60 "$ELF_HOME/.elf-init.lock" -- \
             sh -c '[ -d "$1/.git" ] || git init -q "$1"' sh "$ELF_HOME" ||
             elf_die 74 "cannot create a git repository in $ELF_HOME"
+        # A machine where git knows nobody (a fresh container, a CI runner): the new home's own
+        # repository commits as "ELF <elf@HOST>", so that recording works out of the box. An
+        # identity from git's configuration or GIT_AUTHOR_*/GIT_COMMITTER_* always wins.
+        if [ -z "$(git -C "$ELF_HOME" config user.name 2>/dev/null)" ] && [ -z "${GIT_AUTHOR_NAME-}" ]; then
+            git -C "$ELF_HOME" config user.name "ELF"
+            git -C "$ELF_HOME" config user.email "elf@$(uname -n)"
+        fi
     fi
     if [ ! -e "$ELF_HOME/.gitignore" ]; then
         printf '%s\n' "# The SQLite index and the logs are local to this machine; they are not tracked." \
