@@ -662,6 +662,15 @@ impl Git<'_> {
                         self.expand_dir(p, base, idx, &mut out)?;
                     }
                 }
+                // A FIFO, socket or device: git cannot commit one, and reading a FIFO would
+                // block forever while holding the locks, with the signals that could stop us
+                // blocked (see `indexlock::SignalBlock`).
+                Ok(m) if !(m.is_file() || m.is_symlink()) => {
+                    return Err(Error::data(format!(
+                        "{} is not a regular file, a symbolic link or a folder; git cannot commit it",
+                        shown(p)
+                    )));
+                }
                 Ok(_) => {
                     if !tracked && self.ignored(p)? {
                         self.skip(p, &mut out)?;
@@ -935,9 +944,10 @@ fn walk_dir(workdir: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<(), Er
                 continue;
             }
             walk_dir(workdir, &child, out)?;
-        } else {
+        } else if ft.is_file() || ft.is_symlink() {
             out.push(child);
         }
+        // FIFOs, sockets and devices are left out, as `git add DIR` leaves them.
     }
     Ok(())
 }
