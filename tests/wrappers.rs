@@ -748,3 +748,40 @@ fn sync_on_the_real_legacy_home() {
     );
     assert!(!ids.contains(&0), "H-0 headings left: {ids:?}");
 }
+
+#[test]
+fn bad_usage_is_64_and_both_flag_forms_work() {
+    let dir = TempDir::new();
+    let home = dir.join("home");
+    for args in [
+        &["--nope"][..],
+        &["--title"],
+        &["stray"],
+        &["--title=t", "--domain=d", "--bogus=1"],
+    ] {
+        let mut c = script("record-failure.sh", &home);
+        c.args(args);
+        let out = run(c);
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("record-failure: "), "{err}");
+    }
+    assert!(!home.exists(), "bad usage created the home");
+    let mut c = script("start-experiment.sh", &home);
+    c.args([
+        "--name=E1",
+        "--hypothesis=h",
+        "--success-criteria=s",
+        "--failure-criteria",
+        "f",
+    ]);
+    ok(&run(c));
+    let r = rows(&home, "SELECT name, hypothesis FROM experiments");
+    assert_eq!(r[0]["name"], Value::from("E1"));
+    let mut h = script("record-heuristic.sh", &home);
+    h.arg("--help");
+    let out = run(h);
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("Usage: record-heuristic.sh"));
+}
