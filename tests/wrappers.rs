@@ -785,3 +785,66 @@ fn bad_usage_is_64_and_both_flag_forms_work() {
     ok(&out);
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("Usage: record-heuristic.sh"));
 }
+
+#[test]
+fn start_experiment_gives_the_same_result_from_flags_environment_and_prompts() {
+    let mut results = Vec::new();
+    for form in ["flags", "env", "prompt"] {
+        let dir = TempDir::new();
+        let home = dir.join("home");
+        let mut c = script("start-experiment.sh", &home);
+        let out = match form {
+            "flags" => {
+                c.args([
+                    "--name",
+                    "Same \u{1b}[1mexp",
+                    "--hypothesis",
+                    "h",
+                    "--success-criteria",
+                    "s",
+                    "--failure-criteria",
+                    "f",
+                ]);
+                run(c)
+            }
+            "env" => {
+                c.env("EXPERIMENT_NAME", "Same \u{1b}[1mexp")
+                    .env("EXPERIMENT_HYPOTHESIS", "h")
+                    .env("EXPERIMENT_SUCCESS_CRITERIA", "s")
+                    .env("EXPERIMENT_FAILURE_CRITERIA", "f");
+                run(c)
+            }
+            _ => run_with_input(c, "Same \u{1b}[1mexp\nh\ns\nf\n".as_bytes()),
+        };
+        ok(&out);
+        let r = rows(
+            &home,
+            "SELECT name, hypothesis, status, folder_path FROM experiments",
+        );
+        assert_eq!(r.len(), 1);
+        let folder = home.join(r[0]["folder_path"].as_str().unwrap_or_default());
+        // The start time differs from run to run; everything else must not.
+        let hyp: String = std::fs::read_to_string(folder.join("hypothesis.md"))
+            .expect("hypothesis.md")
+            .lines()
+            .filter(|l| !l.starts_with("**Started**"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        results.push((
+            r[0]["name"].clone(),
+            r[0]["hypothesis"].clone(),
+            r[0]["status"].clone(),
+            hyp,
+        ));
+    }
+    assert_eq!(results[0].0, Value::from("Same exp"));
+    assert!(
+        results[0]
+            .3
+            .contains("## Success Criteria\n\ns\n\n## Failure Criteria\n\nf\n"),
+        "{}",
+        results[0].3
+    );
+    assert_eq!(results[0], results[1], "flags and environment differ");
+    assert_eq!(results[0], results[2], "flags and prompts differ");
+}
