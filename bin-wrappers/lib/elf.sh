@@ -30,6 +30,45 @@ elf_init() {
     done
 }
 
+# elf_flags NAME:VAR... -- ARGS...: parse "--NAME VALUE" and "--NAME=VALUE" into VAR, setting
+# given_VAR=1 too (so that an empty value given on purpose is told from a missing one). -h and
+# --help call the script's usage function; anything else is a usage error (64). Its own
+# variables start with __ so that they never shadow the script's (bash scopes dynamically).
+elf_flags() {
+    local -A __var=()
+    while [ "$1" != -- ]; do
+        __var[${1%%:*}]=${1#*:}
+        shift
+    done
+    shift
+    local __flag __value
+    while [ $# -gt 0 ]; do
+        case $1 in
+            -h | --help)
+                usage
+                exit 0
+                ;;
+            --?*=*)
+                __flag=${1%%=*}
+                __value=${1#*=}
+                shift
+                ;;
+            --?*)
+                __flag=$1
+                [ -n "${__var[${__flag#--}]-}" ] || elf_die 64 "unknown argument $(printf '%q' "$1") (see --help)"
+                [ $# -ge 2 ] || elf_die 64 "$__flag needs a value"
+                __value=$2
+                shift 2
+                ;;
+            *) elf_die 64 "unknown argument $(printf '%q' "$1") (see --help)" ;;
+        esac
+        __flag=${__flag#--}
+        [ -n "${__var[$__flag]-}" ] || elf_die 64 "unknown argument $(printf '%q' "--$__flag") (see --help)"
+        printf -v "${__var[$__flag]}" '%s' "$__value"
+        printf -v "given_${__var[$__flag]}" '%s' 1
+    done
+}
+
 # elf_die STATUS MESSAGE: one line on stderr, then exit.
 elf_die() {
     local status=$1
