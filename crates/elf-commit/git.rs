@@ -42,6 +42,7 @@ use elf_core::text::escape;
 use elf_core::{Error, lockfile};
 
 use crate::indexlock;
+pub use crate::job::Job;
 use crate::message::{Message, parse_date};
 
 /// A commit of at least this many named paths writes its objects as one pack, not loose (the
@@ -57,15 +58,6 @@ pub struct Options {
     pub stale: Option<Duration>,
     /// A gitignored path is an error (65) rather than skipped.
     pub ignored_error: bool,
-}
-
-/// What one record (or the direct form) asks for.
-#[derive(Debug, Clone)]
-pub struct Job {
-    /// Paths relative to the work tree, normalised.
-    pub paths: Vec<PathBuf>,
-    /// The cleaned message.
-    pub message: Message,
 }
 
 /// What became of a job.
