@@ -235,6 +235,8 @@ const DB: &[Case] = &[
     c("exec: table given to exec", &["exec"], br#"{"db":{"table":"learnings","values":{}}}"#, 65, "unknown key 'table'"),
     c("exec: two statements", &["exec"], br#"{"db":{"sql":"UPDATE learnings SET title = 'x'; DROP TABLE learnings"}}"#, 65, "more than one statement"),
     c("exec: a statement hidden after a NUL", &["exec"], br#"{"db":{"sql":"UPDATE learnings SET title = 'x'\u0000; DROP TABLE learnings"}}"#, 65, "sql contains a NUL character"),
+    c("exec: only a comment (fuzz)", &["exec"], br#"{"db":{"sql":"/* COMMIT"}}"#, 65, "sql holds no statement"),
+    c("exec: only semicolons", &["exec"], br#"{"db":{"sql":" ; ;"}}"#, 65, "sql holds no statement"),
     c("exec: BEGIN", &["exec"], br#"{"db":{"sql":"BEGIN"}}"#, 65, "not authorized"),
     c("exec: COMMIT", &["exec"], br#"{"db":{"sql":"COMMIT"}}"#, 65, "not authorized"),
     c("exec: ROLLBACK", &["exec"], br#"{"db":{"sql":"ROLLBACK"}}"#, 65, "not authorized"),
@@ -532,6 +534,8 @@ const ARGS: &[ArgCase] = &[
     a(DB_BIN, &["insert", "--db", "missing.db"], 66, "database missing.db does not exist"),
     a(DB_BIN, &["query", "--db", "index.db"], 64, "query needs the SQL"),
     a(DB_BIN, &["pending", "--older-than", "-1h", "--db", "index.db"], 64, "--older-than"),
+    a(DB_BIN, &["query", "/* only a comment */", "--db", "index.db"], 64, "the query holds no statement"),
+    a(DB_BIN, &["query", "DELETE FROM t", "--db", "index.db"], 64, "query only reads"),
     a(COMMIT_BIN, &["-w", "x"], 64, "--timeout: invalid value 'x'"),
     a(COMMIT_BIN, &["--ignored", "maybe"], 64, "--ignored"),
     a(COMMIT_BIN, &["--batch", "-m", "m", "--", "a.md"], 64, "--batch applies to the record form only"),
@@ -542,6 +546,16 @@ fn bad_arguments_give_their_status_and_one_line_and_do_nothing() {
     let t = TempDir::new();
     symlink("target.lock", t.join("sym.lock")).expect("symlink");
     mkfifo(&t.join("fifo"));
+    Connection::open(t.join("index.db"))
+        .and_then(|c| c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (x);"))
+        .expect("index.db");
+    // A read-only connection to a WAL database leaves its -wal and -shm behind: SQLite's, not
+    // a write; the database's content is compared instead.
+    let state = || {
+        let mut s = tree(t.path(), &["index.db-wal", "index.db-shm"]);
+        s.extend(db_state(t.path(), &t.join("index.db")));
+        s
+    };
     let mut problems = Problems::default();
     for case in ARGS {
         let name = Path::new(case.bin)
@@ -549,7 +563,7 @@ fn bad_arguments_give_their_status_and_one_line_and_do_nothing() {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let what = format!("{name} {:?}", case.args);
-        let before = tree(t.path(), &[]);
+        let before = state();
         let mut c = cmd(case.bin);
         c.args(case.args).current_dir(t.path());
         let out = run(c, b"");
@@ -559,7 +573,7 @@ fn bad_arguments_give_their_status_and_one_line_and_do_nothing() {
             format!("wrote on stdout: {}", String::from_utf8_lossy(&out.stdout))
         });
         problems.check(&what, !t.join("ran").exists(), || "ran the command".into());
-        problems.same(&what, &before, &tree(t.path(), &[]));
+        problems.same(&what, &before, &state());
         let _ = std::fs::remove_file(t.join("ran"));
     }
     problems.done();

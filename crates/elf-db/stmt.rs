@@ -486,6 +486,13 @@ fn exec(conn: &Connection, obj: &Map<String, Value>) -> Result<Results> {
 
 fn run_sql(conn: &Connection, sql: &str, params: Option<&Value>) -> Result<Results> {
     let mut st = conn.prepare_cached(sql).map_err(conn::error)?;
+    // SQLite prepares text of only comments and semicolons as no statement at all, which
+    // would then fail as "API misuse".
+    if st.expanded_sql().is_none() {
+        return Err(Error::data(
+            "sql holds no statement, only comments or semicolons",
+        ));
+    }
     let n = st.parameter_count();
     match params {
         None if n > 0 => {
