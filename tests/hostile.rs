@@ -585,6 +585,101 @@ fn bad_arguments_give_their_status_and_one_line_and_do_nothing() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// elf-lock's record: the holder record in a lock file, which anyone who can write the file
+// controls. While the test holds the lock, each forged content must leave elf-lock saying the
+// lock is held by the test's pid with no live holder record, on one escaped line, with the
+// command not run and the file untouched; once the lock is free, elf-lock takes it and writes
+// its own record over the forgery.
+
+#[rustfmt::skip]
+const FORGED: &[(&str, &[u8])] = &[
+    ("a record naming init, with escapes in its command", b"{\"pid\":1,\"host\":\"@HOST@\",\"boot_id\":\"@BOOT@\",\"start_time\":1,\"since\":\"x\",\"command\":[\"\\u001b]0;pwned\\u0007\",\"rm -rf /\"]}\n"),
+    ("a record naming the holder with another start time", b"{\"pid\":@PID@,\"host\":\"@HOST@\",\"boot_id\":\"@BOOT@\",\"start_time\":1,\"command\":[\"forged\"]}\n"),
+    ("a record from another boot", b"{\"pid\":@PID@,\"host\":\"@HOST@\",\"boot_id\":\"other\",\"start_time\":1,\"command\":[\"forged\"]}\n"),
+    ("a pid that is a string", b"{\"pid\":\"@PID@\",\"command\":[\"forged\"]}\n"),
+    ("a negative pid", b"{\"pid\":-1,\"command\":[\"forged\"]}\n"),
+    ("a huge pid", b"{\"pid\":123456789012345678901234567890,\"command\":[\"forged\"]}\n"),
+    ("not JSON, with an ANSI escape", b"\x1b[2J\x1b]0;pwned\x07 held by root\n"),
+    ("invalid UTF-8", b"{\"pid\":1,\"host\":\"\xff\xfe\"}\n"),
+    ("10,000 nested arrays", b"@DEEP@\n"),
+    ("a 1 MiB first line", b"{\"pid\":1,\"command\":[\"@1MIB@\"]}\n"),
+    ("NUL bytes", b"\0\0\0{\"pid\":1}\n"),
+];
+
+#[test]
+fn elf_lock_believes_no_forged_holder_record() {
+    use std::os::fd::AsRawFd;
+    let t = TempDir::new();
+    let lock = t.join("l.lock");
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let pid = std::process::id();
+    let elf = |args: &[&str]| {
+        let mut c = cmd(env!("CARGO_BIN_EXE_elf-lock"));
+        c.args(args).current_dir(t.path());
+        c
+    };
+    let mut problems = Problems::default();
+    for (what, content) in FORGED {
+        let what = format!("elf-lock: {what}");
+        let mut content = expand(content);
+        for (from, to) in [
+            (&b"@HOST@"[..], host.trim()),
+            (b"@BOOT@", boot.trim()),
+            (b"@PID@", &pid.to_string()),
+        ] {
+            while let Some(i) = content.windows(from.len()).position(|w| w == from) {
+                content.splice(i..i + from.len(), to.bytes());
+            }
+        }
+        if let Some(i) = content.windows(6).position(|w| w == b"@1MIB@") {
+            content.splice(i..i + 6, vec![b'x'; 1 << 20]);
+        }
+        std::fs::write(&lock, &content).expect("forge");
+        let held = std::fs::File::open(&lock).expect("open");
+        // SAFETY: flock(2) on a descriptor we own.
+        assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) }, 0);
+
+        let out = run(elf(&["-n", "l.lock", "--", "touch", "ran"]), b"");
+        problems.status(&what, &out, 75);
+        problems.stderr(
+            &what,
+            &out.stderr,
+            "elf-lock: ",
+            &format!("l.lock is busy, not waiting: held by pid {pid} (no live holder record)"),
+        );
+        problems.check(&what, !t.join("ran").exists(), || "ran the command".into());
+        let status = run(elf(&["--status", "l.lock"]), b"");
+        let v: Value = serde_json::from_slice(&status.stdout).unwrap_or(Value::Null);
+        problems.check(
+            &what,
+            v.get("holder") == Some(&Value::Null) && v.get("pids") == Some(&Value::from(vec![pid])),
+            || format!("--status believed it: {v}"),
+        );
+        problems.check(
+            &what,
+            std::fs::read(&lock).is_ok_and(|c| c == content),
+            || "the lock file was changed while another process held it".into(),
+        );
+
+        drop(held);
+        let out = run(elf(&["-n", "l.lock", "--", "touch", "ran"]), b"");
+        problems.status(&format!("{what} (free)"), &out, 0);
+        let rec: Value = std::fs::read(&lock)
+            .ok()
+            .and_then(|c| serde_json::from_slice(c.split(|&b| b == b'\n').next()?).ok())
+            .unwrap_or(Value::Null);
+        problems.check(
+            &what,
+            rec.get("command") == Some(&Value::from(vec!["touch", "ran"])),
+            || format!("the record was not replaced: {rec}"),
+        );
+        let _ = std::fs::remove_file(t.join("ran"));
+    }
+    problems.done();
+}
+
+// ---------------------------------------------------------------------------------------------
 // The harness.
 
 /// How a record tool is checked.
