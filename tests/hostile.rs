@@ -512,6 +512,8 @@ const ARGS: &[ArgCase] = &[
     a(BACKOFF, &["--base", "1h", "--", "touch", "ran"], 64, "--base: invalid value '1h'"),
     a(BACKOFF, &["--base", "99999999999999999999", "--", "touch", "ran"], 64, "duration out of range"),
     a(BACKOFF, &["--max-delay", "1e3", "--", "touch", "ran"], 64, "--max-delay"),
+    a(BACKOFF, &["--base", "20000000000", "--", "touch", "ran"], 64, "a delay may be at most 584 years"),
+    a(BACKOFF, &["--max-delay", "18446744074", "--schedule"], 64, "a delay may be at most 584 years"),
     a(BACKOFF, &["--max-time", "nan", "--", "touch", "ran"], 64, "--max-time"),
     a(BACKOFF, &["--retry-on", "0", "--", "touch", "ran"], 64, "'0' is not an exit status from 1 to 255"),
     a(BACKOFF, &["--retry-on", "1-999", "--", "touch", "ran"], 64, "'999' is not an exit status"),

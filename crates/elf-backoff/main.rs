@@ -5,7 +5,7 @@
 //! of an attempt is held until its status is known and released only for the attempt that ends
 //! the run, so a failed attempt's output never reaches the pipeline.
 
-mod retry;
+mod args;
 mod spool;
 
 use std::io::{self, Write};
@@ -17,7 +17,7 @@ use elf_core::cli::{Flag, Matches, Operands, Tool};
 use elf_core::signals::{self, Policy as Signals};
 use elf_core::{Error, IoContext, Result, exit, text};
 
-use retry::RetryOn;
+use args::RetryOn;
 use spool::{Input, Spool};
 
 const FLAGS: &[Flag] = &[
@@ -126,8 +126,8 @@ fn options(m: Matches) -> Result<Options> {
                     _ => Err("expected a whole number of at least 1"),
                 })?;
             }
-            "base" => o.policy.base = g.with(backoff::parse_duration)?,
-            "max-delay" => o.policy.max_delay = g.with(backoff::parse_duration)?,
+            "base" => o.policy.base = g.with(args::delay)?,
+            "max-delay" => o.policy.max_delay = g.with(args::delay)?,
             "max-time" => o.max_time = Some(g.with(backoff::parse_duration)?),
             "jitter" => {
                 o.policy.jitter = g.with(|s| Jitter::from_name(s).ok_or("unknown jitter kind"))?;

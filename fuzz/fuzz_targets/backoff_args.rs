@@ -1,5 +1,5 @@
-//! elf-backoff has no record; what it parses from outside is its arguments: `--retry-on`
-//! (`retry.rs`), the durations of `--base`, `--max-delay` and `--max-time`
+//! elf-backoff has no record; what it parses from outside is its arguments: `--retry-on` and
+//! the delays `--base` and `--max-delay` (`args.rs`), `--max-time`
 //! (`elf_core::backoff::parse_duration`), and the schedule they make.
 //!
 //! Properties: no input panics; a status list holds only ranges within 1..=255 and never
@@ -8,15 +8,15 @@
 #![no_main]
 #![allow(dead_code)]
 
-#[path = "../../crates/elf-backoff/retry.rs"]
-mod retry;
+#[path = "../../crates/elf-backoff/args.rs"]
+mod args;
 
 use std::time::Duration;
 
 use elf_core::backoff::{self, Jitter, Policy, Schedule};
 use libfuzzer_sys::fuzz_target;
 
-use retry::RetryOn;
+use args::RetryOn;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
@@ -45,11 +45,17 @@ fuzz_target!(|data: &[u8]| {
             .trim();
         assert!(num.bytes().all(|b| b.is_ascii_digit() || b == b'.'));
         assert!(num.bytes().any(|b| b.is_ascii_digit()));
-        let _ = d;
+        // A delay is a duration that fits the range delays are drawn in.
+        assert_eq!(
+            args::delay(&text).ok(),
+            u64::try_from(d.as_nanos()).is_ok().then_some(d)
+        );
     }
 
-    // A policy from any durations the parser accepts: the fuzz input's first bytes choose
-    // seconds (up to 2^64 - 1, which parse_duration allows), nanoseconds, jitter and seed.
+    // A policy from any delays the flags accept (`args::delay`: at most 2^64 - 1 ns; the first
+    // run of this target, with durations up to 2^64 - 1 s as parse_duration allows, found
+    // delays drawn below their lower bound): the input's first bytes choose seconds,
+    // nanoseconds, jitter and seed.
     let num = |i: usize| {
         let mut b = [0u8; 8];
         for (j, x) in b.iter_mut().enumerate() {
@@ -63,9 +69,22 @@ fuzz_target!(|data: &[u8]| {
         2 => n % 100,
         _ => n,
     };
+    let fit = |d: Duration| {
+        if u64::try_from(d.as_nanos()).is_ok() {
+            d
+        } else {
+            Duration::from_nanos(u64::MAX)
+        }
+    };
     let policy = Policy {
-        base: Duration::new(scale(num(0)), (num(1) % 1_000_000_000) as u32),
-        max_delay: Duration::new(scale(num(2)), (num(3) % 1_000_000_000) as u32),
+        base: fit(Duration::new(
+            scale(num(0)),
+            (num(1) % 1_000_000_000) as u32,
+        )),
+        max_delay: fit(Duration::new(
+            scale(num(2)),
+            (num(3) % 1_000_000_000) as u32,
+        )),
         jitter: [
             Jitter::None,
             Jitter::Full,

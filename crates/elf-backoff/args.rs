@@ -1,5 +1,18 @@
-//! `--retry-on LIST`: which exit statuses make elf-backoff retry. A pure parser, fuzzed on its
-//! own (`fuzz/fuzz_targets/backoff_args.rs`).
+//! The values of elf-backoff's flags that need more than `elf_core`'s parsers: `--retry-on
+//! LIST` and the delays. Pure functions, fuzzed on their own (`fuzz/fuzz_targets/backoff_args.rs`).
+
+use std::time::Duration;
+
+/// `--base` and `--max-delay`: a duration (`elf_core::backoff::parse_duration`) of at most
+/// 2^64 - 1 nanoseconds (584 years), the range the delays are drawn in; a longer one would
+/// be drawn shorter than its formula says.
+pub fn delay(s: &str) -> Result<Duration, String> {
+    let d = elf_core::backoff::parse_duration(s)?;
+    if u64::try_from(d.as_nanos()).is_err() {
+        return Err("a delay may be at most 584 years (2^64 - 1 ns)".into());
+    }
+    Ok(d)
+}
 
 /// The statuses to retry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +61,19 @@ impl RetryOn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delays_fit_in_64_bits_of_nanoseconds() {
+        assert_eq!(delay("100ms"), Ok(Duration::from_millis(100)));
+        assert_eq!(
+            delay("18446744073"),
+            Ok(Duration::from_secs(18_446_744_073))
+        );
+        // Found by fuzz/backoff_args: a longer base was drawn as 584 years.
+        assert!(delay("18446744074").is_err());
+        assert!(delay("20000000000").is_err());
+        assert!(delay("-1").is_err());
+    }
 
     #[test]
     fn retry_on_lists() {
