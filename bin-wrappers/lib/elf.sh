@@ -326,16 +326,25 @@ elf_submit() {
 }
 
 # elf_journal_state: where this run's record (key $ELF_KEY) stands in the journal: pending,
-# done, or absent (also when the journal cannot be read: then nothing of it can be replayed).
+# done, absent (also when the database holds no journal or is not a database: nothing of the
+# record can be replayed then), or unknown (the journal could not be read just now: a full
+# disk, a busy database).
 elf_journal_state() {
-    local out
+    local out err status=0
+    err=$(mktemp "${TMPDIR:-/tmp}/elf-errors.XXXXXX" 2>/dev/null) || err=/dev/null
     out=$(elf-db query --db "$ELF_DB" "SELECT done_at IS NOT NULL AS done FROM elf_journal WHERE key = :k" \
-        --param "k=$ELF_KEY" 2>/dev/null) || out=""
-    if [ -z "$out" ]; then
+        --param "k=$ELF_KEY" 2>"$err") || status=$?
+    if [ "$status" -ne 0 ]; then
+        case $(<"$err") in
+            *"no such table"* | *"not a database"* | *"malformed"*) echo absent ;;
+            *) echo unknown ;;
+        esac
+    elif [ -z "$out" ]; then
         echo absent
     else
         jq -r 'if .done == 1 then "done" else "pending" end' <<<"$out"
     fi
+    [ "$err" = /dev/null ] || rm -f "$err"
 }
 
 # elf_log LEVEL MESSAGE: one line in logs/YYYYMMDD.log, appended atomically.
@@ -359,6 +368,7 @@ elf_fail_status() {
     case $(elf_journal_state) in
         pending) elf_die "$status" "$2: the record is journaled but not finished: $reason; the next run completes it" ;;
         done) elf_die "$status" "$2 failed: $reason; another run has completed the record since" ;;
+        unknown) elf_die "$status" "$2 failed: $reason; if the record was journaled, the next run completes it" ;;
         *) elf_die "$status" "$2 failed: $reason; nothing was recorded" ;;
     esac
 }
