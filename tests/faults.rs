@@ -565,7 +565,7 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if !p.extension().is_some_and(|x| x == "lock") {
+            } else if p.extension().is_none_or(|x| x != "lock") {
                 all.insert(p.clone(), std::fs::read(&p).unwrap_or_default());
             }
         }
@@ -593,22 +593,21 @@ fn read_only_home() {
     let before = snapshot(&home);
 
     m.remount("ro");
-    let attempts: Vec<(&str, Vec<&str>)> = vec![
+    for (name, args) in [
         (
             "record-failure",
-            vec!["--title", "refused", "--domain", "faults"],
+            &["--title", "refused", "--domain", "faults"][..],
         ),
         (
             "record-heuristic",
-            vec!["--rule", "refused", "--domain", "faults"],
+            &["--rule", "refused", "--domain", "faults"],
         ),
         (
             "start-experiment",
-            vec!["--name", "refused", "--hypothesis", "h"],
+            &["--name", "refused", "--hypothesis", "h"],
         ),
-        ("sync-db-markdown", vec!["--fix"]),
-    ];
-    for (name, args) in &attempts {
+        ("sync-db-markdown", &["--fix"]),
+    ] {
         let mut c = script(&format!("{name}.sh"), &home);
         c.args(args);
         let out = run(c);
@@ -618,8 +617,13 @@ fn read_only_home() {
             "{name}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let line = failure_line(&out, name);
-        assert!(line.contains("Read-only file system"), "{line}");
+        assert_eq!(
+            failure_line(&out, name),
+            format!(
+                "{name}: cannot write in the ELF home {}: Read-only file system; nothing was changed",
+                home.display()
+            )
+        );
         assert!(out.stdout.is_empty(), "{name} printed {:?}", out.stdout);
     }
     // Reading still works: query.sh and the checker never write.
@@ -682,24 +686,43 @@ fn a_database_file_that_is_not_a_database() {
             .filter(|(p, _)| !p.starts_with(home.join(".git")))
             .collect();
 
-        let attempts: Vec<(&str, Vec<&str>)> = vec![
+        let db_text = db.display().to_string();
+        let writer = |name: &str, what: &str| {
+            if replaced {
+                format!(
+                    "{name}: cannot prepare the database: elf-db: opening {db_text}: file is not a database; nothing was recorded"
+                )
+            } else {
+                format!(
+                    "{name}: {what} failed: elf-db: opening {db_text}: file is not a database; nothing was recorded"
+                )
+            }
+        };
+        let reader = |name: &str| {
+            format!(
+                "{name}: cannot read the ELF database {db_text}: elf-db: file is not a database"
+            )
+        };
+        for (name, args, expected) in [
             (
                 "record-failure",
-                vec!["--title", "refused", "--domain", "faults"],
+                &["--title", "refused", "--domain", "faults"][..],
+                writer("record-failure", "recording the failure"),
             ),
             (
                 "record-heuristic",
-                vec!["--rule", "refused", "--domain", "faults"],
+                &["--rule", "refused", "--domain", "faults"],
+                writer("record-heuristic", "recording the heuristic"),
             ),
             (
                 "start-experiment",
-                vec!["--name", "refused", "--hypothesis", "h"],
+                &["--name", "refused", "--hypothesis", "h"],
+                writer("start-experiment", "starting the experiment"),
             ),
-            ("query", vec!["--context"]),
-            ("sync-db-markdown", vec![]),
-            ("sync-db-markdown", vec!["--fix"]),
-        ];
-        for (name, args) in &attempts {
+            ("query", &["--context"], reader("query")),
+            ("sync-db-markdown", &[], reader("sync-db-markdown")),
+            ("sync-db-markdown", &["--fix"], reader("sync-db-markdown")),
+        ] {
             let mut c = script(&format!("{name}.sh"), &home);
             c.args(args);
             let out = run(c);
@@ -709,8 +732,7 @@ fn a_database_file_that_is_not_a_database() {
                 "{name} {args:?} (replaced {replaced}): {}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            let line = failure_line(&out, name);
-            assert!(line.contains("not a database"), "{line}");
+            assert_eq!(failure_line(&out, name), expected);
             assert!(out.stdout.is_empty(), "{name} printed {:?}", out.stdout);
         }
         assert_eq!(std::fs::read(&db).expect("db"), garbage, "the file changed");
@@ -776,4 +798,38 @@ fn index_lock_held_by_a_live_process() {
     assert_eq!(git(&home, &["status", "--porcelain"]), "");
     assert_git_ok(&home);
     assert_stores_agree(&home);
+}
+
+#[test]
+fn diagnostics_of_concurrent_stages_are_whole_lines() {
+    // The stages of a pipeline share one stderr; each diagnostic must reach it in one piece,
+    // or the wrappers' one-line summaries (and a reader) get spliced lines.
+    let dir = TempDir::new();
+    let db = dir.join("index.db");
+    std::fs::write(&db, vec![0x5a_u8; 4096]).expect("garbage");
+    let log = dir.join("stderr");
+    let shared = std::fs::File::create(&log).expect("stderr file");
+    let expected = format!("elf-db: opening {}: file is not a database", db.display());
+    for _round in 0..4 {
+        let children: Vec<Child> = (0..24)
+            .map(|_| {
+                cmd(env!("CARGO_BIN_EXE_elf-db"))
+                    .args(["insert", "--db"])
+                    .arg(&db)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(shared.try_clone().expect("dup"))
+                    .spawn()
+                    .expect("spawn elf-db")
+            })
+            .collect();
+        for mut c in children {
+            assert_eq!(c.wait().expect("wait").code(), Some(74));
+        }
+    }
+    let text = std::fs::read_to_string(&log).expect("stderr");
+    assert_eq!(text.lines().count(), 4 * 24);
+    for line in text.lines() {
+        assert_eq!(line, expected, "a spliced diagnostic");
+    }
 }
