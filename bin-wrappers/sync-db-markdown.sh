@@ -24,8 +24,9 @@ heading takes its new row's id. Repairs are committed in one commit.
 --verbose also prints what was compared and each repair.
 Environment: ELF_HOME (default ~/.claude/emergent-learning).
 Exit: 0 in sync; 1 differences (after --fix: differences remain); 64 bad usage; >1 error:
-66 no home or database; 74 I/O error (disk full, read-only home with --fix, a database file that
-is not a database); 75 busy; 77 permission denied. Errors are one line.
+66 no home (or no database, without --fix); 74 I/O error (disk full, read-only home with
+--fix, a database file that is not a database); 75 busy; 77 permission denied. Errors are
+one line.
 USAGE
 }
 
@@ -45,8 +46,9 @@ while [ $# -gt 0 ]; do
 done
 
 [ -d "$ELF_HOME/memory" ] || elf_die 66 "no ELF home at $ELF_HOME"
-[ -f "$ELF_DB" ] || elf_die 66 "no ELF database at $ELF_DB"
-elf_db_readable
+# A database that is there but cannot be read stops both modes in one line (--fix makes a
+# missing one, and rows from the markdown).
+[ ! -e "$ELF_DB" ] || elf_db_readable
 
 # --fix runs whole under the exclusive active lock, so no recording pipeline runs meanwhile.
 if [ -n "$fix" ] && [ -z "${ELF_SYNC_LOCKED-}" ]; then
