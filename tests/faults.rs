@@ -40,7 +40,10 @@ impl Mount {
             Ok(o) => {
                 eprintln!(
                     "{test}: skipped: cannot mount a tmpfs (needs root): {}",
-                    String::from_utf8_lossy(&o.stderr).trim()
+                    String::from_utf8_lossy(&o.stderr)
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
                 );
                 None
             }
