@@ -53,6 +53,7 @@ done
 # --fix runs whole under the exclusive active lock, so no recording pipeline runs meanwhile.
 if [ -n "$fix" ] && [ -z "${ELF_SYNC_LOCKED-}" ]; then
     elf_home_ready
+    elf_flush_warnings
     status=0
     ELF_SYNC_LOCKED=1 elf-lock -q -w "${ELF_LOCK_TIMEOUT:-60}" "$ELF_ACTIVE_LOCK" -- \
         "$(readlink -f "${BASH_SOURCE[0]}")" "$@" --fix ${verbose:+--verbose} || status=$?

@@ -853,3 +853,45 @@ fn diagnostics_of_concurrent_stages_are_whole_lines() {
         assert_eq!(line, expected, "a spliced diagnostic");
     }
 }
+
+#[test]
+fn index_lock_held_on_the_first_run_of_a_home() {
+    // An empty repository becomes a home; its first run meets a held index.lock: the record is
+    // journaled, the new .gitignore waits to be committed, and the run says so in one line.
+    let dir = TempDir::new();
+    let home = dir.join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    git(&home, &["init", "-q"]);
+    let holder = GitLikeLock::hold(&home.join(".git/index.lock"));
+    let mut c = record(&home, Kind::Failure, "first, locked");
+    c.env("ELF_LOCK_TIMEOUT", "0.5");
+    let out = run(c);
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = failure_line(&out, "record-failure");
+    assert!(line.contains("is journaled"), "{line}");
+    holder.release();
+
+    // The next run commits both, and has nothing to warn about.
+    let out = run(record(&home, Kind::Failure, "second"));
+    ok(&out);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_whole(&home, Kind::Failure, "first, locked");
+    assert_whole(&home, Kind::Failure, "second");
+    assert_eq!(
+        subjects(&home)
+            .iter()
+            .filter(|s| *s == "Start the ELF home")
+            .count(),
+        1
+    );
+    assert_eq!(git(&home, &["status", "--porcelain"]), "");
+}

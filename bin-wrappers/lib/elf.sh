@@ -26,6 +26,8 @@ elf_init() {
     # This run's record key: the scripts put it in their record, so that a failed run can tell
     # whether its record was journaled (see elf_fail_status).
     ELF_KEY=elf-${EPOCHREALTIME//[!0-9]/}-$$-$SRANDOM
+    # Warnings held until the run's record is through (see elf_warn_later).
+    ELF_WARNINGS=()
     export ELF_HOME ELF_DB ELF_ACTIVE_LOCK ELF_SCRIPT
     local tool
     for tool in elf-db elf-write elf-commit elf-lock jq; do
@@ -82,6 +84,21 @@ elf_die() {
 
 elf_warn() {
     printf '%s: warning: %s\n' "$ELF_SCRIPT" "$*" >&2
+}
+
+# elf_warn_later MESSAGE: a warning printed once the run's record is through (elf_submit), or
+# dropped when the run fails: its one line then says what matters.
+elf_warn_later() {
+    ELF_WARNINGS+=("$*")
+}
+
+# elf_flush_warnings: print the held warnings.
+elf_flush_warnings() {
+    local w
+    for w in "${ELF_WARNINGS[@]}"; do
+        elf_warn "$w"
+    done
+    ELF_WARNINGS=()
 }
 
 # elf_reason MESSAGES STATUS: the line of the tools' MESSAGES that explains a failure (the first
@@ -233,9 +250,20 @@ elf_home_ready() {
             "memory/index.db" "memory/index.db-wal" "memory/index.db-shm" "memory/index.db-journal" "logs/" ".elf-init.lock" |
             elf-write --create "$ELF_HOME/.gitignore" 2>/dev/null ||
             [ -e "$ELF_HOME/.gitignore" ] || elf_die 74 "cannot write $ELF_HOME/.gitignore"
+        # Committed below, by this run or, when a held lock or a full disk stops it, by the
+        # next one: the marker stays until the commit is made.
+        { : >>"$ELF_HOME/.git/elf-gitignore-uncommitted"; } 2>/dev/null || true
+    fi
+    if [ -e "$ELF_HOME/.git/elf-gitignore-uncommitted" ]; then
+        status=0
         err=$(elf-commit --repo "$ELF_HOME" --lock "$ELF_HOME/.git/claude-lock" \
+            ${ELF_LOCK_TIMEOUT:+--timeout "$ELF_LOCK_TIMEOUT"} \
             -m "Start the ELF home" -- .gitignore 2>&1 >/dev/null) || status=$?
-        [ "$status" -eq 0 ] || elf_warn "could not commit .gitignore: $(elf_reason "$err" "$status")"
+        if [ "$status" -eq 0 ]; then
+            rm -f "$ELF_HOME/.git/elf-gitignore-uncommitted"
+        else
+            elf_warn_later "could not commit .gitignore (the next run tries again): $(elf_reason "$err" "$status")"
+        fi
     fi
     # The schema is completed once per database; the stamp (inside .git, never committed) names
     # the database's inode, so a replaced database is completed again.
@@ -285,15 +313,14 @@ elf_tail_run() {
 # when some are live, one of them or a later run recovers instead.
 #
 # Its messages are held: a failed recovery is reported in one line after the run's own record
-# (by elf_submit), or not at all when that record fails too (its own message says why).
+# (elf_warn_later), or not at all when that record fails too (its own message says why).
 elf_recover() {
     local status=0 err
-    ELF_RECOVER_WARNING=""
     err=$(elf-lock -n -q "$ELF_ACTIVE_LOCK" -- "$ELF_LIB/elf-recover" 2>&1 >/dev/null) || status=$?
     case $status in
         0) [ -z "$err" ] || printf '%s\n' "$err" >&2 ;;
         75) ;;
-        *) ELF_RECOVER_WARNING="interrupted records could not be completed: $(elf_reason "$err" "$status"); they stay journaled" ;;
+        *) elf_warn_later "interrupted records could not be completed: $(elf_reason "$err" "$status"); they stay journaled" ;;
     esac
 }
 
@@ -303,8 +330,8 @@ elf_record() {
 }
 
 # elf_submit RECORD: RECORD (one JSON line carrying "key": $ELF_KEY) through elf_record, the
-# tools' messages held. Status 0: ELF_RESULT holds the finished record, and the messages (and a
-# failed recovery's warning) are printed. Otherwise the status is returned with the messages in
+# tools' messages held. Status 0: ELF_RESULT holds the finished record, and the messages (and
+# the warnings held by elf_warn_later) are printed. Otherwise the status is returned with the messages in
 # ELF_ERRORS, for elf_fail_status to explain in one line.
 # shellcheck disable=SC2034 # ELF_RESULT is read by the scripts
 elf_submit() {
@@ -320,7 +347,7 @@ elf_submit() {
     fi
     if [ "$status" -eq 0 ]; then
         [ -z "$ELF_ERRORS" ] || printf '%s\n' "$ELF_ERRORS" >&2
-        [ -z "${ELF_RECOVER_WARNING-}" ] || elf_warn "$ELF_RECOVER_WARNING"
+        elf_flush_warnings
     fi
     return "$status"
 }
