@@ -895,3 +895,71 @@ fn index_lock_held_on_the_first_run_of_a_home() {
     );
     assert_eq!(git(&home, &["status", "--porcelain"]), "");
 }
+
+#[test]
+fn first_runs_wait_for_a_slow_git_init() {
+    // git init makes .git at once and fills it in for a while (long on a slow disk): a run
+    // that starts meanwhile must wait for the repository, not take the bare folder for one.
+    let dir = TempDir::new();
+    let home = dir.join("home");
+    let shim = dir.join("shim");
+    std::fs::create_dir_all(&shim).expect("shim dir");
+    let real = Command::new("sh")
+        .args(["-c", "command -v git"])
+        .output()
+        .expect("git");
+    let real = String::from_utf8_lossy(&real.stdout).trim().to_string();
+    std::fs::write(
+        shim.join("git"),
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = init ]; then\n    for last; do :; done\n    mkdir -p \"$last/.git\"\n    sleep 1\nfi\nexec {real} \"$@\"\n"
+        ),
+    )
+    .expect("shim");
+    std::fs::set_permissions(
+        shim.join("git"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let path = format!(
+        "{}:{}:{}",
+        shim.display(),
+        crate::elf_home::bin_dir().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let spawn = |name: &str| {
+        let mut c = record(&home, Kind::Failure, name);
+        c.env("PATH", &path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let a = spawn("first");
+    crate::util::wait_for(Duration::from_secs(30), "git init to start", || {
+        home.join(".git").is_dir()
+    });
+    let b = spawn("second");
+    for (name, child) in [("first", a), ("second", b)] {
+        let out = watchdog(Duration::from_secs(60), move || {
+            child.wait_with_output().expect("wait")
+        });
+        ok(&out);
+        assert!(
+            out.stderr.is_empty(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_whole(&home, Kind::Failure, "first");
+    assert_whole(&home, Kind::Failure, "second");
+    assert_eq!(
+        subjects(&home)
+            .iter()
+            .filter(|s| *s == "Start the ELF home")
+            .count(),
+        1
+    );
+    assert_eq!(git(&home, &["status", "--porcelain"]), "");
+}

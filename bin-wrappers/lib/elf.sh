@@ -230,20 +230,26 @@ elf_home_ready() {
             elf_die "$(elf_io_status "$err" 74)" "cannot write in the ELF home $ELF_HOME: ${err##*: }; nothing was changed"
         fi
     fi
-    if [ ! -d "$ELF_HOME/.git" ]; then
-        # Several first runs at once: one creates the repository, the others wait for it.
-        # shellcheck disable=SC2016 # expanded by the inner shell
-        err=$(elf-lock -q -w 60 "$ELF_HOME/.elf-init.lock" -- \
-            sh -c '[ -d "$1/.git" ] || git init -q "$1"' sh "$ELF_HOME" 2>&1 >/dev/null) || status=$?
-        [ "$status" -eq 0 ] ||
-            elf_die 74 "cannot create a git repository in $ELF_HOME: $(elf_reason "$err" "$status")"
+    if [ ! -e "$ELF_HOME/.git/elf-initialized" ]; then
+        # Several first runs at once: one creates the repository, the others wait for it. A
+        # .git folder alone proves nothing (git init fills it in for a while): the stamp, made
+        # under the lock once the repository is complete, does.
+        #
         # A machine where git knows nobody (a fresh container, a CI runner): the new home's own
         # repository commits as "ELF <elf@HOST>", so that recording works out of the box. An
         # identity from git's configuration or GIT_AUTHOR_*/GIT_COMMITTER_* always wins.
-        if [ -z "$(git -C "$ELF_HOME" config user.name 2>/dev/null)" ] && [ -z "${GIT_AUTHOR_NAME-}" ]; then
-            git -C "$ELF_HOME" config user.name "ELF"
-            git -C "$ELF_HOME" config user.email "elf@$(uname -n)"
-        fi
+        # shellcheck disable=SC2016 # expanded by the inner shell
+        err=$(elf-lock -q -w 60 "$ELF_HOME/.elf-init.lock" -- sh -c '
+            if [ ! -d "$1/.git" ]; then
+                git init -q "$1" || exit
+                if [ -z "$(git -C "$1" config user.name)" ] && [ -z "${GIT_AUTHOR_NAME-}" ]; then
+                    git -C "$1" config user.name ELF &&
+                        git -C "$1" config user.email "elf@$(uname -n)" || exit
+                fi
+            fi
+            : >>"$1/.git/elf-initialized"' sh "$ELF_HOME" 2>&1 >/dev/null) || status=$?
+        [ "$status" -eq 0 ] ||
+            elf_die 74 "cannot create a git repository in $ELF_HOME: $(elf_reason "$err" "$status")"
     fi
     if [ ! -e "$ELF_HOME/.gitignore" ]; then
         printf '%s\n' "# The SQLite index and the logs are local to this machine; they are not tracked." \
