@@ -665,6 +665,18 @@ fn elf_lock_believes_no_forged_holder_record() {
         );
 
         drop(held);
+        // A fork by another test thread may hold a copy of the descriptor until it execs (the
+        // descriptor is close-on-exec): wait until the lock is really free.
+        crate::util::wait_for(
+            std::time::Duration::from_secs(10),
+            "the lock to be free",
+            || {
+                std::fs::File::open(&lock).is_ok_and(|f| {
+                    // SAFETY: flock(2) on a descriptor we own; closing it releases the lock.
+                    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+                })
+            },
+        );
         let out = run(elf(&["-n", "l.lock", "--", "touch", "ran"]), b"");
         problems.status(&format!("{what} (free)"), &out, 0);
         let rec: Value = std::fs::read(&lock)
