@@ -28,11 +28,11 @@ e=$(bench_hf_median "$work/o.json" 1)
 r=$(bench_hf_median "$work/o.json" 2)
 
 bench_header
-bench_row "\`elf-backoff -- true\` vs \`true\`: overhead per run ($runs runs)" \
+bench_row "\`elf-backoff -- true\` vs \`true\`: overhead per run ($(bench_runs "$runs"))" \
     "$(bench_time "$e")" "$(bench_time "$t")" \
     "$(awk -v e="$e" -v t="$t" 'BEGIN { printf "%.3g (+%.3f ms)", e / t, (e - t) * 1000 }')" \
     "< +1 ms" "$(awk -v e="$e" -v t="$t" 'BEGIN { print (e - t < 0.001) ? "yes" : "no" }')"
-bench_time_row "\`elf-backoff -- true\` vs \`retry -- true\` ($runs runs)" "$e" "$r" -
+bench_time_row "\`elf-backoff -- true\` vs \`retry -- true\` ($(bench_runs "$runs"))" "$e" "$r" -
 
 # contend LABEL COMMAND-PREFIX...: prints "attempts seconds" for $procs processes that each
 # retry `flock -n` on a lock held 20 ms per turn.
@@ -73,7 +73,7 @@ for j in equal full decorrelated; do
         target="<= 0.5 (far fewer attempts)"
         met=$(awk -v a="${att[$j]}" -v b="${att[none]}" 'BEGIN { print (a / b <= 0.5) ? "yes" : "no" }')
     fi
-    bench_row "contention, $procs x \`flock -n\` held 20 ms: attempts, \`--jitter $j\` vs \`--jitter none\` ($crounds runs)" \
+    bench_row "contention, $procs x \`flock -n\` held 20 ms: attempts, \`--jitter $j\` vs \`--jitter none\` ($(bench_runs "$crounds"))" \
         "$(cell "$j")" "$(cell none)" "$(awk -v a="${att[$j]}" -v b="${att[none]}" 'BEGIN { printf "%.3g", a / b }')" \
         "$target" "$met"
 done

@@ -78,9 +78,9 @@ hyperfine -N --warmup 5 --runs "$one_runs" --export-json "$work/one.json" \
     -n "git commit -m x -- f" "git -C $work/repo commit -q -m x -- m/f1.md" >&2
 
 bench_header
-bench_time_row "$n single-file commits, one record each: \`elf-commit\` vs a \`git add && git commit\` loop ($runs runs)" \
+bench_time_row "$n single-file commits, one record each: \`elf-commit\` vs a \`git add && git commit\` loop ($(bench_runs "$runs"))" \
     "$(bench_hf_median "$work/stream.json" 0)" "$(bench_hf_median "$work/stream.json" 2)" 0.2
 bench_time_row "$n records, \`elf-commit --batch\` (one commit) vs the same git loop" \
     "$(bench_hf_median "$work/stream.json" 1)" "$(bench_hf_median "$work/stream.json" 2)" 0.02
-bench_time_row "one invocation, one file: \`elf-commit -m x -- f\` vs \`git commit -m x -- f\` ($one_runs runs)" \
+bench_time_row "one invocation, one file: \`elf-commit -m x -- f\` vs \`git commit -m x -- f\` ($(bench_runs "$one_runs"))" \
     "$(bench_hf_median "$work/one.json" 0)" "$(bench_hf_median "$work/one.json" 1)" 1

@@ -54,6 +54,11 @@ bench_default() {
     if [[ -n ${BENCH_QUICK:-} ]]; then echo "$2"; else echo "$1"; fi
 }
 
+# bench_runs N: "1 run" or "N runs", for the operation names.
+bench_runs() {
+    if [[ $1 == 1 ]]; then echo "1 run"; else echo "$1 runs"; fi
+}
+
 bench_header() {
     [[ -n ${BENCH_NO_HEADER:-} ]] && return 0
     echo "| operation | elf median | anchor median | ratio | target | met |"

@@ -58,8 +58,8 @@ done
 
 bench_header
 e1=$(median_of 0 "${one[@]}")
-bench_time_row "\`elf-lock L -- true\` vs \`flock L true\` ($rounds x $runs runs)" "$e1" "$(median_of 1 "${one[@]}")" 1.1
-bench_time_row "\`elf-lock L -- true\` vs \`lckdo L true\` ($rounds x $runs runs)" "$e1" "$(median_of 2 "${one[@]}")" -
-bench_time_row "4 x $cycles lock/unlock cycles on one lock, total, vs flock ($cycle_runs runs)" \
+bench_time_row "\`elf-lock L -- true\` vs \`flock L true\` ($rounds x $(bench_runs "$runs"))" "$e1" "$(median_of 1 "${one[@]}")" 1.1
+bench_time_row "\`elf-lock L -- true\` vs \`lckdo L true\` ($rounds x $(bench_runs "$runs"))" "$e1" "$(median_of 2 "${one[@]}")" -
+bench_time_row "4 x $cycles lock/unlock cycles on one lock, total, vs flock ($(bench_runs "$cycle_runs"))" \
     "$(median_of 0 "${many[@]}")" "$(median_of 1 "${many[@]}")" 1.0
 echo "bench/lock.sh: load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
