@@ -8,7 +8,7 @@
 #   WRITE_ONLY=replace bench/write.sh   # one section: replace, stream or append
 #
 # WRITE_RUNS (40) minimum hyperfine runs of the one-invocation rows; WRITE_RECORDS (10000)
-# records streamed, and as many sponge runs; WRITE_STREAM_RUNS (3) runs of the streaming rows.
+# records streamed, and as many sponge runs; WRITE_STREAM_RUNS (2) runs of the streaming rows.
 #
 # Durability is compared like with like: elf-write --no-sync against the anchors as they are
 # (no fsync), and elf-write (fsync of the file and its folder) against the anchors followed by
@@ -27,7 +27,7 @@ trap 'rm -rf "$work"' EXIT
 cd "$work"
 
 runs=(--warmup "$(bench_default 5 2)" --min-runs "${WRITE_RUNS:-$(bench_default 40 10)}")
-stream_runs=(--runs "${WRITE_STREAM_RUNS:-$(bench_default 3 1)}")
+stream_runs=(--runs "${WRITE_STREAM_RUNS:-$(bench_default 2 1)}")
 records=${WRITE_RECORDS:-$(bench_default 10000 1000)}
 
 # 4 KiB of text, and a different content for the file before each timed run.
