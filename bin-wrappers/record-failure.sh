@@ -35,37 +35,7 @@ given_severity=${FAILURE_SEVERITY+1}
 given_tags=${FAILURE_TAGS+1}
 given_summary=${FAILURE_SUMMARY+1}
 
-while [ $# -gt 0 ]; do
-    case $1 in
-        --title | --domain | --severity | --tags | --summary)
-            [ $# -ge 2 ] || elf_die 64 "$1 needs a value"
-            case $1 in
-                --title) title=$2 ;;
-                --domain) domain=$2 ;;
-                --severity) severity=$2 given_severity=1 ;;
-                --tags) tags=$2 given_tags=1 ;;
-                --summary) summary=$2 given_summary=1 ;;
-            esac
-            shift 2
-            ;;
-        --title=* | --domain=* | --severity=* | --tags=* | --summary=*)
-            value=${1#*=}
-            case $1 in
-                --title=*) title=$value ;;
-                --domain=*) domain=$value ;;
-                --severity=*) severity=$value given_severity=1 ;;
-                --tags=*) tags=$value given_tags=1 ;;
-                --summary=*) summary=$value given_summary=1 ;;
-            esac
-            shift
-            ;;
-        -h | --help)
-            usage
-            exit 0
-            ;;
-        *) elf_die 64 "unknown argument $(printf '%q' "$1") (see --help)" ;;
-    esac
-done
+elf_flags title:title domain:domain severity:severity tags:tags summary:summary -- "$@"
 
 if [ -z "$title" ] || [ -z "$domain" ]; then
     [ -n "$title" ] || elf_prompt title "Title: "

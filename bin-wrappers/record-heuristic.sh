@@ -38,37 +38,7 @@ given_explanation=${HEURISTIC_EXPLANATION+1}
 given_source=${HEURISTIC_SOURCE+1}
 given_confidence=${HEURISTIC_CONFIDENCE+1}
 
-while [ $# -gt 0 ]; do
-    case $1 in
-        --domain | --rule | --explanation | --source | --confidence)
-            [ $# -ge 2 ] || elf_die 64 "$1 needs a value"
-            case $1 in
-                --domain) domain=$2 ;;
-                --rule) rule=$2 ;;
-                --explanation) explanation=$2 given_explanation=1 ;;
-                --source) source=$2 given_source=1 ;;
-                --confidence) confidence=$2 given_confidence=1 ;;
-            esac
-            shift 2
-            ;;
-        --domain=* | --rule=* | --explanation=* | --source=* | --confidence=*)
-            value=${1#*=}
-            case $1 in
-                --domain=*) domain=$value ;;
-                --rule=*) rule=$value ;;
-                --explanation=*) explanation=$value given_explanation=1 ;;
-                --source=*) source=$value given_source=1 ;;
-                --confidence=*) confidence=$value given_confidence=1 ;;
-            esac
-            shift
-            ;;
-        -h | --help)
-            usage
-            exit 0
-            ;;
-        *) elf_die 64 "unknown argument $(printf '%q' "$1") (see --help)" ;;
-    esac
-done
+elf_flags domain:domain rule:rule explanation:explanation source:source confidence:confidence -- "$@"
 
 if [ -z "$domain" ] || [ -z "$rule" ]; then
     [ -n "$domain" ] || elf_prompt domain "Domain: "

@@ -34,35 +34,7 @@ failure=${EXPERIMENT_FAILURE_CRITERIA-}
 given_success=${EXPERIMENT_SUCCESS_CRITERIA+1}
 given_failure=${EXPERIMENT_FAILURE_CRITERIA+1}
 
-while [ $# -gt 0 ]; do
-    case $1 in
-        --name | --hypothesis | --success-criteria | --failure-criteria)
-            [ $# -ge 2 ] || elf_die 64 "$1 needs a value"
-            case $1 in
-                --name) name=$2 ;;
-                --hypothesis) hypothesis=$2 ;;
-                --success-criteria) success=$2 given_success=1 ;;
-                --failure-criteria) failure=$2 given_failure=1 ;;
-            esac
-            shift 2
-            ;;
-        --name=* | --hypothesis=* | --success-criteria=* | --failure-criteria=*)
-            value=${1#*=}
-            case $1 in
-                --name=*) name=$value ;;
-                --hypothesis=*) hypothesis=$value ;;
-                --success-criteria=*) success=$value given_success=1 ;;
-                --failure-criteria=*) failure=$value given_failure=1 ;;
-            esac
-            shift
-            ;;
-        -h | --help)
-            usage
-            exit 0
-            ;;
-        *) elf_die 64 "unknown argument $(printf '%q' "$1") (see --help)" ;;
-    esac
-done
+elf_flags name:name hypothesis:hypothesis success-criteria:success failure-criteria:failure -- "$@"
 
 if [ -z "$name" ] || [ -z "$hypothesis" ]; then
     [ -n "$name" ] || elf_prompt name "Experiment name: "

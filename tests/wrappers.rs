@@ -748,3 +748,103 @@ fn sync_on_the_real_legacy_home() {
     );
     assert!(!ids.contains(&0), "H-0 headings left: {ids:?}");
 }
+
+#[test]
+fn bad_usage_is_64_and_both_flag_forms_work() {
+    let dir = TempDir::new();
+    let home = dir.join("home");
+    for args in [
+        &["--nope"][..],
+        &["--title"],
+        &["stray"],
+        &["--title=t", "--domain=d", "--bogus=1"],
+    ] {
+        let mut c = script("record-failure.sh", &home);
+        c.args(args);
+        let out = run(c);
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("record-failure: "), "{err}");
+    }
+    assert!(!home.exists(), "bad usage created the home");
+    let mut c = script("start-experiment.sh", &home);
+    c.args([
+        "--name=E1",
+        "--hypothesis=h",
+        "--success-criteria=s",
+        "--failure-criteria",
+        "f",
+    ]);
+    ok(&run(c));
+    let r = rows(&home, "SELECT name, hypothesis FROM experiments");
+    assert_eq!(r[0]["name"], Value::from("E1"));
+    let mut h = script("record-heuristic.sh", &home);
+    h.arg("--help");
+    let out = run(h);
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("Usage: record-heuristic.sh"));
+}
+
+#[test]
+fn start_experiment_gives_the_same_result_from_flags_environment_and_prompts() {
+    let mut results = Vec::new();
+    for form in ["flags", "env", "prompt"] {
+        let dir = TempDir::new();
+        let home = dir.join("home");
+        let mut c = script("start-experiment.sh", &home);
+        let out = match form {
+            "flags" => {
+                c.args([
+                    "--name",
+                    "Same \u{1b}[1mexp",
+                    "--hypothesis",
+                    "h",
+                    "--success-criteria",
+                    "s",
+                    "--failure-criteria",
+                    "f",
+                ]);
+                run(c)
+            }
+            "env" => {
+                c.env("EXPERIMENT_NAME", "Same \u{1b}[1mexp")
+                    .env("EXPERIMENT_HYPOTHESIS", "h")
+                    .env("EXPERIMENT_SUCCESS_CRITERIA", "s")
+                    .env("EXPERIMENT_FAILURE_CRITERIA", "f");
+                run(c)
+            }
+            _ => run_with_input(c, "Same \u{1b}[1mexp\nh\ns\nf\n".as_bytes()),
+        };
+        ok(&out);
+        let r = rows(
+            &home,
+            "SELECT name, hypothesis, status, folder_path FROM experiments",
+        );
+        assert_eq!(r.len(), 1);
+        let folder = home.join(r[0]["folder_path"].as_str().unwrap_or_default());
+        // The start time differs from run to run; everything else must not.
+        let hyp: String = std::fs::read_to_string(folder.join("hypothesis.md"))
+            .expect("hypothesis.md")
+            .lines()
+            .filter(|l| !l.starts_with("**Started**"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        results.push((
+            r[0]["name"].clone(),
+            r[0]["hypothesis"].clone(),
+            r[0]["status"].clone(),
+            hyp,
+        ));
+    }
+    assert_eq!(results[0].0, Value::from("Same exp"));
+    assert!(
+        results[0]
+            .3
+            .contains("## Success Criteria\n\ns\n\n## Failure Criteria\n\nf\n"),
+        "{}",
+        results[0].3
+    );
+    assert_eq!(results[0], results[1], "flags and environment differ");
+    assert_eq!(results[0], results[2], "flags and prompts differ");
+}

@@ -30,6 +30,45 @@ elf_init() {
     done
 }
 
+# elf_flags NAME:VAR... -- ARGS...: parse "--NAME VALUE" and "--NAME=VALUE" into VAR, setting
+# given_VAR=1 too (so that an empty value given on purpose is told from a missing one). -h and
+# --help call the script's usage function; anything else is a usage error (64). Its own
+# variables start with __ so that they never shadow the script's (bash scopes dynamically).
+elf_flags() {
+    local -A __var=()
+    while [ "$1" != -- ]; do
+        __var[${1%%:*}]=${1#*:}
+        shift
+    done
+    shift
+    local __flag __value
+    while [ $# -gt 0 ]; do
+        case $1 in
+            -h | --help)
+                usage
+                exit 0
+                ;;
+            --?*=*)
+                __flag=${1%%=*}
+                __value=${1#*=}
+                shift
+                ;;
+            --?*)
+                __flag=$1
+                [ -n "${__var[${__flag#--}]-}" ] || elf_die 64 "unknown argument $(printf '%q' "$1") (see --help)"
+                [ $# -ge 2 ] || elf_die 64 "$__flag needs a value"
+                __value=$2
+                shift 2
+                ;;
+            *) elf_die 64 "unknown argument $(printf '%q' "$1") (see --help)" ;;
+        esac
+        __flag=${__flag#--}
+        [ -n "${__var[$__flag]-}" ] || elf_die 64 "unknown argument $(printf '%q' "--$__flag") (see --help)"
+        printf -v "${__var[$__flag]}" '%s' "$__value"
+        printf -v "given_${__var[$__flag]}" '%s' 1
+    done
+}
+
 # elf_die STATUS MESSAGE: one line on stderr, then exit.
 elf_die() {
     local status=$1
@@ -141,6 +180,13 @@ elf_home_ready() {
         elf-lock -q -w 60 "$ELF_HOME/.elf-init.lock" -- \
             sh -c '[ -d "$1/.git" ] || git init -q "$1"' sh "$ELF_HOME" ||
             elf_die 74 "cannot create a git repository in $ELF_HOME"
+        # A machine where git knows nobody (a fresh container, a CI runner): the new home's own
+        # repository commits as "ELF <elf@HOST>", so that recording works out of the box. An
+        # identity from git's configuration or GIT_AUTHOR_*/GIT_COMMITTER_* always wins.
+        if [ -z "$(git -C "$ELF_HOME" config user.name 2>/dev/null)" ] && [ -z "${GIT_AUTHOR_NAME-}" ]; then
+            git -C "$ELF_HOME" config user.name "ELF"
+            git -C "$ELF_HOME" config user.email "elf@$(uname -n)"
+        fi
     fi
     if [ ! -e "$ELF_HOME/.gitignore" ]; then
         printf '%s\n' "# The SQLite index and the logs are local to this machine; they are not tracked." \

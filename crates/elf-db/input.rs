@@ -11,7 +11,7 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::rc::Rc;
 
-use elf_core::record::{Reader, Record};
+use elf_core::record::{Reader, Record, poll_readable};
 use elf_core::{IoContext, Result};
 
 /// Standard input, buffered, with every consumed byte copied to `raw` (up to a cap).
@@ -113,16 +113,4 @@ impl Input {
     pub fn ready(&self) -> bool {
         self.buffered.get() > 0 || poll_readable(self.fd)
     }
-}
-
-/// True when `fd` has data (or end of file) ready to read now.
-fn poll_readable(fd: RawFd) -> bool {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: `pfd` is a valid pollfd for the duration of the call and nfds is 1.
-    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
-    n > 0 && (pfd.revents & (libc::POLLIN | libc::POLLHUP)) != 0
 }

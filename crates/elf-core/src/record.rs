@@ -162,7 +162,7 @@ impl<R: BufRead> Reader<R> {
 }
 
 /// True when `fd` has data (or end of file) ready to read now.
-fn poll_readable(fd: RawFd) -> bool {
+pub fn poll_readable(fd: RawFd) -> bool {
     let mut pfd = libc::pollfd {
         fd,
         events: libc::POLLIN,
