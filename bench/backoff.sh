@@ -1,49 +1,83 @@
 #!/usr/bin/env bash
-# elf-backoff benchmarks: per-run overhead against `true` and Debian's `retry`, and retries under
-# lock contention for each jitter kind. Prints a markdown table of medians.
+# elf-backoff benchmarks (issue 2). Prints a markdown table (bench/lib.sh describes the format).
+#
+#   1. `elf-backoff -- true` against `true`: the overhead per run (target: under 1 ms more at the
+#      median), and against Debian's `retry -- true`.
+#   2. Contention: 50 processes each need a non-blocking lock (`flock -n`) that its holder keeps
+#      for 20 ms; total attempts and completion time for each jitter kind and for `retry` with a
+#      fixed delay. Expected shape: full or decorrelated jitter finish with far fewer attempts
+#      than no jitter (target: at most half as many).
+#
+# BACKOFF_RUNS (300) hyperfine runs per command; BACKOFF_PROCS (50) contending processes;
+# BACKOFF_CONTENTION_RUNS (3) repetitions of each contention run, medians reported.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-cargo build --release --quiet --bin elf-backoff
-bin=$PWD/target/release
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_need hyperfine retry flock jq
+bench_build
+runs=${BACKOFF_RUNS:-$(bench_default 300 30)}
+procs=${BACKOFF_PROCS:-50}
+crounds=${BACKOFF_CONTENTION_RUNS:-$(bench_default 3 1)}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-median_ms() { # hyperfine JSON file, command index -> median in ms
-    jq -r ".results[$2].median * 1000" "$1"
-}
-row() { # operation elf anchor target(ratio upper bound) 
-    awk -v op="$1" -v e="$2" -v a="$3" -v t="$4" -v unit="$5" 'BEGIN {
-        r = (a > 0) ? e / a : 0
-        met = (t == "-") ? "-" : ((r <= t) ? "yes" : "no")
-        printf "| %s | %.3f %s | %.3f %s | %.2f | %s | %s |\n", op, e, unit, a, unit, r, (t == "-" ? "-" : "<= " t), met
-    }'
-}
+hyperfine -N --style none --warmup 20 --runs "$runs" --export-json "$work/o.json" \
+    "true" "$ELF_BIN/elf-backoff -- true" "retry -- true" >&2
+t=$(bench_hf_median "$work/o.json" 0)
+e=$(bench_hf_median "$work/o.json" 1)
+r=$(bench_hf_median "$work/o.json" 2)
 
-echo "| operation | elf median | anchor median | ratio | target | met |"
-echo "|---|---|---|---|---|---|"
+bench_header
+bench_row "\`elf-backoff -- true\` vs \`true\`: overhead per run ($(bench_runs "$runs"))" \
+    "$(bench_time "$e")" "$(bench_time "$t")" \
+    "$(awk -v e="$e" -v t="$t" 'BEGIN { printf "%.3g (+%.3f ms)", e / t, (e - t) * 1000 }')" \
+    "< +1 ms" "$(awk -v e="$e" -v t="$t" 'BEGIN { print (e - t < 0.001) ? "yes" : "no" }')"
+bench_time_row "\`elf-backoff -- true\` vs \`retry -- true\` ($(bench_runs "$runs"))" "$e" "$r" -
 
-hyperfine -N --warmup 20 --runs 300 --export-json "$work/o.json" \
-    "true" "$bin/elf-backoff -- true" "retry -- true" >/dev/null 2>&1
-t=$(median_ms "$work/o.json" 0)
-e=$(median_ms "$work/o.json" 1)
-r=$(median_ms "$work/o.json" 2)
-awk -v e="$e" -v t="$t" 'BEGIN { d = e - t; printf "| elf-backoff -- true, overhead over true | %.3f ms | (true %.3f ms) | +%.3f ms | < 1 ms | %s |\n", e, t, d, (d < 1 ? "yes" : "no") }'
-row "elf-backoff -- true vs retry -- true" "$e" "$r" "-" ms
-
-# Contention: 50 processes need a non-blocking lock that each holds for 20 ms.
-contend() { # label, command prefix...
-    local label=$1; shift
-    : > "$work/attempts"
+# contend LABEL COMMAND-PREFIX...: prints "attempts seconds" for $procs processes that each
+# retry `flock -n` on a lock held 20 ms per turn.
+contend() {
+    : >"$work/attempts"
     local start end
-    start=$(date +%s%N)
-    for _ in $(seq 50); do
+    start=$EPOCHREALTIME
+    for _ in $(seq "$procs"); do
         "$@" sh -c "echo >> '$work/attempts'; exec flock -n -E 75 '$work/lock' sleep 0.02" >/dev/null 2>&1 &
     done
     wait
-    end=$(date +%s%N)
-    printf '| contention, 50 procs, %s | %s attempts | %.2f s | | | |\n' "$label" "$(wc -l < "$work/attempts")" "$(echo "($end - $start) / 1000000000" | bc -l)"
+    end=$EPOCHREALTIME
+    echo "$(wc -l <"$work/attempts") $(awk -v s="$start" -v e="$end" 'BEGIN { print e - s }')"
+}
+
+# contention KIND COMMAND-PREFIX...: sets att[KIND] and secs[KIND], the medians of the rounds.
+declare -A att secs
+contention() {
+    local kind=$1 a=() s=() out
+    shift
+    for _ in $(seq "$crounds"); do
+        out=$(contend "$@")
+        a+=("${out% *}") s+=("${out#* }")
+        echo "contention $kind: $out" >&2
+    done
+    att[$kind]=$(printf '%s\n' "${a[@]}" | bench_median)
+    secs[$kind]=$(printf '%s\n' "${s[@]}" | bench_median)
 }
 for j in none equal full decorrelated; do
-    contend "elf-backoff --jitter $j" "$bin/elf-backoff" -q -n 100000 --base 10ms --max-delay 1s --jitter "$j" --
+    contention "$j" "$ELF_BIN/elf-backoff" -q -n 100000 --base 10ms --max-delay 1s --jitter "$j" --
 done
-contend "retry -d 1 (fixed 1 s)" retry -d 1 --
+contention retry retry -d 1 --
+
+cell() { printf '%s attempts, %s' "${att[$1]}" "$(bench_time "${secs[$1]}")"; }
+for j in equal full decorrelated; do
+    target=- met=-
+    if [[ $j != equal ]]; then
+        target="<= 0.5 (far fewer attempts)"
+        met=$(awk -v a="${att[$j]}" -v b="${att[none]}" 'BEGIN { print (a / b <= 0.5) ? "yes" : "no" }')
+    fi
+    bench_row "contention, $procs x \`flock -n\` held 20 ms: attempts, \`--jitter $j\` vs \`--jitter none\` ($(bench_runs "$crounds"))" \
+        "$(cell "$j")" "$(cell none)" "$(awk -v a="${att[$j]}" -v b="${att[none]}" 'BEGIN { printf "%.3g", a / b }')" \
+        "$target" "$met"
+done
+bench_row "contention: completion time, \`elf-backoff\` (full jitter, base 10 ms) vs \`retry -d 1\` (fixed 1 s)" \
+    "$(cell full)" "$(cell retry)" \
+    "$(awk -v a="${secs[full]}" -v b="${secs[retry]}" 'BEGIN { r = a / b; if (r < 1) printf "%.3g (%.3gx faster)", r, 1 / r; else printf "%.3g", r }')" \
+    - -

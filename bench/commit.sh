@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
-# elf-commit benchmarks against the git CLI. Prints a markdown table of medians.
+# elf-commit benchmarks (issue 6) against the git CLI. Prints a markdown table (bench/lib.sh
+# describes the format).
 #
 #   1,000 single-file commits: elf-commit reading 1,000 records (one commit each) against a
 #     loop of `git add F && git commit -m M` (target: at least 5x faster);
 #   the same 1,000 records with --batch, one commit for all (target: at least 50x faster);
 #   one invocation, `elf-commit -m x -- f` against `git commit -m x -- f` (target: no slower).
 #
-# N=1000 by default; RUNS (default 3) runs of the 1,000-commit operations, 50 of the single one.
-# The repositories are made under $TMPDIR (TMPDIR=/dev/shm measures without the disk).
+# COMMIT_N (1000) commits; COMMIT_RUNS (3) runs of the N-commit operations; COMMIT_ONE_RUNS (50)
+# runs of the single one. The repositories are made under $TMPDIR (TMPDIR=/dev/shm measures
+# without the disk).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-cargo build --release --quiet --bin elf-commit
-bin=$PWD/target/release/elf-commit
-n=${N:-1000}
-runs=${RUNS:-3}
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_need hyperfine git jq
+bench_build
+bin=$ELF_BIN/elf-commit
+n=${COMMIT_N:-$(bench_default 1000 100)}
+runs=${COMMIT_RUNS:-$(bench_default 3 1)}
+one_runs=${COMMIT_ONE_RUNS:-$(bench_default 50 10)}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -48,16 +53,6 @@ for i in \$(seq $n); do git add "m/f\$i.md" && git commit -q -m "failure: record
 EOF
 chmod +x "$work/git-loop"
 
-median() { # hyperfine JSON, command index -> median in seconds
-    jq -r ".results[$2].median" "$1"
-}
-row() { # operation, elf seconds, anchor seconds, wanted speed-up (anchor/elf)
-    awk -v op="$1" -v e="$2" -v a="$3" -v t="$4" 'BEGIN {
-        r = a / e
-        unit = (a < 1) ? "ms" : "s"; k = (a < 1) ? 1000 : 1
-        printf "| %s | %.3f %s | %.3f %s | %.1fx faster | >= %sx | %s |\n", op, e * k, unit, a * k, unit, r, t, (r >= t ? "yes" : "no")
-    }'
-}
 
 # Both elf forms do what the git loop does: one commit per record, or one for all.
 "$work/fresh"
@@ -77,13 +72,15 @@ hyperfine --runs "$runs" --prepare "$work/fresh" --export-json "$work/stream.jso
 # One commit of one changed file in a repository with some history.
 "$work/fresh"
 (cd "$work/repo" && "$bin" -m "all" -- m >/dev/null)
-hyperfine -N --warmup 5 --runs 50 --export-json "$work/one.json" \
+hyperfine -N --warmup 5 --runs "$one_runs" --export-json "$work/one.json" \
     --prepare "sh -c 'date +%N >> $work/repo/m/f1.md'" \
     -n "elf-commit -m x -- f" "$bin --repo $work/repo -m x -- m/f1.md" \
     -n "git commit -m x -- f" "git -C $work/repo commit -q -m x -- m/f1.md" >&2
 
-echo "| operation | elf median | anchor (git) median | ratio | target | met |"
-echo "|---|---|---|---|---|---|"
-row "$n single-file commits, one record each" "$(median "$work/stream.json" 0)" "$(median "$work/stream.json" 2)" 5
-row "$n records, --batch (one commit)" "$(median "$work/stream.json" 1)" "$(median "$work/stream.json" 2)" 50
-row "one invocation, one file" "$(median "$work/one.json" 0)" "$(median "$work/one.json" 1)" 1
+bench_header
+bench_time_row "$n single-file commits, one record each: \`elf-commit\` vs a \`git add && git commit\` loop ($(bench_runs "$runs"))" \
+    "$(bench_hf_median "$work/stream.json" 0)" "$(bench_hf_median "$work/stream.json" 2)" 0.2
+bench_time_row "$n records, \`elf-commit --batch\` (one commit) vs the same git loop" \
+    "$(bench_hf_median "$work/stream.json" 1)" "$(bench_hf_median "$work/stream.json" 2)" 0.02
+bench_time_row "one invocation, one file: \`elf-commit -m x -- f\` vs \`git commit -m x -- f\` ($(bench_runs "$one_runs"))" \
+    "$(bench_hf_median "$work/one.json" 0)" "$(bench_hf_median "$work/one.json" 1)" 1

@@ -1,31 +1,29 @@
 #!/usr/bin/env bash
-# Benchmark elf-db against the tools people use today for the same job:
+# elf-db benchmarks (issue 5) against the tools people use today for the same job:
 #   - loading 100,000 JSON-lines rows into a learnings-like table (the legacy schema with its
 #     four indexes, and the same table without them): elf-db insert --table against
-#     `sqlite-utils insert --nl`, and against the sqlite3 CLI running the same INSERTs in one
-#     transaction (the practical limit);
+#     `sqlite-utils insert --nl` (target: at least 5x faster), and against the sqlite3 CLI
+#     running the same INSERTs in one transaction, the practical limit (target: within 2x);
 #   - the latency of one record through `elf-db insert --journal` in a live pipeline, against
 #     the legacy way (one sqlite3 process per record);
 #   - peak memory of insert and query at 10,000 and 1,000,000 rows (it must stay flat).
 # Every database is in WAL mode with synchronous=FULL (sqlite-utils and sqlite3 keep SQLite's
 # default, FULL; elf-db's default is FULL).
 #
-# Usage: bench/db.sh            (ROWS=100000 RUNS=5 BIG=1000000 LATENCY=300 to change)
-# Prints a markdown table: operation | elf median | anchor median | ratio | target | met.
+# DB_ROWS (100000) rows loaded, DB_RUNS (5) runs of each load, DB_BIG (1000000) rows for the
+# memory rows, DB_LATENCY (300) records timed one by one. Prints a markdown table (bench/lib.sh
+# describes the format).
 set -euo pipefail
-export LC_ALL=C
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+ROWS=${DB_ROWS:-$(bench_default 100000 10000)}
+RUNS=${DB_RUNS:-$(bench_default 5 2)}
+BIG=${DB_BIG:-$(bench_default 1000000 100000)}
+LATENCY=${DB_LATENCY:-$(bench_default 300 50)}
 
-cd "$(dirname "$0")/.."
-ROWS=${ROWS:-100000}
-RUNS=${RUNS:-5}
-BIG=${BIG:-1000000}
-LATENCY=${LATENCY:-300}
-
-for tool in hyperfine sqlite3 sqlite-utils jq awk; do
-    command -v "$tool" > /dev/null || { echo "bench/db.sh: $tool is required" >&2; exit 1; }
-done
-cargo build --release >&2
-ELF=$PWD/target/release/elf-db
+bench_need hyperfine sqlite3 sqlite-utils jq awk
+bench_build
+ELF=$ELF_BIN/elf-db
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
@@ -76,9 +74,6 @@ gen() {
 }
 gen "$ROWS" rows.jsonl records.jsonl inserts.sql
 
-median() { # hyperfine JSON, result index -> median seconds
-    jq -r ".results[$2].median" "$1"
-}
 reset='rm -f w.db-wal w.db-shm; cp empty.db w.db'
 
 # Every command runs through the same shell (stdin comes from a file).
@@ -87,17 +82,17 @@ hyperfine --warmup 1 --runs "$RUNS" --prepare "$reset" --export-json load.json \
     -n "elf-db insert (records)" "'$ELF' insert --db w.db < records.jsonl > /dev/null" \
     -n "sqlite-utils insert --nl" "sqlite-utils insert w.db learnings rows.jsonl --nl" \
     -n "sqlite3 CLI, one transaction" "sqlite3 w.db < inserts.sql > /dev/null" >&2
-elf_table=$(median load.json 0)
-elf_records=$(median load.json 1)
-sqlite_utils=$(median load.json 2)
-sqlite3_cli=$(median load.json 3)
+elf_table=$(bench_hf_median load.json 0)
+elf_records=$(bench_hf_median load.json 1)
+sqlite_utils=$(bench_hf_median load.json 2)
+sqlite3_cli=$(bench_hf_median load.json 3)
 hyperfine --warmup 1 --runs "$RUNS" --prepare 'rm -f w.db-wal w.db-shm; cp plain.db w.db' --export-json plain.json \
     -n "elf-db insert --table (no indexes)" "'$ELF' insert --db w.db --table learnings < rows.jsonl > /dev/null" \
     -n "sqlite-utils insert --nl (no indexes)" "sqlite-utils insert w.db learnings rows.jsonl --nl" \
     -n "sqlite3 CLI, one transaction (no indexes)" "sqlite3 w.db < inserts.sql > /dev/null" >&2
-plain_elf=$(median plain.json 0)
-plain_utils=$(median plain.json 1)
-plain_cli=$(median plain.json 2)
+plain_elf=$(bench_hf_median plain.json 0)
+plain_utils=$(bench_hf_median plain.json 1)
+plain_cli=$(bench_hf_median plain.json 2)
 
 # Latency of one record through a live `elf-db insert --journal`, and the legacy way: one
 # sqlite3 process per record. Microseconds per record, median and 99th percentile.
@@ -141,12 +136,11 @@ latency_elf_spawn() {
         echo $(( ${t1/./} - ${t0/./} ))
     done
 }
-pct() { # percentile of the numbers on stdin, in seconds
-    sort -n | awk -v p="$1" '{ a[NR] = $1 } END { i = int((NR - 1) * p / 100) + 1; printf "%.6f", a[i] / 1e6 }'
-}
-latency_elf > lat_elf.txt
-latency_elf_spawn > lat_spawn.txt
-latency_sqlite3 > lat_sqlite3.txt
+# The latencies in seconds, one per line.
+seconds() { awk '{ printf "%.6f\n", $1 / 1e6 }'; }
+latency_elf | seconds >lat_elf.txt
+latency_elf_spawn | seconds >lat_spawn.txt
+latency_sqlite3 | seconds >lat_sqlite3.txt
 
 # Peak resident memory (KiB) of a command reading stdin from a file.
 peak_kib() { # file-for-stdin command...
@@ -175,40 +169,22 @@ cp empty.db m.db
 insert_big=$(peak_kib big-records.jsonl "$ELF" --db m.db insert)
 query_big=$(peak_kib /dev/null "$ELF" --db m.db query 'SELECT * FROM learnings')
 
-row() { # operation elf anchor ratio target met
-    printf '| %s | %s | %s | %s | %s | %s |\n' "$@"
+echo "bench/db.sh: $ROWS rows, $(nproc) CPUs, load $(cut -d' ' -f1 /proc/loadavg)" >&2
+bench_header
+bench_time_row "insert $ROWS rows: \`elf-db insert --table\` vs \`sqlite-utils insert --nl\`" "$elf_table" "$sqlite_utils" 0.2
+bench_time_row "insert $ROWS rows: \`elf-db insert --table\` vs sqlite3 CLI, same INSERTs in one transaction" "$elf_table" "$sqlite3_cli" 2
+bench_time_row "the same table without its indexes, vs sqlite-utils" "$plain_elf" "$plain_utils" 0.2
+bench_time_row "the same table without its indexes, vs sqlite3 CLI" "$plain_elf" "$plain_cli" 2
+bench_time_row "insert $ROWS records (db form) vs sqlite3 CLI, one transaction" "$elf_records" "$sqlite3_cli" 2
+bench_time_row "one record through a live \`elf-db insert --journal\` vs one sqlite3 process per record, p50 ($LATENCY records)" \
+    "$(bench_pct 50 <lat_elf.txt)" "$(bench_pct 50 <lat_sqlite3.txt)" -
+bench_time_row "the same, p99" "$(bench_pct 99 <lat_elf.txt)" "$(bench_pct 99 <lat_sqlite3.txt)" -
+bench_time_row "one record, one \`elf-db insert --journal\` process vs one sqlite3 process, p50" \
+    "$(bench_pct 50 <lat_spawn.txt)" "$(bench_pct 50 <lat_sqlite3.txt)" -
+memory_row() { # what big small
+    bench_row "peak memory of \`elf-db $1\`: $BIG rows (elf column) vs 10000 rows (anchor column)" "$2 KiB" "$3 KiB" \
+        "$(awk -v a="$2" -v b="$3" 'BEGIN { printf "%.3g", a / b }')" "<= 1.5 (flat)" \
+        "$(awk -v a="$2" -v b="$3" 'BEGIN { print (a / b <= 1.5) ? "yes" : "no" }')"
 }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-ms() { awk -v s="$1" 'BEGIN { printf "%.1f ms", s * 1000 }'; }
-ge() { awk -v a="$1" -v b="$2" 'BEGIN { print (a >= b) ? "yes" : "no" }'; }
-speed() { awk -v a="$1" -v e="$2" 'BEGIN { r = a / e; if (r >= 1) printf "%.2fx faster", r; else printf "%.2fx slower", 1 / r }'; }
-le() { awk -v a="$1" -v b="$2" 'BEGIN { print (a <= b) ? "yes" : "no" }'; }
-
-echo
-echo "elf-db benchmark, $ROWS rows, $(date -u +%Y-%m-%d), $(nproc) CPUs, load $(cut -d' ' -f1 /proc/loadavg)"
-echo
-echo '| operation | elf median | anchor median | ratio | target | met |'
-echo '|---|---|---|---|---|---|'
-r=$(ratio "$sqlite_utils" "$elf_table")
-row "insert $ROWS rows, elf-db --table vs sqlite-utils insert --nl" "$(ms "$elf_table")" "$(ms "$sqlite_utils")" "$(speed "$sqlite_utils" "$elf_table")" ">= 5x faster" "$(ge "$r" 5)"
-r=$(ratio "$elf_table" "$sqlite3_cli")
-row "insert $ROWS rows, elf-db --table vs sqlite3 CLI (one transaction)" "$(ms "$elf_table")" "$(ms "$sqlite3_cli")" "${r}x the time" "<= 2x the time" "$(le "$r" 2)"
-r=$(ratio "$plain_utils" "$plain_elf")
-row "the same table without its indexes, vs sqlite-utils" "$(ms "$plain_elf")" "$(ms "$plain_utils")" "$(speed "$plain_utils" "$plain_elf")" ">= 5x faster" "$(ge "$r" 5)"
-r=$(ratio "$plain_elf" "$plain_cli")
-row "the same table without its indexes, vs sqlite3 CLI" "$(ms "$plain_elf")" "$(ms "$plain_cli")" "${r}x the time" "<= 2x the time" "$(le "$r" 2)"
-r=$(ratio "$elf_records" "$sqlite3_cli")
-row "insert $ROWS records (db form) vs sqlite3 CLI (one transaction)" "$(ms "$elf_records")" "$(ms "$sqlite3_cli")" "${r}x the time" "<= 2x the time" "$(le "$r" 2)"
-e=$(pct 50 < lat_elf.txt)
-a=$(pct 50 < lat_sqlite3.txt)
-row "one record, insert --journal in a live pipeline vs one sqlite3 per record (p50)" "$(ms "$e")" "$(ms "$a")" "$(speed "$a" "$e")" "-" "-"
-e=$(pct 99 < lat_elf.txt)
-a=$(pct 99 < lat_sqlite3.txt)
-row "the same, p99" "$(ms "$e")" "$(ms "$a")" "$(speed "$a" "$e")" "-" "-"
-e=$(pct 50 < lat_spawn.txt)
-a=$(pct 50 < lat_sqlite3.txt)
-row "one record, one elf-db --journal process vs one sqlite3 process (p50)" "$(ms "$e")" "$(ms "$a")" "$(speed "$a" "$e")" "-" "-"
-r=$(ratio "$insert_big" "$insert_small")
-row "peak memory, insert $BIG vs 10000 rows" "$insert_big KiB" "$insert_small KiB" "${r}x" "flat (<= 1.5x)" "$(le "$r" 1.5)"
-r=$(ratio "$query_big" "$query_small")
-row "peak memory, query $BIG vs 10000 rows" "$query_big KiB" "$query_small KiB" "${r}x" "flat (<= 1.5x)" "$(le "$r" 1.5)"
+memory_row insert "$insert_big" "$insert_small"
+memory_row query "$query_big" "$query_small"

@@ -2,16 +2,22 @@
 # End to end: recording failures with bin-wrappers/record-failure.sh against the same job done
 # carefully in plain bash (flock(1) + the sqlite3 CLI with a busy timeout + a temporary file and
 # mv + git add and git commit -- path), at 1, 8 and 20 concurrent writers.
-# Prints markdown rows: writers, tool, records, lost, throughput, p50 and p99 latency.
-# Usage: bench/e2e.sh [RECORDS_PER_WRITER]   (default 10)
+# Prints a markdown table (bench/lib.sh describes the format): for each number of writers, the
+# throughput, the p50 and p99 latency of one record, and the records lost (started, but not
+# in all three of the database, the files and the commits).
+#
+# Usage: bench/e2e.sh [RECORDS_PER_WRITER]
+# E2E_PER (10) records per writer (the argument wins); E2E_WRITERS ("1 8 20") the writer counts.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-per=${1:-10}
-cargo build --release --quiet
-export PATH=$PWD/target/release:$PATH
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_need flock sqlite3 git
+bench_build
+per=${1:-${E2E_PER:-$(bench_default 10 3)}}
+read -ra writer_counts <<<"${E2E_WRITERS:-1 8 20}"
 export GIT_AUTHOR_NAME=bench GIT_AUTHOR_EMAIL=bench@example.com
 export GIT_COMMITTER_NAME=bench GIT_COMMITTER_EMAIL=bench@example.com
-wrappers=$PWD/bin-wrappers
+wrappers=$bench_root/bin-wrappers
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -43,50 +49,60 @@ setup_careful() { # home
     git -C "$1" add .gitignore && git -C "$1" commit -q -m init
 }
 
-# writer TOOL HOME W: PER records, one latency (ns) per line in $work/lat.W
+# writer TOOL HOME W: PER records, one latency (seconds) per line in $work/lat.W, and one line
+# per record that failed in $work/failed.W
 writer() {
-    local tool=$1 home=$2 w=$3 i t0 t1
+    local tool=$1 home=$2 w=$3 i t0 t1 st
+    : >"$work/failed.$w"
     for i in $(seq "$per"); do
-        t0=$(date +%s%N)
+        t0=$EPOCHREALTIME
+        st=0
         if [ "$tool" = elf ]; then
-            ELF_HOME=$home "$wrappers/record-failure.sh" --title "writer $w record $i" --domain bench >/dev/null 2>&1 || true
+            ELF_HOME=$home "$wrappers/record-failure.sh" --title "writer $w record $i" --domain bench >/dev/null 2>>"$work/err.$w" || st=$?
         else
-            careful_record "$home" "writer $w record $i" >/dev/null 2>&1 || true
+            careful_record "$home" "writer $w record $i" >/dev/null 2>>"$work/err.$w" || st=$?
         fi
-        t1=$(date +%s%N)
-        echo $((t1 - t0)) >>"$work/lat.$w"
+        t1=$EPOCHREALTIME
+        awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.6f\n", b - a }' >>"$work/lat.$w"
+        [ "$st" -eq 0 ] || echo "record $i: exit $st" >>"$work/failed.$w"
     done
 }
 
-run() { # tool writers
-    local tool=$1 n=$2 home=$work/$1-$2 start end w rows files commits lost
-    rm -f "$work"/lat.*
+# run TOOL WRITERS: sets thr, p50, p99 (seconds), lost and detail for that run.
+run() {
+    local tool=$1 n=$2 home=$work/$1-$2 start end w rows files commits failed
+    rm -f "$work"/lat.* "$work"/failed.* "$work"/err.*
     if [ "$tool" = elf ]; then
         ELF_HOME=$home "$wrappers/record-failure.sh" --title warmup --domain bench >/dev/null
     else
         setup_careful "$home"
     fi
-    start=$(date +%s%N)
+    start=$EPOCHREALTIME
     for w in $(seq "$n"); do writer "$tool" "$home" "$w" & done
     wait
-    end=$(date +%s%N)
+    end=$EPOCHREALTIME
     rows=$(sqlite3 "$home/memory/index.db" "SELECT COUNT(*) FROM learnings WHERE title LIKE 'writer %'")
     files=$(find "$home/memory/failures" -name '*writer-*' | wc -l)
     commits=$(git -C "$home" log --format=%s | grep -c '^failure: writer ' || true)
+    failed=$(cat "$work"/failed.* | wc -l)
     lost=$((n * per - $(printf '%s\n' "$rows" "$files" "$commits" | sort -n | head -1)))
-    sort -n "$work"/lat.* | awk -v n="$n" -v tool="$tool" -v total=$((n * per)) -v secs="$(( (end - start) / 1000000 ))" \
-        -v lost="$lost" -v rows="$rows" -v files="$files" -v commits="$commits" '
-        { v[NR] = $1 }
-        END {
-            p50 = v[int((NR - 1) * 0.50) + 1] / 1e6; p99 = v[int((NR - 1) * 0.99) + 1] / 1e6
-            printf "| %d | %s | %d (rows %d, files %d, commits %d) | %d | %.1f rec/s | %.0f ms | %.0f ms |\n",
-                n, tool, total, rows, files, commits, lost, total / (secs / 1000), p50, p99
-        }'
+    thr=$(awk -v r=$((n * per)) -v a="$start" -v b="$end" 'BEGIN { print r / (b - a) }')
+    p50=$(cat "$work"/lat.* | bench_pct 50)
+    p99=$(cat "$work"/lat.* | bench_pct 99)
+    detail="$lost of $((n * per)) ($rows rows, $files files, $commits commits; $failed runs exited non-zero)"
+    echo "bench/e2e.sh: $tool, $n writers: $(printf '%.1f' "$thr") records/s, p50 $(bench_time "$p50"), p99 $(bench_time "$p99"), lost $detail" >&2
+    cat "$work"/err.* | sort | uniq -c | sort -rn | head -5 | sed 's/^/    /' >&2
 }
 
-echo "| writers | tool | records | lost | throughput | p50 latency | p99 latency |"
-echo "|---|---|---|---|---|---|---|"
-for n in 1 8 20; do
+bench_header
+for n in "${writer_counts[@]}"; do
     run elf "$n"
+    e_thr=$thr e_p50=$p50 e_p99=$p99 e_lost=$lost e_detail=$detail
     run careful-bash "$n"
+    what="end to end, $n writer$([ "$n" -eq 1 ] || echo s) x $per records: \`record-failure.sh\` vs careful bash"
+    bench_row "$what: throughput" "$(printf '%.1f' "$e_thr") records/s" "$(printf '%.1f' "$thr") records/s" \
+        "$(awk -v a="$e_thr" -v b="$thr" 'BEGIN { printf "%.3g", a / b }')" - -
+    bench_time_row "$what: p50 latency per record" "$e_p50" "$p50" -
+    bench_time_row "$what: p99 latency per record" "$e_p99" "$p99" -
+    bench_row "$what: records lost" "$e_detail" "$detail" - "0 lost (elf)" "$([ "$e_lost" -eq 0 ] && echo yes || echo no)"
 done

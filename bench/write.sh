@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Benchmarks elf-write against the tools people use today: sponge(1), `cat > tmp && mv tmp F`
-# and `cat >> F`. Prints a markdown table (progress goes to stderr).
+# elf-write benchmarks (issue 4) against the tools people use today: sponge(1),
+# `cat > tmp && mv tmp F` and `cat >> F`. Prints a markdown table (bench/lib.sh describes the
+# format; hyperfine's progress goes to stderr).
 #
-#   bench/write.sh            # the full run (a few minutes)
-#   BENCH_QUICK=1 bench/write.sh   # fewer runs, for a smoke test
-#   BENCH_ONLY=replace bench/write.sh   # one section: replace, stream or append
+#   bench/write.sh                      # the full run (a few minutes)
+#   BENCH_QUICK=1 bench/write.sh        # fewer runs, for a smoke test
+#   WRITE_ONLY=replace bench/write.sh   # one section: replace, stream or append
+#
+# WRITE_RUNS (40) minimum hyperfine runs of the one-invocation rows; WRITE_RECORDS (10000)
+# records streamed, and as many sponge runs; WRITE_STREAM_RUNS (2) runs of the streaming rows.
 #
 # Durability is compared like with like: elf-write --no-sync against the anchors as they are
 # (no fsync), and elf-write (fsync of the file and its folder) against the anchors followed by
@@ -12,23 +16,19 @@
 # elf-write's "already there" shortcut never kicks in.
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")/.." && pwd)
-cargo build --release --bin elf-write --manifest-path "$here/Cargo.toml" >&2
-ew=$here/target/release/elf-write
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_need hyperfine sponge jq
+bench_build
+ew=$ELF_BIN/elf-write
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/elf-write-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 cd "$work"
 
-if [[ -n ${BENCH_QUICK:-} ]]; then
-    runs=(--warmup 2 --runs 10)
-    stream_runs=(--runs 2)
-    records=1000
-else
-    runs=(--warmup 5 --min-runs 40)
-    stream_runs=(--runs 3)
-    records=10000
-fi
+runs=(--warmup "$(bench_default 5 2)" --min-runs "${WRITE_RUNS:-$(bench_default 40 10)}")
+stream_runs=(--runs "${WRITE_STREAM_RUNS:-$(bench_default 2 1)}")
+records=${WRITE_RECORDS:-$(bench_default 10000 1000)}
 
 # 4 KiB of text, and a different content for the file before each timed run.
 head -c 3072 /dev/urandom | base64 -w0 | head -c 4095 > in4k
@@ -43,17 +43,10 @@ row() {
     local name=$1 target=$2 elf=$3 anchor=$4
     shift 4
     hyperfine -S bash --style basic "$@" --export-json result.json "$elf" "$anchor" >&2
-    local e a
-    e=$(jq -r '.results[0].median' result.json)
-    a=$(jq -r '.results[1].median' result.json)
-    rows+=("$(awk -v n="$name" -v e="$e" -v a="$a" -v t="$target" 'BEGIN {
-        r = e / a
-        if (t == "-") { tt = "-"; met = "-" } else { tt = "<= " t; met = (r <= t) ? "yes" : "no" }
-        printf "| %s | %.2f ms | %.2f ms | %.3f | %s | %s |", n, e * 1000, a * 1000, r, tt, met
-    }')")
+    rows+=("$(bench_time_row "$name" "$(bench_hf_median result.json 0)" "$(bench_hf_median result.json 1)" "$target")")
 }
 
-section() { [[ -z ${BENCH_ONLY:-} || ${BENCH_ONLY} == "$1" ]]; }
+section() { [[ -z ${WRITE_ONLY:-} || ${WRITE_ONLY} == "$1" ]]; }
 
 # 1. One invocation, a 4 KiB file.
 if section replace; then
@@ -124,9 +117,6 @@ row "append to a 1024 KiB file, fsync: elf-write -a --key K vs cat >> && sync" -
     --prepare "cp base1024 A" "${runs[@]}"
 fi
 
-echo
-echo "elf-write $("$ew" --version | cut -d' ' -f2), $(nproc) cores, $(uname -sr), $(df -T . | awk 'NR == 2 { print $2 }') on $(df . | awk 'NR == 2 { print $1 }')"
-echo
-echo "| operation | elf median | anchor median | ratio | target | met |"
-echo "|---|---|---|---|---|---|"
+echo "bench/write.sh: elf-write $("$ew" --version | cut -d' ' -f2), $(nproc) cores, $(uname -sr), $(df -T . | awk 'NR == 2 { print $2 }') on $(df . | awk 'NR == 2 { print $1 }')" >&2
+bench_header
 printf '%s\n' "${rows[@]}"
