@@ -31,13 +31,14 @@ bench_need() {
 }
 
 # bench_build: sets and exports ELF_BIN and puts it first on PATH. Without ELF_BIN, builds the
-# release binaries statically linked (fast start-up: no dynamic loader work); proc-macros forbid
+# release binaries statically linked and not position-independent (fast start-up: no dynamic
+# loader, no relocations); proc-macros forbid
 # crt-static unless the target is given explicitly, hence --target.
 bench_build() {
     if [[ -z ${ELF_BIN:-} ]]; then
         local host
         host=$(rustc -vV | sed -n 's/^host: //p')
-        RUSTFLAGS="-C target-feature=+crt-static" \
+        RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" \
             cargo build --release --quiet --target "$host" --manifest-path "$bench_root/Cargo.toml" >&2
         ELF_BIN=$bench_root/target/$host/release
     fi

@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -27,6 +27,17 @@ impl Spool {
 
     /// Reads `r` to its end.
     pub fn fill_from(&mut self, r: &mut impl Read) -> io::Result<()> {
+        // Into memory first, growing with the data (an empty or small input touches no more
+        // pages than it needs: start-up cost matters for a command wrapper).
+        if let Spool::Mem(v) = self {
+            let room = (MEMORY_LIMIT + 1).saturating_sub(v.len()) as u64;
+            r.by_ref().take(room).read_to_end(v)?;
+            if v.len() <= MEMORY_LIMIT {
+                return Ok(());
+            }
+            // Over the limit: move what was read to a temporary file, then go on there.
+            self.push(&[])?;
+        }
         let mut buf = vec![0u8; 64 << 10];
         loop {
             let n = match r.read(&mut buf) {
@@ -129,6 +140,10 @@ impl Input {
         if tty {
             return Ok(Input::Inherit);
         }
+        if st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == libc::makedev(1, 3) {
+            // /dev/null: every attempt reads the same immediate end of file from it.
+            return Ok(Input::Inherit);
+        }
         if st.st_mode & libc::S_IFMT == libc::S_IFREG {
             // SAFETY: lseek on fd 0, which fstat just showed to be a regular file.
             let off = unsafe { libc::lseek(0, 0, libc::SEEK_CUR) };
@@ -137,7 +152,10 @@ impl Input {
             }
         }
         let mut spool = Spool::new();
-        spool.fill_from(&mut io::stdin().lock())?;
+        // Straight from descriptor 0: std's buffered stdin would only add a copy.
+        // SAFETY: descriptor 0 is open (fstat succeeded) and ManuallyDrop never closes it.
+        let mut fd0 = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(0) });
+        spool.fill_from(&mut *fd0)?;
         Ok(Input::Captured(Arc::new(spool)))
     }
 

@@ -101,7 +101,9 @@ impl Policy {
 #[derive(Debug, Clone)]
 pub struct Schedule {
     policy: Policy,
-    rng: StdRng,
+    seed: Option<u64>,
+    /// Seeded at the first delay: a run that never retries never asks the OS for entropy.
+    rng: Option<StdRng>,
     attempt: u32,
     previous: Duration,
 }
@@ -109,13 +111,10 @@ pub struct Schedule {
 impl Schedule {
     /// A schedule; the same seed gives the same delays.
     pub fn new(policy: Policy, seed: Option<u64>) -> Schedule {
-        let rng = match seed {
-            Some(s) => StdRng::seed_from_u64(s),
-            None => StdRng::from_os_rng(),
-        };
         Schedule {
             policy,
-            rng,
+            seed,
+            rng: None,
             attempt: 0,
             previous: policy.base,
         }
@@ -134,7 +133,12 @@ impl Schedule {
         } else {
             let lo_n = lo.as_nanos().min(u64::MAX as u128) as u64;
             let hi_n = hi.as_nanos().min(u64::MAX as u128) as u64;
-            Duration::from_nanos(self.rng.random_range(lo_n..=hi_n))
+            let seed = self.seed;
+            let rng = self.rng.get_or_insert_with(|| match seed {
+                Some(s) => StdRng::seed_from_u64(s),
+                None => StdRng::from_os_rng(),
+            });
+            Duration::from_nanos(rng.random_range(lo_n..=hi_n))
         };
         self.previous = d;
         self.attempt = self.attempt.saturating_add(1);
