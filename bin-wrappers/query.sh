@@ -23,7 +23,8 @@ Prints what the ELF home has learned. Read-only: nothing is created or changed.
   --recent N     the N most recent learnings
   --limit N      how many heuristics and learnings a section shows (default 10)
 Environment: ELF_HOME (default ~/.claude/emergent-learning).
-Exit: 0 done; 64 bad usage; 66 no database; 75 the database stayed busy.
+Exit: 0 done; 64 bad usage; 66 no database; 74 the database cannot be read (a file that is not
+a database included); 75 the database stayed busy; 77 permission denied. Errors are one line.
 USAGE
 }
 
@@ -58,6 +59,7 @@ while [ $# -gt 0 ]; do
 done
 
 [ -f "$ELF_DB" ] || elf_die 66 "no ELF database at $ELF_DB (record something first)"
+elf_db_readable
 
 # q SQL [--param NAME=VALUE]...: rows as JSON lines, read-only.
 q() {

@@ -20,9 +20,12 @@ Records a failure: a row in memory/index.db, memory/failures/YYYYMMDD_<slug>.md 
 With a title and a domain it runs without prompts; otherwise it asks for what is missing
 (Title, Domain, Severity, Tags, then Summary lines until an empty line).
 Environment: FAILURE_TITLE, FAILURE_DOMAIN, FAILURE_SEVERITY, FAILURE_TAGS, FAILURE_SUMMARY,
-ELF_HOME (default ~/.claude/emergent-learning).
-Exit: 0 recorded; 64 bad usage; 65 bad input; 75 busy (the record is journaled and the next
-run completes it).
+ELF_HOME (default ~/.claude/emergent-learning),
+ELF_LOCK_TIMEOUT (seconds to wait for a lock; default 60, and 10 for git's index.lock).
+Exit: 0 recorded; 64 bad usage; 65 bad input; 74 I/O error (disk full, read-only home,
+a database file that is not a database); 75 busy (a lock or the database, past ELF_LOCK_TIMEOUT
+seconds); 77 permission denied. A failure is one line saying why, and whether the record is
+journaled (the next run of any writing script completes it) or nothing was recorded.
 USAGE
 }
 
@@ -55,7 +58,7 @@ sev=$(elf_severity "$severity") ||
 elf_home_ready
 elf_recover
 
-record=$(jq -nc -L "$ELF_LIB" \
+record=$(jq -nc -L "$ELF_LIB" --arg key "$ELF_KEY" \
     --arg title "$title" --arg domain "$domain" --argjson severity "$sev" \
     --arg tags "$tags" --arg summary "$summary" \
     --arg day "$(printf '%(%Y%m%d)T' -1)" --arg date "$(printf '%(%Y-%m-%d)T' -1)" --arg hash "$(elf_hash "$title")" '
@@ -63,7 +66,7 @@ record=$(jq -nc -L "$ELF_LIB" \
     ($tags | clean_line) as $tags
     | ($summary | clean_block) as $summary
     | "memory/failures/\($day)_\($title | slug($hash)).md" as $path
-    | {kind: "failure",
+    | {key: $key, kind: "failure",
        db: {table: "learnings",
             values: {type: "failure", filepath: $path, title: $title,
                      summary: ($summary | split("\n") | .[0] // ""),
@@ -73,8 +76,9 @@ record=$(jq -nc -L "$ELF_LIB" \
        commit: {message: "failure: \($title)\n\nDomain: \($domain) | Severity: \($severity)"}}')
 
 status=0
-result=$(printf '%s\n' "$record" | elf_record) || status=$?
+elf_submit "$record" || status=$?
 [ "$status" -eq 0 ] || elf_fail_status "$status" "recording the failure"
+result=$ELF_RESULT
 
 {
     IFS= read -r id

@@ -23,9 +23,12 @@ With a domain and a rule it runs without prompts; otherwise it asks for what is 
 Confidence: a number from 0 to 1 (.5 is 0.5), or low (0.3), medium (0.6), high (0.85);
 empty means 0.7. Source defaults to "observation".
 Environment: HEURISTIC_DOMAIN, HEURISTIC_RULE, HEURISTIC_EXPLANATION, HEURISTIC_SOURCE,
-HEURISTIC_CONFIDENCE, ELF_HOME (default ~/.claude/emergent-learning).
-Exit: 0 recorded; 64 bad usage; 65 bad input; 75 busy (the record is journaled and the next
-run completes it).
+HEURISTIC_CONFIDENCE, ELF_HOME (default ~/.claude/emergent-learning),
+ELF_LOCK_TIMEOUT (seconds to wait for a lock; default 60, and 10 for git's index.lock).
+Exit: 0 recorded; 64 bad usage; 65 bad input; 74 I/O error (disk full, read-only home,
+a database file that is not a database); 75 busy (a lock or the database, past ELF_LOCK_TIMEOUT
+seconds); 77 permission denied. A failure is one line saying why, and whether the record is
+journaled (the next run of any writing script completes it) or nothing was recorded.
 USAGE
 }
 
@@ -59,12 +62,12 @@ conf=$(elf_confidence "$confidence") ||
 elf_home_ready
 elf_recover
 
-record=$(jq -nc -L "$ELF_LIB" \
+record=$(jq -nc -L "$ELF_LIB" --arg key "$ELF_KEY" \
     --arg domain "$domain" --arg rule "$rule" --arg explanation "$explanation" \
     --arg source "$source" --argjson confidence "$conf" --arg date "$(printf '%(%Y-%m-%d)T' -1)" '
     include "elf";
     ($explanation | clean_block) as $explanation
-    | {kind: "heuristic",
+    | {key: $key, kind: "heuristic",
        db: {table: "heuristics",
             values: {domain: $domain, rule: $rule, explanation: $explanation,
                      source_type: $source, confidence: $confidence}},
@@ -77,8 +80,9 @@ record=$(jq -nc -L "$ELF_LIB" \
 # Entries of one domain share a file: their tails take turns, so each commit holds its entry.
 export ELF_TAIL_LOCK=$ELF_HOME/.git/elf-heuristics-$domain.lock
 status=0
-result=$(printf '%s\n' "$record" | elf_record) || status=$?
+elf_submit "$record" || status=$?
 [ "$status" -eq 0 ] || elf_fail_status "$status" "recording the heuristic"
+result=$ELF_RESULT
 
 {
     IFS= read -r id

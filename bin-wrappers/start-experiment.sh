@@ -21,9 +21,12 @@ Starts an experiment: a row in memory/index.db, experiments/active/<YYYYMMDD-HHM
 with hypothesis.md and log.md, and a commit. With a name and a hypothesis it runs without
 prompts; otherwise it asks for what is missing.
 Environment: EXPERIMENT_NAME, EXPERIMENT_HYPOTHESIS, EXPERIMENT_SUCCESS_CRITERIA,
-EXPERIMENT_FAILURE_CRITERIA, ELF_HOME (default ~/.claude/emergent-learning).
-Exit: 0 started; 64 bad usage; 65 bad input (a name already used included); 75 busy (the record
-is journaled and the next run completes it).
+EXPERIMENT_FAILURE_CRITERIA, ELF_HOME (default ~/.claude/emergent-learning),
+ELF_LOCK_TIMEOUT (seconds to wait for a lock; default 60, and 10 for git's index.lock).
+Exit: 0 started; 64 bad usage; 65 bad input (a name already used included); 74 I/O error
+(disk full, read-only home, a database file that is not a database); 75 busy (a lock or the
+database, past ELF_LOCK_TIMEOUT seconds); 77 permission denied. A failure is one line saying why, and whether the record is
+journaled (the next run of any writing script completes it) or nothing was recorded.
 USAGE
 }
 
@@ -50,14 +53,14 @@ elf_home_ready
 elf_recover
 
 stamp=$(printf '%(%Y%m%d-%H%M%S)T' -1)
-record=$(jq -nc -L "$ELF_LIB" \
+record=$(jq -nc -L "$ELF_LIB" --arg key "$ELF_KEY" \
     --arg name "$name" --arg hypothesis "$hypothesis" --arg success "$success" \
     --arg failure "$failure" --arg stamp "$stamp" --arg started "$(printf '%(%Y-%m-%d %H:%M:%S)T' -1)" \
     --arg hash "$(elf_hash "$name")" '
     include "elf";
     ($hypothesis | clean_block) as $hypothesis
     | "experiments/active/\($stamp)_\($name | slug($hash))" as $folder
-    | {kind: "experiment",
+    | {key: $key, kind: "experiment",
        db: {table: "experiments",
             values: {name: $name, hypothesis: $hypothesis, status: "active", folder_path: $folder}},
        write: [
@@ -68,15 +71,13 @@ record=$(jq -nc -L "$ELF_LIB" \
        ],
        commit: {message: "experiment: Start \u0027\($name)\u0027"}}')
 
-errors=$(mktemp)
-trap 'rm -f "$errors"' EXIT
 status=0
-result=$(printf '%s\n' "$record" | elf_record 2>"$errors") || status=$?
-if [ "$status" -eq 65 ] && grep -q 'UNIQUE' "$errors"; then
+elf_submit "$record" || status=$?
+if [ "$status" -eq 65 ] && [[ $ELF_ERRORS == *UNIQUE* ]]; then
     elf_die 65 "an experiment named $(printf '%q' "$name") already exists; nothing was written"
 fi
-cat "$errors" >&2
 [ "$status" -eq 0 ] || elf_fail_status "$status" "starting the experiment"
+result=$ELF_RESULT
 
 {
     IFS= read -r id

@@ -23,7 +23,10 @@ a row is made from a file's fields, a file or an entry from a row's fields, and 
 heading takes its new row's id. Repairs are committed in one commit.
 --verbose also prints what was compared and each repair.
 Environment: ELF_HOME (default ~/.claude/emergent-learning).
-Exit: 0 in sync; 1 differences (after --fix: differences remain); 64 bad usage; >1 error.
+Exit: 0 in sync; 1 differences (after --fix: differences remain); 64 bad usage; >1 error:
+66 no home (or no database, without --fix); 74 I/O error (disk full, read-only home with
+--fix, a database file that is not a database); 75 busy; 77 permission denied. Errors are
+one line.
 USAGE
 }
 
@@ -43,10 +46,14 @@ while [ $# -gt 0 ]; do
 done
 
 [ -d "$ELF_HOME/memory" ] || elf_die 66 "no ELF home at $ELF_HOME"
+# A database that is there but cannot be read stops both modes in one line (--fix makes a
+# missing one, and rows from the markdown).
+[ ! -e "$ELF_DB" ] || elf_db_readable
 
 # --fix runs whole under the exclusive active lock, so no recording pipeline runs meanwhile.
 if [ -n "$fix" ] && [ -z "${ELF_SYNC_LOCKED-}" ]; then
     elf_home_ready
+    elf_flush_warnings
     status=0
     ELF_SYNC_LOCKED=1 elf-lock -q -w "${ELF_LOCK_TIMEOUT:-60}" "$ELF_ACTIVE_LOCK" -- \
         "$(readlink -f "${BASH_SOURCE[0]}")" "$@" --fix ${verbose:+--verbose} || status=$?
@@ -190,9 +197,16 @@ repair() {
 }
 
 if [ -n "$fix" ]; then
-    # Complete interrupted records first: they are not differences, only unfinished work.
-    elf-db pending --db "$ELF_DB" | elf_tail >/dev/null ||
-        elf_warn "some interrupted records could not be completed (status $?)"
+    # Complete interrupted records first: they are not differences, only unfinished work. When
+    # that fails for want of space, access or a lock, repairing would fail too (or repair from
+    # half the data): stop. A record that fails on its own (65) stays journaled and is reported.
+    status=0
+    err=$( { elf-db pending --db "$ELF_DB" | elf_tail >/dev/null; } 2>&1) || status=$?
+    case $status in
+        0) [ -z "$err" ] || printf '%s\n' "$err" >&2 ;;
+        74 | 75 | 77) elf_die "$status" "cannot complete the interrupted records: $(elf_reason "$err" "$status"); nothing was repaired" ;;
+        *) elf_warn "some interrupted records could not be completed: $(elf_reason "$err" "$status"); they stay journaled" ;;
+    esac
 fi
 
 collect

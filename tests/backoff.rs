@@ -317,11 +317,15 @@ fn sigint_during_a_wait_gives_130() {
         .stdin(Stdio::null())
         .spawn()
         .expect("spawn");
-    wait_for(Duration::from_secs(20), "the first attempt", || {
+    // The attempt has failed and been reaped: elf-backoff is waiting (or about to).
+    let pid = child.id();
+    wait_for(Duration::from_secs(20), "the first attempt to end", || {
         dir.join("failed").exists()
+            && std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                .is_ok_and(|c| c.trim().is_empty())
     });
     // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    unsafe { libc::kill(pid as i32, libc::SIGINT) };
     let status = watchdog(Duration::from_secs(20), move || child.wait().expect("wait"));
     assert_eq!(status.code(), Some(130));
 }

@@ -10,6 +10,8 @@ mod elf_home;
 #[path = "util.rs"]
 mod util;
 
+mod faults;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -7,6 +7,7 @@ mod backoff;
 mod commit;
 mod db;
 mod docs;
+mod hostile;
 mod lock;
 mod wrappers;
 mod write;

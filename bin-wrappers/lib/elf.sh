@@ -23,6 +23,11 @@ elf_init() {
     esac
     ELF_DB=$ELF_HOME/memory/index.db
     ELF_ACTIVE_LOCK=$ELF_HOME/.git/elf-active.lock
+    # This run's record key: the scripts put it in their record, so that a failed run can tell
+    # whether its record was journaled (see elf_fail_status).
+    ELF_KEY=elf-${EPOCHREALTIME//[!0-9]/}-$$-$SRANDOM
+    # Warnings held until the run's record is through (see elf_warn_later).
+    ELF_WARNINGS=()
     export ELF_HOME ELF_DB ELF_ACTIVE_LOCK ELF_SCRIPT
     local tool
     for tool in elf-db elf-write elf-commit elf-lock jq; do
@@ -79,6 +84,46 @@ elf_die() {
 
 elf_warn() {
     printf '%s: warning: %s\n' "$ELF_SCRIPT" "$*" >&2
+}
+
+# elf_warn_later MESSAGE: a warning printed once the run's record is through (elf_submit), or
+# dropped when the run fails: its one line then says what matters.
+elf_warn_later() {
+    ELF_WARNINGS+=("$*")
+}
+
+# elf_flush_warnings: print the held warnings.
+elf_flush_warnings() {
+    local w
+    for w in "${ELF_WARNINGS[@]}"; do
+        elf_warn "$w"
+    done
+    ELF_WARNINGS=()
+}
+
+# elf_reason MESSAGES STATUS: the line of the tools' MESSAGES that explains a failure (the first
+# that is not a warning, its internal "line N: " dropped), for a one-line message of the
+# script's own; "exit status STATUS" when there is none.
+elf_reason() {
+    local line first=""
+    while IFS= read -r line; do
+        case $line in "" | *": warning: "*) continue ;; esac
+        first=$line
+        break
+    done <<<"$1"
+    if [[ $first =~ ^([a-z-]+):\ line\ [0-9]+:\ (.*)$ ]]; then
+        first="${BASH_REMATCH[1]}: ${BASH_REMATCH[2]}"
+    fi
+    printf '%s' "${first:-exit status $2}"
+}
+
+# elf_io_status MESSAGE DEFAULT: 77 when MESSAGE says permission was denied, DEFAULT otherwise
+# (a read-only file system and a full disk are I/O errors, 74).
+elf_io_status() {
+    case $1 in
+        *"Permission denied"* | *"Operation not permitted"*) echo 77 ;;
+        *) echo "$2" ;;
+    esac
 }
 
 # elf_clean_line TEXT: the one-line cleaned form (no ANSI escapes, no control characters).
@@ -171,41 +216,80 @@ elf_hash() {
 # elf_home_ready: create a missing home (folders, database, git repository), and complete an
 # existing one: missing tables and indexes are added, nothing is dropped or rewritten.
 elf_home_ready() {
-    mkdir -p "$ELF_HOME/memory/failures" "$ELF_HOME/memory/successes" "$ELF_HOME/memory/heuristics" \
-        "$ELF_HOME/experiments/active" "$ELF_HOME/logs" ||
-        elf_die 73 "cannot create the home folders under $ELF_HOME"
-    if [ ! -d "$ELF_HOME/.git" ]; then
-        # Several first runs at once: one creates the repository, the others wait for it.
-        # shellcheck disable=SC2016 # expanded by the inner shell
-        elf-lock -q -w 60 "$ELF_HOME/.elf-init.lock" -- \
-            sh -c '[ -d "$1/.git" ] || git init -q "$1"' sh "$ELF_HOME" ||
-            elf_die 74 "cannot create a git repository in $ELF_HOME"
+    local err status=0
+    err=$(mkdir -p "$ELF_HOME/memory/failures" "$ELF_HOME/memory/successes" "$ELF_HOME/memory/heuristics" \
+        "$ELF_HOME/experiments/active" "$ELF_HOME/logs" 2>&1) ||
+        elf_die "$(elf_io_status "$err" 74)" "cannot create the home folders under $ELF_HOME: ${err##*: }"
+    # A home that cannot be written (a read-only mount, no permission) stops here, with its
+    # reason, before anything is attempted. test -w asks the kernel, which knows read-only
+    # mounts even for root; the probe file tells why.
+    if [ ! -w "$ELF_HOME/memory" ]; then
+        if err=$(mktemp "$ELF_HOME/memory/.elf-probe.XXXXXX" 2>&1); then
+            rm -f "$err"
+        else
+            elf_die "$(elf_io_status "$err" 74)" "cannot write in the ELF home $ELF_HOME: ${err##*: }; nothing was changed"
+        fi
+    fi
+    if [ ! -e "$ELF_HOME/.git/elf-initialized" ]; then
+        # Several first runs at once: one creates the repository, the others wait for it. A
+        # .git folder alone proves nothing (git init fills it in for a while): the stamp, made
+        # under the lock once the repository is complete, does.
+        #
         # A machine where git knows nobody (a fresh container, a CI runner): the new home's own
         # repository commits as "ELF <elf@HOST>", so that recording works out of the box. An
         # identity from git's configuration or GIT_AUTHOR_*/GIT_COMMITTER_* always wins.
-        if [ -z "$(git -C "$ELF_HOME" config user.name 2>/dev/null)" ] && [ -z "${GIT_AUTHOR_NAME-}" ]; then
-            git -C "$ELF_HOME" config user.name "ELF"
-            git -C "$ELF_HOME" config user.email "elf@$(uname -n)"
-        fi
+        # shellcheck disable=SC2016 # expanded by the inner shell
+        err=$(elf-lock -q -w 60 "$ELF_HOME/.elf-init.lock" -- sh -c '
+            if [ ! -d "$1/.git" ]; then
+                git init -q "$1" || exit
+                if [ -z "$(git -C "$1" config user.name)" ] && [ -z "${GIT_AUTHOR_NAME-}" ]; then
+                    git -C "$1" config user.name ELF &&
+                        git -C "$1" config user.email "elf@$(uname -n)" || exit
+                fi
+            fi
+            : >>"$1/.git/elf-initialized"' sh "$ELF_HOME" 2>&1 >/dev/null) || status=$?
+        [ "$status" -eq 0 ] ||
+            elf_die 74 "cannot create a git repository in $ELF_HOME: $(elf_reason "$err" "$status")"
     fi
     if [ ! -e "$ELF_HOME/.gitignore" ]; then
         printf '%s\n' "# The SQLite index and the logs are local to this machine; they are not tracked." \
             "memory/index.db" "memory/index.db-wal" "memory/index.db-shm" "memory/index.db-journal" "logs/" ".elf-init.lock" |
             elf-write --create "$ELF_HOME/.gitignore" 2>/dev/null ||
             [ -e "$ELF_HOME/.gitignore" ] || elf_die 74 "cannot write $ELF_HOME/.gitignore"
-        elf-commit --repo "$ELF_HOME" --lock "$ELF_HOME/.git/claude-lock" \
-            -m "Start the ELF home" -- .gitignore >/dev/null ||
-            elf_warn "could not commit .gitignore"
+        # Committed below, by this run or, when a held lock or a full disk stops it, by the
+        # next one: the marker stays until the commit is made.
+        { : >>"$ELF_HOME/.git/elf-gitignore-uncommitted"; } 2>/dev/null || true
+    fi
+    if [ -e "$ELF_HOME/.git/elf-gitignore-uncommitted" ]; then
+        status=0
+        err=$(elf-commit --repo "$ELF_HOME" --lock "$ELF_HOME/.git/claude-lock" \
+            ${ELF_LOCK_TIMEOUT:+--timeout "$ELF_LOCK_TIMEOUT"} \
+            -m "Start the ELF home" -- .gitignore 2>&1 >/dev/null) || status=$?
+        if [ "$status" -eq 0 ]; then
+            rm -f "$ELF_HOME/.git/elf-gitignore-uncommitted"
+        else
+            elf_warn_later "could not commit .gitignore (the next run tries again): $(elf_reason "$err" "$status")"
+        fi
     fi
     # The schema is completed once per database; the stamp (inside .git, never committed) names
     # the database's inode, so a replaced database is completed again.
     local stamp
     stamp=$ELF_HOME/.git/elf-schema-$(stat -c %i "$ELF_DB" 2>/dev/null || echo new)
     if [ ! -e "$stamp" ]; then
-        elf-db exec --db "$ELF_DB" --file "$ELF_LIB/schema.sql" >/dev/null ||
-            elf_die $? "cannot prepare the database $ELF_DB"
+        status=0
+        err=$(elf-db exec --db "$ELF_DB" --file "$ELF_LIB/schema.sql" 2>&1 >/dev/null) || status=$?
+        [ "$status" -eq 0 ] ||
+            elf_die "$status" "cannot prepare the database: $(elf_reason "$err" "$status"); nothing was recorded"
         elf-write --create "$ELF_HOME/.git/elf-schema-$(stat -c %i "$ELF_DB")" </dev/null 2>/dev/null || true
     fi
+}
+
+# elf_db_readable: exit with one line unless the database can be read (elf-db's status: 74
+# for a file that is not a database or cannot be read, 77 without permission).
+elf_db_readable() {
+    local err status=0
+    err=$(elf-db query --db "$ELF_DB" "SELECT count(*) FROM sqlite_master" 2>&1 >/dev/null) || status=$?
+    [ "$status" -eq 0 ] || elf_die "$status" "cannot read the ELF database $ELF_DB: $(elf_reason "$err" "$status")"
 }
 
 # The pipeline tail every record goes through after elf-db insert --journal, and that recovery
@@ -222,29 +306,78 @@ elf_tail() {
 
 elf_tail_run() {
     jq -c -L "$ELF_LIB" 'include "elf"; fill' |
-        elf-write --root "$ELF_HOME" |
+        elf-write --root "$ELF_HOME" ${ELF_LOCK_TIMEOUT:+--timeout "$ELF_LOCK_TIMEOUT"} |
         jq -c -L "$ELF_LIB" 'include "elf"; fixup' |
         elf-db exec --db "$ELF_DB" |
         jq -c -L "$ELF_LIB" 'include "elf"; restore' |
-        elf-commit --repo "$ELF_HOME" --lock "$ELF_HOME/.git/claude-lock" |
+        elf-commit --repo "$ELF_HOME" --lock "$ELF_HOME/.git/claude-lock" ${ELF_LOCK_TIMEOUT:+--timeout "$ELF_LOCK_TIMEOUT"} |
         elf-db "done" --db "$ELF_DB"
 }
 
 # elf_recover: finish what an earlier crash interrupted. Runs only when no other recording
 # pipeline is live (the active lock is free), so it never replays a record still in flight;
 # when some are live, one of them or a later run recovers instead.
+#
+# Its messages are held: a failed recovery is reported in one line after the run's own record
+# (elf_warn_later), or not at all when that record fails too (its own message says why).
 elf_recover() {
-    local status=0
-    elf-lock -n -q "$ELF_ACTIVE_LOCK" -- "$ELF_LIB/elf-recover" >/dev/null || status=$?
+    local status=0 err
+    err=$(elf-lock -n -q "$ELF_ACTIVE_LOCK" -- "$ELF_LIB/elf-recover" 2>&1 >/dev/null) || status=$?
     case $status in
-        0 | 75) return 0 ;;
-        *) elf_warn "recovery of interrupted records failed (status $status); they stay journaled" ;;
+        0) [ -z "$err" ] || printf '%s\n' "$err" >&2 ;;
+        75) ;;
+        *) elf_warn_later "interrupted records could not be completed: $(elf_reason "$err" "$status"); they stay journaled" ;;
     esac
 }
 
 # elf_record: records on stdin, finished records on stdout, all under the shared active lock.
 elf_record() {
     elf-lock -s -q -w "${ELF_LOCK_TIMEOUT:-60}" "$ELF_ACTIVE_LOCK" -- "$ELF_LIB/elf-record"
+}
+
+# elf_submit RECORD: RECORD (one JSON line carrying "key": $ELF_KEY) through elf_record, the
+# tools' messages held. Status 0: ELF_RESULT holds the finished record, and the messages (and
+# the warnings held by elf_warn_later) are printed. Otherwise the status is returned with the messages in
+# ELF_ERRORS, for elf_fail_status to explain in one line.
+# shellcheck disable=SC2034 # ELF_RESULT is read by the scripts
+elf_submit() {
+    local err status=0
+    ELF_RESULT=""
+    ELF_ERRORS=""
+    if err=$(mktemp "${TMPDIR:-/tmp}/elf-errors.XXXXXX" 2>/dev/null); then
+        ELF_RESULT=$(printf '%s\n' "$1" | elf_record 2>"$err") || status=$?
+        ELF_ERRORS=$(<"$err")
+        rm -f "$err"
+    else
+        ELF_RESULT=$(printf '%s\n' "$1" | elf_record) || status=$?
+    fi
+    if [ "$status" -eq 0 ]; then
+        [ -z "$ELF_ERRORS" ] || printf '%s\n' "$ELF_ERRORS" >&2
+        elf_flush_warnings
+    fi
+    return "$status"
+}
+
+# elf_journal_state: where this run's record (key $ELF_KEY) stands in the journal: pending,
+# done, absent (also when the database holds no journal or is not a database: nothing of the
+# record can be replayed then), or unknown (the journal could not be read just now: a full
+# disk, a busy database).
+elf_journal_state() {
+    local out err status=0
+    err=$(mktemp "${TMPDIR:-/tmp}/elf-errors.XXXXXX" 2>/dev/null) || err=/dev/null
+    out=$(elf-db query --db "$ELF_DB" "SELECT done_at IS NOT NULL AS done FROM elf_journal WHERE key = :k" \
+        --param "k=$ELF_KEY" 2>"$err") || status=$?
+    if [ "$status" -ne 0 ]; then
+        case $(<"$err") in
+            *"no such table"* | *"not a database"* | *"malformed"*) echo absent ;;
+            *) echo unknown ;;
+        esac
+    elif [ -z "$out" ]; then
+        echo absent
+    else
+        jq -r 'if .done == 1 then "done" else "pending" end' <<<"$out"
+    fi
+    [ "$err" = /dev/null ] || rm -f "$err"
 }
 
 # elf_log LEVEL MESSAGE: one line in logs/YYYYMMDD.log, appended atomically.
@@ -255,12 +388,20 @@ elf_log() {
         elf_warn "could not write the log"
 }
 
-# elf_fail_status STATUS WHAT: explain a failed pipeline and exit with its status.
+# elf_fail_status STATUS WHAT: explain a failed elf_submit in one line, the tools' reason and
+# where the record stands, and exit with its status (64, 65, 74, 75 or 77; 70 for any other).
+# A record that is journaled is not lost: the next run of any writing script completes it.
 elf_fail_status() {
-    case $1 in
-        75) elf_die 75 "$2: a lock or the database was busy too long; the record is journaled and the next run completes it" ;;
-        65) elf_die 65 "$2: the input was refused (see above); nothing was recorded" ;;
-        64 | 74 | 77) elf_die "$1" "$2 failed (see above)" ;;
-        *) elf_die 70 "$2 failed with status $1 (see above)" ;;
+    local status=$1 reason
+    reason=$(elf_reason "${ELF_ERRORS-}" "$1")
+    case $status in
+        64 | 65 | 74 | 75 | 77) ;;
+        *) status=70 ;;
+    esac
+    case $(elf_journal_state) in
+        pending) elf_die "$status" "$2: the record is journaled but not finished: $reason; the next run completes it" ;;
+        done) elf_die "$status" "$2 failed: $reason; another run has completed the record since" ;;
+        unknown) elf_die "$status" "$2 failed: $reason; if the record was journaled, the next run completes it" ;;
+        *) elf_die "$status" "$2 failed: $reason; nothing was recorded" ;;
     esac
 }

@@ -5,6 +5,7 @@
 //! of an attempt is held until its status is known and released only for the attempt that ends
 //! the run, so a failed attempt's output never reaches the pipeline.
 
+mod args;
 mod spool;
 
 use std::io::{self, Write};
@@ -16,6 +17,7 @@ use elf_core::cli::{Flag, Matches, Operands, Tool};
 use elf_core::signals::{self, Policy as Signals};
 use elf_core::{Error, IoContext, Result, exit, text};
 
+use args::RetryOn;
 use spool::{Input, Spool};
 
 const FLAGS: &[Flag] = &[
@@ -91,50 +93,6 @@ fn main() -> ExitCode {
     elf_core::run(&TOOL, Signals::Forward, run)
 }
 
-/// The statuses to retry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum RetryOn {
-    Any,
-    List(Vec<(u32, u32)>),
-}
-
-impl RetryOn {
-    fn parse(s: &str) -> std::result::Result<RetryOn, String> {
-        if s == "any" {
-            return Ok(RetryOn::Any);
-        }
-        let mut ranges = Vec::new();
-        for part in s.split(',') {
-            let num = |t: &str| -> std::result::Result<u32, String> {
-                let t = t.trim();
-                match t.parse::<u32>() {
-                    Ok(n) if (1..=255).contains(&n) => Ok(n),
-                    _ => Err(format!("'{t}' is not an exit status from 1 to 255")),
-                }
-            };
-            let (lo, hi) = match part.split_once('-') {
-                Some((a, b)) => (num(a)?, num(b)?),
-                None => {
-                    let n = num(part)?;
-                    (n, n)
-                }
-            };
-            if lo > hi {
-                return Err(format!("range {lo}-{hi} is empty"));
-            }
-            ranges.push((lo, hi));
-        }
-        Ok(RetryOn::List(ranges))
-    }
-
-    fn matches(&self, code: u32) -> bool {
-        match self {
-            RetryOn::Any => code != 0,
-            RetryOn::List(r) => r.iter().any(|&(lo, hi)| (lo..=hi).contains(&code)),
-        }
-    }
-}
-
 #[derive(Debug)]
 struct Options {
     attempts: u32,
@@ -168,8 +126,8 @@ fn options(m: Matches) -> Result<Options> {
                     _ => Err("expected a whole number of at least 1"),
                 })?;
             }
-            "base" => o.policy.base = g.with(backoff::parse_duration)?,
-            "max-delay" => o.policy.max_delay = g.with(backoff::parse_duration)?,
+            "base" => o.policy.base = g.with(args::delay)?,
+            "max-delay" => o.policy.max_delay = g.with(args::delay)?,
             "max-time" => o.max_time = Some(g.with(backoff::parse_duration)?),
             "jitter" => {
                 o.policy.jitter = g.with(|s| Jitter::from_name(s).ok_or("unknown jitter kind"))?;
@@ -361,20 +319,5 @@ mod tests {
     #[test]
     fn flag_table_is_valid() {
         assert_eq!(elf_core::cli::check_table(&TOOL), Ok(()));
-    }
-
-    #[test]
-    fn retry_on_lists() {
-        assert_eq!(RetryOn::parse("any"), Ok(RetryOn::Any));
-        assert_eq!(
-            RetryOn::parse("1-3,75"),
-            Ok(RetryOn::List(vec![(1, 3), (75, 75)]))
-        );
-        let r = RetryOn::parse("1-3,75").unwrap_or(RetryOn::Any);
-        assert!(r.matches(2) && r.matches(75) && !r.matches(4) && !r.matches(0));
-        assert!(RetryOn::Any.matches(143) && !RetryOn::Any.matches(0));
-        for bad in ["", "0", "256", "3-1", "x", "1,,2", "-1", "75-"] {
-            assert!(RetryOn::parse(bad).is_err(), "{bad:?} accepted");
-        }
     }
 }

@@ -42,6 +42,7 @@ use elf_core::text::escape;
 use elf_core::{Error, lockfile};
 
 use crate::indexlock;
+pub use crate::job::Job;
 use crate::message::{Message, parse_date};
 
 /// A commit of at least this many named paths writes its objects as one pack, not loose (the
@@ -57,15 +58,6 @@ pub struct Options {
     pub stale: Option<Duration>,
     /// A gitignored path is an error (65) rather than skipped.
     pub ignored_error: bool,
-}
-
-/// What one record (or the direct form) asks for.
-#[derive(Debug, Clone)]
-pub struct Job {
-    /// Paths relative to the work tree, normalised.
-    pub paths: Vec<PathBuf>,
-    /// The cleaned message.
-    pub message: Message,
 }
 
 /// What became of a job.
@@ -662,6 +654,15 @@ impl Git<'_> {
                         self.expand_dir(p, base, idx, &mut out)?;
                     }
                 }
+                // A FIFO, socket or device: git cannot commit one, and reading a FIFO would
+                // block forever while holding the locks, with the signals that could stop us
+                // blocked (see `indexlock::SignalBlock`).
+                Ok(m) if !(m.is_file() || m.is_symlink()) => {
+                    return Err(Error::data(format!(
+                        "{} is not a regular file, a symbolic link or a folder; git cannot commit it",
+                        shown(p)
+                    )));
+                }
                 Ok(_) => {
                     if !tracked && self.ignored(p)? {
                         self.skip(p, &mut out)?;
@@ -935,9 +936,10 @@ fn walk_dir(workdir: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<(), Er
                 continue;
             }
             walk_dir(workdir, &child, out)?;
-        } else {
+        } else if ft.is_file() || ft.is_symlink() {
             out.push(child);
         }
+        // FIFOs, sockets and devices are left out, as `git add DIR` leaves them.
     }
     Ok(())
 }

@@ -28,6 +28,7 @@
 
 mod git;
 mod indexlock;
+mod job;
 mod message;
 mod paths;
 
@@ -47,6 +48,7 @@ use elf_core::text::escape;
 use elf_core::{Error, IoContext, Result, exit};
 
 use crate::git::{Job, Options, Outcome, Repo};
+use crate::job::job_of;
 use crate::message::Message;
 
 /// The most records one `--batch` commit takes.
@@ -347,104 +349,6 @@ fn records(
         }
     }
     Ok(exit::OK)
-}
-
-/// The commit a record asks for; `None` when it asks for none.
-fn job_of(rec: &Record, default_message: Option<&str>, workdir: &Path) -> Result<Option<Job>> {
-    let commit = match rec.get("commit") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(c)) => Some(c),
-        Some(other) => {
-            return Err(Error::data(format!(
-                "commit must be an object, found {}",
-                record::kind(other)
-            )));
-        }
-    };
-    let named: Vec<&str> = match commit.and_then(|c| c.get("paths")) {
-        None | Some(Value::Null) => written_paths(rec)?,
-        Some(Value::String(s)) => vec![s.as_str()],
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|v| match v {
-                Value::String(s) => Ok(s.as_str()),
-                other => Err(Error::data(format!(
-                    "commit.paths must hold strings, found {}",
-                    record::kind(other)
-                ))),
-            })
-            .collect::<Result<_>>()?,
-        Some(other) => {
-            return Err(Error::data(format!(
-                "commit.paths must be an array of strings, found {}",
-                record::kind(other)
-            )));
-        }
-    };
-    if named.is_empty() {
-        if commit.is_none() {
-            return Ok(None);
-        }
-        return Err(Error::data(
-            "nothing to commit: the record has no commit.paths and no write.path",
-        ));
-    }
-    let raw = match commit.and_then(|c| c.get("message")) {
-        Some(Value::String(s)) => s.as_str(),
-        None | Some(Value::Null) => default_message.ok_or_else(|| {
-            Error::data("no commit message: the record has no commit.message and no -m was given")
-        })?,
-        Some(other) => {
-            return Err(Error::data(format!(
-                "commit.message must be a string, found {}",
-                record::kind(other)
-            )));
-        }
-    };
-    let message = Message::parse(raw).ok_or_else(|| Error::data("the commit message is empty"))?;
-    let paths = named
-        .iter()
-        .map(|p| paths::relative(workdir, workdir, Path::new(p)))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Some(Job { paths, message }))
-}
-
-/// The paths elf-write reported for this record.
-fn written_paths(rec: &Record) -> Result<Vec<&str>> {
-    fn path_of(w: &Map<String, Value>) -> Result<Option<&str>> {
-        match w.get("path") {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(other) => Err(Error::data(format!(
-                "write.path must be a string, found {}",
-                record::kind(other)
-            ))),
-        }
-    }
-    match rec.get("write") {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Object(w)) => Ok(path_of(w)?.into_iter().collect()),
-        Some(Value::Array(a)) => {
-            let mut out = Vec::new();
-            for (i, v) in a.iter().enumerate() {
-                match v {
-                    Value::Object(w) => out.extend(path_of(w)?),
-                    Value::Null => {}
-                    other => {
-                        return Err(Error::data(format!(
-                            "write[{i}] must be an object, found {}",
-                            record::kind(other)
-                        )));
-                    }
-                }
-            }
-            Ok(out)
-        }
-        Some(other) => Err(Error::data(format!(
-            "write must be an object or an array, found {}",
-            record::kind(other)
-        ))),
-    }
 }
 
 /// Adds the outcome under `commit`, keeping every other key where it was.

@@ -169,6 +169,9 @@ pub fn run(o: &Options, command: Command, s: &Stream) -> Result<u8> {
     while !eof {
         let mut fatal: Option<Error> = None;
         let mut in_tx = false;
+        // Whether a record of this transaction went through: one with only failed records is
+        // rolled back, so a bad record leaves nothing, not even the journal table.
+        let mut applied = false;
         loop {
             let Some(item) = reader.next() else {
                 eof = true;
@@ -196,7 +199,10 @@ pub fn run(o: &Options, command: Command, s: &Stream) -> Result<u8> {
                         in_tx = true;
                     }
                     match work.record(&mut rec) {
-                        Ok(how) => held.emit(&reader, rec, how)?,
+                        Ok(how) => {
+                            applied = true;
+                            held.emit(&reader, rec, how)?;
+                        }
                         Err(e) if e.code() == exit::DATAERR && !db.is_autocommit() => {
                             let e = e.at_line(line);
                             if !s.keep_going {
@@ -220,8 +226,10 @@ pub fn run(o: &Options, command: Command, s: &Stream) -> Result<u8> {
                 break;
             }
         }
-        if in_tx {
+        if in_tx && applied {
             conn::commit(&db)?;
+        } else if in_tx {
+            conn::rollback(&db);
         }
         held.release(&mut out)?;
         if let Some(e) = fatal {

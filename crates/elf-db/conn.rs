@@ -101,6 +101,17 @@ unsafe extern "C" fn authorize(
 }
 
 /// Opens the database.
+///
+/// Problems with the file itself show here, named, rather than at the first statement: a
+/// database that cannot be opened, or whose `-shm` or `-wal` cannot be created, is reported
+/// with the system's reason (`disk I/O error: No space left on device`, `unable to open
+/// database file: Read-only file system`), and its status follows that reason (74, or 77 when
+/// permission is denied). A file that is not a database is left for the first statement to
+/// report (so that `check` can answer "no" about it).
+///
+/// A reading connection on a read-only file system, where SQLite cannot create the `-shm` a
+/// WAL database needs, reads the file as immutable instead, when there is no WAL content it
+/// would miss: nothing can write that file through this mount.
 pub fn open(o: &Options, mode: Mode) -> elf_core::Result<Connection> {
     if mode != Mode::Create && !o.path.exists() {
         return Err(Error::no_input(format!(
@@ -108,7 +119,31 @@ pub fn open(o: &Options, mode: Mode) -> elf_core::Result<Connection> {
             show(&o.path)
         )));
     }
-    let flags = match mode {
+    match open_as(o, mode, false) {
+        Err(Fallback::Immutable(first)) => open_as(o, mode, true).map_err(|e| match e {
+            Fallback::Immutable(_) => first,
+            Fallback::No(e) => e,
+        }),
+        Err(Fallback::No(e)) => Err(e),
+        Ok(conn) => Ok(conn),
+    }
+}
+
+/// Why [`open_as`] failed: for good, or in a way that reading the file as immutable may avoid
+/// (carrying the error to report if it does not).
+enum Fallback {
+    No(Error),
+    Immutable(Error),
+}
+
+impl From<Error> for Fallback {
+    fn from(e: Error) -> Fallback {
+        Fallback::No(e)
+    }
+}
+
+fn open_as(o: &Options, mode: Mode, immutable: bool) -> Result<Connection, Fallback> {
+    let base = match mode {
         Mode::Read => OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         Mode::Write | Mode::Maintain => {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX
@@ -119,7 +154,12 @@ pub fn open(o: &Options, mode: Mode) -> elf_core::Result<Connection> {
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX
         }
     };
-    let conn = Connection::open_with_flags(&o.path, flags).map_err(|e| {
+    let opened = if immutable {
+        Connection::open_with_flags(immutable_uri(&o.path), base | OpenFlags::SQLITE_OPEN_URI)
+    } else {
+        Connection::open_with_flags(&o.path, base)
+    };
+    let conn = opened.map_err(|e| {
         // SQLite says only "unable to open database file": ask the file system why.
         let why = if o.path.exists() {
             std::fs::OpenOptions::new()
@@ -148,12 +188,16 @@ pub fn open(o: &Options, mode: Mode) -> elf_core::Result<Connection> {
         ffi::sqlite3_set_authorizer(conn.handle(), Some(authorize), std::ptr::null_mut())
     };
     if rc != ffi::SQLITE_OK {
-        return Err(Error::internal("cannot install the SQLite authorizer"));
+        return Err(Error::internal("cannot install the SQLite authorizer").into());
     }
     guard(Guard::Own);
     let setup = |conn: &Connection| -> rusqlite::Result<()> {
         match mode {
-            Mode::Read => conn.pragma_update(None, "query_only", true),
+            // Reading the schema opens the WAL index: a file that cannot be read fails here.
+            Mode::Read => {
+                conn.pragma_update(None, "query_only", true)?;
+                conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))
+            }
             Mode::Maintain => Ok(()),
             Mode::Write | Mode::Create => {
                 // journal_mode answers with the mode now in force; a database that cannot use
@@ -169,9 +213,91 @@ pub fn open(o: &Options, mode: Mode) -> elf_core::Result<Connection> {
             }
         }
     };
-    retry_busy(o.busy, || setup(&conn))
-        .map_err(|e| error(e).context(format!("opening {}", show(&o.path))))?;
-    Ok(conn)
+    match retry_busy(o.busy, || setup(&conn)) {
+        Ok(()) => Ok(conn),
+        // Not a database, or damaged: the first statement reports it, as it would have.
+        Err(e)
+            if mode == Mode::Read
+                && matches!(
+                    e.sqlite_error_code(),
+                    Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt)
+                ) =>
+        {
+            Ok(conn)
+        }
+        Err(e) => {
+            let errno = system_errno(&conn, &o.path);
+            let err = open_error(&o.path, e, errno);
+            let wal_empty = std::fs::metadata(wal_path(&o.path)).map_or(true, |m| m.len() == 0);
+            if mode == Mode::Read && !immutable && errno == libc::EROFS && wal_empty {
+                Err(Fallback::Immutable(err))
+            } else {
+                Err(Fallback::No(err))
+            }
+        }
+    }
+}
+
+/// The error for a connection whose setup failed: SQLite's message, and the system's reason
+/// when SQLite's is only "disk I/O error" or "unable to open database file".
+fn open_error(path: &Path, e: rusqlite::Error, errno: c_int) -> Error {
+    let context = format!("opening {}", show(path));
+    let system = matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::CannotOpen | ErrorCode::SystemIoFailure | ErrorCode::DiskFull)
+    );
+    if system && errno != 0 {
+        let os = std::io::Error::from_raw_os_error(errno);
+        return Error::io(format!("{context}: {}", describe(&e)), &os);
+    }
+    error(e).context(context)
+}
+
+/// The system's reason for the last failure of `conn`: EROFS when the database's folder is on
+/// a read-only file system; otherwise SQLite's last errno when it is one that explains a failed
+/// open or write (SQLite's last errno is often that of a later, harmless probe).
+fn system_errno(conn: &Connection, path: &Path) -> c_int {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) {
+        // SAFETY: statvfs is plain old data, filled in by the call; `c` is a valid C string.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        if unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0 && st.f_flag & libc::ST_RDONLY != 0 {
+            return libc::EROFS;
+        }
+    }
+    // SAFETY: the handle is valid while `conn` lives.
+    let errno = unsafe { ffi::sqlite3_system_errno(conn.handle()) };
+    match errno {
+        libc::ENOSPC | libc::EDQUOT | libc::EACCES | libc::EPERM | libc::EROFS | libc::EIO => errno,
+        _ => 0,
+    }
+}
+
+/// `PATH-wal`.
+fn wal_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push("-wal");
+    PathBuf::from(s)
+}
+
+/// `file:PATH?immutable=1`, the path percent-encoded as SQLite's URI filenames require.
+fn immutable_uri(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut uri = String::from("file:");
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            uri.push(char::from(b));
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str("?immutable=1");
+    uri
 }
 
 /// Runs `f`, trying again while it fails with SQLITE_BUSY and the busy timeout has not passed.
@@ -304,4 +430,21 @@ fn describe(e: &rusqlite::Error) -> String {
 /// A path for a message.
 pub fn show(p: &Path) -> String {
     elf_core::text::escape(&p.to_string_lossy()).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn immutable_uris_escape_what_a_uri_would_read() {
+        assert_eq!(
+            immutable_uri(Path::new("/h/memory/index.db")),
+            "file:/h/memory/index.db?immutable=1"
+        );
+        assert_eq!(
+            immutable_uri(Path::new("a b/x?y#z%.db")),
+            "file:a%20b/x%3Fy%23z%25.db?immutable=1"
+        );
+    }
 }

@@ -112,6 +112,11 @@ pub fn run(o: &Options, sql: &str, params: &[(String, String)]) -> Result<u8> {
     let db = conn::open(o, Mode::Read)?;
     conn::guard(Guard::Query);
     let mut st = conn::retry_busy(o.busy, || db.prepare(sql)).map_err(usage)?;
+    // SQLite prepares text of only comments and semicolons as no statement at all, which
+    // would then fail as "API misuse".
+    if st.expanded_sql().is_none() {
+        return Err(Error::usage("the query holds no statement"));
+    }
     if !st.readonly() {
         return Err(Error::usage(
             "query only reads; use elf-db exec for statements that write",

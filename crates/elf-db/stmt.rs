@@ -463,6 +463,10 @@ fn exec(conn: &Connection, obj: &Map<String, Value>) -> Result<Results> {
         "exec takes sql and params; use insert for table",
     )?;
     let sql = match obj.get("sql") {
+        // SQLite stops reading at a NUL: what follows would be dropped without a word.
+        Some(Value::String(s)) if s.contains('\0') => {
+            return Err(Error::data("sql contains a NUL character"));
+        }
         Some(Value::String(s)) if !s.trim().is_empty() => s,
         Some(Value::String(_)) => return Err(Error::data("sql is empty")),
         Some(other) => {
@@ -482,6 +486,13 @@ fn exec(conn: &Connection, obj: &Map<String, Value>) -> Result<Results> {
 
 fn run_sql(conn: &Connection, sql: &str, params: Option<&Value>) -> Result<Results> {
     let mut st = conn.prepare_cached(sql).map_err(conn::error)?;
+    // SQLite prepares text of only comments and semicolons as no statement at all, which
+    // would then fail as "API misuse".
+    if st.expanded_sql().is_none() {
+        return Err(Error::data(
+            "sql holds no statement, only comments or semicolons",
+        ));
+    }
     let n = st.parameter_count();
     match params {
         None if n > 0 => {
@@ -504,7 +515,15 @@ fn run_sql(conn: &Connection, sql: &str, params: Option<&Value>) -> Result<Resul
             }
         }
         Some(Value::Object(map)) => {
-            let mut used = 0;
+            // `:a`, `@a` and `$a` are three parameters of SQLite's, all bound to params' `a`.
+            let mut used = vec![false; map.len()];
+            for (i, k) in map.keys().enumerate() {
+                if let Some(other) = map.keys().take(i).find(|o| unsigil(o) == unsigil(k)) {
+                    return Err(Error::data(format!(
+                        "params gives '{other}' and '{k}', the same parameter"
+                    )));
+                }
+            }
             for i in 1..=n {
                 let Some(name) = st.parameter_name(i) else {
                     return Err(Error::data(
@@ -512,19 +531,18 @@ fn run_sql(conn: &Connection, sql: &str, params: Option<&Value>) -> Result<Resul
                     ));
                 };
                 let bare = &name[1..];
-                let v = map.iter().find(|(k, _)| unsigil(k) == bare).map(|(_, v)| v);
-                let Some(v) = v else {
+                let found = map
+                    .iter()
+                    .enumerate()
+                    .find(|(_, (k, _))| unsigil(k) == bare);
+                let Some((at, (_, v))) = found else {
                     return Err(Error::data(format!("params has no value for {name}")));
                 };
-                used += 1;
-                let b = Bind::new(v)?;
-                st.raw_bind_parameter(i, b).map_err(conn::error)?;
+                used[at] = true;
+                st.raw_bind_parameter(i, Bind::new(v)?)
+                    .map_err(conn::error)?;
             }
-            if used != map.len() {
-                let unused = map.keys().find(|k| {
-                    !(1..=n).any(|i| st.parameter_name(i).is_some_and(|p| &p[1..] == unsigil(k)))
-                });
-                let k = unused.map_or("?", String::as_str);
+            if let Some((k, _)) = map.iter().zip(&used).find(|(_, u)| !**u).map(|(kv, _)| kv) {
                 return Err(Error::data(format!(
                     "params has '{k}', which the sql does not use"
                 )));

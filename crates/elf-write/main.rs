@@ -224,6 +224,13 @@ fn process(files: &mut Files, rec: &mut Record) -> Result<()> {
         None
     };
     let many = matches!(rec.get("write"), Some(Value::Array(_)));
+    if many {
+        for (i, s) in specs.iter().enumerate() {
+            files
+                .check(s)
+                .map_err(|e| e.context(format_args!("write[{i}]")))?;
+        }
+    }
     for (i, s) in specs.iter().enumerate() {
         let marker = key.as_deref().map(|k| spec::marker(k, many.then_some(i)));
         let outcome = files.apply(s, marker.as_deref());

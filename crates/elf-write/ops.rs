@@ -99,6 +99,42 @@ impl Files {
         Ok(())
     }
 
+    /// Checks, without writing anything, that a write would not be refused: its folder does
+    /// not lead out of the root through a symlink or through a file, and nothing but a regular
+    /// file is at its name (nor, for a plain `create`, a file with other content). A record
+    /// whose writes are an array checks them all first, so that a refused one leaves the
+    /// others unwritten too.
+    pub fn check(&mut self, spec: &Spec) -> Result<()> {
+        let shown = escape(&spec.path.display()).into_owned();
+        let folder = match self.root.folder(&spec.path, false, false) {
+            Ok(f) => f,
+            // A folder still to be made: nothing there can refuse the write.
+            Err(e) if e.code() == elf_core::exit::NOINPUT => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let w = Writing {
+            folder: &folder,
+            sync: false,
+            ids: self.ids,
+            shown: &shown,
+        };
+        if spec.mode == Mode::Create && spec.unique {
+            return Ok(());
+        }
+        let name = &spec.path.name;
+        match w.existing(name)? {
+            Existing::Other(what) => Err(w.refuse(what, name)),
+            Existing::File(st)
+                if spec.mode == Mode::Create && !w.same(name, &st, &spec.content)? =>
+            {
+                Err(Error::permission(format!(
+                    "{shown}: refused: the file exists with other content (mode create)"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Performs one write; `marker` is the idempotency marker line of an append. The new
     /// content is on disk when it returns (unless `--no-sync`), its name once
     /// [`Files::sync_folders`] has run.

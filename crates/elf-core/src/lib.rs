@@ -30,18 +30,24 @@ pub fn tool_name() -> &'static str {
 /// Prints `tool: warning: message` on stderr, with control characters escaped.
 pub fn warn(message: impl std::fmt::Display) {
     let msg = message.to_string();
-    let _ = writeln!(
-        std::io::stderr(),
-        "{}: warning: {}",
+    diagnostic(format!(
+        "{}: warning: {}\n",
         tool_name(),
         text::escape(&msg)
-    );
+    ));
 }
 
 /// Prints `tool: message` on stderr, with control characters escaped.
 pub fn note(message: impl std::fmt::Display) {
     let msg = message.to_string();
-    let _ = writeln!(std::io::stderr(), "{}: {}", tool_name(), text::escape(&msg));
+    diagnostic(format!("{}: {}\n", tool_name(), text::escape(&msg)));
+}
+
+/// Writes a whole diagnostic line with one write(2): the stages of a pipeline share one
+/// stderr, and a line written in pieces (as `writeln!` on the unbuffered stderr does) gets
+/// another stage's line spliced into it.
+fn diagnostic(line: String) {
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 /// The `main` of every tool: installs the signal policy, parses the arguments against the

@@ -1,0 +1,121 @@
+//! The `commit` key of a record: which paths to commit and with which message, checked
+//! completely before anything is done. A pure function of the record and the work tree's
+//! path (the paths are looked at on disk only to refuse symbolic links on the way), so that
+//! it can be fuzzed on its own (`fuzz/fuzz_targets/commit_record.rs`).
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use elf_core::record::{self, Record};
+use elf_core::{Error, Result};
+
+use crate::message::Message;
+use crate::paths;
+
+/// What one record (or the direct form) asks for.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Paths relative to the work tree, normalised.
+    pub paths: Vec<PathBuf>,
+    /// The cleaned message.
+    pub message: Message,
+}
+
+/// The commit a record asks for; `None` when it asks for none.
+pub fn job_of(rec: &Record, default_message: Option<&str>, workdir: &Path) -> Result<Option<Job>> {
+    let commit = match rec.get("commit") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(c)) => Some(c),
+        Some(other) => {
+            return Err(Error::data(format!(
+                "commit must be an object, found {}",
+                record::kind(other)
+            )));
+        }
+    };
+    let named: Vec<&str> = match commit.and_then(|c| c.get("paths")) {
+        None | Some(Value::Null) => written_paths(rec)?,
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.as_str()),
+                other => Err(Error::data(format!(
+                    "commit.paths must hold strings, found {}",
+                    record::kind(other)
+                ))),
+            })
+            .collect::<Result<_>>()?,
+        Some(other) => {
+            return Err(Error::data(format!(
+                "commit.paths must be an array of strings, found {}",
+                record::kind(other)
+            )));
+        }
+    };
+    if named.is_empty() {
+        if commit.is_none() {
+            return Ok(None);
+        }
+        return Err(Error::data(
+            "nothing to commit: the record has no commit.paths and no write.path",
+        ));
+    }
+    let raw = match commit.and_then(|c| c.get("message")) {
+        Some(Value::String(s)) => s.as_str(),
+        None | Some(Value::Null) => default_message.ok_or_else(|| {
+            Error::data("no commit message: the record has no commit.message and no -m was given")
+        })?,
+        Some(other) => {
+            return Err(Error::data(format!(
+                "commit.message must be a string, found {}",
+                record::kind(other)
+            )));
+        }
+    };
+    let message = Message::parse(raw).ok_or_else(|| Error::data("the commit message is empty"))?;
+    let paths = named
+        .iter()
+        .map(|p| paths::relative(workdir, workdir, Path::new(p)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(Job { paths, message }))
+}
+
+/// The paths elf-write reported for this record.
+fn written_paths(rec: &Record) -> Result<Vec<&str>> {
+    fn path_of(w: &Map<String, Value>) -> Result<Option<&str>> {
+        match w.get("path") {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(Error::data(format!(
+                "write.path must be a string, found {}",
+                record::kind(other)
+            ))),
+        }
+    }
+    match rec.get("write") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Object(w)) => Ok(path_of(w)?.into_iter().collect()),
+        Some(Value::Array(a)) => {
+            let mut out = Vec::new();
+            for (i, v) in a.iter().enumerate() {
+                match v {
+                    Value::Object(w) => out.extend(path_of(w)?),
+                    Value::Null => {}
+                    other => {
+                        return Err(Error::data(format!(
+                            "write[{i}] must be an object, found {}",
+                            record::kind(other)
+                        )));
+                    }
+                }
+            }
+            Ok(out)
+        }
+        Some(other) => Err(Error::data(format!(
+            "write must be an object or an array, found {}",
+            record::kind(other)
+        ))),
+    }
+}
