@@ -87,7 +87,7 @@ bench_time_row() {
     local r target met
     r=$(awk -v e="$2" -v a="$3" 'BEGIN {
         r = e / a
-        if (r < 1) printf "%.3g (%.3gx faster)", r, 1 / r; else printf "%.3g", r
+        if (r < 0.9) printf "%.3g (%.3gx faster)", r, 1 / r; else printf "%.3g", r
     }')
     if [[ $4 == - ]]; then
         target=- met=-
