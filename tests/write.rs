@@ -885,3 +885,147 @@ fn a_held_lock_gives_75_after_the_timeout_and_a_symlinked_lock_dir_77() {
     assert_eq!(code, Some(77), "{err}");
     assert_eq!(listing(&t.join("elsewhere")), Vec::<String>::new());
 }
+
+/// Records already waiting are finished as a batch (their replaces and appends made durable
+/// together): the files must end exactly as if each record had been written alone, in order,
+/// and every record must come out in order with its results.
+#[test]
+fn a_stream_of_waiting_records_ends_as_if_written_one_by_one() {
+    let t = TempDir::new();
+    let n = 300;
+    let mut records = Vec::new();
+    for i in 0..n {
+        let rec = match i % 6 {
+            // The same few files replaced again and again, within one batch too.
+            0 | 1 => {
+                json!({"i": i, "write": {"path": format!("r/f{}", i % 7), "content": format!("v{i}\n")}})
+            }
+            2 | 3 => json!({"i": i, "key": format!("k{i}"),
+                "write": {"path": format!("log{}.md", (i / 6) % 3), "mode": "append", "header": "# log\n", "content": format!("e{i}\n")}}),
+            4 if i % 4 == 0 => {
+                json!({"i": i, "write": {"path": "u.md", "mode": "create", "unique": true, "content": format!("u{i}\n")}})
+            }
+            4 => json!({"i": i, "write": [
+                {"path": format!("r/f{}", i % 7), "content": format!("v{i}\n")},
+                {"path": "pair.md", "mode": "replace", "content": format!("p{i}\n")}]}),
+            _ => json!({"i": i, "note": "no write"}),
+        };
+        records.push(rec);
+    }
+    let (code, out, err) = run_records(ew(t.path()), &records);
+    assert_eq!(code, Some(0), "{err}");
+    let order: Vec<i64> = out.iter().map(|r| r["i"].as_i64().expect("i")).collect();
+    assert_eq!(order, (0..n).collect::<Vec<i64>>());
+    // Every write reports what it did.
+    for r in &out {
+        let writes: Vec<&Value> = match r.get("write") {
+            Some(Value::Array(a)) => a.iter().collect(),
+            Some(w) => vec![w],
+            None => continue,
+        };
+        for w in writes {
+            assert_eq!(w["created"], true, "{r:?}");
+            assert!(w["bytes"].as_u64().expect("bytes") > 0, "{r:?}");
+        }
+    }
+    // Replaced files: the last record that wrote each.
+    for f in 0..7 {
+        let last = (0..n)
+            .filter(|i| (i % 6 < 2 || (i % 6 == 4 && i % 4 != 0)) && i % 7 == f)
+            .max()
+            .expect("written");
+        assert_eq!(
+            fs::read_to_string(t.join(format!("r/f{f}"))).expect("read"),
+            format!("v{last}\n")
+        );
+    }
+    // Appends: one header, every entry once, in record order.
+    for l in 0..3 {
+        let text = fs::read_to_string(t.join(format!("log{l}.md"))).expect("read");
+        let entries: Vec<String> = text
+            .lines()
+            .filter(|s| s.starts_with('e'))
+            .map(str::to_owned)
+            .collect();
+        let expected: Vec<String> = (0..n)
+            .filter(|i| (i % 6 == 2 || i % 6 == 3) && (i / 6) % 3 == l)
+            .map(|i| format!("e{i}"))
+            .collect();
+        assert_eq!(entries, expected);
+        assert_eq!(text.matches("# log").count(), 1);
+    }
+    // Unique creates: one file each, distinct names.
+    let uniques = listing(t.path())
+        .into_iter()
+        .filter(|f| f.starts_with('u'))
+        .count();
+    assert_eq!(uniques, (0..n).filter(|i| i % 6 == 4 && i % 4 == 0).count());
+    assert!(temps(t.path()).is_empty() && temps(&t.join("r")).is_empty());
+    // A replay changes nothing and says so.
+    let before: Vec<String> = (0..3)
+        .map(|l| fs::read_to_string(t.join(format!("log{l}.md"))).expect("read"))
+        .collect();
+    let appends: Vec<Value> = records
+        .iter()
+        .filter(|r| r["write"]["mode"] == "append")
+        .cloned()
+        .collect();
+    let (code, out, err) = run_records(ew(t.path()), &appends);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.len(), appends.len());
+    assert!(
+        out.iter()
+            .all(|r| r.get("write").is_some_and(|w| w["created"] == false))
+    );
+    let after: Vec<String> = (0..3)
+        .map(|l| fs::read_to_string(t.join(format!("log{l}.md"))).expect("read"))
+        .collect();
+    assert_eq!(before, after);
+}
+
+/// Two streams append to the same files in opposite orders while each holds the locks of
+/// its pending batch: neither may wait for a lock while holding one, so both finish, and
+/// every entry is in each file once, each stream's in its own order.
+#[test]
+fn two_streams_batching_the_same_files_in_opposite_orders_never_deadlock() {
+    let t = TempDir::new();
+    let root = t.path().to_path_buf();
+    let per = scale(200, 1000);
+    let outputs = watchdog(Duration::from_secs(180), move || {
+        let mut children = Vec::new();
+        for side in ["a", "b"] {
+            let recs: Vec<Value> = (0..per)
+                .map(|i| {
+                    let f = if side == "a" { i % 5 } else { 4 - i % 5 };
+                    json!({"key": format!("{side}{i}"), "write": {"path": format!("f{f}.md"),
+                        "mode": "append", "content": format!("{side} {i}\n")}})
+                })
+                .collect();
+            children.push(spawn_records(&mut ew(&root), lines(&recs)));
+        }
+        collect(children)
+    });
+    for out in &outputs {
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(json_lines(&out.stdout).len(), per);
+    }
+    for f in 0..5 {
+        let text = fs::read_to_string(t.join(format!("f{f}.md"))).expect("read");
+        for side in ["a", "b"] {
+            let got: Vec<usize> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix(side).and_then(|r| r.trim().parse().ok()))
+                .collect();
+            let want: Vec<usize> = (0..per)
+                .filter(|i| (if side == "a" { i % 5 } else { 4 - i % 5 }) == f)
+                .collect();
+            assert_eq!(got, want, "f{f}.md, stream {side}");
+        }
+    }
+    assert!(temps(t.path()).is_empty());
+}

@@ -84,6 +84,30 @@ impl Locks {
         name: &OsStr,
         shown: &str,
     ) -> Result<Held> {
+        self.take(folder, id, name, shown, true)?
+            .ok_or_else(|| Error::internal("a waiting lock returned without the lock"))
+    }
+
+    /// Takes the lock like [`Locks::lock`] if it is free now; None when another writer holds
+    /// it.
+    pub fn try_lock(
+        &mut self,
+        folder: &Folder,
+        id: (u64, u64),
+        name: &OsStr,
+        shown: &str,
+    ) -> Result<Option<Held>> {
+        self.take(folder, id, name, shown, false)
+    }
+
+    fn take(
+        &mut self,
+        folder: &Folder,
+        id: (u64, u64),
+        name: &OsStr,
+        shown: &str,
+        wait: bool,
+    ) -> Result<Option<Held>> {
         let (dir, prefix) = match self.places.get(&id) {
             Some(p) => p.clone(),
             None => {
@@ -109,10 +133,14 @@ impl Locks {
                 }
             };
             let got = match self.timeout {
+                _ if !wait => lockfile::try_lock(&file, true),
                 None => lockfile::lock(&file, true).map(|()| true),
                 Some(t) => lockfile::lock_timeout(&file, true, t),
             }
             .with_ctx(|| format!("locking {shown}"))?;
+            if !got && !wait {
+                return Ok(None);
+            }
             if !got {
                 return Err(Error::temporary(format!(
                     "{shown}: lock not obtained within {:?} (held by another writer: {})",
@@ -124,7 +152,9 @@ impl Locks {
             // The lock file may have been deleted (and made again) by someone else.
             let mine = held.0.metadata().ctx("reading a lock file")?;
             match std::fs::symlink_metadata(&path) {
-                Ok(now) if now.dev() == mine.dev() && now.ino() == mine.ino() => return Ok(held),
+                Ok(now) if now.dev() == mine.dev() && now.ino() == mine.ino() => {
+                    return Ok(Some(held));
+                }
                 _ => {
                     self.open.remove(&path);
                 }

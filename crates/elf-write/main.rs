@@ -38,7 +38,7 @@ use elf_core::text::escape;
 use elf_core::{Error, IoContext, Result};
 
 use crate::locks::Locks;
-use crate::ops::{Files, Outcome};
+use crate::ops::{Applied, Files, Outcome};
 use crate::spec::{Mode, Spec};
 use crate::target::{RelPath, Root};
 
@@ -158,64 +158,133 @@ fn records(m: &Matches, locks: Locks, sync: bool) -> Result<u8> {
     let mut input = Reader::stdin(limit)?;
     let mut out = Writer::stdout();
     let mut status = elf_core::exit::OK;
-    // Records done but not yet passed on: their folders are synced once for the batch, so
-    // a stream of records that are already waiting costs one folder fsync, not one each.
-    let mut batch: Vec<Record> = Vec::new();
+    // Records done but not yet passed on. Their replaces and appends wait in temporary files
+    // and their folders wait unsynced, so that a stream of records that are already waiting
+    // costs one syncfs and one folder fsync per batch, not an fsync of each.
+    let mut batch: Vec<Done> = Vec::new();
     while let Some(item) = input.next_record() {
         let failure = match item {
-            Ok((line, mut rec)) => match process(&mut files, &mut rec) {
-                Ok(()) => {
-                    batch.push(rec);
-                    None
+            Ok((line, mut rec)) => loop {
+                match process(&mut files, &mut rec) {
+                    Ok(Step::FlushFirst) => {
+                        pass_on(&mut files, &mut out, &mut batch, keep_going, &mut status)?;
+                    }
+                    Ok(Step::Done) => {
+                        batch.push(Done {
+                            rec,
+                            line,
+                            deferred: None,
+                        });
+                        break None;
+                    }
+                    Ok(Step::Deferred(o)) => {
+                        batch.push(Done {
+                            rec,
+                            line,
+                            deferred: Some(o),
+                        });
+                        break None;
+                    }
+                    Err(e) => break Some((e.at_line(line), Some(rec))),
                 }
-                Err(e) => Some((e.at_line(line), Some(rec))),
             },
             Err(e) => Some((e, None)),
         };
         if let Some((e, rec)) = failure {
             if !keep_going || e.is_broken_pipe() {
-                pass_on(&mut files, &mut out, &mut batch)?;
+                pass_on(&mut files, &mut out, &mut batch, keep_going, &mut status)?;
                 return Err(e);
             }
             elf_core::note(&e);
             let mut rec = rec.unwrap_or_default();
             record::set_error(&mut rec, TOOL.name, &e);
-            batch.push(rec);
+            batch.push(Done {
+                rec,
+                line: 0,
+                deferred: None,
+            });
             if status == elf_core::exit::OK {
                 status = e.code();
             }
         }
         if batch.len() >= BATCH || !input.ready() {
-            pass_on(&mut files, &mut out, &mut batch)?;
+            pass_on(&mut files, &mut out, &mut batch, keep_going, &mut status)?;
         }
     }
-    pass_on(&mut files, &mut out, &mut batch)?;
+    pass_on(&mut files, &mut out, &mut batch, keep_going, &mut status)?;
     Ok(status)
 }
 
 /// The most records done before they are synced and passed on.
 const BATCH: usize = 64;
 
-/// Syncs the folders written since the last batch, then passes the batch on.
+/// A record done, waiting to be passed on.
+struct Done {
+    rec: Record,
+    line: u64,
+    /// Its one write, when it waits in the batch: the results to add once it is done.
+    deferred: Option<Outcome>,
+}
+
+/// Finishes the batch's pending writes and syncs the folders written, then passes the batch
+/// on. A pending write that failed fails its record as if it had failed when applied: the
+/// run stops there (records after it undone and not passed on), or under `--keep-going` the
+/// record is passed on with `error`.
 fn pass_on(
     files: &mut Files,
     out: &mut Writer<std::io::StdoutLock<'static>>,
-    batch: &mut Vec<Record>,
+    batch: &mut Vec<Done>,
+    keep_going: bool,
+    status: &mut u8,
 ) -> Result<()> {
+    let mut results = files.flush(!keep_going).into_iter();
     files.sync_folders()?;
-    for rec in batch.drain(..) {
+    for d in batch.drain(..) {
+        let mut rec = d.rec;
+        if let Some(outcome) = d.deferred {
+            match results.next() {
+                Some(Ok(())) => {
+                    if let Some(Value::Object(obj)) = rec.get_mut("write") {
+                        put_results(obj, &outcome);
+                    }
+                }
+                Some(Err(e)) => {
+                    let e = e.at_line(d.line);
+                    if !keep_going {
+                        return Err(e);
+                    }
+                    elf_core::note(&e);
+                    record::set_error(&mut rec, TOOL.name, &e);
+                    if *status == elf_core::exit::OK {
+                        *status = e.code();
+                    }
+                }
+                None => return Err(Error::internal("a pending write without its result")),
+            }
+        }
         out.write(&rec)?;
     }
     Ok(())
 }
 
-/// Performs a record's writes in order, adding each one's results as it is done.
-fn process(files: &mut Files, rec: &mut Record) -> Result<()> {
+/// What [`process`] did with a record.
+enum Step {
+    /// Its writes are done (or it had none).
+    Done,
+    /// Its one write waits in the batch, with these results.
+    Deferred(Outcome),
+    /// Nothing yet: the batch must be finished first.
+    FlushFirst,
+}
+
+/// Performs a record's writes in order, adding each one's results as it is done. A record
+/// with one replace or append may leave it pending in the batch.
+fn process(files: &mut Files, rec: &mut Record) -> Result<Step> {
     if record::has_error(rec) {
-        return Ok(());
+        return Ok(Step::Done);
     }
     let specs = match rec.get("write") {
-        None | Some(Value::Null) => return Ok(()),
+        None | Some(Value::Null) => return Ok(Step::Done),
         Some(v) => spec::parse(v)?,
     };
     let key = if specs.iter().any(|s| s.mode == Mode::Append) {
@@ -233,11 +302,17 @@ fn process(files: &mut Files, rec: &mut Record) -> Result<()> {
     }
     for (i, s) in specs.iter().enumerate() {
         let marker = key.as_deref().map(|k| spec::marker(k, many.then_some(i)));
-        let outcome = files.apply(s, marker.as_deref());
-        let outcome = if many {
-            outcome.map_err(|e| e.context(format_args!("write[{i}]")))?
+        let applied = files.apply_in_batch(s, marker.as_deref(), !many);
+        let applied = if many {
+            applied.map_err(|e| e.context(format_args!("write[{i}]")))?
         } else {
-            outcome?
+            applied?
+        };
+        let outcome = match applied {
+            Applied::Done(o) => o,
+            Applied::Deferred(o) => return Ok(Step::Deferred(o)),
+            // Only the first write can meet a batch (nothing is pending after it).
+            Applied::FlushFirst => return Ok(Step::FlushFirst),
         };
         let slot = match rec.get_mut("write") {
             Some(Value::Array(items)) => items.get_mut(i),
@@ -247,7 +322,7 @@ fn process(files: &mut Files, rec: &mut Record) -> Result<()> {
             put_results(obj, &outcome);
         }
     }
-    Ok(())
+    Ok(Step::Done)
 }
 
 fn put_results(obj: &mut serde_json::Map<String, Value>, o: &Outcome) {

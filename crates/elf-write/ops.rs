@@ -10,10 +10,15 @@
 //!   content go into a temporary file renamed over the target: a crash leaves the old file or
 //!   the new one, never half an entry. A marker already in the file means the append was done.
 //!
+//! In the record form, a replace or an append may instead be left complete in its temporary
+//! file, under its lock, for the batch: [`Files::flush`] then puts the batch on disk with one
+//! `syncfs` and renames each file in, in order (see `Applied` for when a write cannot join).
+//!
 //! Temporary files are named `.elf-write.PID.RANDOM.tmp` and are `flock`ed by their writer.
 //! The first write into a folder removes the ones whose writer is gone (no such process, and
 //! the lock is free).
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
@@ -25,7 +30,7 @@ use elf_core::lockfile;
 use elf_core::text::escape;
 use elf_core::{Error, IoContext, Result};
 
-use crate::locks::Locks;
+use crate::locks::{Held, Locks};
 use crate::spec::{self, Mode, Spec};
 use crate::sys;
 use crate::target::{Folder, RelPath, Root};
@@ -53,6 +58,45 @@ pub struct Files {
     cleaned: HashSet<(u64, u64)>,
     /// Folders whose new entries are not yet on disk, by (device, inode).
     unsynced: HashMap<(u64, u64), Folder>,
+    /// Writes complete in their temporary files, waiting for [`Files::flush`].
+    pending: Vec<Pending>,
+}
+
+/// What [`Files::apply_in_batch`] did.
+#[derive(Debug)]
+pub enum Applied {
+    /// Written, or already there.
+    Done(Outcome),
+    /// Complete in a temporary file, made durable and given its name by the next
+    /// [`Files::flush`]; its outcome is what it will be then.
+    Deferred(Outcome),
+    /// Nothing done: the pending writes must be flushed first (the write is not one that can
+    /// join them, touches a file one of them will replace, or waits for a lock held by another
+    /// writer, which must not wait while this one holds locks). Flush, then apply again.
+    FlushFirst,
+}
+
+/// A replace or append complete in its temporary file, under its lock, waiting for its batch
+/// to be made durable at once (one `syncfs` instead of one `fsync` per file) and renamed in.
+#[derive(Debug)]
+struct Pending {
+    folder: Folder,
+    id: (u64, u64),
+    name: OsString,
+    temp: CString,
+    target: CString,
+    file: File,
+    shown: String,
+    /// Released once the file has its name (or the write is abandoned).
+    held: Held,
+}
+
+impl Pending {
+    /// Gives up the write: the temporary file goes, the target stays as it was.
+    fn abandon(self) {
+        let _ = sys::unlinkat(self.folder.dir(), &self.temp);
+        drop(self.held);
+    }
 }
 
 /// Facts about the process, looked up once.
@@ -87,6 +131,7 @@ impl Files {
             ids,
             cleaned: HashSet::new(),
             unsynced: HashMap::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -115,6 +160,8 @@ impl Files {
         let w = Writing {
             folder: &folder,
             sync: false,
+            defer: false,
+            deferred: RefCell::new(None),
             ids: self.ids,
             shown: &shown,
         };
@@ -139,17 +186,54 @@ impl Files {
     /// content is on disk when it returns (unless `--no-sync`), its name once
     /// [`Files::sync_folders`] has run.
     pub fn apply(&mut self, spec: &Spec, marker: Option<&[u8]>) -> Result<Outcome> {
+        self.flush(true).into_iter().try_for_each(|r| r)?;
+        match self.apply_in_batch(spec, marker, false)? {
+            Applied::Done(o) | Applied::Deferred(o) => Ok(o),
+            Applied::FlushFirst => Err(Error::internal("a write waited for an empty batch")),
+        }
+    }
+
+    /// Performs one write, or with `defer` (and syncing on), may leave a replace or an append
+    /// complete in its temporary file for [`Files::flush`] to finish with the others.
+    pub fn apply_in_batch(
+        &mut self,
+        spec: &Spec,
+        marker: Option<&[u8]>,
+        defer: bool,
+    ) -> Result<Applied> {
+        let defer = defer && self.sync && matches!(spec.mode, Mode::Replace | Mode::Append);
+        if !defer && !self.pending.is_empty() {
+            // Keeps the writes in record order.
+            return Ok(Applied::FlushFirst);
+        }
         let shown = escape(&spec.path.display()).into_owned();
         let folder = self.root.folder(&spec.path, true, self.sync)?;
         let st = sys::fstat(folder.dir()).with_ctx(|| format!("{shown}: reading its folder"))?;
         let id = (st.st_dev, st.st_ino);
+        if self
+            .pending
+            .iter()
+            .any(|p| p.id == id && p.name == spec.path.name)
+        {
+            // It must see the content the pending write gives that file.
+            return Ok(Applied::FlushFirst);
+        }
         if self.cleaned.insert(id) {
             clean_leftovers(&folder);
         }
-        let held = self.locks.lock(&folder, id, &spec.path.name, &shown)?;
+        let held = if self.pending.is_empty() {
+            self.locks.lock(&folder, id, &spec.path.name, &shown)?
+        } else {
+            match self.locks.try_lock(&folder, id, &spec.path.name, &shown)? {
+                Some(held) => held,
+                None => return Ok(Applied::FlushFirst),
+            }
+        };
         let w = Writing {
             folder: &folder,
             sync: self.sync,
+            defer,
+            deferred: RefCell::new(None),
             ids: self.ids,
             shown: &shown,
         };
@@ -159,13 +243,97 @@ impl Files {
             Mode::Create => w.create(spec),
             Mode::Append => w.append(spec, marker),
         }?;
+        let deferred = w.deferred.take();
+        drop(w);
+        if let Some((temp, file)) = deferred {
+            let target = sys::cname(&spec.path.name).with_ctx(|| shown.clone())?;
+            self.pending.push(Pending {
+                folder,
+                id,
+                name: spec.path.name.clone(),
+                temp,
+                target,
+                file,
+                shown,
+                held,
+            });
+            return Ok(Applied::Deferred(outcome));
+        }
         drop(held);
         if self.sync {
             // Also when the content was already there: a killed run may have renamed it in
             // without syncing the folder.
             self.unsynced.entry(id).or_insert(folder);
         }
-        Ok(outcome)
+        Ok(Applied::Done(outcome))
+    }
+
+    /// Finishes the pending writes, in order: their contents go to disk (one `syncfs(2)` per
+    /// file system when there are several, else `fsync`), then each is renamed over its
+    /// target, then the folders are synced. Returns one result per pending write. A write that
+    /// fails is left undone (its temporary file removed, the target as it was); with `stop`,
+    /// so are all the writes after it, as if the run had stopped there.
+    pub fn flush(&mut self, stop: bool) -> Vec<Result<()>> {
+        let pending = std::mem::take(&mut self.pending);
+        let mut results = Vec::with_capacity(pending.len());
+        if pending.is_empty() {
+            return results;
+        }
+        // One syncfs per file system puts every temporary file on disk with one journal
+        // commit; when it fails, each file is synced alone so the error lands on its write.
+        let mut synced = pending.len() > 1;
+        if synced {
+            let mut devices: Vec<u64> = pending.iter().map(|p| p.id.0).collect();
+            devices.sort_unstable();
+            devices.dedup();
+            for dev in devices {
+                if let Some(p) = pending.iter().find(|p| p.id.0 == dev) {
+                    synced &= sys::syncfs(p.folder.dir()).is_ok();
+                }
+            }
+        }
+        let mut failed = false;
+        for p in pending {
+            if failed && stop {
+                p.abandon();
+                continue;
+            }
+            let done = if synced {
+                Ok(())
+            } else {
+                p.file
+                    .sync_all()
+                    .with_ctx(|| format!("{}: writing to disk", p.shown))
+            }
+            .and_then(|()| {
+                sys::rename(p.folder.dir(), &p.temp, &p.target)
+                    .with_ctx(|| format!("{}: renaming the new content into place", p.shown))
+            });
+            match done {
+                Ok(()) => {
+                    let Pending {
+                        folder, id, held, ..
+                    } = p;
+                    drop(held);
+                    self.unsynced.entry(id).or_insert(folder);
+                    results.push(Ok(()));
+                }
+                Err(e) => {
+                    p.abandon();
+                    failed = true;
+                    results.push(Err(e));
+                }
+            }
+        }
+        if let Err(e) = self.sync_folders() {
+            // Nothing of the batch is known to be on disk: every write reports it.
+            for r in results.iter_mut() {
+                if r.is_ok() {
+                    *r = Err(e.clone());
+                }
+            }
+        }
+        results
     }
 }
 
@@ -326,6 +494,10 @@ impl Drop for Temp<'_> {
 struct Writing<'a> {
     folder: &'a Folder,
     sync: bool,
+    /// Leave a replace or an append in its temporary file, unsynced, for the batch.
+    defer: bool,
+    /// The temporary file so left: its name and an open descriptor.
+    deferred: RefCell<Option<(CString, File)>>,
     ids: Ids,
     shown: &'a str,
 }
@@ -403,8 +575,19 @@ impl Writing<'_> {
     fn prepare(&self, target: Target, parts: &[&[u8]]) -> Result<Temp<'_>> {
         let mut t = Temp::new(self.folder.dir(), self.ids.pid, target.mode, self.shown)?;
         t.write(parts, self.shown)?;
-        t.finish(target, self.ids, self.sync, self.shown)?;
+        t.finish(target, self.ids, self.sync && !self.defer, self.shown)?;
         Ok(t)
+    }
+
+    /// Renames `t` over `name`, or with `defer` keeps it for the batch.
+    fn place_over(&self, mut t: Temp<'_>, name: &OsStr) -> Result<()> {
+        if self.defer {
+            let file = t.file.try_clone().with_ctx(|| self.shown.to_string())?;
+            t.placed = true;
+            *self.deferred.borrow_mut() = Some((t.name.clone(), file));
+            return Ok(());
+        }
+        t.rename_over(&self.cname(name)?, self.shown)
     }
 
     fn cname(&self, name: &OsStr) -> Result<CString> {
@@ -430,8 +613,8 @@ impl Writing<'_> {
             Existing::Missing => self.new_file(spec),
             Existing::Other(what) => return Err(self.refuse(what, name)),
         };
-        let mut t = self.prepare(target, &[&spec.content])?;
-        t.rename_over(&self.cname(name)?, self.shown)?;
+        let t = self.prepare(target, &[&spec.content])?;
+        self.place_over(t, name)?;
         Ok(self.outcome(spec.path.clone(), spec, true))
     }
 
@@ -520,8 +703,8 @@ impl Writing<'_> {
             b""
         };
         let marker_line = marker.unwrap_or_default();
-        let mut t = self.prepare(target, &[&old, newline, header, marker_line, &spec.content])?;
-        t.rename_over(&self.cname(name)?, self.shown)?;
+        let t = self.prepare(target, &[&old, newline, header, marker_line, &spec.content])?;
+        self.place_over(t, name)?;
         let mut o = self.outcome(spec.path.clone(), spec, true);
         o.header_written = Some(fresh && spec.header.is_some());
         Ok(o)

@@ -108,6 +108,12 @@ pub fn fsync(fd: BorrowedFd<'_>) -> io::Result<()> {
     retry(|| check(unsafe { libc::fsync(fd.as_raw_fd()) })).map(drop)
 }
 
+/// `syncfs(2)`: everything written to the file system holding `fd` goes to disk.
+pub fn syncfs(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: borrowed descriptor.
+    retry(|| check(unsafe { libc::syncfs(fd.as_raw_fd()) })).map(drop)
+}
+
 /// `fstat(2)`.
 pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
     // SAFETY: an all-zero stat is a valid buffer for fstat to fill.
