@@ -21,8 +21,27 @@ crounds=${BACKOFF_CONTENTION_RUNS:-$(bench_default 3 1)}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
+# The floor of any command wrapper on this machine: a static C program that only
+# posix_spawnp()s its command and waits for it (no options, no retries, no held output).
+floor=()
+if command -v cc > /dev/null 2>&1; then
+    cat > "$work/spawn.c" <<'C'
+#include <spawn.h>
+#include <sys/wait.h>
+extern char **environ;
+int main(int argc, char **argv) {
+    pid_t pid;
+    int status;
+    if (argc < 2 || posix_spawnp(&pid, argv[1], 0, 0, argv + 1, environ)) return 127;
+    if (waitpid(pid, &status, 0) < 0) return 1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+C
+    cc -O2 -static -o "$work/spawn" "$work/spawn.c" 2>/dev/null || cc -O2 -o "$work/spawn" "$work/spawn.c"
+    floor=("$work/spawn true")
+fi
 hyperfine -N --style none --warmup 20 --runs "$runs" --export-json "$work/o.json" \
-    "true" "$ELF_BIN/elf-backoff -- true" "retry -- true" >&2
+    "true" "$ELF_BIN/elf-backoff -- true" "retry -- true" "${floor[@]}" >&2
 t=$(bench_hf_median "$work/o.json" 0)
 e=$(bench_hf_median "$work/o.json" 1)
 r=$(bench_hf_median "$work/o.json" 2)
@@ -33,6 +52,13 @@ bench_row "\`elf-backoff -- true\` vs \`true\`: overhead per run ($(bench_runs "
     "$(awk -v e="$e" -v t="$t" 'BEGIN { printf "%.3g (+%.3f ms)", e / t, (e - t) * 1000 }')" \
     "< +1 ms" "$(awk -v e="$e" -v t="$t" 'BEGIN { print (e - t < 0.001) ? "yes" : "no" }')"
 bench_time_row "\`elf-backoff -- true\` vs \`retry -- true\` ($(bench_runs "$runs"))" "$e" "$r" -
+if ((${#floor[@]})); then
+    f=$(bench_hf_median "$work/o.json" 3)
+    bench_row "floor: a static C wrapper that only posix_spawns \`true\` and waits, vs \`true\` ($(bench_runs "$runs"))" \
+        "$(bench_time "$f")" "$(bench_time "$t")" \
+        "$(awk -v e="$f" -v t="$t" 'BEGIN { printf "%.3g (+%.3f ms)", e / t, (e - t) * 1000 }')" - -
+    bench_time_row "\`elf-backoff -- true\` vs that floor ($(bench_runs "$runs"))" "$e" "$f" -
+fi
 
 # contend LABEL COMMAND-PREFIX...: prints "attempts seconds" for $procs processes that each
 # retry `flock -n` on a lock held 20 ms per turn.

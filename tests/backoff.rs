@@ -366,3 +366,32 @@ fn missing_and_unrunnable_commands_give_127_and_126() {
     let out = backoff().arg("--").arg(dir.path()).output().expect("run");
     assert_eq!(out.status.code(), Some(126));
 }
+
+/// The succeeding attempt's output comes out whole (3 MiB, after a failed attempt that printed
+/// too), and a background process the command leaves behind holding its standard output does
+/// not keep elf-backoff waiting.
+#[test]
+fn held_output_comes_out_whole_and_a_leftover_background_process_does_not_hold_the_run() {
+    let dir = TempDir::new();
+    let counter = dir.join("n");
+    let script = format!(
+        "n=$(cat '{c}' 2>/dev/null || echo 0); n=$((n + 1)); echo $n > '{c}'; \
+         if [ $n -lt 2 ]; then echo failed; exit 75; fi; \
+         head -c 3145728 /dev/zero | tr '\\0' x; sleep 20 2>/dev/null & exit 0",
+        c = counter.display()
+    );
+    let out = watchdog(Duration::from_secs(15), move || {
+        let mut c = backoff();
+        c.args(["-q", "--base", "1ms", "--", "sh", "-c", &script])
+            .stdin(Stdio::null());
+        c.output().expect("run")
+    });
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout.len(), 3 << 20);
+    assert!(out.stdout.iter().all(|&b| b == b'x'));
+}

@@ -261,9 +261,13 @@ fn run_attempt(o: &Options, input: &Input) -> Result<(ExitStatus, Option<Spool>)
     let mut cmd = Command::new(&o.command[0]);
     cmd.args(&o.command[1..]);
     let feeder = input.attach(&mut cmd).ctx("preparing standard input")?;
-    if !o.stream {
-        cmd.stdout(Stdio::piped());
-    }
+    let held = if o.stream {
+        None
+    } else {
+        let (spool, out) = Spool::for_output().ctx("making a file to hold the output")?;
+        cmd.stdout(Stdio::from(out));
+        Some(spool)
+    };
     let mut child = cmd.spawn().map_err(|e| {
         let name = text::escape(&o.command[0].to_string_lossy()).into_owned();
         let code = if e.kind() == io::ErrorKind::NotFound {
@@ -273,16 +277,10 @@ fn run_attempt(o: &Options, input: &Input) -> Result<(ExitStatus, Option<Spool>)
         };
         Error::new(code, format!("cannot run {name}: {}", short_io(&e)))
     })?;
+    // Our copy of the child's stdout descriptor went with `cmd`'s Stdio at spawn.
+    drop(cmd);
     signals::set_child(Some(child.id()));
     let writer = feeder.map(|f| f.start(&mut child));
-    let held = match child.stdout.take() {
-        Some(mut pipe) => {
-            let mut spool = Spool::new();
-            let r = spool.fill_from(&mut pipe);
-            Some((spool, r))
-        }
-        None => None,
-    };
     let status = loop {
         match child.wait() {
             Ok(s) => break s,
@@ -294,13 +292,7 @@ fn run_attempt(o: &Options, input: &Input) -> Result<(ExitStatus, Option<Spool>)
     if let Some(w) = writer {
         let _ = w.join();
     }
-    let output = match held {
-        Some((spool, r)) => {
-            r.ctx("reading the command's output")?;
-            Some(spool)
-        }
-        None => None,
-    };
+    let output = held;
     Ok((status, output))
 }
 
