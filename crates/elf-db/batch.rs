@@ -141,7 +141,8 @@ impl Held {
                 }
                 self.bytes.extend_from_slice(add);
                 if let Some(id) = id {
-                    let _ = write!(self.bytes, "{id}}}");
+                    push_int(&mut self.bytes, id);
+                    self.bytes.push(b'}');
                 }
                 self.bytes.push(b'}');
             }
@@ -158,6 +159,25 @@ impl Held {
         self.count = 0;
         Ok(())
     }
+}
+
+/// Appends the decimal digits of `n`.
+fn push_int(out: &mut Vec<u8>, n: i64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut u = n.unsigned_abs();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (u % 10) as u8;
+        u /= 10;
+        if u == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// Runs a record command over standard input.
@@ -492,5 +512,19 @@ impl<'c> Work<'c> {
         let ids = serde_json::to_string(&results)
             .map_err(|e| Error::internal(format!("serializing ids: {e}")))?;
         journal::store(self.conn, &key, &text, &ids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_are_written_as_serde_json_writes_them() {
+        for n in [0, 1, -1, 9, 10, 42, -907, i64::MAX, i64::MIN, 1 << 53] {
+            let mut out = b"x".to_vec();
+            push_int(&mut out, n);
+            assert_eq!(out, format!("x{}", Value::from(n)).into_bytes());
+        }
     }
 }

@@ -115,7 +115,7 @@ impl Input {
                 return Ok(Some(too_long));
             }
             any = true;
-            let (chunk, done) = match available.iter().position(|&b| b == b'\n') {
+            let (chunk, done) = match crate::lean::find_byte(available, b'\n') {
                 Some(i) => (&available[..i], i + 1),
                 None => (available, available.len()),
             };

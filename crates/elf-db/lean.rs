@@ -45,6 +45,60 @@ fn ws(b: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// One in each byte.
+const ONES: u64 = 0x0101_0101_0101_0101;
+/// The high bit of each byte.
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// The bytes `b[i..i + 8]` as one little-endian word.
+fn word(b: &[u8], i: usize) -> Option<u64> {
+    let chunk: [u8; 8] = b.get(i..i.checked_add(8)?)?.try_into().ok()?;
+    Some(u64::from_le_bytes(chunk))
+}
+
+/// The high bit set in each byte of `x` that is zero (and perhaps in bytes above the first
+/// such one, never below it: the lowest set bit is exact).
+fn zero_bytes(x: u64) -> u64 {
+    x.wrapping_sub(ONES) & !x & HIGHS
+}
+
+/// The index of the first `byte` in `b`, eight bytes at a time.
+pub fn find_byte(b: &[u8], byte: u8) -> Option<usize> {
+    let pattern = ONES * u64::from(byte);
+    let mut i = 0;
+    while let Some(x) = word(b, i) {
+        let m = zero_bytes(x ^ pattern);
+        if m != 0 {
+            return Some(i + (m.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    b.get(i..)?.iter().position(|&c| c == byte).map(|p| i + p)
+}
+
+/// The index of the first byte at or after `i` that ends a string's plain run: `"`, `\` or a
+/// control character (or `b.len()`).
+fn plain_run(b: &[u8], mut i: usize) -> usize {
+    let quote = ONES * u64::from(b'"');
+    let backslash = ONES * u64::from(b'\\');
+    while let Some(x) = word(b, i) {
+        // Bytes below 0x20 show as those where subtracting 0x20 borrows.
+        let control = x.wrapping_sub(ONES * 0x20) & !x & HIGHS;
+        let m = zero_bytes(x ^ quote) | zero_bytes(x ^ backslash) | control;
+        if m != 0 {
+            return i + (m.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&c) = b.get(i) {
+        if c == b'"' || c == b'\\' || c < 0x20 {
+            return i;
+        }
+        i += 1;
+    }
+    i
+}
+
 fn digits(b: &[u8], mut i: usize) -> usize {
     while let Some(b'0'..=b'9') = b.get(i) {
         i += 1;
@@ -143,14 +197,14 @@ impl Row {
         let mut j = i + 1;
         let mut escaped = false;
         loop {
+            j = plain_run(b, j);
             match *b.get(j)? {
                 b'"' => break,
                 b'\\' => {
                     escaped = true;
                     j += 2;
                 }
-                0..=0x1f => return None,
-                _ => j += 1,
+                _ => return None,
             }
         }
         if !escaped {
@@ -326,6 +380,41 @@ mod tests {
         }
         let mut row = Row::default();
         assert!(!row.parse(b"{\"a\":\"\xff\"}"));
+    }
+
+    #[test]
+    fn scans_find_the_first_byte_wherever_it_is() {
+        for len in 0..40 {
+            for at in 0..=len {
+                let mut b = vec![b'x'; len];
+                if at < len {
+                    b[at] = b'\n';
+                }
+                if at + 1 < len {
+                    b[at + 1] = 0;
+                }
+                let want = (at < len).then_some(at);
+                assert_eq!(find_byte(&b, b'\n'), want, "{len} {at}");
+                for stop in [b'"', b'\\', 0, 0x1f, b'\n'] {
+                    let mut b = vec![0xe9; len];
+                    if at < len {
+                        b[at] = stop;
+                    }
+                    if at + 1 < len {
+                        b[at + 1] = 1;
+                    }
+                    assert_eq!(plain_run(&b, 0), at, "{len} {at} {stop}");
+                }
+                let b = vec![b' '; len];
+                assert_eq!(plain_run(&b, 0), len);
+                assert_eq!(plain_run(&b, at), len);
+            }
+        }
+        for c in 0..=255u8 {
+            let b = [b'a', b'a', b'a', c, b'a', b'a', b'a', b'a', b'a'];
+            let stops = c == b'"' || c == b'\\' || c < 0x20;
+            assert_eq!(plain_run(&b, 0), if stops { 3 } else { 9 }, "{c}");
+        }
     }
 
     #[test]
