@@ -229,9 +229,12 @@ pub fn run(o: &Options, command: Command, s: &Stream) -> Result<u8> {
                         break 'batch;
                     }
                 };
-                let lean = rows_prefix.is_some() && row.parse(reader.text());
+                let lean = match rows_prefix {
+                    Some(_) => row.parse(reader.text()),
+                    None => None,
+                };
                 let mut rec = None;
-                if !lean {
+                if lean.is_none() {
                     match reader.record() {
                         Err(e) if s.keep_going && e.code() == exit::DATAERR => {
                             held.push(&record::error_record(TOOL, &e))?;
@@ -257,8 +260,8 @@ pub fn run(o: &Options, command: Command, s: &Stream) -> Result<u8> {
                     }
                     in_tx = true;
                 }
-                let result = match (&mut rec, &rows_prefix) {
-                    (None, Some(prefix)) => match work.lean_row(&row, reader.text()) {
+                let result = match (&mut rec, lean, &rows_prefix) {
+                    (None, Some(text), Some(prefix)) => match work.lean_row(&row, text) {
                         Some(Ok(id)) => {
                             held.push_text(reader.text(), Some((prefix, Some(id))));
                             Ok(())
@@ -275,8 +278,8 @@ pub fn run(o: &Options, command: Command, s: &Stream) -> Result<u8> {
                             Err(e) => Err(e),
                         },
                     },
-                    (Some(r), _) => work.record(r).and_then(|how| held.emit(&reader, r, how)),
-                    (None, None) => Err(Error::internal("a record was not read")),
+                    (Some(r), _, _) => work.record(r).and_then(|how| held.emit(&reader, r, how)),
+                    (None, _, _) => Err(Error::internal("a record was not read")),
                 };
                 match result {
                     Ok(()) => applied = true,
@@ -402,7 +405,7 @@ impl<'c> Work<'c> {
     /// `insert --table`: a row read by the lean path, inserted without a savepoint into a
     /// table where one INSERT is all or nothing (as [`Work::atomic`] requires); `None` when the
     /// general path must take it (such a table, an unknown one, keys given twice).
-    fn lean_row(&mut self, row: &Row, text: &[u8]) -> Option<Result<i64>> {
+    fn lean_row(&mut self, row: &Row, text: &str) -> Option<Result<i64>> {
         let Command::InsertRows(name) = &self.command else {
             return None;
         };

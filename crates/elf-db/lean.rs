@@ -107,15 +107,18 @@ fn digits(b: &[u8], mut i: usize) -> usize {
 }
 
 impl Row {
-    /// Reads `text`, a whole line; false when it is not a flat object of plain values (or not
-    /// valid JSON): the general path then takes it.
-    pub fn parse(&mut self, text: &[u8]) -> bool {
+    /// Reads `text`, a whole line, and returns it as a string for [`Row::keys`] and
+    /// [`Row::values`]; `None` when it is not a flat object of plain values (or not valid
+    /// JSON): the general path then takes it.
+    pub fn parse<'t>(&mut self, text: &'t [u8]) -> Option<&'t str> {
+        let s = std::str::from_utf8(text).ok()?;
+        self.read(s).then_some(s)
+    }
+
+    fn read(&mut self, s: &str) -> bool {
         self.keys.clear();
         self.values.clear();
         self.scratch.clear();
-        let Ok(s) = std::str::from_utf8(text) else {
-            return false;
-        };
         let b = s.as_bytes();
         let mut i = ws(b, 0);
         if b.get(i) != Some(&b'{') {
@@ -156,23 +159,20 @@ impl Row {
         self.keys.len()
     }
 
-    /// The keys, in order (`text` is the line given to [`Row::parse`]).
-    pub fn keys<'a>(&'a self, text: &'a [u8]) -> impl Iterator<Item = &'a str> + Clone + 'a {
-        // `parse` succeeded on this text, so it is UTF-8.
-        let s = std::str::from_utf8(text).unwrap_or("");
+    /// The keys, in order (`s` is what [`Row::parse`] returned).
+    pub fn keys<'a>(&'a self, s: &'a str) -> impl Iterator<Item = &'a str> + Clone + 'a {
         self.keys.iter().map(move |&k| self.str(s, k))
     }
 
     /// True when two keys are the same (JSON keeps the last value at the first place; the
     /// general path does that).
-    pub fn has_duplicates(&self, text: &[u8]) -> bool {
-        let keys: Vec<&str> = self.keys(text).collect();
+    pub fn has_duplicates(&self, s: &str) -> bool {
+        let keys: Vec<&str> = self.keys(s).collect();
         keys.iter().enumerate().any(|(i, k)| keys[..i].contains(k))
     }
 
     /// The values, in order, as bound parameters.
-    pub fn values<'a>(&'a self, text: &'a [u8]) -> impl Iterator<Item = ValueRef<'a>> + 'a {
-        let s = std::str::from_utf8(text).unwrap_or("");
+    pub fn values<'a>(&'a self, s: &'a str) -> impl Iterator<Item = ValueRef<'a>> + 'a {
         self.values.iter().map(move |v| match *v {
             Val::Null => ValueRef::Null,
             Val::Int(i) => ValueRef::Integer(i),
@@ -286,11 +286,9 @@ mod tests {
 
     fn lean(text: &str) -> Option<Vec<(String, String)>> {
         let mut row = Row::default();
-        if !row.parse(text.as_bytes()) {
-            return None;
-        }
-        let keys = row.keys(text.as_bytes()).map(str::to_string);
-        let values = row.values(text.as_bytes()).map(|v| match v {
+        let s = row.parse(text.as_bytes())?;
+        let keys = row.keys(s).map(str::to_string);
+        let values = row.values(s).map(|v| match v {
             ValueRef::Null => "null".to_string(),
             ValueRef::Integer(i) => format!("int {i}"),
             ValueRef::Real(f) => format!("real {f:?}"),
@@ -379,7 +377,7 @@ mod tests {
             assert_eq!(lean(text), None, "{text}");
         }
         let mut row = Row::default();
-        assert!(!row.parse(b"{\"a\":\"\xff\"}"));
+        assert_eq!(row.parse(b"{\"a\":\"\xff\"}"), None);
     }
 
     #[test]
@@ -420,11 +418,9 @@ mod tests {
     #[test]
     fn duplicate_keys_are_seen() {
         let mut row = Row::default();
-        let text = br#"{"a":1,"b":2,"a":3}"#;
-        assert!(row.parse(text));
-        assert!(row.has_duplicates(text));
-        let text = br#"{"a":1,"A":2}"#;
-        assert!(row.parse(text));
-        assert!(!row.has_duplicates(text));
+        let s = row.parse(br#"{"a":1,"b":2,"a":3}"#);
+        assert!(s.is_some_and(|s| row.has_duplicates(s)));
+        let s = row.parse(br#"{"a":1,"A":2}"#);
+        assert!(s.is_some_and(|s| !row.has_duplicates(s)));
     }
 }
