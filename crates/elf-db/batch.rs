@@ -23,7 +23,6 @@ use std::os::fd::AsFd;
 use elf_core::record::{self, Record};
 use elf_core::{Error, IoContext, Result, exit};
 use rusqlite::Connection;
-use rusqlite::types::ToSqlOutput;
 use serde_json::{Map, Value};
 
 use crate::conn::{self, Mode, Options};
@@ -420,11 +419,7 @@ impl<'c> Work<'c> {
         Some(
             self.schema
                 .insert_with(self.conn, &table, keys, row.len(), |st| {
-                    for (i, v) in row.values(text).enumerate() {
-                        st.raw_bind_parameter(i + 1, ToSqlOutput::Borrowed(v))
-                            .map_err(conn::error)?;
-                    }
-                    Ok(())
+                    st.execute(row.values(text))
                 }),
         )
     }
