@@ -1479,6 +1479,15 @@ fn bad_table_rows_stop_with_65_naming_the_line_or_become_error_records() {
             r#"{"type":"x","filepath":"f","title":"t"} x"#,
             "invalid JSON",
         ),
+        // A form feed is white space to Rust's trim_ascii, not to JSON.
+        (
+            "{\"type\":\"x\",\"filepath\":\"f\",\"title\":\"t\"}\u{c}",
+            "invalid JSON",
+        ),
+        (
+            "\u{c}{\"type\":\"x\",\"filepath\":\"f\",\"title\":\"t\"}",
+            "invalid JSON",
+        ),
         (r#"["type"]"#, "expected a JSON object, found an array"),
         (
             r#"{"type":"x","filepath":"f","title":"t","db":{}}"#,

@@ -78,10 +78,16 @@ impl Input {
         }
     }
 
-    /// The text of the line [`Input::next_line`] returned last, without the white space
-    /// around it: for a good record, the JSON object as it came in.
+    /// The text of the line [`Input::next_line`] returned last, without the spaces, tabs and
+    /// carriage returns around it (what `parse_line` parses): for a good record, the JSON
+    /// object as it came in.
     pub fn text(&self) -> &[u8] {
-        self.buf.trim_ascii()
+        let start = self.buf.iter().position(|b| !is_blank_byte(b));
+        let end = self.buf.iter().rposition(|b| !is_blank_byte(b));
+        match (start, end) {
+            (Some(start), Some(end)) => &self.buf[start..=end],
+            _ => &[],
+        }
     }
 
     /// True when another line has already arrived: buffered here or readable without
