@@ -1294,7 +1294,7 @@ fn records_passed_on_unchanged_keep_their_exact_text() {
         String::from_utf8_lossy(&out.stdout),
         "{ \"type\":\"f\", \"filepath\":\"p\", \"title\":\"t\\u00e9\" ,\"db\":{\"table\":\"learnings\",\"id\":1}}\n"
     );
-    // More blank lines before a record than the line limit: the record is serialized instead.
+    // More blank lines before a record than the line limit: blank lines do not count.
     let mut input = vec![b'\n'; 300];
     input.extend_from_slice(b"{\"type\":\"f\",\"filepath\":\"p\",\"title\":\"t\"}\n");
     let out = run_with_input(
