@@ -23,6 +23,7 @@ use std::os::fd::AsFd;
 use elf_core::record::{self, Record};
 use elf_core::{Error, IoContext, Result, exit};
 use rusqlite::Connection;
+use rusqlite::types::ToSqlOutput;
 use serde_json::{Map, Value};
 
 use crate::conn::{self, Mode, Options};
@@ -419,7 +420,11 @@ impl<'c> Work<'c> {
         Some(
             self.schema
                 .insert_with(self.conn, &table, keys, row.len(), |st| {
-                    st.execute(row.values(text))
+                    for (i, v) in row.values(text).enumerate() {
+                        st.raw_bind_parameter(i + 1, ToSqlOutput::Borrowed(v))
+                            .map_err(conn::error)?;
+                    }
+                    Ok(())
                 }),
         )
     }

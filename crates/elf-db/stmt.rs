@@ -40,12 +40,11 @@
 //!   (the rowid of the row inserted, when the statement inserted one), `rows` (the rows the
 //!   statement returned, with RETURNING or a SELECT, typed as by `elf-db query`).
 
-use std::ffi::{c_char, c_int, c_void};
 use std::rc::Rc;
 
 use elf_core::{Error, IoContext, Result, record};
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{Connection, ToSql, ffi};
+use rusqlite::{CachedStatement, Connection, ToSql};
 use serde_json::{Map, Value};
 
 use crate::conn::{self, Guard, Options};
@@ -85,26 +84,22 @@ impl Table {
     }
 }
 
-/// The schema, read as needed and cached for the run, and the INSERT statements of the last
-/// row shapes, kept prepared: a bulk load of same-shaped rows neither rebuilds nor looks up
+/// The schema, read as needed and cached for the run, and the INSERT statement of the last
+/// row's shape, kept prepared: a bulk load of same-shaped rows neither rebuilds nor looks up
 /// its statement.
 #[derive(Default)]
 pub struct Schema<'c> {
     tables: Vec<Rc<Table>>,
     sql: String,
     cols: Vec<usize>,
-    /// The shapes of the last rows, the last one used last.
-    shapes: Vec<Shape<'c>>,
+    last: Option<Shape<'c>>,
 }
-
-/// How many row shapes keep their INSERT prepared.
-const SHAPES: usize = 16;
 
 /// A table and the keys of a row, in order, with the statement that inserts such a row.
 struct Shape<'c> {
     table: Rc<Table>,
     keys: Vec<String>,
-    stmt: Insert<'c>,
+    stmt: CachedStatement<'c>,
 }
 
 impl Shape<'_> {
@@ -171,7 +166,7 @@ impl<'c> Schema<'c> {
 
     /// Forgets the cached tables (after a failure that a schema change could explain).
     pub fn forget(&mut self) {
-        self.shapes.clear();
+        self.last = None;
         self.tables.clear();
     }
 
@@ -199,8 +194,11 @@ impl<'c> Schema<'c> {
             values.keys().map(String::as_str),
             values.len(),
             |st| {
-                let binds = values.values().map(Bind::new).collect::<Result<Vec<_>>>()?;
-                st.execute(binds.iter().map(Bind::value))
+                for (i, v) in values.values().enumerate() {
+                    st.raw_bind_parameter(i + 1, Bind::new(v)?)
+                        .map_err(conn::error)?;
+                }
+                Ok(())
             },
         )
     }
@@ -213,43 +211,27 @@ impl<'c> Schema<'c> {
         keys: impl Iterator<Item = &'k str>,
         n: usize,
     ) -> bool {
-        self.shapes.last().is_some_and(|s| s.fits(table, keys, n))
+        self.last.as_ref().is_some_and(|s| s.fits(table, keys, n))
     }
 
-    /// Inserts one row, given its `n` keys (distinct, in order) and a function running its
-    /// INSERT with its values in the same order; returns its rowid.
+    /// Inserts one row, given its `n` keys (distinct, in order) and a function binding its
+    /// values in the same order; returns its rowid.
     pub fn insert_with<'k>(
         &mut self,
         conn: &'c Connection,
         table: &Rc<Table>,
         keys: impl Iterator<Item = &'k str> + Clone,
         n: usize,
-        run: impl FnOnce(&mut Insert<'c>) -> Result<usize>,
+        bind: impl FnOnce(&mut CachedStatement<'c>) -> Result<()>,
     ) -> Result<i64> {
-        if !self.fits(table, keys.clone(), n) {
-            match self
-                .shapes
-                .iter()
-                .position(|s| s.fits(table, keys.clone(), n))
-            {
-                Some(i) => {
-                    let shape = self.shapes.remove(i);
-                    self.shapes.push(shape);
-                }
-                None => {
-                    let shape = self.prepare(conn, table, keys)?;
-                    if self.shapes.len() >= SHAPES {
-                        self.shapes.remove(0);
-                    }
-                    self.shapes.push(shape);
-                }
-            }
-        }
-        let Some(shape) = self.shapes.last_mut() else {
-            return Err(Error::internal("no INSERT prepared"));
+        let shape = match self.last.take() {
+            Some(shape) if shape.fits(table, keys.clone(), n) => shape,
+            _ => self.prepare(conn, table, keys)?,
         };
+        let st = &mut self.last.insert(shape).stmt;
+        bind(st)?;
         conn::guard(Guard::Own);
-        if run(&mut shape.stmt)? == 0 {
+        if st.raw_execute().map_err(conn::error)? == 0 {
             return Err(Error::data(format!(
                 "the row was not inserted into {}: an ON CONFLICT IGNORE constraint or a trigger's RAISE(IGNORE) dropped it",
                 table.name
@@ -304,149 +286,13 @@ impl<'c> Schema<'c> {
             self.sql.push(')');
         }
         conn::guard(Guard::Own);
-        let stmt = Insert::prepare(conn, &self.sql)?;
+        let stmt = conn.prepare_cached(&self.sql).map_err(conn::error)?;
         Ok(Shape {
             table: Rc::clone(table),
             keys: keys.map(str::to_string).collect(),
             stmt,
         })
     }
-}
-
-/// An INSERT, prepared as SQLite's own statement so that the values of a row are bound where
-/// they are (`SQLITE_STATIC`) instead of being copied first, as rusqlite binds every string:
-/// a bulk load binds several strings per row. Finalized when dropped; it borrows the
-/// connection, which therefore outlives it.
-pub struct Insert<'c> {
-    conn: &'c Connection,
-    stmt: *mut ffi::sqlite3_stmt,
-}
-
-impl<'c> Insert<'c> {
-    fn prepare(conn: &'c Connection, sql: &str) -> Result<Insert<'c>> {
-        let len = c_int::try_from(sql.len()).map_err(|_| Error::data("the INSERT is too long"))?;
-        let mut stmt = std::ptr::null_mut();
-        // SAFETY: the handle is valid while `conn` lives; `sql` is valid for `len` bytes;
-        // `stmt` receives the new statement (null on failure); the tail pointer may be null.
-        let rc = unsafe {
-            ffi::sqlite3_prepare_v3(
-                conn.handle(),
-                sql.as_ptr().cast::<c_char>(),
-                len,
-                ffi::SQLITE_PREPARE_PERSISTENT,
-                &mut stmt,
-                std::ptr::null_mut(),
-            )
-        };
-        if rc != ffi::SQLITE_OK || stmt.is_null() {
-            // SAFETY: `stmt` is null or a statement nothing else holds; finalizing null is a
-            // no-op.
-            unsafe { ffi::sqlite3_finalize(stmt) };
-            // The same failure as rusqlite words it (with the byte it happened at).
-            return Err(match conn.prepare(sql) {
-                Err(e) => conn::error(e),
-                Ok(_) => conn::error(failure(conn, rc)),
-            });
-        }
-        Ok(Insert { conn, stmt })
-    }
-
-    /// Binds `values`, one per parameter in order, runs the statement, and returns the number
-    /// of rows it inserted. No binding outlives the call: the values only need to live as long.
-    pub fn execute<'v>(&mut self, values: impl Iterator<Item = ValueRef<'v>>) -> Result<usize> {
-        let mut rc = ffi::SQLITE_OK;
-        for (i, v) in values.enumerate() {
-            let Ok(i) = c_int::try_from(i + 1) else {
-                rc = ffi::SQLITE_RANGE;
-                break;
-            };
-            rc = self.bind(i, v);
-            if rc != ffi::SQLITE_OK {
-                break;
-            }
-        }
-        if rc == ffi::SQLITE_OK {
-            // SAFETY: a valid statement, its parameters bound to values that live until this
-            // call returns (they are cleared below).
-            rc = unsafe { ffi::sqlite3_step(self.stmt) };
-        }
-        // SAFETY: a valid statement. After `clear_bindings` it holds no pointer to `values`.
-        let reset = unsafe {
-            let reset = ffi::sqlite3_reset(self.stmt);
-            ffi::sqlite3_clear_bindings(self.stmt);
-            reset
-        };
-        match rc {
-            ffi::SQLITE_DONE if reset == ffi::SQLITE_OK => {
-                Ok(usize::try_from(self.conn.changes()).unwrap_or(usize::MAX))
-            }
-            ffi::SQLITE_DONE => Err(conn::error(failure(self.conn, reset))),
-            ffi::SQLITE_ROW => Err(conn::error(rusqlite::Error::ExecuteReturnedResults)),
-            rc => Err(conn::error(failure(self.conn, rc))),
-        }
-    }
-
-    /// Binds parameter `i` (from 1) to `v`, without copying text or blobs: SQLite reads them
-    /// where they are until the bindings are cleared.
-    fn bind(&mut self, i: c_int, v: ValueRef<'_>) -> c_int {
-        // SAFETY: a valid statement; text and blobs are valid for the length given, and
-        // `execute`, the only caller, clears the bindings before the values can go away.
-        unsafe {
-            match v {
-                ValueRef::Null => ffi::sqlite3_bind_null(self.stmt, i),
-                ValueRef::Integer(n) => ffi::sqlite3_bind_int64(self.stmt, i, n),
-                ValueRef::Real(f) => ffi::sqlite3_bind_double(self.stmt, i, f),
-                ValueRef::Text(t) => ffi::sqlite3_bind_text64(
-                    self.stmt,
-                    i,
-                    if t.is_empty() {
-                        c"".as_ptr()
-                    } else {
-                        t.as_ptr().cast::<c_char>()
-                    },
-                    t.len() as u64,
-                    ffi::SQLITE_STATIC(),
-                    ffi::SQLITE_UTF8 as u8,
-                ),
-                ValueRef::Blob([]) => ffi::sqlite3_bind_zeroblob(self.stmt, i, 0),
-                ValueRef::Blob(b) => ffi::sqlite3_bind_blob64(
-                    self.stmt,
-                    i,
-                    b.as_ptr().cast::<c_void>(),
-                    b.len() as u64,
-                    ffi::SQLITE_STATIC(),
-                ),
-            }
-        }
-    }
-}
-
-impl Drop for Insert<'_> {
-    fn drop(&mut self) {
-        // SAFETY: the statement is valid and finalized once, here, while its connection lives.
-        unsafe { ffi::sqlite3_finalize(self.stmt) };
-    }
-}
-
-/// The error of a failed call on `conn`, as rusqlite makes it: SQLite's message for the
-/// connection's last error when that is `rc`, the generic text of `rc` otherwise.
-fn failure(conn: &Connection, rc: c_int) -> rusqlite::Error {
-    // SAFETY: the handle is valid while `conn` lives; SQLite's messages are valid C strings,
-    // copied at once.
-    let message = unsafe {
-        let db = conn.handle();
-        let text = if ffi::sqlite3_errcode(db) == rc {
-            ffi::sqlite3_errmsg(db)
-        } else {
-            ffi::sqlite3_errstr(rc)
-        };
-        (!text.is_null()).then(|| {
-            std::ffi::CStr::from_ptr(text)
-                .to_string_lossy()
-                .into_owned()
-        })
-    };
-    rusqlite::Error::SqliteFailure(ffi::Error::new(rc), message)
 }
 
 /// Tables the record form may not write: SQLite's own and the journal.
@@ -492,16 +338,6 @@ impl<'a> Bind<'a> {
             }
             Value::Array(_) | Value::Object(_) => Bind(ValueRef::Null, Some(v.to_string())),
         })
-    }
-}
-
-impl Bind<'_> {
-    /// The value to bind.
-    pub fn value(&self) -> ValueRef<'_> {
-        match &self.1 {
-            Some(text) => ValueRef::Text(text.as_bytes()),
-            None => self.0,
-        }
     }
 }
 
