@@ -1294,7 +1294,7 @@ fn records_passed_on_unchanged_keep_their_exact_text() {
         String::from_utf8_lossy(&out.stdout),
         "{ \"type\":\"f\", \"filepath\":\"p\", \"title\":\"t\\u00e9\" ,\"db\":{\"table\":\"learnings\",\"id\":1}}\n"
     );
-    // More blank lines before a record than the line limit: the record is serialized instead.
+    // More blank lines before a record than the line limit: blank lines do not count.
     let mut input = vec![b'\n'; 300];
     input.extend_from_slice(b"{\"type\":\"f\",\"filepath\":\"p\",\"title\":\"t\"}\n");
     let out = run_with_input(
@@ -1303,4 +1303,258 @@ fn records_passed_on_unchanged_keep_their_exact_text() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(json_lines(&out.stdout)[0]["db"]["id"], json!(2));
+}
+
+/// The text `insert --table TABLE` passes a row on as: the row's text with `db` added last.
+fn with_id(row: &str, table: &str, id: i64) -> String {
+    let row = row.trim();
+    let body = &row[..row.len() - 1];
+    let comma = if body.trim_end() == "{" { "" } else { "," };
+    format!("{body}{comma}\"db\":{{\"table\":\"{table}\",\"id\":{id}}}}}")
+}
+
+/// Every row of `kinds`, each value as SQLite quotes it, with its type.
+fn dump_kinds(db: &Path) -> Vec<Vec<String>> {
+    let c = open(db);
+    let mut st = c
+        .prepare(
+            "SELECT id, quote(a), typeof(a), quote(b), typeof(b), quote(c), typeof(c), \
+             quote(d), typeof(d), quote(e), typeof(e) FROM kinds ORDER BY id",
+        )
+        .expect("prepare");
+    st.query_map([], |r| {
+        (0..11)
+            .map(|i| {
+                r.get::<_, rusqlite::types::Value>(i)
+                    .map(|v| format!("{v:?}"))
+            })
+            .collect()
+    })
+    .expect("query")
+    .collect::<Result<_, _>>()
+    .expect("rows")
+}
+
+#[test]
+fn table_rows_are_stored_exactly_as_the_record_form_stores_them() {
+    let dir = TempDir::new();
+    let schema = dir.join("kinds.sql");
+    std::fs::write(
+        &schema,
+        "CREATE TABLE kinds (id INTEGER PRIMARY KEY, a, b, c INTEGER, d REAL, e TEXT);",
+    )
+    .expect("write schema");
+    let dbs: Vec<PathBuf> = ["table.db", "records.db"]
+        .iter()
+        .map(|name| {
+            let db = dir.join(name);
+            let out = db_cmd(&db, &["exec", "--file"])
+                .arg(&schema)
+                .output()
+                .expect("run");
+            assert!(out.status.success(), "{}", stderr(&out));
+            db
+        })
+        .collect();
+    // Rows the lean path reads (plain values, escapes, odd spacing, any key order and case)
+    // and rows it leaves to the general path (nested values, duplicate keys, "db" escaped).
+    let rows = [
+        r#"{"a":"plain","b":"","c":"12","d":"1.5","e":12}"#,
+        r#"{"a":"q\"b\\s\/n\nt\tu\u00e9 \ud83d\ude00","b":"é ü 😀","c":"x","d":"y","e":"z"}"#,
+        r#"{"a":123456789012345678901234567890,"b":18446744073709551615,"c":123456789012345678901234567890,"d":-9223372036854775808,"e":9223372036854775807}"#,
+        r#"{"a":1.5,"b":-0.0,"c":1e2,"d":1E-3,"e":2.50}"#,
+        r#"{"a":0.1,"b":1.7976931348623157e308,"c":5e-324,"d":-12,"e":0}"#,
+        r#"{"a":null,"b":true,"c":false,"d":null,"e":true}"#,
+        r#"  { "E" : "upper" , "A":1 ,"c" :-7 }  "#,
+        r#"{"\u0061":"escaped key","b":1}"#,
+        r#"{}"#,
+        r#"{ }"#,
+        r#"{"a":{"x":[1,2.50,{"y":null}],"u":"\u00e9"},"b":[],"c":[1e2,"s"],"d":{}}"#,
+        r#"{"a":1,"b":2,"a":3}"#,
+        r#"{"b":"last","a":"first"}"#,
+        r#"{"a":"plain again","b":"","c":"12","d":"1.5","e":12}"#,
+    ];
+    let mut table_input = String::new();
+    let mut record_input = String::new();
+    for row in rows {
+        table_input.push_str(row);
+        table_input.push('\n');
+        record_input.push_str(&format!(
+            "{{\"db\":{{\"table\":\"kinds\",\"values\":{}}}}}\n",
+            row.trim()
+        ));
+    }
+    let out = run_with_input(
+        db_cmd(&dbs[0], &["insert", "--table", "kinds"]),
+        table_input.as_bytes(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let got: Vec<&str> = text.lines().collect();
+    let want: Vec<String> = rows
+        .iter()
+        .zip(1..)
+        .map(|(row, id)| with_id(row, "kinds", id))
+        .collect();
+    assert_eq!(got, want);
+    let out = run_with_input(db_cmd(&dbs[1], &["insert"]), record_input.as_bytes());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ids: Vec<Value> = json_lines(&out.stdout)
+        .iter()
+        .map(|r| r["db"]["id"].clone())
+        .collect();
+    assert_eq!(ids, (1..=rows.len()).map(|i| json!(i)).collect::<Vec<_>>());
+    let stored = dump_kinds(&dbs[0]);
+    assert_eq!(stored, dump_kinds(&dbs[1]));
+    // And what that is, for a few of them.
+    let row = |id: usize| stored[id - 1].join(" ");
+    assert_eq!(
+        row(2),
+        "Integer(2) Text(\"'q\\\"b\\\\s/n\\nt\\tué 😀'\") Text(\"text\") \
+         Text(\"'é ü 😀'\") Text(\"text\") Text(\"'x'\") Text(\"text\") Text(\"'y'\") \
+         Text(\"text\") Text(\"'z'\") Text(\"text\")"
+    );
+    assert_eq!(
+        stored[2][1..5].join(" "),
+        "Text(\"'123456789012345678901234567890'\") Text(\"text\") \
+         Text(\"'18446744073709551615'\") Text(\"text\")"
+    );
+    assert_eq!(
+        stored[2][6], "Text(\"real\")",
+        "a numeric column makes it REAL"
+    );
+    assert_eq!(stored[2][7], "Text(\"-9.2233720368547758e+18\")");
+    assert_eq!(stored[3][1], "Text(\"1.5\")");
+    assert_eq!(
+        stored[3][5..7].join(" "),
+        "Text(\"100\") Text(\"integer\")",
+        "1e2 is REAL, which an INTEGER column stores as 100"
+    );
+    assert_eq!(stored[5][3..5].join(" "), "Text(\"1\") Text(\"integer\")");
+    assert_eq!(stored[6][1..3].join(" "), "Text(\"1\") Text(\"integer\")");
+    assert_eq!(stored[6][9], "Text(\"'upper'\")");
+    assert_eq!(stored[7][1], "Text(\"'escaped key'\")");
+    assert_eq!(stored[8][2], "Text(\"null\")");
+    assert_eq!(
+        stored[10][1],
+        "Text(\"'{\\\"x\\\":[1,2.50,{\\\"y\\\":null}],\\\"u\\\":\\\"é\\\"}'\")"
+    );
+    assert_eq!(
+        stored[11][1..4].join(" "),
+        "Text(\"3\") Text(\"integer\") Text(\"2\")"
+    );
+}
+
+#[test]
+fn bad_table_rows_stop_with_65_naming_the_line_or_become_error_records() {
+    let dir = TempDir::new();
+    let db = new_db(&dir);
+    let good = |title: &str| format!(r#"{{"type":"failure","filepath":"f","title":"{title}"}}"#);
+    let cases: &[(&str, &str)] = &[
+        (
+            r#"{"titel":"x","type":"failure","filepath":"f"}"#,
+            "table learnings has no column named 'titel' (columns: id, type, filepath",
+        ),
+        (
+            r#"{"type":null,"filepath":"f","title":"t"}"#,
+            "NOT NULL constraint failed: learnings.type",
+        ),
+        (
+            r#"{"filepath":"f","title":"t"}"#,
+            "NOT NULL constraint failed: learnings.type",
+        ),
+        (
+            r#"{"type":"x","Type":"y","filepath":"f","title":"t"}"#,
+            "column type is given twice",
+        ),
+        (
+            r#"{"type":"x","filepath":"f","title":"t","severity":1e999}"#,
+            "is out of range",
+        ),
+        (
+            r#"{"type":"x","filepath":"f","title":"t",}"#,
+            "invalid JSON",
+        ),
+        (
+            r#"{"type":"x","filepath":"f","title":"t"} x"#,
+            "invalid JSON",
+        ),
+        // A form feed is white space to Rust's trim_ascii, not to JSON.
+        (
+            "{\"type\":\"x\",\"filepath\":\"f\",\"title\":\"t\"}\u{c}",
+            "invalid JSON",
+        ),
+        (
+            "\u{c}{\"type\":\"x\",\"filepath\":\"f\",\"title\":\"t\"}",
+            "invalid JSON",
+        ),
+        (r#"["type"]"#, "expected a JSON object, found an array"),
+        (
+            r#"{"type":"x","filepath":"f","title":"t","db":{}}"#,
+            "the record has a key \"db\"",
+        ),
+    ];
+    for (bad, needle) in cases {
+        let input = format!(
+            "{}\n{}\n{bad}\n{}\n",
+            good("ok1"),
+            good("ok2"),
+            good("after")
+        );
+        let before = count(&db, "SELECT count(*) FROM learnings");
+        let out = run_with_input(
+            db_cmd(&db, &["insert", "-t", "learnings"]),
+            input.as_bytes(),
+        );
+        assert_eq!(out.status.code(), Some(65), "{bad}: {}", stderr(&out));
+        let line = one_line(&out.stderr);
+        assert!(line.starts_with("elf-db: line 3: "), "{line}");
+        assert!(line.contains(needle), "{bad}: {line}");
+        let recs = json_lines(&out.stdout);
+        let ids: Vec<i64> = recs
+            .iter()
+            .map(|r| r["db"]["id"].as_i64().unwrap_or(0))
+            .collect();
+        assert_eq!(ids, vec![before + 1, before + 2], "{bad}");
+        assert_eq!(count(&db, "SELECT count(*) FROM learnings"), before + 2);
+        assert_eq!(
+            count(&db, "SELECT max(id) FROM learnings"),
+            before + 2,
+            "{bad}"
+        );
+    }
+    // --keep-going: each bad row is passed on with an error naming its line, nothing of it
+    // written; the good rows around it get exactly their own ids.
+    let before = count(&db, "SELECT count(*) FROM learnings");
+    let mut input = String::new();
+    for (i, (bad, _)) in cases.iter().enumerate() {
+        input.push_str(&format!("{}\n{bad}\n", good(&format!("kept{i}"))));
+    }
+    let out = run_with_input(
+        db_cmd(&db, &["insert", "-t", "learnings", "--keep-going"]),
+        input.as_bytes(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let recs = json_lines(&out.stdout);
+    assert_eq!(recs.len(), 2 * cases.len());
+    for (i, (bad, needle)) in cases.iter().enumerate() {
+        let ok = &recs[2 * i];
+        assert_eq!(ok["title"], json!(format!("kept{i}")));
+        assert_eq!(ok["db"]["id"], json!(before + 1 + i as i64));
+        let e = &recs[2 * i + 1]["error"];
+        assert_eq!(e["line"], json!(2 * i + 2), "{bad}");
+        assert_eq!(e["code"], json!(65), "{bad}");
+        assert!(
+            e["message"].as_str().unwrap_or("").contains(needle),
+            "{bad}: {e}"
+        );
+        let db_id = recs[2 * i + 1].get("db").and_then(|d| d.get("id"));
+        assert!(db_id.is_none(), "{bad}");
+    }
+    // A bad row that is an object keeps its keys.
+    assert_eq!(recs[1]["titel"], json!("x"));
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM learnings"),
+        before + cases.len() as i64
+    );
 }

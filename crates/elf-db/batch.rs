@@ -23,11 +23,13 @@ use std::os::fd::AsFd;
 use elf_core::record::{self, Record};
 use elf_core::{Error, IoContext, Result, exit};
 use rusqlite::Connection;
+use rusqlite::types::ToSqlOutput;
 use serde_json::{Map, Value};
 
 use crate::conn::{self, Mode, Options};
 use crate::input::Input;
 use crate::journal;
+use crate::lean::Row;
 use crate::stmt::{self, Kind, Results, Schema};
 
 const TOOL: &str = "elf-db";
@@ -110,32 +112,38 @@ impl Held {
     }
 
     /// Holds a record that went through, as `how` says.
-    fn emit(&mut self, input: &Input, mut rec: Record, how: Emit) -> Result<()> {
-        match (how, input.text()) {
-            (Emit::Unchanged, Some(text)) => self.push_text(&text, None),
-            (Emit::Appended(key, value), Some(text)) => self.push_text(&text, Some((key, &value))),
-            (Emit::Appended(key, value), None) => {
-                rec.insert(key.into(), value);
-                return self.push(&rec);
+    fn emit(&mut self, input: &Input, rec: &Record, how: Emit) -> Result<()> {
+        match how {
+            Emit::Unchanged => self.push_text(input.text(), None),
+            Emit::Appended(key, value) => {
+                let mut add = serde_json::to_vec(key)
+                    .map_err(|e| Error::internal(format!("serializing a record: {e}")))?;
+                add.push(b':');
+                serde_json::to_writer(&mut add, &value)
+                    .map_err(|e| Error::internal(format!("serializing a record: {e}")))?;
+                self.push_text(input.text(), Some((&add, None)));
             }
-            (_, _) => return self.push(&rec),
+            Emit::Changed => return self.push(rec),
         }
         Ok(())
     }
 
-    /// A record passed on as the text it came in as, with `"key":value` added at its end.
-    fn push_text(&mut self, text: &[u8], add: Option<(&str, &Value)>) {
+    /// A record passed on as the text it came in as, with `add` (`"key":value`, or its start
+    /// when `id` follows) added as its last key.
+    fn push_text(&mut self, text: &[u8], add: Option<(&[u8], Option<i64>)>) {
         match add {
             None => self.bytes.extend_from_slice(text),
-            Some((key, value)) => {
+            Some((add, id)) => {
                 let body = &text[..text.len().saturating_sub(1)];
                 self.bytes.extend_from_slice(body);
                 if body.trim_ascii_end() != b"{" {
                     self.bytes.push(b',');
                 }
-                let _ = serde_json::to_writer(&mut self.bytes, key);
-                self.bytes.push(b':');
-                let _ = serde_json::to_writer(&mut self.bytes, value);
+                self.bytes.extend_from_slice(add);
+                if let Some(id) = id {
+                    push_int(&mut self.bytes, id);
+                    self.bytes.push(b'}');
+                }
                 self.bytes.push(b'}');
             }
         }
@@ -153,6 +161,25 @@ impl Held {
     }
 }
 
+/// Appends the decimal digits of `n`.
+fn push_int(out: &mut Vec<u8>, n: i64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut u = n.unsigned_abs();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (u % 10) as u8;
+        u /= 10;
+        if u == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
 /// Runs a record command over standard input.
 pub fn run(o: &Options, command: Command, s: &Stream) -> Result<u8> {
     let db = conn::open(o, Mode::Write)?;
@@ -165,6 +192,19 @@ pub fn run(o: &Options, command: Command, s: &Stream) -> Result<u8> {
         journal_ready: false,
     };
     let mut held = Held::default();
+    // `insert --table`: rows read without building records (see `crate::lean`), passed on
+    // with `"db":{"table":TABLE,"id":` and the id added.
+    let mut row = Row::default();
+    let rows_prefix = match &work.command {
+        Command::InsertRows(t) => {
+            let mut p = b"\"db\":{\"table\":".to_vec();
+            serde_json::to_writer(&mut p, t)
+                .map_err(|e| Error::internal(format!("serializing a record: {e}")))?;
+            p.extend_from_slice(b",\"id\":");
+            Some(p)
+        }
+        _ => None,
+    };
     let mut eof = false;
     while !eof {
         let mut fatal: Option<Error> = None;
@@ -172,53 +212,96 @@ pub fn run(o: &Options, command: Command, s: &Stream) -> Result<u8> {
         // Whether a record of this transaction went through: one with only failed records is
         // rolled back, so a bad record leaves nothing, not even the journal table.
         let mut applied = false;
-        loop {
-            let Some(item) = reader.next() else {
-                eof = true;
-                break;
-            };
-            match item {
-                Err(e) if s.keep_going && e.code() == exit::DATAERR => {
-                    held.push(&record::error_record(TOOL, &e))?;
-                }
-                Err(e) => {
-                    fatal = Some(e);
-                    break;
-                }
-                Ok((_, rec)) if record::has_error(&rec) => {
-                    held.emit(&reader, rec, Emit::Unchanged)?;
-                }
-                Ok((line, mut rec)) => {
-                    if !in_tx {
-                        if let Err(e) = conn::begin(&db, o.busy).and_then(|()| work.start()) {
-                            conn::rollback(&db);
-                            // What is already held needed no database: pass it on.
-                            held.release(&mut out)?;
-                            return Err(e.at_line(line));
-                        }
-                        in_tx = true;
+        'batch: loop {
+            'record: {
+                let line = match reader.next_line() {
+                    None => {
+                        eof = true;
+                        break 'batch;
                     }
-                    match work.record(&mut rec) {
-                        Ok(how) => {
-                            applied = true;
-                            held.emit(&reader, rec, how)?;
-                        }
-                        Err(e) if e.code() == exit::DATAERR && !db.is_autocommit() => {
-                            let e = e.at_line(line);
-                            if !s.keep_going {
-                                fatal = Some(e);
-                                break;
-                            }
-                            record::set_error(&mut rec, TOOL, &e);
-                            held.push(&rec)?;
+                    Some(Ok(line)) => line,
+                    Some(Err(e)) if s.keep_going && e.code() == exit::DATAERR => {
+                        held.push(&record::error_record(TOOL, &e))?;
+                        break 'record;
+                    }
+                    Some(Err(e)) => {
+                        fatal = Some(e);
+                        break 'batch;
+                    }
+                };
+                let lean = match rows_prefix {
+                    Some(_) => row.parse(reader.text()),
+                    None => None,
+                };
+                let mut rec = None;
+                if lean.is_none() {
+                    match reader.record() {
+                        Err(e) if s.keep_going && e.code() == exit::DATAERR => {
+                            held.push(&record::error_record(TOOL, &e))?;
+                            break 'record;
                         }
                         Err(e) => {
-                            // Busy, I/O, permission, or a constraint that rolled back the whole
-                            // transaction (ON CONFLICT ROLLBACK, RAISE(ROLLBACK)): nothing of
-                            // this batch was committed, so none of it is passed on.
-                            conn::rollback(&db);
-                            return Err(e.at_line(line));
+                            fatal = Some(e);
+                            break 'batch;
                         }
+                        Ok(r) if record::has_error(&r) => {
+                            held.push_text(reader.text(), None);
+                            break 'record;
+                        }
+                        Ok(r) => rec = Some(r),
+                    }
+                }
+                if !in_tx {
+                    if let Err(e) = conn::begin(&db, o.busy).and_then(|()| work.start()) {
+                        conn::rollback(&db);
+                        // What is already held needed no database: pass it on.
+                        held.release(&mut out)?;
+                        return Err(e.at_line(line));
+                    }
+                    in_tx = true;
+                }
+                let result = match (&mut rec, lean, &rows_prefix) {
+                    (None, Some(text), Some(prefix)) => match work.lean_row(&row, text) {
+                        Some(Ok(id)) => {
+                            held.push_text(reader.text(), Some((prefix, Some(id))));
+                            Ok(())
+                        }
+                        Some(Err(e)) => Err(e),
+                        // Not for the lean path after all (a table with triggers, say).
+                        None => match reader.record() {
+                            Ok(mut r) => {
+                                let done = work.record(&mut r);
+                                let done = done.and_then(|how| held.emit(&reader, &r, how));
+                                rec = Some(r);
+                                done
+                            }
+                            Err(e) => Err(e),
+                        },
+                    },
+                    (Some(r), _, _) => work.record(r).and_then(|how| held.emit(&reader, r, how)),
+                    (None, _, _) => Err(Error::internal("a record was not read")),
+                };
+                match result {
+                    Ok(()) => applied = true,
+                    Err(e) if e.code() == exit::DATAERR && !db.is_autocommit() => {
+                        let e = e.at_line(line);
+                        if !s.keep_going {
+                            fatal = Some(e);
+                            break 'batch;
+                        }
+                        let mut r = match rec {
+                            Some(r) => r,
+                            None => reader.record().unwrap_or_default(),
+                        };
+                        record::set_error(&mut r, TOOL, &e);
+                        held.push(&r)?;
+                    }
+                    Err(e) => {
+                        // Busy, I/O, permission, or a constraint that rolled back the whole
+                        // transaction (ON CONFLICT ROLLBACK, RAISE(ROLLBACK)): nothing of
+                        // this batch was committed, so none of it is passed on.
+                        conn::rollback(&db);
+                        return Err(e.at_line(line));
                     }
                 }
             }
@@ -319,6 +402,33 @@ impl<'c> Work<'c> {
         }
     }
 
+    /// `insert --table`: a row read by the lean path, inserted without a savepoint into a
+    /// table where one INSERT is all or nothing (as [`Work::atomic`] requires); `None` when the
+    /// general path must take it (such a table, an unknown one, keys given twice).
+    fn lean_row(&mut self, row: &Row, text: &str) -> Option<Result<i64>> {
+        let Command::InsertRows(name) = &self.command else {
+            return None;
+        };
+        let table = match self.schema.table(self.conn, name) {
+            Ok(t) if t.simple() => t,
+            _ => return None,
+        };
+        if !self.schema.fits(&table, row.keys(text), row.len()) && row.has_duplicates(text) {
+            return None;
+        }
+        let keys = row.keys(text);
+        Some(
+            self.schema
+                .insert_with(self.conn, &table, keys, row.len(), |st| {
+                    for (i, v) in row.values(text).enumerate() {
+                        st.raw_bind_parameter(i + 1, ToSqlOutput::Borrowed(v))
+                            .map_err(conn::error)?;
+                    }
+                    Ok(())
+                }),
+        )
+    }
+
     fn apply(&mut self, rec: &mut Record) -> Result<Emit> {
         match &self.command {
             Command::Insert { journal: false } => self.statements(rec, Kind::Insert),
@@ -405,5 +515,19 @@ impl<'c> Work<'c> {
         let ids = serde_json::to_string(&results)
             .map_err(|e| Error::internal(format!("serializing ids: {e}")))?;
         journal::store(self.conn, &key, &text, &ids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_are_written_as_serde_json_writes_them() {
+        for n in [0, 1, -1, 9, 10, 42, -907, i64::MAX, i64::MIN, 1 << 53] {
+            let mut out = b"x".to_vec();
+            push_int(&mut out, n);
+            assert_eq!(out, format!("x{}", Value::from(n)).into_bytes());
+        }
     }
 }

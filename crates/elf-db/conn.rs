@@ -142,7 +142,19 @@ impl From<Error> for Fallback {
     }
 }
 
+/// Turns off SQLite's memory statistics, before its first connection: they take a global
+/// mutex on every allocation, for numbers elf-db never reads.
+fn configure_sqlite() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: called once, before SQLite is initialized (the first connection does that);
+        // were it initialized already, the call would only return SQLITE_MISUSE.
+        let _ = unsafe { ffi::sqlite3_config(ffi::SQLITE_CONFIG_MEMSTATUS, 0 as c_int) };
+    });
+}
+
 fn open_as(o: &Options, mode: Mode, immutable: bool) -> Result<Connection, Fallback> {
+    configure_sqlite();
     let base = match mode {
         Mode::Read => OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         Mode::Write | Mode::Maintain => {

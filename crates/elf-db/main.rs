@@ -12,6 +12,7 @@ mod batch;
 mod conn;
 mod input;
 mod journal;
+mod lean;
 mod query;
 mod stmt;
 

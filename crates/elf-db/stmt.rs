@@ -103,10 +103,10 @@ struct Shape<'c> {
 }
 
 impl Shape<'_> {
-    fn fits(&self, table: &Rc<Table>, values: &Map<String, Value>) -> bool {
+    fn fits<'k>(&self, table: &Rc<Table>, keys: impl Iterator<Item = &'k str>, n: usize) -> bool {
         Rc::ptr_eq(&self.table, table)
-            && self.keys.len() == values.len()
-            && self.keys.iter().zip(values.keys()).all(|(a, b)| a == b)
+            && self.keys.len() == n
+            && self.keys.iter().zip(keys).all(|(a, b)| a == b)
     }
 }
 
@@ -188,15 +188,48 @@ impl<'c> Schema<'c> {
         table: &Rc<Table>,
         values: &Map<String, Value>,
     ) -> Result<i64> {
+        self.insert_with(
+            conn,
+            table,
+            values.keys().map(String::as_str),
+            values.len(),
+            |st| {
+                for (i, v) in values.values().enumerate() {
+                    st.raw_bind_parameter(i + 1, Bind::new(v)?)
+                        .map_err(conn::error)?;
+                }
+                Ok(())
+            },
+        )
+    }
+
+    /// True when the INSERT kept prepared is the one for a row of `table` with these keys, in
+    /// this order.
+    pub fn fits<'k>(
+        &self,
+        table: &Rc<Table>,
+        keys: impl Iterator<Item = &'k str>,
+        n: usize,
+    ) -> bool {
+        self.last.as_ref().is_some_and(|s| s.fits(table, keys, n))
+    }
+
+    /// Inserts one row, given its `n` keys (distinct, in order) and a function binding its
+    /// values in the same order; returns its rowid.
+    pub fn insert_with<'k>(
+        &mut self,
+        conn: &'c Connection,
+        table: &Rc<Table>,
+        keys: impl Iterator<Item = &'k str> + Clone,
+        n: usize,
+        bind: impl FnOnce(&mut CachedStatement<'c>) -> Result<()>,
+    ) -> Result<i64> {
         let shape = match self.last.take() {
-            Some(shape) if shape.fits(table, values) => shape,
-            _ => self.prepare(conn, table, values)?,
+            Some(shape) if shape.fits(table, keys.clone(), n) => shape,
+            _ => self.prepare(conn, table, keys)?,
         };
         let st = &mut self.last.insert(shape).stmt;
-        for (i, v) in values.values().enumerate() {
-            st.raw_bind_parameter(i + 1, Bind::new(v)?)
-                .map_err(conn::error)?;
-        }
+        bind(st)?;
         conn::guard(Guard::Own);
         if st.raw_execute().map_err(conn::error)? == 0 {
             return Err(Error::data(format!(
@@ -210,14 +243,14 @@ impl<'c> Schema<'c> {
 
 impl<'c> Schema<'c> {
     /// Checks a row's keys against the table and prepares the INSERT for its shape.
-    fn prepare(
+    fn prepare<'k>(
         &mut self,
         conn: &'c Connection,
         table: &Rc<Table>,
-        values: &Map<String, Value>,
+        keys: impl Iterator<Item = &'k str> + Clone,
     ) -> Result<Shape<'c>> {
         self.cols.clear();
-        for key in values.keys() {
+        for key in keys.clone() {
             let Some(col) = table.column(key) else {
                 return Err(Error::data(format!(
                     "table {} has no column named '{key}' (columns: {})",
@@ -256,7 +289,7 @@ impl<'c> Schema<'c> {
         let stmt = conn.prepare_cached(&self.sql).map_err(conn::error)?;
         Ok(Shape {
             table: Rc::clone(table),
-            keys: values.keys().cloned().collect(),
+            keys: keys.map(str::to_string).collect(),
             stmt,
         })
     }
