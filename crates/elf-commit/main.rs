@@ -31,6 +31,7 @@ mod indexlock;
 mod job;
 mod message;
 mod paths;
+mod tree;
 
 use std::ffi::OsString;
 use std::io::Write;
