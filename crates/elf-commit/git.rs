@@ -176,17 +176,38 @@ impl Repo {
         &self.workdir
     }
 
-    /// Commits `jobs` together as one commit (or none, when nothing is new).
+    /// Commits `jobs` together as one commit (or none, when nothing is new); with `separate`,
+    /// one commit for each job, in order, each as if it had been committed on its own (the
+    /// locks are taken once, and the index written once, before the first commit).
     ///
     /// The outer error concerns them all (a lock not obtained in time, an I/O error). A job
     /// whose paths cannot be committed (ignored under `--ignored error`, missing and untracked,
     /// a nested repository) gets its own error and is left out; without `keep_going` the list
-    /// stops at that job and the jobs after it are not attempted.
+    /// stops at that job and the jobs after it are not attempted. With `separate`, an error
+    /// after some of the commits were made is the error of the jobs not committed yet.
     pub fn commit(
         &self,
         jobs: &[Job],
         keep_going: bool,
+        separate: bool,
     ) -> Result<Vec<Result<Outcome, Error>>, Error> {
+        let named: usize = jobs.iter().map(|j| j.paths.len()).sum();
+        if separate && jobs.len() > 1 && named >= PACK_MIN {
+            // Large jobs: each as it comes, one pack for each when it is large itself.
+            let mut out = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                let r = self
+                    .commit(std::slice::from_ref(job), keep_going, false)?
+                    .pop()
+                    .ok_or_else(|| Error::internal("no outcome for the commit"))?;
+                let failed = r.is_err();
+                out.push(r);
+                if failed && !keep_going {
+                    break;
+                }
+            }
+            return Ok(out);
+        }
         let start = Instant::now();
         let got = lockfile::lock_timeout(&self.serial, true, self.opts.timeout)
             .map_err(|e| Error::io(format_args!("locking {}", shown(&self.serial_path)), &e))?;
@@ -197,7 +218,7 @@ impl Repo {
                 self.opts.timeout
             )));
         }
-        let result = self.commit_locked(jobs, keep_going, start + self.opts.timeout);
+        let result = self.commit_locked(jobs, keep_going, separate, start + self.opts.timeout);
         let _ = lockfile::unlock(&self.serial);
         result
     }
@@ -206,6 +227,7 @@ impl Repo {
         &self,
         jobs: &[Job],
         keep_going: bool,
+        separate: bool,
         deadline: Instant,
     ) -> Result<Vec<Result<Outcome, Error>>, Error> {
         let wait = indexlock::Wait {
@@ -243,7 +265,7 @@ impl Repo {
             repo.set_index(&mut idx)
                 .map_err(|e| git_error("reading the index", &e))?;
             let (outcomes, written) =
-                self.run(&lock, &git, &mut idx, jobs, keep_going, deadline)?;
+                self.run(&lock, &git, &mut idx, jobs, keep_going, separate, deadline)?;
             if !written {
                 let _ = std::fs::remove_file(&scratch);
             }
@@ -270,7 +292,7 @@ impl Repo {
                 trees: &self.trees,
             };
             let (outcomes, written) =
-                self.run(&lock, &git, &mut idx, jobs, keep_going, deadline)?;
+                self.run(&lock, &git, &mut idx, jobs, keep_going, separate, deadline)?;
             if written {
                 self.index_cache
                     .replace(Some((idx, FileId::of(&index_path))));
@@ -285,7 +307,7 @@ impl Repo {
     }
 
     /// The commit itself, under both locks: the outcomes, and whether the index was replaced.
-    #[allow(clippy::type_complexity)]
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
     fn run(
         &self,
         lock: &indexlock::IndexLock,
@@ -293,6 +315,7 @@ impl Repo {
         idx: &mut Index,
         jobs: &[Job],
         keep_going: bool,
+        separate: bool,
         deadline: Instant,
     ) -> Result<(Vec<Result<Outcome, Error>>, bool), Error> {
         let index_path = self.gitdir.join("index");
@@ -340,6 +363,10 @@ impl Repo {
                     _ => {}
                 }
             }
+        }
+
+        if separate {
+            return self.each(lock, git, idx, jobs, resolved, &changes, dirty, head, deadline);
         }
 
         let mut index_written = false;
@@ -413,6 +440,121 @@ impl Repo {
                 })
             })
             .collect();
+        Ok((outcomes, index_written))
+    }
+
+    /// One commit for each job, in order (see [`Repo::run`], which resolved the jobs and
+    /// updated the index entries of all their paths).
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
+    fn each(
+        &self,
+        lock: &indexlock::IndexLock,
+        git: &Git<'_>,
+        idx: &mut Index,
+        jobs: &[Job],
+        resolved: Vec<Result<Resolved, Error>>,
+        changes: &BTreeMap<PathBuf, Option<(Oid, u32)>>,
+        dirty: bool,
+        mut head: Head,
+        deadline: Instant,
+    ) -> Result<(Vec<Result<Outcome, Error>>, bool), Error> {
+        let index_path = self.gitdir.join("index");
+        let scratch = self.gitdir.join("elf-commit-index");
+        let mut base = git.tree(head.oid)?;
+        let mut index_written = false;
+        let mut committed = false;
+        let mut outcomes = Vec::with_capacity(resolved.len());
+        let mut failure: Option<Error> = None;
+        for (job, r) in jobs.iter().zip(resolved) {
+            let r = match (r, &failure) {
+                (_, Some(e)) => {
+                    outcomes.push(Err(e.clone()));
+                    continue;
+                }
+                (Err(e), None) => {
+                    outcomes.push(Err(e));
+                    continue;
+                }
+                (Ok(r), None) => r,
+            };
+            let mine: BTreeMap<PathBuf, Option<(Oid, u32)>> = r
+                .targets
+                .iter()
+                .filter_map(|t| changes.get(t.path()).map(|c| (t.path().to_path_buf(), *c)))
+                .collect();
+            let step = loop {
+                let tree_id = match git.build_tree(&base, &mine) {
+                    Ok(Some(t)) => t,
+                    Ok(None) => break Ok((head.oid, false)),
+                    Err(e) => break Err(e),
+                };
+                let made = (|| {
+                    let (author, committer) = self.signatures()?;
+                    let parents: Vec<Oid> = head.oid.into_iter().collect();
+                    let new = self
+                        .trees
+                        .borrow_mut()
+                        .write_commit(
+                            git.repo,
+                            &author,
+                            &committer,
+                            &job.message.text(),
+                            tree_id,
+                            &parents,
+                        )
+                        .map_err(|e| git_error("writing the commit", &e))?;
+                    // Objects on disk, then the index, then the branch.
+                    git.flush()?;
+                    if dirty && !index_written {
+                        install_index(idx, &scratch, &index_path)?;
+                        index_written = true;
+                    }
+                    let initial = if head.oid.is_none() { " (initial)" } else { "" };
+                    let reflog = format!("commit{initial}: {}", job.message.subject);
+                    git.move_ref(lock, &head, new, &committer, &reflog, deadline)
+                        .map(|moved| (new, moved))
+                })();
+                match made {
+                    Ok((new, None)) => {
+                        head.oid = Some(new);
+                        base = Base {
+                            root: Some(tree_id),
+                        };
+                        break Ok((Some(new), true));
+                    }
+                    // Someone else committed meanwhile: build again on top of theirs.
+                    Ok((_, Some(moved))) => match git.tree(moved.oid) {
+                        Ok(b) => {
+                            head = moved;
+                            base = b;
+                        }
+                        Err(e) => break Err(e),
+                    },
+                    Err(e) => break Err(e),
+                }
+            };
+            match step {
+                Ok((sha, changed)) => {
+                    committed |= changed;
+                    outcomes.push(Ok(Outcome {
+                        sha,
+                        unchanged: !changed,
+                        skipped: r.skipped,
+                    }));
+                }
+                // Nothing committed yet: the whole group failed, as one commit would have.
+                Err(e) if !committed && !index_written => return Err(e),
+                Err(e) => {
+                    outcomes.push(Err(e.clone()));
+                    failure = Some(e);
+                }
+            }
+        }
+        if dirty && !index_written && failure.is_none() {
+            git.flush()?;
+            install_index(idx, &scratch, &index_path)?;
+            index_written = true;
+        }
         Ok((outcomes, index_written))
     }
 
