@@ -1092,8 +1092,10 @@ fn waiting_records_get_one_commit_each() {
     let mut values = Vec::new();
     for i in 0..n {
         r.write(&format!("m/f{i}.md"), &format!("{i}\n"));
-        values.push(json!({"key": format!("k{i}"), "write":{"path": format!("m/f{i}.md")},
-            "commit":{"message": format!("failure: {i}")}}));
+        values.push(
+            json!({"key": format!("k{i}"), "write":{"path": format!("m/f{i}.md")},
+            "commit":{"message": format!("failure: {i}")}}),
+        );
     }
     // A replay within the stream, a failed record and one for no tool of ours.
     values.insert(5, values[4].clone());
@@ -1127,7 +1129,11 @@ fn waiting_records_get_one_commit_each() {
         }
         let sha = sha_of(rec);
         if rec["commit"].get("unchanged").is_some() {
-            assert_eq!(Some(&sha), made.last(), "a replay reports the commit before");
+            assert_eq!(
+                Some(&sha),
+                made.last(),
+                "a replay reports the commit before"
+            );
             continue;
         }
         made.push(sha.clone());
@@ -1135,7 +1141,10 @@ fn waiting_records_get_one_commit_each() {
         // Its own commit, holding exactly its own file, with its own message.
         assert_eq!(
             r.git(&["show", "--name-only", "--format=%s", &sha]).trim(),
-            format!("{}\n\n{file}", rec["commit"]["message"].as_str().expect("m"))
+            format!(
+                "{}\n\n{file}",
+                rec["commit"]["message"].as_str().expect("m")
+            )
         );
     }
     assert_eq!(made, log);
@@ -1196,8 +1205,11 @@ fn a_stream_sees_what_git_did_between_two_records() {
     feed("b.md");
     let b = next_line(&mut lines);
     assert_eq!(
-        r.git(&["rev-parse", &format!("{}^", b["commit"]["sha"].as_str().expect("sha"))])
-            .trim(),
+        r.git(&[
+            "rev-parse",
+            &format!("{}^", b["commit"]["sha"].as_str().expect("sha"))
+        ])
+        .trim(),
         by_git
     );
     assert_eq!(r.tree_files(), ["a.md", "b.md", "g.txt", "seed"]);
@@ -1211,7 +1223,6 @@ fn a_stream_sees_what_git_did_between_two_records() {
     r.write("c.md", "c\n");
     feed("c.md");
     let c = next_line(&mut lines);
-    drop(feed);
     drop(stdin);
     let status = watchdog(Duration::from_secs(60), move || child.wait().expect("wait"));
     assert!(status.success());

@@ -366,7 +366,9 @@ impl Repo {
         }
 
         if separate {
-            return self.each(lock, git, idx, jobs, resolved, &changes, dirty, head, deadline);
+            return self.each(
+                lock, git, idx, jobs, resolved, &changes, dirty, head, deadline,
+            );
         }
 
         let mut index_written = false;
@@ -375,12 +377,11 @@ impl Repo {
             let changed: Vec<bool> = resolved
                 .iter()
                 .map(|r| {
-                    r.as_ref()
-                        .is_ok_and(|r| {
-                            r.targets
-                                .iter()
-                                .any(|t| git.differs(&base, t.path(), &changes))
-                        })
+                    r.as_ref().is_ok_and(|r| {
+                        r.targets
+                            .iter()
+                            .any(|t| git.differs(&base, t.path(), &changes))
+                    })
                 })
                 .collect();
             let Some(tree_id) = tree_id else {
@@ -672,11 +673,20 @@ impl Git<'_> {
     /// The entry at `p` in `base` (none when it cannot be read, as when it is not there).
     fn entry(&self, base: &Base, p: &Path) -> Option<Entry> {
         let root = base.root?;
-        self.trees.borrow_mut().get(self.repo, root, p).ok().flatten()
+        self.trees
+            .borrow_mut()
+            .get(self.repo, root, p)
+            .ok()
+            .flatten()
     }
 
     /// Whether `p` in the new tree differs from `base`.
-    fn differs(&self, base: &Base, p: &Path, changes: &BTreeMap<PathBuf, Option<(Oid, u32)>>) -> bool {
+    fn differs(
+        &self,
+        base: &Base,
+        p: &Path,
+        changes: &BTreeMap<PathBuf, Option<(Oid, u32)>>,
+    ) -> bool {
         let now = self.entry(base, p).map(|e| (e.id, e.mode));
         match changes.get(p) {
             Some(new) => *new != now,

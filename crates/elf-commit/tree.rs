@@ -39,6 +39,9 @@ impl Entry {
 /// A change to one path: its new id and mode, or `None` to remove it.
 pub type Change = Option<(Oid, u32)>;
 
+/// The changes to one entry of a tree: to the entry itself, and to paths below it.
+type Group<'a> = (Option<Change>, Vec<(&'a [u8], Change)>);
+
 /// The trees (and commits' trees) seen lately.
 #[derive(Default)]
 pub struct Trees {
@@ -88,11 +91,11 @@ impl Trees {
         if obj.kind() != ObjectType::Tree {
             return Err(git2::Error::from_str(&format!("{tree} is not a tree")));
         }
-        let entries = Rc::new(parse(obj.data()).ok_or_else(|| {
-            git2::Error::from_str(&format!("tree {tree} is corrupt"))
-        })?);
-        self.trees
-            .insert(tree, (Rc::clone(&entries), generation));
+        let entries = Rc::new(
+            parse(obj.data())
+                .ok_or_else(|| git2::Error::from_str(&format!("tree {tree} is corrupt")))?,
+        );
+        self.trees.insert(tree, (Rc::clone(&entries), generation));
         Ok(entries)
     }
 
@@ -169,7 +172,7 @@ impl Trees {
             None => Rc::new(Vec::new()),
         };
         // The changes by first component: one to the entry itself, and those below it.
-        let mut groups: BTreeMap<&[u8], (Option<Change>, Vec<(&[u8], Change)>)> = BTreeMap::new();
+        let mut groups: BTreeMap<&[u8], Group<'_>> = BTreeMap::new();
         for (path, change) in changes {
             match path.iter().position(|b| *b == b'/') {
                 Some(i) => groups
@@ -388,7 +391,9 @@ mod tests {
         let blob = |s: &str| repo.blob(s.as_bytes()).expect("blob");
         let (a, b, c) = (blob("a"), blob("b"), blob("c"));
         let mut start = BTreeMap::new();
-        for p in ["x", "x.txt", "d/e/f", "d/g", "d.md", "d0", "m/1", "m/2", "only/one"] {
+        for p in [
+            "x", "x.txt", "d/e/f", "d/g", "d.md", "d0", "m/1", "m/2", "only/one",
+        ] {
             start.insert(PathBuf::from(p), Some((a, 0o100644)));
         }
         start.insert(PathBuf::from("exe"), Some((b, 0o100755)));
@@ -471,7 +476,11 @@ mod tests {
     fn commit_buffer_matches_libgit2() {
         let (dir, repo) = scratch();
         let tree = repo
-            .find_tree(repo.treebuilder(None).and_then(|b| b.write()).expect("tree"))
+            .find_tree(
+                repo.treebuilder(None)
+                    .and_then(|b| b.write())
+                    .expect("tree"),
+            )
             .expect("find");
         let parent_id = {
             let sig = Signature::new("P", "p@x", &git2::Time::new(5, 0)).expect("sig");
