@@ -9,7 +9,9 @@
 //!    process that wrote the index itself last time, and finds it unchanged, reuses the copy
 //!    it still has in memory);
 //! 3. the new tree is HEAD's tree with exactly the named paths' entries replaced, added or
-//!    removed (a `TreeUpdateBuilder`); the same tree as HEAD's means nothing new: no commit;
+//!    removed (see [`crate::tree`]: only the trees on the way to a changed path are written,
+//!    and the trees seen are kept in memory by id, which no other process can make stale);
+//!    the same tree as HEAD's means nothing new: no commit;
 //! 4. the commit object is written (with 100 paths or more, every new object goes to memory
 //!    first and then into one pack);
 //! 5. the index copy, now holding the named paths' new entries and every other entry as it
@@ -20,6 +22,13 @@
 //!    step 3 (compare-and-swap). If something else moved it, steps 3 to 6 are done again on
 //!    the new HEAD: nothing is ever lost;
 //! 7. `index.lock` is removed and the serialising lock released.
+//!
+//! Records already waiting on standard input (without `--batch`) are committed one commit
+//! each, in order, under one taking of the locks (steps 1 and 7 once): the index, holding the
+//! new entries of all their paths, is written once, before the first branch move, and steps 3,
+//! 4 and 6 are done for each record on top of the commit before it. Between two such groups
+//! everything is read again (HEAD; the index, unless its file is the one this process wrote),
+//! so what git or anyone else did meanwhile is seen.
 
 use std::cell::{OnceCell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
