@@ -1077,3 +1077,168 @@ fn ref_locks_left_behind_are_removed_only_when_provably_stale() {
     assert!(!r.lock_left() && !ref_lock.exists());
     r.assert_fsck();
 }
+
+#[test]
+fn waiting_records_get_one_commit_each() {
+    let r = Repo::new();
+    r.write("seed", "seed\n");
+    r.git(&["add", "seed"]);
+    r.git(&["commit", "-q", "-m", "seed"]);
+    // The user's staged work, which no commit may take.
+    r.write("staged.txt", "user's\n");
+    r.git(&["add", "staged.txt"]);
+    r.write("seed", "seed, unstaged edit\n");
+    let n = 20; // more than one group of waiting records
+    let mut values = Vec::new();
+    for i in 0..n {
+        r.write(&format!("m/f{i}.md"), &format!("{i}\n"));
+        values.push(
+            json!({"key": format!("k{i}"), "write":{"path": format!("m/f{i}.md")},
+            "commit":{"message": format!("failure: {i}")}}),
+        );
+    }
+    // A replay within the stream, a failed record and one for no tool of ours.
+    values.insert(5, values[4].clone());
+    values.insert(
+        9,
+        json!({"key":"failed","error":{"tool":"elf-write","code":65,"message":"bad"}}),
+    );
+    values.insert(12, json!({"key":"nothing for git","db":{"id":7}}));
+    let input = r.join(".git/in.jsonl");
+    std::fs::write(&input, records(&values)).expect("input");
+    let out = r
+        .elf(&[])
+        .stdin(std::fs::File::open(&input).expect("open"))
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let recs = json_lines(&out.stdout);
+    assert_eq!(recs.len(), values.len());
+    assert_eq!(r.count(), 1 + n);
+    let log: Vec<String> = r
+        .git(&["log", "--reverse", "--format=%H", "HEAD~20..HEAD"])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let mut made = Vec::new();
+    for (rec, v) in recs.iter().zip(&values) {
+        assert_eq!(rec["key"], v["key"]);
+        if !rec.contains_key("write") {
+            assert_eq!(&Value::Object(rec.clone()), v);
+            continue;
+        }
+        let sha = sha_of(rec);
+        if rec["commit"].get("unchanged").is_some() {
+            assert_eq!(
+                Some(&sha),
+                made.last(),
+                "a replay reports the commit before"
+            );
+            continue;
+        }
+        made.push(sha.clone());
+        let file = rec["write"]["path"].as_str().expect("path");
+        // Its own commit, holding exactly its own file, with its own message.
+        assert_eq!(
+            r.git(&["show", "--name-only", "--format=%s", &sha]).trim(),
+            format!(
+                "{}\n\n{file}",
+                rec["commit"]["message"].as_str().expect("m")
+            )
+        );
+    }
+    assert_eq!(made, log);
+    // One reflog entry for each commit, as git commit makes them.
+    let reflog = r.git(&["reflog", "--format=%H %gs", "main"]);
+    for (sha, i) in made.iter().rev().zip((0..n).rev()) {
+        assert!(
+            reflog.contains(&format!("{sha} commit: failure: {i}")),
+            "{reflog}"
+        );
+    }
+    assert_eq!(r.status(), [" M seed", "A  staged.txt"]);
+    assert!(!r.lock_left());
+    r.assert_fsck();
+}
+
+/// Waits for one output line of a running elf-commit.
+fn next_line(lines: &mut impl Iterator<Item = std::io::Result<String>>) -> Value {
+    let line = lines.next().expect("one line per record").expect("read");
+    serde_json::from_str(&line).expect("json")
+}
+
+#[test]
+fn a_stream_sees_what_git_did_between_two_records() {
+    let r = Repo::new();
+    r.write("seed", "seed\n");
+    r.git(&["add", "seed"]);
+    r.git(&["commit", "-q", "-m", "seed"]);
+    let mut elf = r.elf(&[]);
+    elf.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = elf.spawn().expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut feed = |name: &str| {
+        stdin
+            .write_all(&records(&[
+                json!({"commit":{"paths":[name],"message":format!("elf {name}")}}),
+            ]))
+            .expect("feed");
+        stdin.flush().expect("flush");
+    };
+
+    r.write("a.md", "a\n");
+    feed("a.md");
+    let a = next_line(&mut lines);
+
+    // git commits, and the user stages a new file and a change.
+    r.write("g.txt", "git's\n");
+    r.git(&["add", "g.txt"]);
+    r.git(&["commit", "-q", "-m", "by git"]);
+    let by_git = r.head();
+    r.write("staged.txt", "user's\n");
+    r.write("seed", "seed, staged\n");
+    r.git(&["add", "staged.txt", "seed"]);
+    r.write("b.md", "b\n");
+    feed("b.md");
+    let b = next_line(&mut lines);
+    assert_eq!(
+        r.git(&[
+            "rev-parse",
+            &format!("{}^", b["commit"]["sha"].as_str().expect("sha"))
+        ])
+        .trim(),
+        by_git
+    );
+    assert_eq!(r.tree_files(), ["a.md", "b.md", "g.txt", "seed"]);
+    assert_eq!(r.status(), ["M  seed", "A  staged.txt"]);
+
+    // A new index altogether: the user unstages everything, then stages the removal of a.md.
+    r.git(&["reset", "-q"]);
+    std::fs::remove_file(r.join(".git/index")).expect("rm index");
+    r.git(&["read-tree", "HEAD"]);
+    r.git(&["rm", "-q", "--cached", "a.md"]);
+    r.write("c.md", "c\n");
+    feed("c.md");
+    let c = next_line(&mut lines);
+    drop(stdin);
+    let status = watchdog(Duration::from_secs(60), move || child.wait().expect("wait"));
+    assert!(status.success());
+    assert_eq!(c["commit"]["sha"].as_str(), Some(r.head().as_str()));
+    assert_eq!(
+        r.git(&["show", "--name-only", "--format=", "HEAD"]).trim(),
+        "c.md"
+    );
+    // a.md's staged removal is still only staged; the user's files are untouched.
+    assert_eq!(r.tree_files(), ["a.md", "b.md", "c.md", "g.txt", "seed"]);
+    assert_eq!(
+        r.status(),
+        ["D  a.md", " M seed", "?? a.md", "?? staged.txt"]
+    );
+    r.assert_linear(5);
+    assert!(a["commit"]["sha"].is_string());
+    assert!(!r.lock_left());
+    r.assert_fsck();
+}

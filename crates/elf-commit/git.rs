@@ -9,7 +9,9 @@
 //!    process that wrote the index itself last time, and finds it unchanged, reuses the copy
 //!    it still has in memory);
 //! 3. the new tree is HEAD's tree with exactly the named paths' entries replaced, added or
-//!    removed (a `TreeUpdateBuilder`); the same tree as HEAD's means nothing new: no commit;
+//!    removed (see [`crate::tree`]: only the trees on the way to a changed path are written,
+//!    and the trees seen are kept in memory by id, which no other process can make stale);
+//!    the same tree as HEAD's means nothing new: no commit;
 //! 4. the commit object is written (with 100 paths or more, every new object goes to memory
 //!    first and then into one pack);
 //! 5. the index copy, now holding the named paths' new entries and every other entry as it
@@ -20,6 +22,13 @@
 //!    step 3 (compare-and-swap). If something else moved it, steps 3 to 6 are done again on
 //!    the new HEAD: nothing is ever lost;
 //! 7. `index.lock` is removed and the serialising lock released.
+//!
+//! Records already waiting on standard input (without `--batch`) are committed one commit
+//! each, in order, under one taking of the locks (steps 1 and 7 once): the index, holding the
+//! new entries of all their paths, is written once, before the first branch move, and steps 3,
+//! 4 and 6 are done for each record on top of the commit before it. Between two such groups
+//! everything is read again (HEAD; the index, unless its file is the one this process wrote),
+//! so what git or anyone else did meanwhile is seen.
 
 use std::cell::{OnceCell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,11 +41,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use git2::{
-    Buf, Config, ErrorClass, ErrorCode, FileMode, Index, IndexEntry, Mempack, ObjectType, Oid,
-    Repository, Signature, Time, Tree, TreeWalkMode, TreeWalkResult,
+    Buf, Config, ErrorClass, ErrorCode, Index, IndexEntry, Mempack, ObjectType, Oid, Repository,
+    Signature, Time,
 };
-
-use git2::build::TreeUpdateBuilder;
 
 use elf_core::text::escape;
 use elf_core::{Error, lockfile};
@@ -44,6 +51,7 @@ use elf_core::{Error, lockfile};
 use crate::indexlock;
 pub use crate::job::Job;
 use crate::message::{Message, parse_date};
+use crate::tree::{Entry, Trees};
 
 /// A commit of at least this many named paths writes its objects as one pack, not loose (the
 /// number git uses for `transfer.unpackLimit`).
@@ -137,6 +145,8 @@ pub struct Repo {
     index_cache: RefCell<Option<(Index, Option<FileId>)>>,
     /// The file linked as `index.lock` to take it (none where hard links fail).
     holder: OnceCell<Option<indexlock::Holder>>,
+    /// Trees seen lately, by id.
+    trees: RefCell<Trees>,
 }
 
 impl Repo {
@@ -166,6 +176,7 @@ impl Repo {
             ident: OnceCell::new(),
             index_cache: RefCell::new(None),
             holder: OnceCell::new(),
+            trees: RefCell::new(Trees::default()),
         })
     }
 
@@ -174,17 +185,38 @@ impl Repo {
         &self.workdir
     }
 
-    /// Commits `jobs` together as one commit (or none, when nothing is new).
+    /// Commits `jobs` together as one commit (or none, when nothing is new); with `separate`,
+    /// one commit for each job, in order, each as if it had been committed on its own (the
+    /// locks are taken once, and the index written once, before the first commit).
     ///
     /// The outer error concerns them all (a lock not obtained in time, an I/O error). A job
     /// whose paths cannot be committed (ignored under `--ignored error`, missing and untracked,
     /// a nested repository) gets its own error and is left out; without `keep_going` the list
-    /// stops at that job and the jobs after it are not attempted.
+    /// stops at that job and the jobs after it are not attempted. With `separate`, an error
+    /// after some of the commits were made is the error of the jobs not committed yet.
     pub fn commit(
         &self,
         jobs: &[Job],
         keep_going: bool,
+        separate: bool,
     ) -> Result<Vec<Result<Outcome, Error>>, Error> {
+        let named: usize = jobs.iter().map(|j| j.paths.len()).sum();
+        if separate && jobs.len() > 1 && named >= PACK_MIN {
+            // Large jobs: each as it comes, one pack for each when it is large itself.
+            let mut out = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                let r = self
+                    .commit(std::slice::from_ref(job), keep_going, false)?
+                    .pop()
+                    .ok_or_else(|| Error::internal("no outcome for the commit"))?;
+                let failed = r.is_err();
+                out.push(r);
+                if failed && !keep_going {
+                    break;
+                }
+            }
+            return Ok(out);
+        }
         let start = Instant::now();
         let got = lockfile::lock_timeout(&self.serial, true, self.opts.timeout)
             .map_err(|e| Error::io(format_args!("locking {}", shown(&self.serial_path)), &e))?;
@@ -195,7 +227,7 @@ impl Repo {
                 self.opts.timeout
             )));
         }
-        let result = self.commit_locked(jobs, keep_going, start + self.opts.timeout);
+        let result = self.commit_locked(jobs, keep_going, separate, start + self.opts.timeout);
         let _ = lockfile::unlock(&self.serial);
         result
     }
@@ -204,6 +236,7 @@ impl Repo {
         &self,
         jobs: &[Job],
         keep_going: bool,
+        separate: bool,
         deadline: Instant,
     ) -> Result<Vec<Result<Outcome, Error>>, Error> {
         let wait = indexlock::Wait {
@@ -235,12 +268,13 @@ impl Repo {
                 workdir: &self.workdir,
                 opts: self.opts,
                 pack: Some(&mempack),
+                trees: &self.trees,
             };
             let mut idx = self.load_index(&index_path, &scratch)?;
             repo.set_index(&mut idx)
                 .map_err(|e| git_error("reading the index", &e))?;
             let (outcomes, written) =
-                self.run(&lock, &git, &mut idx, jobs, keep_going, deadline)?;
+                self.run(&lock, &git, &mut idx, jobs, keep_going, separate, deadline)?;
             if !written {
                 let _ = std::fs::remove_file(&scratch);
             }
@@ -264,9 +298,10 @@ impl Repo {
                 workdir: &self.workdir,
                 opts: self.opts,
                 pack: None,
+                trees: &self.trees,
             };
             let (outcomes, written) =
-                self.run(&lock, &git, &mut idx, jobs, keep_going, deadline)?;
+                self.run(&lock, &git, &mut idx, jobs, keep_going, separate, deadline)?;
             if written {
                 self.index_cache
                     .replace(Some((idx, FileId::of(&index_path))));
@@ -281,7 +316,7 @@ impl Repo {
     }
 
     /// The commit itself, under both locks: the outcomes, and whether the index was replaced.
-    #[allow(clippy::type_complexity)]
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
     fn run(
         &self,
         lock: &indexlock::IndexLock,
@@ -289,10 +324,12 @@ impl Repo {
         idx: &mut Index,
         jobs: &[Job],
         keep_going: bool,
+        separate: bool,
         deadline: Instant,
     ) -> Result<(Vec<Result<Outcome, Error>>, bool), Error> {
         let index_path = self.gitdir.join("index");
         let scratch = self.gitdir.join("elf-commit-index");
+        self.trees.borrow_mut().next_generation();
         let mut head = git.head()?;
         let mut base = git.tree(head.oid)?;
 
@@ -337,14 +374,23 @@ impl Repo {
             }
         }
 
+        if separate {
+            return self.each(
+                lock, git, idx, jobs, resolved, &changes, dirty, head, deadline,
+            );
+        }
+
         let mut index_written = false;
         let (sha, changed) = loop {
             let tree_id = git.build_tree(&base, &changes)?;
             let changed: Vec<bool> = resolved
                 .iter()
                 .map(|r| {
-                    r.as_ref()
-                        .is_ok_and(|r| r.targets.iter().any(|t| differs(&base, t.path(), &changes)))
+                    r.as_ref().is_ok_and(|r| {
+                        r.targets
+                            .iter()
+                            .any(|t| git.differs(&base, t.path(), &changes))
+                    })
                 })
                 .collect();
             let Some(tree_id) = tree_id else {
@@ -358,22 +404,18 @@ impl Repo {
                 .collect();
             let message = Message::combine(&msgs);
             let (author, committer) = self.signatures()?;
-            let tree = git
-                .repo
-                .find_tree(tree_id)
-                .map_err(|e| git_error("reading the new tree", &e))?;
-            let parent = match head.oid {
-                Some(oid) => Some(
-                    git.repo
-                        .find_commit(oid)
-                        .map_err(|e| git_error("reading HEAD", &e))?,
-                ),
-                None => None,
-            };
-            let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
-            let new = git
-                .repo
-                .commit(None, &author, &committer, &message.text(), &tree, &parents)
+            let parents: Vec<Oid> = head.oid.into_iter().collect();
+            let new = self
+                .trees
+                .borrow_mut()
+                .write_commit(
+                    git.repo,
+                    &author,
+                    &committer,
+                    &message.text(),
+                    tree_id,
+                    &parents,
+                )
                 .map_err(|e| git_error("writing the commit", &e))?;
             // Objects on disk, then the index, then the branch.
             git.flush()?;
@@ -408,6 +450,121 @@ impl Repo {
                 })
             })
             .collect();
+        Ok((outcomes, index_written))
+    }
+
+    /// One commit for each job, in order (see [`Repo::run`], which resolved the jobs and
+    /// updated the index entries of all their paths).
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
+    fn each(
+        &self,
+        lock: &indexlock::IndexLock,
+        git: &Git<'_>,
+        idx: &mut Index,
+        jobs: &[Job],
+        resolved: Vec<Result<Resolved, Error>>,
+        changes: &BTreeMap<PathBuf, Option<(Oid, u32)>>,
+        dirty: bool,
+        mut head: Head,
+        deadline: Instant,
+    ) -> Result<(Vec<Result<Outcome, Error>>, bool), Error> {
+        let index_path = self.gitdir.join("index");
+        let scratch = self.gitdir.join("elf-commit-index");
+        let mut base = git.tree(head.oid)?;
+        let mut index_written = false;
+        let mut committed = false;
+        let mut outcomes = Vec::with_capacity(resolved.len());
+        let mut failure: Option<Error> = None;
+        for (job, r) in jobs.iter().zip(resolved) {
+            let r = match (r, &failure) {
+                (_, Some(e)) => {
+                    outcomes.push(Err(e.clone()));
+                    continue;
+                }
+                (Err(e), None) => {
+                    outcomes.push(Err(e));
+                    continue;
+                }
+                (Ok(r), None) => r,
+            };
+            let mine: BTreeMap<PathBuf, Option<(Oid, u32)>> = r
+                .targets
+                .iter()
+                .filter_map(|t| changes.get(t.path()).map(|c| (t.path().to_path_buf(), *c)))
+                .collect();
+            let step = loop {
+                let tree_id = match git.build_tree(&base, &mine) {
+                    Ok(Some(t)) => t,
+                    Ok(None) => break Ok((head.oid, false)),
+                    Err(e) => break Err(e),
+                };
+                let made = (|| {
+                    let (author, committer) = self.signatures()?;
+                    let parents: Vec<Oid> = head.oid.into_iter().collect();
+                    let new = self
+                        .trees
+                        .borrow_mut()
+                        .write_commit(
+                            git.repo,
+                            &author,
+                            &committer,
+                            &job.message.text(),
+                            tree_id,
+                            &parents,
+                        )
+                        .map_err(|e| git_error("writing the commit", &e))?;
+                    // Objects on disk, then the index, then the branch.
+                    git.flush()?;
+                    if dirty && !index_written {
+                        install_index(idx, &scratch, &index_path)?;
+                        index_written = true;
+                    }
+                    let initial = if head.oid.is_none() { " (initial)" } else { "" };
+                    let reflog = format!("commit{initial}: {}", job.message.subject);
+                    git.move_ref(lock, &head, new, &committer, &reflog, deadline)
+                        .map(|moved| (new, moved))
+                })();
+                match made {
+                    Ok((new, None)) => {
+                        head.oid = Some(new);
+                        base = Base {
+                            root: Some(tree_id),
+                        };
+                        break Ok((Some(new), true));
+                    }
+                    // Someone else committed meanwhile: build again on top of theirs.
+                    Ok((_, Some(moved))) => match git.tree(moved.oid) {
+                        Ok(b) => {
+                            head = moved;
+                            base = b;
+                        }
+                        Err(e) => break Err(e),
+                    },
+                    Err(e) => break Err(e),
+                }
+            };
+            match step {
+                Ok((sha, changed)) => {
+                    committed |= changed;
+                    outcomes.push(Ok(Outcome {
+                        sha,
+                        unchanged: !changed,
+                        skipped: r.skipped,
+                    }));
+                }
+                // Nothing committed yet: the whole group failed, as one commit would have.
+                Err(e) if !committed && !index_written => return Err(e),
+                Err(e) => {
+                    outcomes.push(Err(e.clone()));
+                    failure = Some(e);
+                }
+            }
+        }
+        if dirty && !index_written && failure.is_none() {
+            git.flush()?;
+            install_index(idx, &scratch, &index_path)?;
+            index_written = true;
+        }
         Ok((outcomes, index_written))
     }
 
@@ -455,6 +612,7 @@ struct Git<'r> {
     workdir: &'r Path,
     opts: Options,
     pack: Option<&'r Mempack<'r>>,
+    trees: &'r RefCell<Trees>,
 }
 
 impl Git<'_> {
@@ -509,64 +667,54 @@ impl Git<'_> {
     }
 
     /// The tree of a commit (none on an unborn branch).
-    fn tree(&self, commit: Option<Oid>) -> Result<Base<'_>, Error> {
+    fn tree(&self, commit: Option<Oid>) -> Result<Base, Error> {
         let Some(oid) = commit else {
-            return Ok(Base { tree: None });
+            return Ok(Base { root: None });
         };
-        let c = self
-            .repo
-            .find_commit(oid)
+        let root = self
+            .trees
+            .borrow_mut()
+            .commit_tree(self.repo, oid)
             .map_err(|e| git_error("reading HEAD", &e))?;
-        let tree = c.tree().map_err(|e| git_error("reading HEAD's tree", &e))?;
-        Ok(Base { tree: Some(tree) })
+        Ok(Base { root: Some(root) })
+    }
+
+    /// The entry at `p` in `base` (none when it cannot be read, as when it is not there).
+    fn entry(&self, base: &Base, p: &Path) -> Option<Entry> {
+        let root = base.root?;
+        self.trees
+            .borrow_mut()
+            .get(self.repo, root, p)
+            .ok()
+            .flatten()
+    }
+
+    /// Whether `p` in the new tree differs from `base`.
+    fn differs(
+        &self,
+        base: &Base,
+        p: &Path,
+        changes: &BTreeMap<PathBuf, Option<(Oid, u32)>>,
+    ) -> bool {
+        let now = self.entry(base, p).map(|e| (e.id, e.mode));
+        match changes.get(p) {
+            Some(new) => *new != now,
+            None => false,
+        }
     }
 
     /// HEAD's tree with the changes applied; `None` when that is HEAD's tree itself.
     fn build_tree(
         &self,
-        base: &Base<'_>,
+        base: &Base,
         changes: &BTreeMap<PathBuf, Option<(Oid, u32)>>,
     ) -> Result<Option<Oid>, Error> {
-        let fail = |e: git2::Error| git_error("building the new tree", &e);
-        let Some(tree) = &base.tree else {
-            // A first commit: the tree of an index holding just these entries.
-            let mut idx = Index::new().map_err(fail)?;
-            for (p, change) in changes {
-                if let Some((id, mode)) = change {
-                    idx.add(&bare_entry(p, *id, *mode)).map_err(fail)?;
-                }
-            }
-            return if idx.is_empty() {
-                Ok(None)
-            } else {
-                idx.write_tree_to(self.repo).map(Some).map_err(fail)
-            };
-        };
-        let mut b = TreeUpdateBuilder::new();
-        let mut any = false;
-        for (p, change) in changes {
-            let now = base.get(p);
-            match change {
-                Some((id, mode)) => {
-                    if now.is_some_and(|e| e.id() == *id && e.filemode() as u32 == *mode) {
-                        continue;
-                    }
-                    b.upsert(p.as_path(), *id, file_mode(*mode));
-                    any = true;
-                }
-                None => {
-                    if now.is_some() {
-                        b.remove(p.as_path());
-                        any = true;
-                    }
-                }
-            }
-        }
-        if !any {
-            return Ok(None);
-        }
-        let id = b.create_updated(self.repo, tree).map_err(fail)?;
-        Ok((id != tree.id()).then_some(id))
+        let id = self
+            .trees
+            .borrow_mut()
+            .update(self.repo, base.root, changes)
+            .map_err(|e| git_error("building the new tree", &e))?;
+        Ok(id.filter(|id| Some(*id) != base.root))
     }
 
     /// Moves the branch from `head.oid` to `new`, under its ref lock. `Some(head)` when it no
@@ -635,11 +783,11 @@ impl Git<'_> {
     }
 
     /// The files a job's paths stand for.
-    fn resolve(&self, job: &Job, base: &Base<'_>, idx: &Index) -> Result<Resolved, Error> {
+    fn resolve(&self, job: &Job, base: &Base, idx: &Index) -> Result<Resolved, Error> {
         let mut out = Resolved::default();
         for p in &job.paths {
             let full = self.workdir.join(p);
-            let tracked = base.get(p).is_some() || idx.get_path(p, 0).is_some();
+            let tracked = self.entry(base, p).is_some() || idx.get_path(p, 0).is_some();
             match std::fs::symlink_metadata(&full) {
                 Ok(m) if m.is_dir() => {
                     if full.join(".git").exists() {
@@ -706,11 +854,8 @@ impl Git<'_> {
     }
 
     /// True when HEAD's tree or the index holds something below directory `p`.
-    fn tracked_below(&self, p: &Path, base: &Base<'_>, idx: &Index) -> bool {
-        if base
-            .get(p)
-            .is_some_and(|e| e.kind() == Some(ObjectType::Tree))
-        {
+    fn tracked_below(&self, p: &Path, base: &Base, idx: &Index) -> bool {
+        if self.entry(base, p).is_some_and(|e| e.is_tree()) {
             return true;
         }
         let prefix = dir_prefix(p);
@@ -722,7 +867,7 @@ impl Git<'_> {
     fn expand_dir(
         &self,
         p: &Path,
-        base: &Base<'_>,
+        base: &Base,
         idx: &Index,
         out: &mut Resolved,
     ) -> Result<(), Error> {
@@ -730,25 +875,19 @@ impl Git<'_> {
         walk_dir(self.workdir, p, &mut files)?;
         let present: BTreeSet<PathBuf> = files.iter().cloned().collect();
         for f in files {
-            let tracked = base.get(&f).is_some() || idx.get_path(&f, 0).is_some();
+            let tracked = self.entry(base, &f).is_some() || idx.get_path(&f, 0).is_some();
             if tracked || !self.ignored(&f)? {
                 out.targets.push(Target::Add(f));
             }
         }
         let mut gone = BTreeSet::new();
-        if let Some(entry) = base.get(p) {
-            if let Ok(sub) = entry.to_object(self.repo).and_then(|o| o.peel_to_tree()) {
-                let walked = sub.walk(TreeWalkMode::PreOrder, |root, e| {
-                    if e.kind() != Some(ObjectType::Tree) {
-                        let f = p.join(root).join(OsStr::from_bytes(e.name_bytes()));
-                        if !present.contains(&f) {
-                            gone.insert(f);
-                        }
-                    }
-                    TreeWalkResult::Ok
-                });
-                walked.map_err(|e| git_error(format_args!("reading {} in HEAD", shown(p)), &e))?;
-            }
+        if let Some(entry) = self.entry(base, p).filter(Entry::is_tree) {
+            let mut tracked = Vec::new();
+            self.trees
+                .borrow_mut()
+                .files_below(self.repo, entry.id, p, &mut tracked)
+                .map_err(|e| git_error(format_args!("reading {} in HEAD", shown(p)), &e))?;
+            gone.extend(tracked.into_iter().filter(|f| !present.contains(f)));
         }
         let prefix = dir_prefix(p);
         for e in idx.iter().filter(|e| e.path.starts_with(&prefix)) {
@@ -813,32 +952,8 @@ fn install_index(idx: &mut Index, scratch: &Path, index_path: &Path) -> Result<(
 }
 
 /// HEAD's tree, absent on an unborn branch.
-struct Base<'r> {
-    tree: Option<Tree<'r>>,
-}
-
-impl Base<'_> {
-    fn get(&self, p: &Path) -> Option<git2::TreeEntry<'static>> {
-        self.tree.as_ref().and_then(|t| t.get_path(p).ok())
-    }
-}
-
-/// An index entry with only what a tree needs.
-fn bare_entry(p: &Path, id: Oid, mode: u32) -> IndexEntry {
-    IndexEntry {
-        ctime: git2::IndexTime::new(0, 0),
-        mtime: git2::IndexTime::new(0, 0),
-        dev: 0,
-        ino: 0,
-        mode,
-        uid: 0,
-        gid: 0,
-        file_size: 0,
-        id,
-        flags: 0,
-        flags_extended: 0,
-        path: p.as_os_str().as_bytes().to_vec(),
-    }
+struct Base {
+    root: Option<Oid>,
 }
 
 struct Head {
@@ -866,15 +981,6 @@ struct Resolved {
     skipped: Vec<PathBuf>,
 }
 
-/// Whether `p` in the new tree differs from `base`.
-fn differs(base: &Base<'_>, p: &Path, changes: &BTreeMap<PathBuf, Option<(Oid, u32)>>) -> bool {
-    let now = base.get(p).map(|e| (e.id(), e.filemode() as u32));
-    match changes.get(p) {
-        Some(new) => *new != now,
-        None => false,
-    }
-}
-
 fn same_entry(a: &IndexEntry, b: &IndexEntry) -> bool {
     a.id == b.id
         && a.mode == b.mode
@@ -887,16 +993,6 @@ fn same_entry(a: &IndexEntry, b: &IndexEntry) -> bool {
         && a.gid == b.gid
         && a.flags == b.flags
         && a.flags_extended == b.flags_extended
-}
-
-fn file_mode(mode: u32) -> FileMode {
-    match mode {
-        0o100755 => FileMode::BlobExecutable,
-        0o120000 => FileMode::Link,
-        0o160000 => FileMode::Commit,
-        0o040000 => FileMode::Tree,
-        _ => FileMode::Blob,
-    }
 }
 
 /// `dir/` as bytes, for matching index paths.

@@ -31,6 +31,7 @@ mod indexlock;
 mod job;
 mod message;
 mod paths;
+mod tree;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -53,6 +54,10 @@ use crate::message::Message;
 
 /// The most records one `--batch` commit takes.
 const BATCH_MAX: usize = 1000;
+
+/// Without `--batch`, the most records already waiting that are committed (one commit each)
+/// under one taking of the locks, with the index written once for them all.
+const GROUP_MAX: usize = 16;
 
 const FLAGS: &[Flag] = &[
     Flag::new("message", "The commit message")
@@ -228,7 +233,7 @@ fn direct(
         .collect::<Result<Vec<_>>>()?;
     let job = Job { paths, message };
     let outcome = repo
-        .commit(std::slice::from_ref(&job), false)?
+        .commit(std::slice::from_ref(&job), false, false)?
         .pop()
         .ok_or_else(|| Error::internal("no outcome for the commit"))??;
     for p in &outcome.skipped {
@@ -266,7 +271,8 @@ fn records(
     let mut w = Writer::stdout();
     while let Some(first) = reader.next_record() {
         let mut group = vec![first];
-        while batch && group.len() < BATCH_MAX && reader.ready() {
+        let most = if batch { BATCH_MAX } else { GROUP_MAX };
+        while group.len() < most && reader.ready() {
             match reader.next_record() {
                 Some(item) => group.push(item),
                 None => break,
@@ -294,7 +300,7 @@ fn records(
         let results = if jobs.is_empty() {
             Vec::new()
         } else {
-            match repo.commit(&jobs, keep_going) {
+            match repo.commit(&jobs, keep_going, !batch) {
                 Ok(r) => r,
                 Err(e) if keep_going => vec![Err(e); jobs.len()],
                 Err(e) => {
