@@ -403,29 +403,16 @@ impl Repo {
                 .map(|(j, _)| &j.message)
                 .collect();
             let message = Message::combine(&msgs);
-            let (author, committer) = self.signatures()?;
-            let parents: Vec<Oid> = head.oid.into_iter().collect();
-            let new = self
-                .trees
-                .borrow_mut()
-                .write_commit(
-                    git.repo,
-                    &author,
-                    &committer,
-                    &message.text(),
-                    tree_id,
-                    &parents,
-                )
-                .map_err(|e| git_error("writing the commit", &e))?;
-            // Objects on disk, then the index, then the branch.
-            git.flush()?;
-            if dirty && !index_written {
-                install_index(idx, &scratch, &index_path)?;
-                index_written = true;
-            }
-            let initial = if head.oid.is_none() { " (initial)" } else { "" };
-            let reflog = format!("commit{initial}: {}", message.subject);
-            match git.move_ref(lock, &head, new, &committer, &reflog, deadline)? {
+            let mut install = || -> Result<(), Error> {
+                if dirty && !index_written {
+                    install_index(idx, &scratch, &index_path)?;
+                    index_written = true;
+                }
+                Ok(())
+            };
+            let (new, moved) =
+                self.commit_on(git, lock, &head, &message, tree_id, deadline, &mut install)?;
+            match moved {
                 None => break (Some(new), changed),
                 Some(moved) => {
                     // Someone else committed meanwhile: build again on top of theirs.
@@ -498,32 +485,22 @@ impl Repo {
                     Ok(None) => break Ok((head.oid, false)),
                     Err(e) => break Err(e),
                 };
-                let made = (|| {
-                    let (author, committer) = self.signatures()?;
-                    let parents: Vec<Oid> = head.oid.into_iter().collect();
-                    let new = self
-                        .trees
-                        .borrow_mut()
-                        .write_commit(
-                            git.repo,
-                            &author,
-                            &committer,
-                            &job.message.text(),
-                            tree_id,
-                            &parents,
-                        )
-                        .map_err(|e| git_error("writing the commit", &e))?;
-                    // Objects on disk, then the index, then the branch.
-                    git.flush()?;
+                let mut install = || -> Result<(), Error> {
                     if dirty && !index_written {
                         install_index(idx, &scratch, &index_path)?;
                         index_written = true;
                     }
-                    let initial = if head.oid.is_none() { " (initial)" } else { "" };
-                    let reflog = format!("commit{initial}: {}", job.message.subject);
-                    git.move_ref(lock, &head, new, &committer, &reflog, deadline)
-                        .map(|moved| (new, moved))
-                })();
+                    Ok(())
+                };
+                let made = self.commit_on(
+                    git,
+                    lock,
+                    &head,
+                    &job.message,
+                    tree_id,
+                    deadline,
+                    &mut install,
+                );
                 match made {
                     Ok((new, None)) => {
                         head.oid = Some(new);
@@ -582,6 +559,44 @@ impl Repo {
             }
         }
         Index::open(scratch).map_err(|e| git_error("reading the index", &e))
+    }
+
+    /// Writes the commit of `tree_id` on `head` with `message`, puts the new objects on disk,
+    /// runs `before_move` (which installs the index: before the branch moves, so that a crash
+    /// in between leaves paths staged, never a commit the index would silently revert), then
+    /// moves the branch by compare-and-swap. `Some(head)` when something else moved it
+    /// meanwhile (the branch is left as it was).
+    #[allow(clippy::too_many_arguments)]
+    fn commit_on(
+        &self,
+        git: &Git<'_>,
+        lock: &indexlock::IndexLock,
+        head: &Head,
+        message: &Message,
+        tree_id: Oid,
+        deadline: Instant,
+        before_move: &mut dyn FnMut() -> Result<(), Error>,
+    ) -> Result<(Oid, Option<Head>), Error> {
+        let (author, committer) = self.signatures()?;
+        let parents: Vec<Oid> = head.oid.into_iter().collect();
+        let new = self
+            .trees
+            .borrow_mut()
+            .write_commit(
+                git.repo,
+                &author,
+                &committer,
+                &message.text(),
+                tree_id,
+                &parents,
+            )
+            .map_err(|e| git_error("writing the commit", &e))?;
+        git.flush()?;
+        before_move()?;
+        let initial = if head.oid.is_none() { " (initial)" } else { "" };
+        let reflog = format!("commit{initial}: {}", message.subject);
+        let moved = git.move_ref(lock, head, new, &committer, &reflog, deadline)?;
+        Ok((new, moved))
     }
 
     /// Author and committer, from the environment and git's configuration.

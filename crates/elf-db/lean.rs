@@ -62,20 +62,6 @@ fn zero_bytes(x: u64) -> u64 {
     x.wrapping_sub(ONES) & !x & HIGHS
 }
 
-/// The index of the first `byte` in `b`, eight bytes at a time.
-pub fn find_byte(b: &[u8], byte: u8) -> Option<usize> {
-    let pattern = ONES * u64::from(byte);
-    let mut i = 0;
-    while let Some(x) = word(b, i) {
-        let m = zero_bytes(x ^ pattern);
-        if m != 0 {
-            return Some(i + (m.trailing_zeros() / 8) as usize);
-        }
-        i += 8;
-    }
-    b.get(i..)?.iter().position(|&c| c == byte).map(|p| i + p)
-}
-
 /// The index of the first byte at or after `i` that ends a string's plain run: `"`, `\` or a
 /// control character (or `b.len()`).
 fn plain_run(b: &[u8], mut i: usize) -> usize {

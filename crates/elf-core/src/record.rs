@@ -91,26 +91,53 @@ impl<R: BufRead> Reader<R> {
     /// A bad line gives an error (exit 65) naming it; the reader stays usable and the next call
     /// continues with the following line, so `--keep-going` can skip it.
     pub fn next_record(&mut self) -> Option<Result<(u64, Record)>> {
+        Some(
+            self.next_line()?
+                .and_then(|line| self.record().map(|rec| (line, rec))),
+        )
+    }
+
+    /// The next line that is not blank, without parsing it: its number, `None` at the end of
+    /// input. Its text is then [`Reader::text`] and its record [`Reader::record`], for a tool
+    /// that passes some records on as the very text they came in as. A line over the limit is
+    /// a bad record (exit 65) naming it; the next call goes on with the following line.
+    pub fn next_line(&mut self) -> Option<Result<u64>> {
         loop {
             match self.read_line() {
                 Err(e) => return Some(Err(e)),
                 Ok(None) => return None,
-                Ok(Some(too_long)) => {
-                    let line = self.line;
-                    if too_long {
-                        return Some(Err(Error::data(format!(
-                            "line is longer than the limit of {} bytes",
-                            self.limit
-                        ))
-                        .at_line(line)));
-                    }
-                    match parse_line(&self.buf) {
-                        Ok(None) => continue,
-                        Ok(Some(rec)) => return Some(Ok((line, rec))),
-                        Err(e) => return Some(Err(e.at_line(line))),
-                    }
+                Ok(Some(true)) => {
+                    return Some(Err(Error::data(format!(
+                        "line is longer than the limit of {} bytes",
+                        self.limit
+                    ))
+                    .at_line(self.line)));
                 }
+                Ok(Some(false)) if self.buf.iter().all(is_blank_byte) => continue,
+                Ok(Some(false)) => return Some(Ok(self.line)),
             }
+        }
+    }
+
+    /// The record on the line [`Reader::next_line`] returned last (a bad one is an error naming
+    /// the line).
+    pub fn record(&self) -> Result<Record> {
+        match parse_line(&self.buf) {
+            Ok(Some(rec)) => Ok(rec),
+            Ok(None) => Err(Error::data("blank line").at_line(self.line)),
+            Err(e) => Err(e.at_line(self.line)),
+        }
+    }
+
+    /// The text of the line [`Reader::next_line`] returned last, without the spaces, tabs and
+    /// carriage returns around it (what [`parse_line`] parses): for a good record, the JSON
+    /// object as it came in.
+    pub fn text(&self) -> &[u8] {
+        let start = self.buf.iter().position(|b| !is_blank_byte(b));
+        let end = self.buf.iter().rposition(|b| !is_blank_byte(b));
+        match (start, end) {
+            (Some(start), Some(end)) => &self.buf[start..=end],
+            _ => &[],
         }
     }
 
@@ -171,6 +198,11 @@ pub fn poll_readable(fd: RawFd) -> bool {
     // SAFETY: `pfd` is a valid pollfd for the duration of the call and nfds is 1.
     let n = unsafe { libc::poll(&mut pfd, 1, 0) };
     n > 0 && (pfd.revents & (libc::POLLIN | libc::POLLHUP)) != 0
+}
+
+/// The bytes trimmed around a line (a line of only these is blank).
+fn is_blank_byte(b: &u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r')
 }
 
 /// Parses one line: `Ok(None)` for a blank line.
