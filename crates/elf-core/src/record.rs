@@ -339,6 +339,34 @@ mod tests {
     }
 
     #[test]
+    fn lines_come_as_their_trimmed_text_and_parse_only_when_asked() {
+        let mut r = Reader::new(
+            &b" \t{\"a\": 1}\r\n\n  \n[1]\n{\"long\":\"xxxxxxxxxxxx\"}\n{}"[..],
+            16,
+        );
+        assert_eq!(r.next_line().map(|l| l.ok()), Some(Some(1)));
+        assert_eq!(r.text(), b"{\"a\": 1}");
+        assert_eq!(
+            r.record().ok().and_then(|m| m.get("a").cloned()),
+            Some(Value::from(1))
+        );
+        // The blank lines 2 and 3 are skipped; a line that is not an object is an error only
+        // once parsed.
+        assert_eq!(r.next_line().map(|l| l.ok()), Some(Some(4)));
+        assert_eq!(r.text(), b"[1]");
+        assert_eq!(
+            r.record().map_err(|e| e.code()).err(),
+            Some(crate::exit::DATAERR)
+        );
+        // Over the limit: an error naming the line, then the reading goes on.
+        let e = r.next_line().and_then(|l| l.err());
+        assert!(e.is_some_and(|e| e.to_string().contains("line 5")));
+        assert_eq!(r.next_line().map(|l| l.ok()), Some(Some(6)));
+        assert_eq!(r.text(), b"{}");
+        assert!(r.next_line().is_none());
+    }
+
+    #[test]
     fn truncated_json_is_a_data_error() {
         let out = read_all(b"{\"a\":", 100);
         let e = out[0].as_ref().err().map(|e| (e.code(), e.line()));
