@@ -3,7 +3,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::util::{TempDir, cmd, json_lines, one_line, run_with_input, wait_for, watchdog};
+use crate::util::{TempDir, cmd, json_lines, ok, one_line, run_with_input, wait_for, watchdog};
 
 fn backoff() -> Command {
     cmd(env!("CARGO_BIN_EXE_elf-backoff"))
@@ -139,12 +139,7 @@ fn every_attempt_gets_the_same_stdin_and_only_the_last_output_appears() {
             .arg("--")
             .args(counting(&dir, 75, 3));
         let out = run_with_input(c, &input);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        ok(&out);
         assert_eq!(count(&dir), 3);
         for n in 1..=3 {
             let got = std::fs::read(dir.join(format!("in.{n}"))).expect("saved stdin");
@@ -386,12 +381,7 @@ fn held_output_comes_out_whole_and_a_leftover_background_process_does_not_hold_t
             .stdin(Stdio::null());
         c.output().expect("run")
     });
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&out);
     assert_eq!(out.stdout.len(), 3 << 20);
     assert!(out.stdout.iter().all(|&b| b == b'x'));
 }

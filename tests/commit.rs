@@ -89,6 +89,13 @@ impl Repo {
         std::fs::write(p, content).expect("write file");
     }
 
+    /// Writes `rel` and commits it with the git CLI.
+    fn git_commit_file(&self, rel: &str, content: &str, message: &str) {
+        self.write(rel, content);
+        self.git(&["add", rel]);
+        self.git(&["commit", "-q", "-m", message]);
+    }
+
     fn head(&self) -> String {
         self.git(&["rev-parse", "HEAD"]).trim().to_string()
     }
@@ -193,9 +200,7 @@ fn sha_of(rec: &serde_json::Map<String, Value>) -> String {
 #[test]
 fn commits_only_the_named_paths_and_leaves_the_users_index_alone() {
     let r = Repo::new();
-    r.write("base.txt", "base\n");
-    r.git(&["add", "base.txt"]);
-    r.git(&["commit", "-q", "-m", "base"]);
+    r.git_commit_file("base.txt", "base\n", "base");
     // The user's work in progress: a staged new file, a staged change, an unstaged change.
     r.write("staged.txt", "staged\n");
     r.write("base.txt", "base, staged edit\n");
@@ -776,9 +781,7 @@ fn twenty_processes_commit_their_own_files_at_once() {
 #[test]
 fn git_cli_committing_alongside_loses_nothing() {
     let r = Repo::new();
-    r.write("seed", "seed\n");
-    r.git(&["add", "seed"]);
-    r.git(&["commit", "-q", "-m", "seed"]);
+    r.git_commit_file("seed", "seed\n", "seed");
     let n = scale(8, 40);
     let path = r.path().to_path_buf();
     let home = r.home();
@@ -1006,9 +1009,7 @@ fn a_large_batch_is_written_as_one_pack() {
 #[test]
 fn ref_locks_left_behind_are_removed_only_when_provably_stale() {
     let r = Repo::new();
-    r.write("a", "a\n");
-    r.git(&["add", "a"]);
-    r.git(&["commit", "-q", "-m", "a"]);
+    r.git_commit_file("a", "a\n", "a");
     r.write("a", "changed\n");
     let ref_lock = r.join(".git/refs/heads/main.lock");
     // A live git's ref lock, young: wait, then 75 naming it.
@@ -1081,9 +1082,7 @@ fn ref_locks_left_behind_are_removed_only_when_provably_stale() {
 #[test]
 fn waiting_records_get_one_commit_each() {
     let r = Repo::new();
-    r.write("seed", "seed\n");
-    r.git(&["add", "seed"]);
-    r.git(&["commit", "-q", "-m", "seed"]);
+    r.git_commit_file("seed", "seed\n", "seed");
     // The user's staged work, which no commit may take.
     r.write("staged.txt", "user's\n");
     r.git(&["add", "staged.txt"]);
@@ -1170,9 +1169,7 @@ fn next_line(lines: &mut impl Iterator<Item = std::io::Result<String>>) -> Value
 #[test]
 fn a_stream_sees_what_git_did_between_two_records() {
     let r = Repo::new();
-    r.write("seed", "seed\n");
-    r.git(&["add", "seed"]);
-    r.git(&["commit", "-q", "-m", "seed"]);
+    r.git_commit_file("seed", "seed\n", "seed");
     let mut elf = r.elf(&[]);
     elf.stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -1194,9 +1191,7 @@ fn a_stream_sees_what_git_did_between_two_records() {
     let a = next_line(&mut lines);
 
     // git commits, and the user stages a new file and a change.
-    r.write("g.txt", "git's\n");
-    r.git(&["add", "g.txt"]);
-    r.git(&["commit", "-q", "-m", "by git"]);
+    r.git_commit_file("g.txt", "git's\n", "by git");
     let by_git = r.head();
     r.write("staged.txt", "user's\n");
     r.write("seed", "seed, staged\n");

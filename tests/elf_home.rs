@@ -8,6 +8,7 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
+pub use crate::util::ok;
 use crate::util::{cmd, json_lines};
 
 pub fn root() -> PathBuf {
@@ -64,16 +65,6 @@ pub fn run(mut c: Command) -> Output {
     c.stdin(Stdio::null()).output().expect("run script")
 }
 
-pub fn ok(out: &Output) {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Rows of a query on the home's database, through elf-db itself.
 pub fn rows(home: &Path, sql: &str) -> Vec<serde_json::Map<String, Value>> {
     let out = cmd(env!("CARGO_BIN_EXE_elf-db"))
@@ -103,4 +94,56 @@ pub fn git(home: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// The subjects of the home's commits, newest first.
+pub fn subjects(home: &Path) -> Vec<String> {
+    git(home, &["log", "--format=%s"])
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+/// `elf-db check` passes on the home's database.
+pub fn assert_db_ok(home: &Path) {
+    let out = cmd(env!("CARGO_BIN_EXE_elf-db"))
+        .args(["check", "--db"])
+        .arg(home.join("memory/index.db"))
+        .output()
+        .expect("elf-db check");
+    assert!(
+        out.status.success(),
+        "elf-db check: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `git fsck --strict` passes on the home.
+pub fn assert_git_ok(home: &Path) {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(home)
+        .args(["fsck", "--strict"])
+        .output()
+        .expect("git fsck");
+    assert!(
+        out.status.success(),
+        "git fsck: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The home was started by exactly one commit ("Start the ELF home"), and git status is clean.
+pub fn assert_started_once_and_clean(home: &Path) {
+    let subjects = subjects(home);
+    assert_eq!(
+        subjects
+            .iter()
+            .filter(|s| *s == "Start the ELF home")
+            .count(),
+        1,
+        "{subjects:?}"
+    );
+    assert_eq!(git(home, &["status", "--porcelain"]), "");
 }

@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::elf_home::{git, ok, rows, run, script};
+use crate::elf_home::{
+    assert_db_ok, assert_git_ok, assert_started_once_and_clean, git, ok, rows, run, script,
+    subjects,
+};
 use crate::util::{TempDir, cmd, one_line, watchdog};
 
 /// A tmpfs mounted for one test, unmounted on drop (declare it after the TempDir holding it).
@@ -139,13 +142,6 @@ fn script_name(kind: Kind) -> &'static str {
     }
 }
 
-fn subjects(home: &Path) -> Vec<String> {
-    git(home, &["log", "--format=%s"])
-        .lines()
-        .map(String::from)
-        .collect()
-}
-
 /// How much of a record is there: (rows, file entries, commits).
 fn presence(home: &Path, kind: Kind, name: &str) -> (usize, usize, usize) {
     let subjects = subjects(home);
@@ -246,34 +242,6 @@ fn assert_files_complete(home: &Path) {
             assert!(complete, "{} is incomplete: {text:?}", p.display());
         }
     }
-}
-
-fn assert_db_ok(home: &Path) {
-    let out = cmd(env!("CARGO_BIN_EXE_elf-db"))
-        .args(["check", "--db"])
-        .arg(home.join("memory/index.db"))
-        .output()
-        .expect("elf-db check");
-    assert!(
-        out.status.success(),
-        "elf-db check: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn assert_git_ok(home: &Path) {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(home)
-        .args(["fsck", "--strict"])
-        .output()
-        .expect("git fsck");
-    assert!(
-        out.status.success(),
-        "git fsck: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// The journaled records: (kind, title or rule) -> finished.
@@ -886,14 +854,7 @@ fn index_lock_held_on_the_first_run_of_a_home() {
     );
     assert_whole(&home, Kind::Failure, "first, locked");
     assert_whole(&home, Kind::Failure, "second");
-    assert_eq!(
-        subjects(&home)
-            .iter()
-            .filter(|s| *s == "Start the ELF home")
-            .count(),
-        1
-    );
-    assert_eq!(git(&home, &["status", "--porcelain"]), "");
+    assert_started_once_and_clean(&home);
 }
 
 #[test]
@@ -954,12 +915,5 @@ fn first_runs_wait_for_a_slow_git_init() {
     }
     assert_whole(&home, Kind::Failure, "first");
     assert_whole(&home, Kind::Failure, "second");
-    assert_eq!(
-        subjects(&home)
-            .iter()
-            .filter(|s| *s == "Start the ELF home")
-            .count(),
-        1
-    );
-    assert_eq!(git(&home, &["status", "--porcelain"]), "");
+    assert_started_once_and_clean(&home);
 }

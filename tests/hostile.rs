@@ -13,16 +13,15 @@
 //! left held.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
 
-use crate::util::{TempDir, cmd};
+use crate::util::{TempDir, cmd, run_with_input_within};
 
 /// One hostile input: what it is, the tool's arguments, the line, the status it must give and
 /// words its message must hold (as printed, so an escaped ESC is written `\\x1b`).
@@ -897,46 +896,8 @@ fn expand(input: &[u8]) -> Vec<u8> {
 /// Runs a command with `input` on stdin, killing it (and failing) if it runs for 60 s: a tool
 /// that blocks on hostile input (a FIFO, a lock it never gives back) fails the test instead
 /// of hanging it.
-fn run(mut c: Command, input: &[u8]) -> Output {
-    c.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().expect("spawn");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let data = input.to_vec();
-    let feeder = std::thread::spawn(move || {
-        let _ = stdin.write_all(&data);
-    });
-    let mut stdout = child.stdout.take().expect("stdout");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let out_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stdout.read_to_end(&mut v);
-        v
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stderr.read_to_end(&mut v);
-        v
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("deadlock: {c:?} did not finish within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    };
-    let _ = feeder.join();
-    Output {
-        status,
-        stdout: out_reader.join().expect("stdout reader"),
-        stderr: err_reader.join().expect("stderr reader"),
-    }
+fn run(c: Command, input: &[u8]) -> Output {
+    run_with_input_within(c, input, Duration::from_secs(60))
 }
 
 fn stderr(out: &Output) -> String {

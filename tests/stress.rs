@@ -14,12 +14,12 @@ mod faults;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use elf_home::{git, ok, rows, run, script};
+use elf_home::{assert_db_ok, assert_git_ok, ok, rows, run, script, subjects};
 use util::{TempDir, cmd, scale, watchdog};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -46,37 +46,6 @@ fn heuristic_headings(text: &str) -> Vec<(i64, String)> {
         .filter_map(|l| l.split_once(": "))
         .filter_map(|(id, rule)| id.parse().ok().map(|id| (id, rule.to_string())))
         .collect()
-}
-
-fn commit_subjects(home: &Path) -> Vec<String> {
-    git(home, &["log", "--format=%s"])
-        .lines()
-        .map(String::from)
-        .collect()
-}
-
-fn integrity_ok(home: &Path) {
-    let out = cmd(env!("CARGO_BIN_EXE_elf-db"))
-        .args(["check", "--db"])
-        .arg(home.join("memory/index.db"))
-        .output()
-        .expect("elf-db check");
-    assert!(
-        out.status.success(),
-        "integrity: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let fsck = Command::new("git")
-        .arg("-C")
-        .arg(home)
-        .args(["fsck", "--strict"])
-        .output()
-        .expect("git fsck");
-    assert!(
-        fsck.status.success(),
-        "git fsck: {}",
-        String::from_utf8_lossy(&fsck.stderr)
-    );
 }
 
 fn sync_reports_nothing(home: &Path) {
@@ -196,7 +165,7 @@ fn load_failures_heuristics_and_readers_on_one_home() {
         &home,
         "SELECT title, filepath FROM learnings WHERE title LIKE 'load f%'",
     );
-    let subjects = commit_subjects(&home);
+    let subjects = subjects(&home);
     let by_title: BTreeMap<String, String> = frows
         .iter()
         .map(|r| {
@@ -248,7 +217,8 @@ fn load_failures_heuristics_and_readers_on_one_home() {
             "{rule} commits"
         );
     }
-    integrity_ok(&home);
+    assert_db_ok(&home);
+    assert_git_ok(&home);
     sync_reports_nothing(&home);
 }
 
@@ -583,7 +553,7 @@ fn chaos_sigkill_at_random_moments() {
     ok(&out);
     let next_took = t.elapsed();
 
-    let subjects = commit_subjects(&home);
+    let subjects = subjects(&home);
     let frows = rows(
         &home,
         "SELECT title, filepath FROM learnings WHERE title LIKE 'chaos %'",
@@ -652,7 +622,8 @@ fn chaos_sigkill_at_random_moments() {
             assert!(row, "{tag} exited 0 but is not there");
         }
     }
-    integrity_ok(&home);
+    assert_db_ok(&home);
+    assert_git_ok(&home);
     sync_reports_nothing(&home);
     assert!(
         next_took < Duration::from_secs(30),

@@ -3,8 +3,9 @@
 
 #![allow(dead_code)]
 
+use std::borrow::BorrowMut;
 use std::ffi::OsStr;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -66,20 +67,67 @@ pub fn cmd(bin: impl AsRef<OsStr>) -> Command {
     c
 }
 
-/// Runs a command with `input` on stdin and returns its output.
-pub fn run_with_input(mut c: Command, input: &[u8]) -> Output {
+/// Asserts that a command exited with status 0, showing its output when not.
+pub fn ok(out: &Output) {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs a command with `input` on stdin and returns its output (killing it, and failing, if it
+/// runs for 10 minutes).
+pub fn run_with_input(c: impl BorrowMut<Command>, input: &[u8]) -> Output {
+    run_with_input_within(c, input, Duration::from_secs(600))
+}
+
+/// Runs a command with `input` on stdin and returns its output; kills it and fails the test
+/// ("deadlock") if it runs longer than `limit`.
+pub fn run_with_input_within(
+    mut c: impl BorrowMut<Command>,
+    input: &[u8],
+    limit: Duration,
+) -> Output {
+    let c = c.borrow_mut();
     c.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = c.spawn().expect("spawn");
     let mut stdin = child.stdin.take().expect("stdin");
     let data = input.to_vec();
-    let writer = std::thread::spawn(move || {
+    let feeder = std::thread::spawn(move || {
         let _ = stdin.write_all(&data);
     });
-    let out = child.wait_with_output().expect("wait");
-    let _ = writer.join();
-    out
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let out_reader = drain(Box::new(child.stdout.take().expect("stdout")));
+    let err_reader = drain(Box::new(child.stderr.take().expect("stderr")));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("deadlock: {c:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let _ = feeder.join();
+    Output {
+        status,
+        stdout: out_reader.join().expect("stdout reader"),
+        stderr: err_reader.join().expect("stderr reader"),
+    }
 }
 
 /// `a | b | c`: each command's stdout feeds the next; returns every command's output (the

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::util::{TempDir, cmd, json_lines, one_line, scale, watchdog};
+use crate::util::{TempDir, cmd, json_lines, ok, one_line, run_with_input, scale, watchdog};
 
 const BIN: &str = env!("CARGO_BIN_EXE_elf-write");
 
@@ -37,20 +37,12 @@ fn run_records(
     c: impl BorrowMut<Command>,
     records: &[Value],
 ) -> (Option<i32>, Vec<serde_json::Map<String, Value>>, String) {
-    let out = feed(c, &lines(records));
+    let out = run_with_input(c, &lines(records));
     (
         out.status.code(),
         json_lines(&out.stdout),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// Runs a command with `input` on stdin.
-fn feed(mut c: impl BorrowMut<Command>, input: &[u8]) -> Output {
-    let (child, feeder) = spawn_records(c.borrow_mut(), input.to_vec());
-    let out = child.wait_with_output().expect("wait");
-    let _ = feeder.join();
-    out
 }
 
 /// The names of elf-write temporary files in `dir`.
@@ -84,13 +76,8 @@ fn records_get_results_and_keep_every_other_key_in_order() {
 {"other":true}
 {"write":null}
 "#;
-    let out = feed(ew(t.path()), input);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_with_input(ew(t.path()), input);
+    ok(&out);
     let recs = json_lines(&out.stdout);
     assert_eq!(recs.len(), 4);
     let keys: Vec<&str> = recs[0].keys().map(String::as_str).collect();
@@ -250,7 +237,7 @@ fn modes_existing_files_keep_theirs_new_ones_get_file_mode_or_umask() {
 fn bad_records_stop_with_65_naming_the_line_after_passing_the_good_ones() {
     let t = TempDir::new();
     let input = b"{\"write\":{\"path\":\"one\",\"content\":\"1\"}}\n{\"write\":{\"path\":\"two\"}}\n{\"write\":{\"path\":\"three\",\"content\":\"3\"}}\n";
-    let out = feed(ew(t.path()), input);
+    let out = run_with_input(ew(t.path()), input);
     assert_eq!(out.status.code(), Some(65));
     assert_eq!(
         one_line(&out.stderr),
@@ -269,7 +256,7 @@ fn bad_records_stop_with_65_naming_the_line_after_passing_the_good_ones() {
 
     // --keep-going: failed records carry error, the rest go on; the status is the first failure.
     let input = b"{\"write\":{\"path\":\"a\",\"content\":\"1\"}}\nnot json\n{\"k\":1,\"write\":{\"path\":\"/abs\",\"content\":\"x\"}}\n{\"write\":{\"path\":\"b\",\"content\":\"2\"}}\n";
-    let out = feed(ew(t.path()).arg("--keep-going"), input);
+    let out = run_with_input(ew(t.path()).arg("--keep-going"), input);
     assert_eq!(out.status.code(), Some(65));
     let recs = json_lines(&out.stdout);
     assert_eq!(recs.len(), 4);
@@ -375,7 +362,7 @@ fn a_symlink_swapped_in_while_writing_never_leads_outside() {
         .collect();
     let out = watchdog(Duration::from_secs(120), {
         let root = root.clone();
-        move || feed(ew(&root).args(["--keep-going", "--no-sync"]), &lines(&recs))
+        move || run_with_input(ew(&root).args(["--keep-going", "--no-sync"]), &lines(&recs))
     });
     stop.store(true, Ordering::Relaxed);
     let swaps = swapper.join().expect("swapper");
@@ -425,13 +412,8 @@ fn readers_only_ever_see_one_of_the_two_contents() {
     };
     let n = scale(300, 1000);
     for i in 0..n {
-        let out = feed(cmd(BIN).arg(&target), if i % 2 == 0 { &b } else { &a });
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = run_with_input(cmd(BIN).arg(&target), if i % 2 == 0 { &b } else { &a });
+        ok(&out);
     }
     stop.store(true, Ordering::Relaxed);
     let reads = reader.join().expect("reader");
@@ -486,7 +468,7 @@ fn kill_9_never_leaves_a_partial_target_and_leftovers_are_cleaned() {
         std::process::id()
     ));
     fs::write(&live, "in progress").expect("write");
-    let out = feed(cmd(BIN).arg(&target), b"final");
+    let out = run_with_input(cmd(BIN).arg(&target), b"final");
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(
         temps(t.path()),
@@ -545,12 +527,7 @@ fn fifty_racing_appends_with_replays_give_one_header_and_fifty_entries() {
     let mut created = 0;
     let mut headers = 0;
     for out in &outputs {
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        ok(out);
         let w = &json_lines(&out.stdout)[0]["write"];
         created += usize::from(w["created"] == true);
         headers += usize::from(w["header_written"] == true);
@@ -594,12 +571,7 @@ fn twenty_racing_unique_creates_give_twenty_complete_files_and_replays_find_thei
     let first = race();
     let mut paths = Vec::new();
     for (i, out) in first.iter().enumerate() {
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        ok(out);
         let w = &json_lines(&out.stdout)[0]["write"];
         assert_eq!(w["created"], true);
         let p = w["path"].as_str().expect("path").to_string();
@@ -662,7 +634,7 @@ fn disk_full_exits_74_leaving_the_old_content_and_no_temporary_file() {
     let old = vec![b'o'; 300 << 10];
     fs::write(mnt.join("f"), &old).expect("old content");
     let big = vec![b'n'; 2 << 20];
-    let out = feed(ew(&mnt).arg("f"), &big);
+    let out = run_with_input(ew(&mnt).arg("f"), &big);
     assert_eq!(
         out.status.code(),
         Some(74),
@@ -673,7 +645,7 @@ fn disk_full_exits_74_leaving_the_old_content_and_no_temporary_file() {
     assert_eq!(fs::read(mnt.join("f")).expect("read"), old);
     assert_eq!(listing(&mnt), ["f"]);
     // An append that does not fit (old + new content in the temporary file): the same.
-    let out = feed(ew(&mnt).args(["-a", "f"]), &vec![b'n'; 500 << 10]);
+    let out = run_with_input(ew(&mnt).args(["-a", "f"]), &vec![b'n'; 500 << 10]);
     assert_eq!(out.status.code(), Some(74));
     assert_eq!(fs::read(mnt.join("f")).expect("read"), old);
     // The record form: the record fails with 74, the file stays.
@@ -693,7 +665,7 @@ fn file_size_limit_exits_74_and_removes_the_temporary_file() {
         .arg("ulimit -f 8 && exec \"$0\" \"$@\"")
         .arg(BIN)
         .arg(t.join("f"));
-    let out = feed(c, &vec![b'x'; 256 << 10]);
+    let out = run_with_input(c, &vec![b'x'; 256 << 10]);
     assert_eq!(
         out.status.code(),
         Some(74),
@@ -720,13 +692,13 @@ fn stream_form_replaces_appends_and_creates() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(fs::read_to_string(&f).expect("read"), "ABC\n");
     assert_eq!(
-        feed(cmd(BIN).args(["-a", "--key", "k"]).arg(&f), b"more\n")
+        run_with_input(cmd(BIN).args(["-a", "--key", "k"]).arg(&f), b"more\n")
             .status
             .code(),
         Some(0)
     );
     assert_eq!(
-        feed(cmd(BIN).args(["-a", "--key", "k"]).arg(&f), b"more\n")
+        run_with_input(cmd(BIN).args(["-a", "--key", "k"]).arg(&f), b"more\n")
             .status
             .code(),
         Some(0)
@@ -738,19 +710,21 @@ fn stream_form_replaces_appends_and_creates() {
     // --create: same content is fine, other content refused; --unique picks a name and prints it.
     let same = fs::read(&f).expect("read");
     assert_eq!(
-        feed(cmd(BIN).arg("--create").arg(&f), &same).status.code(),
+        run_with_input(cmd(BIN).arg("--create").arg(&f), &same)
+            .status
+            .code(),
         Some(0)
     );
-    let out = feed(cmd(BIN).arg("--create").arg(&f), b"other");
+    let out = run_with_input(cmd(BIN).arg("--create").arg(&f), b"other");
     assert_eq!(out.status.code(), Some(77));
     assert!(one_line(&out.stderr).contains("exists with other content"));
-    let out = feed(cmd(BIN).args(["--create", "--unique"]).arg(&f), b"other");
+    let out = run_with_input(cmd(BIN).args(["--create", "--unique"]).arg(&f), b"other");
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         format!("{}\n", t.join("f-2.txt").display())
     );
-    let out = feed(
+    let out = run_with_input(
         cmd(BIN)
             .args(["--create", "--unique", "--root"])
             .arg(t.path())
@@ -760,7 +734,7 @@ fn stream_form_replaces_appends_and_creates() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "f-2.txt\n");
     // A new file gets --file-mode; a symlink at PATH is followed without --root.
     assert_eq!(
-        feed(cmd(BIN).args(["-m", "0600"]).arg(t.join("new")), b"n")
+        run_with_input(cmd(BIN).args(["-m", "0600"]).arg(t.join("new")), b"n")
             .status
             .code(),
         Some(0)
@@ -775,7 +749,7 @@ fn stream_form_replaces_appends_and_creates() {
     );
     symlink("f.txt", t.join("link")).expect("symlink");
     assert_eq!(
-        feed(cmd(BIN).arg(t.join("link")), b"via link\n")
+        run_with_input(cmd(BIN).arg(t.join("link")), b"via link\n")
             .status
             .code(),
         Some(0)
@@ -788,7 +762,7 @@ fn stream_form_replaces_appends_and_creates() {
     );
     assert_eq!(fs::read_to_string(&f).expect("read"), "via link\n");
     // With --root, the same symlink is refused.
-    let out = feed(cmd(BIN).arg("--root").arg(t.path()).arg("link"), b"x");
+    let out = run_with_input(cmd(BIN).arg("--root").arg(t.path()).arg("link"), b"x");
     assert_eq!(out.status.code(), Some(77));
     assert_eq!(fs::read_to_string(&f).expect("read"), "via link\n");
 }
@@ -805,7 +779,7 @@ fn usage_errors_exit_64() {
         &["--timeout", "soon"],
         &["-m", "999", "f"],
     ] {
-        let out = feed(cmd(BIN).args(args), b"");
+        let out = run_with_input(cmd(BIN).args(args), b"");
         assert_eq!(out.status.code(), Some(64), "{args:?}");
         one_line(&out.stderr);
     }
@@ -833,7 +807,7 @@ fn locks_live_in_git_or_tmp_and_are_shared_whatever_the_route() {
     let rec = json!({"write":{"path":"x.md","mode":"append","content":"b\n"}});
     assert_eq!(run_records(ew(&t.join("memory")), &[rec]).0, Some(0));
     assert_eq!(
-        feed(cmd(BIN).arg("-a").arg(t.join("mem/x.md")), b"c\n")
+        run_with_input(cmd(BIN).arg("-a").arg(t.join("mem/x.md")), b"c\n")
             .status
             .code(),
         Some(0)
@@ -1006,12 +980,7 @@ fn two_streams_batching_the_same_files_in_opposite_orders_never_deadlock() {
         collect(children)
     });
     for out in &outputs {
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        ok(out);
         assert_eq!(json_lines(&out.stdout).len(), per);
     }
     for f in 0..5 {
