@@ -134,8 +134,8 @@ pub fn assert_git_ok(home: &Path) {
     );
 }
 
-/// The home was started by exactly one commit ("Start the ELF home"), and git status is clean.
-pub fn assert_started_once_and_clean(home: &Path) {
+/// The home was started by exactly one commit ("Start the ELF home"); returns every subject.
+pub fn assert_started_once(home: &Path) -> Vec<String> {
     let subjects = subjects(home);
     assert_eq!(
         subjects
@@ -145,5 +145,11 @@ pub fn assert_started_once_and_clean(home: &Path) {
         1,
         "{subjects:?}"
     );
+    subjects
+}
+
+/// [`assert_started_once`], and git status is clean.
+pub fn assert_started_once_and_clean(home: &Path) {
+    assert_started_once(home);
     assert_eq!(git(home, &["status", "--porcelain"]), "");
 }

@@ -103,6 +103,17 @@ impl Drop for Mount {
     }
 }
 
+/// Asserts that a script run exited with `code`, and returns its one failure line.
+fn failed_with(out: &Output, code: i32, script_name: &str) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    failure_line(out, script_name)
+}
+
 /// A failed run's one line: prefixed with the script's name, and no tool's raw message besides.
 fn failure_line(out: &Output, script_name: &str) -> String {
     let line = one_line(&out.stderr);
@@ -476,20 +487,13 @@ fn disk_full_mid_run_then_recovery() {
         assert!(line.contains("is journaled"), "{name}: {line}");
         assert!(line.contains("No space left on device"), "{name}: {line}");
         let on_full = run(record(&home, Kind::Failure, &format!("{name}, then")));
-        assert_eq!(on_full.status.code(), Some(74));
-        let then = failure_line(&on_full, "record-failure");
+        let then = failed_with(&on_full, 74, "record-failure");
         if kind == Kind::Heuristic {
             // The checker's repair stops rather than repair from half the data.
             let mut fix = script("sync-db-markdown.sh", &home);
             fix.arg("--fix");
             let out = run(fix);
-            assert_eq!(
-                out.status.code(),
-                Some(74),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let line = failure_line(&out, "sync-db-markdown");
+            let line = failed_with(&out, 74, "sync-db-markdown");
             assert!(line.ends_with("; nothing was repaired"), "{line}");
         }
         m.unfill();
@@ -834,13 +838,7 @@ fn index_lock_held_on_the_first_run_of_a_home() {
     let mut c = record(&home, Kind::Failure, "first, locked");
     c.env("ELF_LOCK_TIMEOUT", "0.5");
     let out = run(c);
-    assert_eq!(
-        out.status.code(),
-        Some(75),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = failure_line(&out, "record-failure");
+    let line = failed_with(&out, 75, "record-failure");
     assert!(line.contains("is journaled"), "{line}");
     holder.release();
 

@@ -6,23 +6,14 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::elf_home::{git, ok, root, rows, run, script, subjects};
+use crate::elf_home::{assert_started_once, git, ok, root, rows, run, script};
 use crate::util::{TempDir, run_with_input, watchdog};
 
 type Rows = Vec<serde_json::Map<String, Value>>;
 
 /// Commits of records: every commit but the one that adds the new home's `.gitignore`.
 fn commit_count(home: &Path) -> usize {
-    let subjects = subjects(home);
-    assert_eq!(
-        subjects
-            .iter()
-            .filter(|s| *s == "Start the ELF home")
-            .count(),
-        1,
-        "{subjects:?}"
-    );
-    subjects.len() - 1
+    assert_started_once(home).len() - 1
 }
 
 fn failure_files(home: &Path) -> Vec<String> {
