@@ -369,18 +369,25 @@ fn missing_and_unrunnable_commands_give_127_and_126() {
 fn held_output_comes_out_whole_and_a_leftover_background_process_does_not_hold_the_run() {
     let dir = TempDir::new();
     let counter = dir.join("n");
+    let sleeper = dir.join("sleeper");
+    // The background process outlives any deadline the run could meet (it is killed below);
+    // with output read from a pipe, elf-backoff would wait for it and the watchdog would fire.
     let script = format!(
         "n=$(cat '{c}' 2>/dev/null || echo 0); n=$((n + 1)); echo $n > '{c}'; \
          if [ $n -lt 2 ]; then echo failed; exit 75; fi; \
-         head -c 3145728 /dev/zero | tr '\\0' x; sleep 20 2>/dev/null & exit 0",
-        c = counter.display()
+         head -c 3145728 /dev/zero | tr '\\0' x; sleep 600 2>/dev/null & echo $! > '{s}'; exit 0",
+        c = counter.display(),
+        s = sleeper.display()
     );
-    let out = watchdog(Duration::from_secs(15), move || {
+    let out = watchdog(Duration::from_secs(60), move || {
         let mut c = backoff();
         c.args(["-q", "--base", "1ms", "--", "sh", "-c", &script])
             .stdin(Stdio::null());
         c.output().expect("run")
     });
+    if let Ok(pid) = std::fs::read_to_string(&sleeper) {
+        let _ = Command::new("kill").arg(pid.trim()).status();
+    }
     ok(&out);
     assert_eq!(out.stdout.len(), 3 << 20);
     assert!(out.stdout.iter().all(|&b| b == b'x'));

@@ -410,9 +410,24 @@ fn full_mid_run(m: &Mount, home: &Path, kind: Kind, name: &str, lock: &Path) -> 
     crate::util::wait_for(Duration::from_secs(30), "the record's row", || {
         !rows(home, &format!("SELECT id FROM {table} = '{name}'")).is_empty()
     });
-    // Give the pipeline the moment it needs to reach the lock (being late only moves the
-    // failure to a later stage of the same tail).
-    std::thread::sleep(Duration::from_millis(200));
+    // A heuristic's whole tail runs under the held lock, so the row is enough. A failure's
+    // commit lock is taken by elf-commit only once its record has been written and its row
+    // fixed: wait until elf-commit is polling the lock (sleeping between tries), so that the
+    // full disk meets the commit and nothing before it.
+    if kind == Kind::Failure {
+        let pid = child.id();
+        crate::util::wait_for(
+            Duration::from_secs(30),
+            "elf-commit to wait on its lock",
+            || {
+                super::descendants(pid).iter().any(|(p, comm)| {
+                    comm == "elf-commit"
+                        && std::fs::read_to_string(format!("/proc/{p}/wchan"))
+                            .is_ok_and(|w| w.contains("nanosleep"))
+                })
+            },
+        );
+    }
     m.fill(0);
     drop(held);
     watchdog(Duration::from_secs(60), move || {

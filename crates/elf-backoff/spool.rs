@@ -150,10 +150,6 @@ impl Input {
         if tty {
             return Ok(Input::Inherit);
         }
-        if st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == libc::makedev(1, 3) {
-            // /dev/null: every attempt reads the same immediate end of file from it.
-            return Ok(Input::Inherit);
-        }
         if st.st_mode & libc::S_IFMT == libc::S_IFREG {
             // SAFETY: lseek on fd 0, which fstat just showed to be a regular file.
             let off = unsafe { libc::lseek(0, 0, libc::SEEK_CUR) };

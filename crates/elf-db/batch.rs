@@ -260,26 +260,24 @@ pub fn run(o: &Options, command: Command, s: &Stream) -> Result<u8> {
                     }
                     in_tx = true;
                 }
-                let result = match (&mut rec, lean, &rows_prefix) {
-                    (None, Some(text), Some(prefix)) => match work.lean_row(&row, text) {
-                        Some(Ok(id)) => {
-                            held.push_text(reader.text(), Some((prefix, Some(id))));
-                            Ok(())
+                let lean_id = lean.and_then(|text| work.lean_row(&row, text));
+                let result = match (lean_id, &rows_prefix) {
+                    (Some(Ok(id)), Some(prefix)) => {
+                        held.push_text(reader.text(), Some((prefix, Some(id))));
+                        Ok(())
+                    }
+                    (Some(Err(e)), _) => Err(e),
+                    // The general path: a record, or a row not for the lean path after all
+                    // (a table with triggers, say).
+                    _ => match rec.take().map_or_else(|| reader.record(), Ok) {
+                        Ok(mut r) => {
+                            let done = work.record(&mut r);
+                            let done = done.and_then(|how| held.emit(&reader, &r, how));
+                            rec = Some(r);
+                            done
                         }
-                        Some(Err(e)) => Err(e),
-                        // Not for the lean path after all (a table with triggers, say).
-                        None => match reader.record() {
-                            Ok(mut r) => {
-                                let done = work.record(&mut r);
-                                let done = done.and_then(|how| held.emit(&reader, &r, how));
-                                rec = Some(r);
-                                done
-                            }
-                            Err(e) => Err(e),
-                        },
+                        Err(e) => Err(e),
                     },
-                    (Some(r), _, _) => work.record(r).and_then(|how| held.emit(&reader, r, how)),
-                    (None, _, _) => Err(Error::internal("a record was not read")),
                 };
                 match result {
                     Ok(()) => applied = true,

@@ -186,10 +186,10 @@ impl Files {
     /// content is on disk when it returns (unless `--no-sync`), its name once
     /// [`Files::sync_folders`] has run.
     pub fn apply(&mut self, spec: &Spec, marker: Option<&[u8]>) -> Result<Outcome> {
-        self.flush(true).into_iter().try_for_each(|r| r)?;
         match self.apply_in_batch(spec, marker, false)? {
             Applied::Done(o) | Applied::Deferred(o) => Ok(o),
-            Applied::FlushFirst => Err(Error::internal("a write waited for an empty batch")),
+            // Only writes left for a batch are ever pending, and this one does not batch.
+            Applied::FlushFirst => Err(Error::internal("a write found a batch pending")),
         }
     }
 
