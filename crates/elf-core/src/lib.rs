@@ -10,6 +10,7 @@ pub mod docs;
 pub mod exit;
 pub mod lockfile;
 pub mod record;
+pub mod refs;
 pub mod signals;
 pub mod text;
 
