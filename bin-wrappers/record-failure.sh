@@ -6,8 +6,10 @@
 # Environment fallbacks: FAILURE_TITLE, FAILURE_DOMAIN, FAILURE_SEVERITY, FAILURE_TAGS,
 # FAILURE_SUMMARY (a flag wins). Without a title and a domain it prompts for what is missing.
 set -euo pipefail
+elf_self=${BASH_SOURCE[0]}
+[[ $elf_self == */* ]] || elf_self=./$elf_self
+[ ! -L "$elf_self" ] || elf_self=$(readlink -f "$elf_self")
 # shellcheck source=lib/elf.sh
-elf_self=$(readlink -f "${BASH_SOURCE[0]}")
 . "${elf_self%/*}/lib/elf.sh"
 elf_init record-failure
 
@@ -48,44 +50,77 @@ if [ -z "$title" ] || [ -z "$domain" ]; then
     [ -n "$given_summary" ] || elf_prompt_lines summary "Summary (end with an empty line):"
 fi
 
-elf_clean_lines title domain
+elf_clean_line title domain tags
+elf_clean_block summary
 [ -n "$title" ] || elf_die 65 "the title is empty"
 [ -n "$domain" ] || elf_die 65 "the domain is empty"
 [ -n "$severity" ] || severity=3
-sev=$(elf_severity "$severity") ||
-    elf_die 65 "invalid severity $(printf '%q' "$severity"): use 1-5 or low, medium, high, critical"
+elf_severity "$severity" ||
+    elf_die 65 "invalid severity $(elf_quote "$severity"): use 1-5 or low, medium, high, critical"
+sev=$REPLY
 
 elf_home_ready
-elf_recover
 
-record=$(jq -nc -L "$ELF_LIB" --arg key "$ELF_KEY" \
-    --arg title "$title" --arg domain "$domain" --argjson severity "$sev" \
-    --arg tags "$tags" --arg summary "$summary" \
-    --arg day "$(printf '%(%Y%m%d)T' -1)" --arg date "$(printf '%(%Y-%m-%d)T' -1)" --arg hash "$(elf_hash "$title")" '
-    include "elf";
-    ($tags | clean_line) as $tags
-    | ($summary | clean_block) as $summary
-    | "memory/failures/\($day)_\($title | slug($hash)).md" as $path
-    | {key: $key, kind: "failure",
-       db: {table: "learnings",
-            values: {type: "failure", filepath: $path, title: $title,
-                     summary: ($summary | split("\n") | .[0] // ""),
-                     tags: $tags, domain: $domain, severity: $severity}},
-       write: {path: $path, mode: "create", unique: true,
-               content: failure_markdown($title; $domain; $severity; $tags; $date; $summary)},
-       commit: {message: "failure: \($title)\n\nDomain: \($domain) | Severity: \($severity)"}}')
+# The record, built in bash: every value of the user's is a JSON string made by elf_json.
+printf -v day '%(%Y%m%d)T' -1
+printf -v date '%(%Y-%m-%d)T' -1
+elf_slug "$title"
+path=memory/failures/${day}_$REPLY.md
+content="# $title
 
-status=0
-elf_submit "$record" || status=$?
-[ "$status" -eq 0 ] || elf_fail_status "$status" "recording the failure"
-result=$ELF_RESULT
+**Domain**: $domain
+**Severity**: $sev
+**Tags**: $tags
+**Date**: $date
 
-{
-    IFS= read -r id
-    IFS= read -r path
-    IFS= read -r commit
-} < <(jq -r 'include "elf"; .db.id, (.write.path | term), (if .commit.skipped then "skipped (\(.commit.skipped | term))" else .commit.sha end)' -L "$ELF_LIB" <<<"$result")
-case $id in '' | null | 0) elf_die 70 "the database returned no id" ;; esac
+## Summary
 
-elf_log INFO "Recorded failure #$id: $title ($path)"
-printf 'Failure recorded successfully!\n  ID: %s\n  File: %s\n  Commit: %s\n' "$id" "$path" "$commit"
+$summary
+
+## What Happened
+
+[Describe the failure in detail]
+
+## Root Cause
+
+[What was the underlying issue?]
+
+## Impact
+
+[What were the consequences?]
+
+## Prevention
+
+[What heuristic or practice would prevent this?]
+
+## Related
+
+- **Experiments**:
+- **Heuristics**:
+- **Similar Failures**:
+
+<!-- elf:$ELF_KEY -->
+"
+elf_json "$path" && j_path=$REPLY
+elf_json "$title" && j_title=$REPLY
+elf_json "${summary%%$'\n'*}" && j_first=$REPLY
+elf_json "$tags" && j_tags=$REPLY
+elf_json "$domain" && j_domain=$REPLY
+elf_json "$content" && j_content=$REPLY
+elf_json "failure: $title
+
+Domain: $domain | Severity: $sev" && j_message=$REPLY
+# "fix": when elf-write takes another name (a second failure with the same title on the same
+# day gets NAME-2.md), the row follows it; run by elf-db done in the transaction that marks the
+# record done.
+# shellcheck disable=SC2016 # "$ref" and "$join" are JSON, not expansions
+record='{"key":"'$ELF_KEY'","kind":"failure",'\
+'"db":{"table":"learnings","values":{"type":"failure","filepath":'$j_path',"title":'$j_title',"summary":'$j_first',"tags":'$j_tags',"domain":'$j_domain',"severity":'$sev'}},'\
+'"write":{"path":'$j_path',"mode":"create","unique":true,"content":'$j_content'},'\
+'"commit":{"message":'$j_message'},'\
+'"fix":{"sql":"UPDATE learnings SET filepath = :path WHERE id = :id AND filepath <> :path","params":{"path":{"$ref":"/write/path"},"id":{"$ref":"/db/id"}}}}'
+
+elf_record "$record" "recording the failure"
+
+elf_log INFO "Recorded failure #$ELF_ID: $title ($ELF_PATH)"
+printf 'Failure recorded successfully!\n  ID: %s\n  File: %s\n  Commit: %s\n' "$ELF_ID" "$ELF_PATH" "$ELF_COMMIT"

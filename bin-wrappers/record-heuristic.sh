@@ -7,8 +7,10 @@
 # Environment fallbacks: HEURISTIC_DOMAIN, HEURISTIC_RULE, HEURISTIC_EXPLANATION,
 # HEURISTIC_SOURCE, HEURISTIC_CONFIDENCE (a flag wins).
 set -euo pipefail
+elf_self=${BASH_SOURCE[0]}
+[[ $elf_self == */* ]] || elf_self=./$elf_self
+[ ! -L "$elf_self" ] || elf_self=$(readlink -f "$elf_self")
 # shellcheck source=lib/elf.sh
-elf_self=$(readlink -f "${BASH_SOURCE[0]}")
 . "${elf_self%/*}/lib/elf.sh"
 elf_init record-heuristic
 
@@ -51,45 +53,56 @@ if [ -z "$domain" ] || [ -z "$rule" ]; then
     [ -n "$given_confidence" ] || elf_prompt confidence "Confidence (0-1, or low/medium/high) [0.7]: "
 fi
 
-domain=$(jq -nr -L "$ELF_LIB" --arg s "$domain" 'include "elf"; $s | clean_line | domain_slug')
-elf_clean_lines rule source
+elf_clean_line domain rule source
+elf_clean_block explanation
+elf_domain_slug "$domain"
+domain=$REPLY
 [ -n "$domain" ] || elf_die 65 "the domain is empty (after keeping only a-z, 0-9 and -)"
 [ -n "$rule" ] || elf_die 65 "the rule is empty"
 [ -n "$source" ] || source=observation
-conf=$(elf_confidence "$confidence") ||
-    elf_die 65 "invalid confidence $(printf '%q' "$confidence"): use a number from 0 to 1, or low, medium, high"
+elf_confidence "$confidence" ||
+    elf_die 65 "invalid confidence $(elf_quote "$confidence"): use a number from 0 to 1, or low, medium, high"
+conf=$REPLY
 
 elf_home_ready
-elf_recover
 
-record=$(jq -nc -L "$ELF_LIB" --arg key "$ELF_KEY" \
-    --arg domain "$domain" --arg rule "$rule" --arg explanation "$explanation" \
-    --arg source "$source" --argjson confidence "$conf" --arg date "$(printf '%(%Y-%m-%d)T' -1)" '
-    include "elf";
-    ($explanation | clean_block) as $explanation
-    | {key: $key, kind: "heuristic",
-       db: {table: "heuristics",
-            values: {domain: $domain, rule: $rule, explanation: $explanation,
-                     source_type: $source, confidence: $confidence}},
-       heuristic: {rule: $rule, confidence: $confidence, source: $source, created: $date,
-                   explanation: $explanation},
-       write: {path: "memory/heuristics/\($domain).md", mode: "append",
-               header: heuristic_header($domain)},
-       commit: {message: "heuristic: \($rule)\n\nDomain: \($domain) | Confidence: \($confidence)"}}')
+# The record, built in bash: every value of the user's is a JSON string made by elf_json. The
+# entry's heading carries the row id, which elf-write takes from the record ({"$ref":"/db/id"})
+# once elf-db has inserted the row.
+printf -v date '%(%Y-%m-%d)T' -1
+elf_json "$domain" && j_domain=$REPLY
+elf_json "$rule" && j_rule=$REPLY
+elf_json "$explanation" && j_explanation=$REPLY
+elf_json "$source" && j_source=$REPLY
+elf_json ": $rule
 
-# Entries of one domain share a file: their tails take turns, so each commit holds its entry.
-export ELF_TAIL_LOCK=$ELF_HOME/.git/elf-heuristics-$domain.lock
-status=0
-elf_submit "$record" || status=$?
-[ "$status" -eq 0 ] || elf_fail_status "$status" "recording the heuristic"
-result=$ELF_RESULT
+**Confidence**: $conf
+**Source**: $source
+**Created**: $date
 
-{
-    IFS= read -r id
-    IFS= read -r path
-    IFS= read -r commit
-} < <(jq -r 'include "elf"; .db.id, (.write.path | term), (if .commit.skipped then "skipped (\(.commit.skipped | term))" else .commit.sha end)' -L "$ELF_LIB" <<<"$result")
-case $id in '' | null | 0) elf_die 70 "the database returned no id" ;; esac
+$explanation
 
-elf_log INFO "Recorded heuristic H-$id in $domain: $rule"
-printf 'Heuristic recorded successfully!\n  ID: H-%s\n  File: %s\n  Commit: %s\n' "$id" "$path" "$commit"
+---
+
+" && j_entry=$REPLY
+elf_json "# Heuristics: $domain
+
+Generated from failures, successes, and observations in the **$domain** domain.
+
+---
+
+" && j_header=$REPLY
+elf_json "heuristic: $rule
+
+Domain: $domain | Confidence: $conf" && j_message=$REPLY
+# shellcheck disable=SC2016 # "$ref" and "$join" are JSON, not expansions
+record='{"key":"'$ELF_KEY'","kind":"heuristic",'\
+'"db":{"table":"heuristics","values":{"domain":'$j_domain',"rule":'$j_rule',"explanation":'$j_explanation',"source_type":'$j_source',"confidence":'$conf'}},'\
+'"write":{"path":"memory/heuristics/'$domain'.md","mode":"append","header":'$j_header','\
+'"content":{"$join":["## H-",{"$ref":"/db/id"},'$j_entry']}},'\
+'"commit":{"message":'$j_message'}}'
+
+elf_record "$record" "recording the heuristic"
+
+elf_log INFO "Recorded heuristic H-$ELF_ID in $domain: $rule"
+printf 'Heuristic recorded successfully!\n  ID: H-%s\n  File: %s\n  Commit: %s\n' "$ELF_ID" "$ELF_PATH" "$ELF_COMMIT"

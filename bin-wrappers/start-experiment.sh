@@ -7,8 +7,10 @@
 # Environment fallbacks: EXPERIMENT_NAME, EXPERIMENT_HYPOTHESIS, EXPERIMENT_SUCCESS_CRITERIA,
 # EXPERIMENT_FAILURE_CRITERIA (a flag wins).
 set -euo pipefail
+elf_self=${BASH_SOURCE[0]}
+[[ $elf_self == */* ]] || elf_self=./$elf_self
+[ ! -L "$elf_self" ] || elf_self=$(readlink -f "$elf_self")
 # shellcheck source=lib/elf.sh
-elf_self=$(readlink -f "${BASH_SOURCE[0]}")
 . "${elf_self%/*}/lib/elf.sh"
 elf_init start-experiment
 
@@ -46,45 +48,91 @@ if [ -z "$name" ] || [ -z "$hypothesis" ]; then
     [ -n "$given_failure" ] || elf_prompt failure "Failure criteria: "
 fi
 
-name=$(elf_clean_line "$name")
+elf_clean_line name
+elf_clean_block hypothesis success failure
 [ -n "$name" ] || elf_die 65 "the experiment name is empty"
 
 elf_home_ready
-elf_recover
 
-stamp=$(printf '%(%Y%m%d-%H%M%S)T' -1)
-record=$(jq -nc -L "$ELF_LIB" --arg key "$ELF_KEY" \
-    --arg name "$name" --arg hypothesis "$hypothesis" --arg success "$success" \
-    --arg failure "$failure" --arg stamp "$stamp" --arg started "$(printf '%(%Y-%m-%d %H:%M:%S)T' -1)" \
-    --arg hash "$(elf_hash "$name")" '
-    include "elf";
-    ($hypothesis | clean_block) as $hypothesis
-    | "experiments/active/\($stamp)_\($name | slug($hash))" as $folder
-    | {key: $key, kind: "experiment",
-       db: {table: "experiments",
-            values: {name: $name, hypothesis: $hypothesis, status: "active", folder_path: $folder}},
-       write: [
-         {path: "\($folder)/hypothesis.md", mode: "create",
-          content: experiment_hypothesis($name; $started; $hypothesis;
-                                         ($success | clean_block); ($failure | clean_block))},
-         {path: "\($folder)/log.md", mode: "create", content: experiment_log($name; $started)}
-       ],
-       commit: {message: "experiment: Start \u0027\($name)\u0027"}}')
+# The record, built in bash: every value of the user's is a JSON string made by elf_json.
+printf -v stamp '%(%Y%m%d-%H%M%S)T' -1
+printf -v started '%(%Y-%m-%d %H:%M:%S)T' -1
+elf_slug "$name"
+folder=experiments/active/${stamp}_$REPLY
+elf_json "$name" && j_name=$REPLY
+elf_json "$hypothesis" && j_hypothesis=$REPLY
+elf_json "$folder" && j_folder=$REPLY
+elf_json "# Experiment: $name
 
-status=0
-elf_submit "$record" || status=$?
-if [ "$status" -eq 65 ] && [[ $ELF_ERRORS == *UNIQUE* ]]; then
-    elf_die 65 "an experiment named $(printf '%q' "$name") already exists; nothing was written"
-fi
-[ "$status" -eq 0 ] || elf_fail_status "$status" "starting the experiment"
-result=$ELF_RESULT
+**Started**: $started
+**Status**: Active
 
-{
-    IFS= read -r id
-    IFS= read -r folder
-    IFS= read -r commit
-} < <(jq -r 'include "elf"; .db.id, (.db.values.folder_path | term), (if .commit.skipped then "skipped (\(.commit.skipped | term))" else .commit.sha end)' -L "$ELF_LIB" <<<"$result")
-case $id in '' | null | 0) elf_die 70 "the database returned no id" ;; esac
+## Hypothesis
 
-elf_log INFO "Started experiment #$id: $name ($folder)"
-printf 'Experiment started: %s\n  ID: %s\n  Folder: %s\n  Commit: %s\n' "$name" "$id" "$folder" "$commit"
+$hypothesis
+
+## Success Criteria
+
+$success
+
+## Failure Criteria
+
+$failure
+
+## Variables
+
+- **Independent**:
+- **Dependent**:
+- **Controlled**:
+
+## Controls
+
+[What stays the same between cycles?]
+
+## Methodology
+
+[How will the experiment be run?]
+
+## Expected Outcomes
+
+[What do you expect to happen?]
+" && j_hyp_md=$REPLY
+elf_json "# Experiment Log: $name
+
+**Started**: $started
+
+## Cycle 1
+
+### Try
+
+[What was attempted?]
+
+### Break
+
+[What broke or surprised?]
+
+### Analysis
+
+[Why did it happen?]
+
+### Learning
+
+[What was learned?]
+" && j_log_md=$REPLY
+elf_json "experiment: Start '$name'" && j_message=$REPLY
+record='{"key":"'$ELF_KEY'","kind":"experiment",'\
+'"db":{"table":"experiments","values":{"name":'$j_name',"hypothesis":'$j_hypothesis',"status":"active","folder_path":'$j_folder'}},'\
+'"write":[{"path":'${j_folder%\"}'/hypothesis.md","mode":"create","content":'$j_hyp_md'},'\
+'{"path":'${j_folder%\"}'/log.md","mode":"create","content":'$j_log_md'}],'\
+'"commit":{"message":'$j_message'}}'
+
+# A second experiment of the same name breaks the table's UNIQUE constraint: nothing is written.
+elf_insert_failed() {
+    if [ "$1" -eq 65 ] && [[ $2 == *UNIQUE* ]]; then
+        elf_die 65 "an experiment named $(elf_quote "$name") already exists; nothing was written"
+    fi
+}
+elf_record "$record" "starting the experiment"
+
+elf_log INFO "Started experiment #$ELF_ID: $name ($folder)"
+printf 'Experiment started: %s\n  ID: %s\n  Folder: %s\n  Commit: %s\n' "$name" "$ELF_ID" "$folder" "$ELF_COMMIT"

@@ -5,8 +5,10 @@
 # Usage: sync-db-markdown.sh [--fix] [--verbose]
 # Exit (like diff): 0 in sync; 1 differences found (after --fix: differences remain); >1 error.
 set -euo pipefail
+elf_self=${BASH_SOURCE[0]}
+[[ $elf_self == */* ]] || elf_self=./$elf_self
+[ ! -L "$elf_self" ] || elf_self=$(readlink -f "$elf_self")
 # shellcheck source=lib/elf.sh
-elf_self=$(readlink -f "${BASH_SOURCE[0]}")
 . "${elf_self%/*}/lib/elf.sh"
 elf_init sync-db-markdown
 
@@ -50,12 +52,12 @@ done
 # missing one, and rows from the markdown).
 [ ! -e "$ELF_DB" ] || elf_db_readable
 
-# --fix runs whole under the exclusive active lock, so no recording pipeline runs meanwhile.
+# --fix runs whole under the drain lock, so no record is drained meanwhile (records journaled
+# meanwhile wait, pending, and are left out of the comparison).
 if [ -n "$fix" ] && [ -z "${ELF_SYNC_LOCKED-}" ]; then
     elf_home_ready
-    elf_flush_warnings
     status=0
-    ELF_SYNC_LOCKED=1 elf-lock -q -w "${ELF_LOCK_TIMEOUT:-60}" "$ELF_ACTIVE_LOCK" -- \
+    ELF_SYNC_LOCKED=1 elf-lock -q -w "$ELF_TIMEOUT" "$ELF_DRAIN_LOCK" -- \
         "$(readlink -f "${BASH_SOURCE[0]}")" "$@" --fix ${verbose:+--verbose} || status=$?
     exit "$status"
 fi
@@ -201,7 +203,8 @@ if [ -n "$fix" ]; then
     # that fails for want of space, access or a lock, repairing would fail too (or repair from
     # half the data): stop. A record that fails on its own (65) stays journaled and is reported.
     status=0
-    err=$( { elf-db pending --db "$ELF_DB" | elf_tail >/dev/null; } 2>&1) || status=$?
+    elf_tail || status=$?
+    err=$ELF_DRAIN_ERRORS
     case $status in
         0) [ -z "$err" ] || printf '%s\n' "$err" >&2 ;;
         74 | 75 | 77) elf_die "$status" "cannot complete the interrupted records: $(elf_reason "$err" "$status"); nothing was repaired" ;;

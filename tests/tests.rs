@@ -9,5 +9,6 @@ mod db;
 mod docs;
 mod hostile;
 mod lock;
+mod refs;
 mod wrappers;
 mod write;

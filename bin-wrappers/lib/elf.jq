@@ -48,37 +48,22 @@ def experiment_hypothesis($name; $started; $hypothesis; $success; $failure):
 def experiment_log($name; $started):
   "# Experiment Log: \($name)\n\n**Started**: \($started)\n\n## Cycle 1\n\n### Try\n\n[What was attempted?]\n\n### Break\n\n[What broke or surprised?]\n\n### Analysis\n\n[Why did it happen?]\n\n### Learning\n\n[What was learned?]\n";
 
-# The tail's first step, after elf-db: shape each stage's instructions from the results of the
-# stages before it. Dispatches on "kind", so that replayed records of every kind work.
-def fill:
+# A pending record journaled by an earlier version of the scripts, in the current form: a
+# heuristic gets its entry (the row id is in the journaled record), a failure its key line and
+# the "fix" statement that brings the row to the name elf-write chose. Run once per drain, and
+# only when such records are pending (see elf_upgrade_pending in elf.sh).
+def upgrade:
   if has("error") then .
-  elif .kind == "heuristic" then
+  elif .kind == "heuristic" and (.write.content == null) then
     .write.content = heuristic_entry(.db.id; .heuristic.rule; .heuristic.confidence;
                                      .heuristic.source; .heuristic.created; .heuristic.explanation)
-  elif .kind == "failure" and (.write.content | test("\n<!-- elf:[^\n]* -->\n$") | not) then
-    # The record's key, as an invisible last line: two records with the same title on the same
-    # day never take each other's file, and a replay finds its own file by its content.
-    .write.content += "\n<!-- elf:\(.key | tostring | gsub("[^A-Za-z0-9._:@/+=-]"; "")) -->\n"
+  elif .kind == "failure" and (has("fix") | not) then
+    (if (.write.content | test("\n<!-- elf:[^\n]* -->\n$") | not) then
+       .write.content += "\n<!-- elf:\(.key | tostring | gsub("[^A-Za-z0-9._:@/+=-]"; "")) -->\n"
+     else . end)
+    | .fix = {sql: "UPDATE learnings SET filepath = :path WHERE id = :id AND filepath <> :path",
+              params: {path: {"$ref": "/write/path"}, id: {"$ref": "/db/id"}}}
   else . end;
-
-# After elf-write: when elf-write chose another name than the row records (a second record
-# with the same title on the same day), an update brings the row into agreement. elf-db exec
-# reads only "sql" and "params", so the insert's results wait in "row" meanwhile (see restore).
-def fixup:
-  if has("error") then .
-  else
-    .row = .db
-    | .db = (if .kind == "failure" then
-        {sql: "UPDATE learnings SET filepath = :path WHERE id = :id AND filepath <> :path",
-         params: {path: .write.path, id: .row.id}}
-      else
-        {sql: "SELECT :id", params: {id: .row.id}}
-      end)
-  end;
-
-# After elf-db exec: the insert's results back under "db".
-def restore:
-  if has("row") then .db = .row | del(.row) else . end;
 
 # Text safe for a terminal: control characters (ANSI escapes included) shown as \xNN.
 def term:

@@ -1,36 +1,66 @@
 # shellcheck shell=bash
-# The bash half of the ELF wrappers, sourced by each script: the home, the tools, input
-# normalisation, the record pipeline, recovery, logging and exit statuses.
+# The bash half of the ELF wrappers, sourced by each script: the home, input cleaning and JSON
+# encoding, the record (journal, then drain), logging and exit statuses.
 #
-# Locks, outermost first (so no two scripts can deadlock):
-#   .git/elf-active.lock  shared by every recording pipeline; exclusive for recovery and for
-#                         sync-db-markdown.sh --fix, so a recovery never replays a live record
+# A record is journaled, then drained:
+#
+#   1. The script cleans its input, builds its record (one JSON line, in bash) and journals it:
+#      `elf-db insert --journal` stores the row and the whole record in one transaction. From
+#      then on the record is safe: whatever happens, a drain completes it.
+#   2. It takes the drain lock (.git/elf-drain.lock) and, holding it, runs every pending
+#      record (its own and every other writer's) through the tail in one pipeline:
+#        elf-db pending | elf-write | elf-commit | elf-db done --key fix
+#      one elf-write batch, one elf-commit group (one commit per record) and one transaction
+#      for the done marks: group commit across processes. A script whose record another
+#      drainer finished while it waited for the lock finds nothing of its own pending.
+#   3. It reads its record's outcome from the journal (`elf-db query --format tsv`): done, with
+#      its id, path and commit; set aside, with its error; or still pending, with the reason.
+#
+# Recovery is the same drain: a record whose writer was killed is pending, and the next drain
+# (any script's) completes it. A record that fails for a reason of its own (a bad value, a file
+# in the way) is counted by `elf-db done`; after three attempts (at once for none of the
+# retryable statuses 74 and 75) it is set aside with its error, so that it never blocks the
+# others; sync-db-markdown.sh lists it, and `elf-db retry` or `elf-db drop` settles it.
+#
+# Locks, outermost first (so that no two scripts can deadlock):
+#   .git/elf-drain.lock   one drainer at a time; sync-db-markdown.sh --fix holds it while it
+#                         repairs, so no record is drained meanwhile
+#   elf-write's per-file locks
 #   .git/claude-lock      the legacy commit lock, taken by elf-commit (old and new scripts
 #                         exclude each other)
-#   elf-write's per-file locks, and SQLite's own locking.
+#   SQLite's own locking (journaling takes none of the locks above).
+#
+# The tail needs no jq: a record says what its later stages need from earlier ones with
+# references ({"$ref":"/db/id"}, {"$join":[...]}) that each tool resolves as it acts.
 
 ELF_LIB=$(cd "${BASH_SOURCE[0]%/*}" && pwd)
 export ELF_LIB
 
-# elf_init NAME: set the script name, the home and its paths.
+# elf_init NAME: set the script name, the home and its paths; check the settings that would
+# make a record fail, before anything is written.
 elf_init() {
     ELF_SCRIPT=$1
-    ELF_HOME=${ELF_HOME:-$HOME/.claude/emergent-learning}
+    if [ -z "${ELF_HOME-}" ]; then
+        [ -n "${HOME-}" ] || elf_die 64 "neither ELF_HOME nor HOME is set: set ELF_HOME to the ELF home's folder"
+        ELF_HOME=$HOME/.claude/emergent-learning
+    fi
     # An absolute home, so that every tool sees the same paths whatever its working folder.
     case $ELF_HOME in
         /*) ;;
         *) ELF_HOME=$PWD/$ELF_HOME ;;
     esac
     ELF_DB=$ELF_HOME/memory/index.db
-    ELF_ACTIVE_LOCK=$ELF_HOME/.git/elf-active.lock
-    # This run's record key: the scripts put it in their record, so that a failed run can tell
-    # whether its record was journaled (see elf_fail_status).
+    ELF_DRAIN_LOCK=$ELF_HOME/.git/elf-drain.lock
+    # One timeout for every wait of a run: the drain lock, a file's lock, git's locks and a
+    # busy database.
+    ELF_TIMEOUT=${ELF_LOCK_TIMEOUT:-60}
+    [[ $ELF_TIMEOUT =~ ^[0-9]+(\.[0-9]+)?$ ]] ||
+        elf_die 64 "ELF_LOCK_TIMEOUT must be a number of seconds (such as 30 or 2.5), not $(elf_quote "$ELF_TIMEOUT")"
+    # This run's record key: the scripts put it in their record, to find its outcome.
     ELF_KEY=elf-${EPOCHREALTIME//[!0-9]/}-$$-$SRANDOM
-    # Warnings held until the run's record is through (see elf_warn_later).
-    ELF_WARNINGS=()
-    export ELF_HOME ELF_DB ELF_ACTIVE_LOCK ELF_SCRIPT
+    export ELF_HOME ELF_DB ELF_SCRIPT
     local tool
-    for tool in elf-db elf-write elf-commit elf-lock jq; do
+    for tool in elf-db elf-write elf-commit elf-lock; do
         command -v "$tool" >/dev/null 2>&1 || elf_die 69 "$tool not found on PATH (install elf-tools, see its README)"
     done
 }
@@ -60,18 +90,35 @@ elf_flags() {
                 ;;
             --?*)
                 __flag=$1
-                [ -n "${__var[${__flag#--}]-}" ] || elf_die 64 "unknown argument $(printf '%q' "$1") (see --help)"
+                [ -n "${__var[${__flag#--}]-}" ] || elf_die 64 "unknown argument $(elf_quote "$1") (see --help)"
                 [ $# -ge 2 ] || elf_die 64 "$__flag needs a value"
                 __value=$2
                 shift 2
                 ;;
-            *) elf_die 64 "unknown argument $(printf '%q' "$1") (see --help)" ;;
+            *) elf_die 64 "unknown argument $(elf_quote "$1") (see --help)" ;;
         esac
         __flag=${__flag#--}
-        [ -n "${__var[$__flag]-}" ] || elf_die 64 "unknown argument $(printf '%q' "--$__flag") (see --help)"
+        [ -n "${__var[$__flag]-}" ] || elf_die 64 "unknown argument $(elf_quote "--$__flag") (see --help)"
         printf -v "${__var[$__flag]}" '%s' "$__value"
         printf -v "given_${__var[$__flag]}" '%s' 1
     done
+}
+
+# elf_quote TEXT: TEXT in single quotes for a message, control characters shown as \xNN.
+elf_quote() {
+    local LC_ALL=C s=$1 out="" c
+    if [[ $s == *[$'\x01'-$'\x1f'$'\x7f']* ]]; then
+        while [ -n "$s" ]; do
+            c=${s:0:1}
+            s=${s:1}
+            case $c in
+                [$'\x01'-$'\x1f'$'\x7f']) printf -v c '\\x%02x' "'$c" ;;
+            esac
+            out+=$c
+        done
+        s=$out
+    fi
+    printf "'%s'" "$s"
 }
 
 # elf_die STATUS MESSAGE: one line on stderr, then exit.
@@ -84,21 +131,6 @@ elf_die() {
 
 elf_warn() {
     printf '%s: warning: %s\n' "$ELF_SCRIPT" "$*" >&2
-}
-
-# elf_warn_later MESSAGE: a warning printed once the run's record is through (elf_submit), or
-# dropped when the run fails: its one line then says what matters.
-elf_warn_later() {
-    ELF_WARNINGS+=("$*")
-}
-
-# elf_flush_warnings: print the held warnings.
-elf_flush_warnings() {
-    local w
-    for w in "${ELF_WARNINGS[@]}"; do
-        elf_warn "$w"
-    done
-    ELF_WARNINGS=()
 }
 
 # elf_reason MESSAGES STATUS: the line of the tools' MESSAGES that explains a failure (the first
@@ -126,57 +158,189 @@ elf_io_status() {
     esac
 }
 
-# elf_clean_line TEXT: the one-line cleaned form (no ANSI escapes, no control characters).
-elf_clean_line() {
-    jq -nr -L "$ELF_LIB" --arg s "$1" 'include "elf"; $s | clean_line'
+# ---- Cleaning and encoding text, in bash (no program started) ----
+
+# elf_clean_text VAR...: in place: CR LF and lone CR become LF; ANSI escape sequences (CSI, OSC
+# and two-byte ESC x) are removed; tabs become spaces; other control characters (C0 but
+# newline, DEL, C1) are removed; each byte that is not part of valid UTF-8 becomes U+FFFD.
+elf_clean_text() {
+    local LC_ALL=C __v __s __out __rest
+    for __v in "$@"; do
+        __s=${!__v}
+        __s=${__s//$'\r\n'/$'\n'}
+        __s=${__s//$'\r'/$'\n'}
+        if [[ $__s == *$'\e'* ]]; then
+            __out=${__s%%$'\e'*}
+            __rest=${__s#*$'\e'}
+            while :; do
+                if [[ $__rest =~ ^\[[0-?]*[\ -/]*[@-~] ]]; then
+                    __rest=${__rest:${#BASH_REMATCH[0]}}
+                elif [[ $__rest == ']'* ]]; then
+                    # OSC: up to BEL, or to the next ESC (whose "\" then ends it as ESC x).
+                    if [[ ${__rest%%$'\e'*} == *$'\a'* ]]; then
+                        __rest=${__rest#*$'\a'}
+                    else
+                        __rest=${__rest:${#__rest%%$'\e'*}}
+                    fi
+                elif [[ $__rest == [@-_]* ]]; then
+                    __rest=${__rest:1}
+                fi
+                if [[ $__rest == *$'\e'* ]]; then
+                    __out+=${__rest%%$'\e'*}
+                    __rest=${__rest#*$'\e'}
+                else
+                    __out+=$__rest
+                    break
+                fi
+            done
+            __s=$__out
+        fi
+        __s=${__s//$'\t'/ }
+        __s=${__s//[$'\x01'-$'\x09'$'\x0b'-$'\x1f'$'\x7f']/}
+        if [[ $__s == *[$'\x80'-$'\xff']* ]]; then
+            __s=${__s//$'\xc2'[$'\x80'-$'\x9f']/}
+            elf_utf8 __s
+        fi
+        printf -v "$__v" '%s' "$__s"
+    done
 }
 
-# elf_clean_lines VAR...: clean several variables in place with one jq.
-elf_clean_lines() {
-    local __args=() __v
-    for __v in "$@"; do
-        __args+=(--arg "$__v" "${!__v}")
+# elf_utf8 VAR: in place, each byte that is not part of a valid UTF-8 sequence becomes U+FFFD
+# (as jq reads text). Called with LC_ALL=C.
+elf_utf8() {
+    local s=${!1} out="" valid
+    valid=$'^([\x01-\x7f]|[\xc2-\xdf][\x80-\xbf]|\xe0[\xa0-\xbf][\x80-\xbf]|[\xe1-\xec\xee\xef][\x80-\xbf][\x80-\xbf]|\xed[\x80-\x9f][\x80-\xbf]|\xf0[\x90-\xbf][\x80-\xbf][\x80-\xbf]|[\xf1-\xf3][\x80-\xbf][\x80-\xbf][\x80-\xbf]|\xf4[\x80-\x8f][\x80-\xbf][\x80-\xbf])+'
+    while [ -n "$s" ]; do
+        if [[ $s =~ $valid ]]; then
+            out+=${BASH_REMATCH[0]}
+            s=${s:${#BASH_REMATCH[0]}}
+        else
+            out+=$'\xef\xbf\xbd'
+            s=${s:1}
+        fi
     done
-    local __out=()
-    mapfile -d '' -t __out < <(jq -nj -L "$ELF_LIB" "${__args[@]}" \
-        'include "elf"; $ARGS.named | to_entries[] | (.value | clean_line), "\u0000"')
-    local __i=0
+    printf -v "$1" '%s' "$out"
+}
+
+# elf_clean_line VAR...: in place, one line: elf_clean_text, then newlines become spaces, runs
+# of spaces one space, and the ends are trimmed.
+elf_clean_line() {
+    local __v __s
+    elf_clean_text "$@"
     for __v in "$@"; do
-        printf -v "$__v" '%s' "${__out[__i]-}"
-        __i=$((__i + 1))
+        __s=${!__v//$'\n'/ }
+        while [[ $__s == *'  '* ]]; do
+            __s=${__s//'  '/ }
+        done
+        __s=${__s# }
+        __s=${__s% }
+        printf -v "$__v" '%s' "$__s"
     done
+}
+
+# elf_clean_block VAR...: in place, text of several lines: elf_clean_text, then trailing
+# spaces and newlines removed.
+elf_clean_block() {
+    local __v __s
+    elf_clean_text "$@"
+    for __v in "$@"; do
+        __s=${!__v}
+        __s=${__s%"${__s##*[!$' \n']}"}
+        printf -v "$__v" '%s' "$__s"
+    done
+}
+
+# elf_slug TEXT: the legacy slug: lower case, spaces to "-", only [a-z0-9-], at most 100
+# characters; "untitled-HASH" (eight hex digits of TEXT's SHA-256) when no ASCII letter or digit
+# is left. Sets REPLY.
+elf_slug() {
+    local LC_ALL=C s=${1,,}
+    s=${s// /-}
+    s=${s//[!a-z0-9-]/}
+    s=${s:0:100}
+    if [[ $s != *[a-z0-9]* ]]; then
+        s=$(printf '%s' "$1" | sha256sum)
+        s=untitled-${s:0:8}
+    fi
+    REPLY=$s
+}
+
+# elf_domain_slug TEXT: the legacy domain rule: as the slug, then leading and trailing "-"
+# stripped (empty when nothing is left). Sets REPLY.
+elf_domain_slug() {
+    local LC_ALL=C s=${1,,}
+    s=${s// /-}
+    s=${s//[!a-z0-9-]/}
+    s=${s:0:100}
+    while [[ $s == -* ]]; do s=${s#-}; done
+    while [[ $s == *- ]]; do s=${s%-}; done
+    REPLY=$s
+}
+
+# elf_json TEXT: TEXT as a JSON string (quotes included), in REPLY. TEXT is valid UTF-8 (as
+# elf_clean_text leaves it).
+elf_json() {
+    local LC_ALL=C s=$1 out="" c
+    s=${s//\\/\\\\}
+    s=${s//\"/\\\"}
+    s=${s//$'\n'/\\n}
+    s=${s//$'\t'/\\t}
+    s=${s//$'\r'/\\r}
+    if [[ $s == *[$'\x01'-$'\x1f'$'\x7f']* ]]; then
+        while [ -n "$s" ]; do
+            c=${s:0:1}
+            s=${s:1}
+            case $c in
+                [$'\x01'-$'\x1f'$'\x7f']) printf -v c '\\u%04x' "'$c" ;;
+            esac
+            out+=$c
+        done
+        s=$out
+    fi
+    REPLY="\"$s\""
 }
 
 # elf_severity VALUE: 1..5 kept; low, medium, high, critical -> 2, 3, 4, 5 (any case);
-# anything else is rejected (status 1).
+# anything else is rejected (status 1). Sets REPLY.
 elf_severity() {
     local v=${1,,}
     v=${v#"${v%%[![:space:]]*}"}
     v=${v%"${v##*[![:space:]]}"}
     case $v in
-        1 | 2 | 3 | 4 | 5) printf '%s\n' "$v" ;;
-        low) echo 2 ;;
-        medium) echo 3 ;;
-        high) echo 4 ;;
-        critical) echo 5 ;;
+        1 | 2 | 3 | 4 | 5) REPLY=$v ;;
+        low) REPLY=2 ;;
+        medium) REPLY=3 ;;
+        high) REPLY=4 ;;
+        critical) REPLY=5 ;;
         *) return 1 ;;
     esac
 }
 
-# elf_confidence VALUE: a number in [0, 1] (".5" is 0.5); low, medium, high -> 0.3, 0.6, 0.85
-# (any case); empty -> 0.7; anything else is rejected (status 1).
+# elf_confidence VALUE: a number in [0, 1] (".5" is 0.5), as the shortest decimal text (0.70 ->
+# 0.7, 1.0 -> 1); low, medium, high -> 0.3, 0.6, 0.85 (any case); empty -> 0.7; anything else
+# is rejected (status 1). Sets REPLY.
 elf_confidence() {
-    local v=${1,,}
+    local v=${1,,} int frac
     v=${v#"${v%%[![:space:]]*}"}
     v=${v%"${v##*[![:space:]]}"}
     case $v in
-        "") echo 0.7 ;;
-        low) echo 0.3 ;;
-        medium) echo 0.6 ;;
-        high) echo 0.85 ;;
+        "") REPLY=0.7 ;;
+        low) REPLY=0.3 ;;
+        medium) REPLY=0.6 ;;
+        high) REPLY=0.85 ;;
         *)
-            [[ $v =~ ^([0-9]+\.?[0-9]*|\.[0-9]+)$ ]] || return 1
-            jq -nr --arg v "$v" '$v | tonumber | if . >= 0 and . <= 1 then . else error("out of range") end' 2>/dev/null || return 1
+            [[ $v =~ ^([0-9]*)(\.([0-9]*))?$ ]] && [[ $v =~ [0-9] ]] || return 1
+            int=${BASH_REMATCH[1]}
+            frac=${BASH_REMATCH[3]}
+            while [[ $int == 0?* ]]; do int=${int#0}; done
+            while [[ $frac == *0 ]]; do frac=${frac%0}; done
+            int=${int:-0}
+            case $int in
+                0) ;;
+                1) [ -z "$frac" ] || return 1 ;;
+                *) return 1 ;;
+            esac
+            REPLY=$int${frac:+.$frac}
             ;;
     esac
 }
@@ -204,22 +368,25 @@ elf_prompt_lines() {
     printf -v "$1" '%s' "$__all"
 }
 
-# elf_hash TEXT: eight hex digits naming TEXT, for the slug of a title without an ASCII letter
-# or digit (empty otherwise: the slug does not need it).
-elf_hash() {
-    if [[ $1 =~ [A-Za-z0-9] ]]; then
-        return 0
-    fi
-    printf '%s' "$1" | sha256sum | cut -c1-8
-}
-
-# elf_home_ready: create a missing home (folders, database, git repository), and complete an
-# existing one: missing tables and indexes are added, nothing is dropped or rewritten.
+# elf_home_ready: create a missing home (folders, git repository, .gitignore), and refuse a home
+# that cannot be recorded in, before anything is journaled. On a ready home it starts no program.
+# The database's tables are completed by the journaling itself (elf-db insert --schema).
 elf_home_ready() {
-    local err status=0
-    err=$(mkdir -p "$ELF_HOME/memory/failures" "$ELF_HOME/memory/successes" "$ELF_HOME/memory/heuristics" \
-        "$ELF_HOME/experiments/active" "$ELF_HOME/logs" 2>&1) ||
-        elf_die "$(elf_io_status "$err" 74)" "cannot create the home folders under $ELF_HOME: ${err##*: }"
+    local err status=0 d
+    for d in memory/failures memory/successes memory/heuristics experiments/active logs; do
+        if [ ! -d "$ELF_HOME/$d" ]; then
+            err=$(mkdir -p "$ELF_HOME/memory/failures" "$ELF_HOME/memory/successes" "$ELF_HOME/memory/heuristics" \
+                "$ELF_HOME/experiments/active" "$ELF_HOME/logs" 2>&1) ||
+                elf_die "$(elf_io_status "$err" 74)" "cannot create the home folders under $ELF_HOME: ${err##*: }"
+            break
+        fi
+    done
+    # The record's folders must be the home's own: a symbolic link would lead the writes out of
+    # the home, which elf-write refuses; found now, nothing is journaled.
+    for d in memory memory/failures memory/heuristics experiments experiments/active; do
+        [ ! -L "$ELF_HOME/$d" ] ||
+            elf_die 77 "$ELF_HOME/$d is a symbolic link; the ELF home's folders must be real folders; nothing was recorded"
+    done
     # A home that cannot be written (a read-only mount, no permission) stops here, with its
     # reason, before anything is attempted. test -w asks the kernel, which knows read-only
     # mounts even for root; the probe file tells why.
@@ -239,7 +406,7 @@ elf_home_ready() {
         # repository commits as "ELF <elf@HOST>", so that recording works out of the box. An
         # identity from git's configuration or GIT_AUTHOR_*/GIT_COMMITTER_* always wins.
         # shellcheck disable=SC2016 # expanded by the inner shell
-        err=$(elf-lock -q -w 60 "$ELF_HOME/.elf-init.lock" -- sh -c '
+        err=$(elf-lock -q -w "$ELF_TIMEOUT" "$ELF_HOME/.elf-init.lock" -- sh -c '
             if [ ! -d "$1/.git" ]; then
                 git init -q "$1" || exit
                 if [ -z "$(git -C "$1" config user.name)" ] && [ -z "${GIT_AUTHOR_NAME-}" ]; then
@@ -262,25 +429,13 @@ elf_home_ready() {
     fi
     if [ -e "$ELF_HOME/.git/elf-gitignore-uncommitted" ]; then
         status=0
-        err=$(elf-commit --repo "$ELF_HOME" --lock "$ELF_HOME/.git/claude-lock" \
-            ${ELF_LOCK_TIMEOUT:+--timeout "$ELF_LOCK_TIMEOUT"} \
+        err=$(elf-commit --repo "$ELF_HOME" --lock "$ELF_HOME/.git/claude-lock" --timeout "$ELF_TIMEOUT" \
             -m "Start the ELF home" -- .gitignore 2>&1 >/dev/null) || status=$?
         if [ "$status" -eq 0 ]; then
             rm -f "$ELF_HOME/.git/elf-gitignore-uncommitted"
         else
-            elf_warn_later "could not commit .gitignore (the next run tries again): $(elf_reason "$err" "$status")"
+            elf_warn "could not commit .gitignore (the next run tries again): $(elf_reason "$err" "$status")"
         fi
-    fi
-    # The schema is completed once per database; the stamp (inside .git, never committed) names
-    # the database's inode, so a replaced database is completed again.
-    local stamp
-    stamp=$ELF_HOME/.git/elf-schema-$(stat -c %i "$ELF_DB" 2>/dev/null || echo new)
-    if [ ! -e "$stamp" ]; then
-        status=0
-        err=$(elf-db exec --db "$ELF_DB" --file "$ELF_LIB/schema.sql" 2>&1 >/dev/null) || status=$?
-        [ "$status" -eq 0 ] ||
-            elf_die "$status" "cannot prepare the database: $(elf_reason "$err" "$status"); nothing was recorded"
-        elf-write --create "$ELF_HOME/.git/elf-schema-$(stat -c %i "$ELF_DB")" </dev/null 2>/dev/null || true
     fi
 }
 
@@ -292,116 +447,147 @@ elf_db_readable() {
     [ "$status" -eq 0 ] || elf_die "$status" "cannot read the ELF database $ELF_DB: $(elf_reason "$err" "$status")"
 }
 
-# The pipeline tail every record goes through after elf-db insert --journal, and that recovery
-# replays pending records through: shape, write, fix the row, commit, mark done. With
-# ELF_TAIL_LOCK set (the lock of a shared append file), the tail runs under that lock, so that
-# the commit of an entry holds that entry and no other writer's.
-elf_tail() {
-    if [ -n "${ELF_TAIL_LOCK-}" ]; then
-        elf-lock -q -w "${ELF_LOCK_TIMEOUT:-60}" "$ELF_TAIL_LOCK" -- "$ELF_LIB/elf-tail"
-    else
-        elf_tail_run
+# elf_drain: under the drain lock, run every pending record through the tail (elf_tail).
+# Status 0 when the tail ran through (records that failed on their own are counted by elf-db
+# done, see the top of this file); otherwise the status of the step that stopped, with its
+# messages in ELF_DRAIN_ERRORS.
+elf_drain() {
+    local fd status=0
+    ELF_DRAIN_ERRORS=""
+    if [ -L "$ELF_DRAIN_LOCK" ]; then
+        ELF_DRAIN_ERRORS="$ELF_DRAIN_LOCK is a symbolic link; refusing to follow it"
+        return 77
     fi
-}
-
-elf_tail_run() {
-    jq -c -L "$ELF_LIB" 'include "elf"; fill' |
-        elf-write --root "$ELF_HOME" ${ELF_LOCK_TIMEOUT:+--timeout "$ELF_LOCK_TIMEOUT"} |
-        jq -c -L "$ELF_LIB" 'include "elf"; fixup' |
-        elf-db exec --db "$ELF_DB" |
-        jq -c -L "$ELF_LIB" 'include "elf"; restore' |
-        elf-commit --repo "$ELF_HOME" --lock "$ELF_HOME/.git/claude-lock" ${ELF_LOCK_TIMEOUT:+--timeout "$ELF_LOCK_TIMEOUT"} |
-        elf-db "done" --db "$ELF_DB"
-}
-
-# elf_recover: finish what an earlier crash interrupted. Runs only when no other recording
-# pipeline is live (the active lock is free), so it never replays a record still in flight;
-# when some are live, one of them or a later run recovers instead.
-#
-# Its messages are held: a failed recovery is reported in one line after the run's own record
-# (elf_warn_later), or not at all when that record fails too (its own message says why).
-elf_recover() {
-    local status=0 err
-    err=$(elf-lock -n -q "$ELF_ACTIVE_LOCK" -- "$ELF_LIB/elf-recover" 2>&1 >/dev/null) || status=$?
-    case $status in
-        0) [ -z "$err" ] || printf '%s\n' "$err" >&2 ;;
-        75) ;;
-        *) elf_warn_later "interrupted records could not be completed: $(elf_reason "$err" "$status"); they stay journaled" ;;
-    esac
-}
-
-# elf_record: records on stdin, finished records on stdout, all under the shared active lock.
-elf_record() {
-    elf-lock -s -q -w "${ELF_LOCK_TIMEOUT:-60}" "$ELF_ACTIVE_LOCK" -- "$ELF_LIB/elf-record"
-}
-
-# elf_submit RECORD: RECORD (one JSON line carrying "key": $ELF_KEY) through elf_record, the
-# tools' messages held. Status 0: ELF_RESULT holds the finished record, and the messages (and
-# the warnings held by elf_warn_later) are printed. Otherwise the status is returned with the messages in
-# ELF_ERRORS, for elf_fail_status to explain in one line.
-# shellcheck disable=SC2034 # ELF_RESULT is read by the scripts
-elf_submit() {
-    local err status=0
-    ELF_RESULT=""
-    ELF_ERRORS=""
-    if err=$(mktemp "${TMPDIR:-/tmp}/elf-errors.XXXXXX" 2>/dev/null); then
-        ELF_RESULT=$(printf '%s\n' "$1" | elf_record 2>"$err") || status=$?
-        ELF_ERRORS=$(<"$err")
-        rm -f "$err"
-    else
-        ELF_RESULT=$(printf '%s\n' "$1" | elf_record) || status=$?
+    exec {fd}>>"$ELF_DRAIN_LOCK" || {
+        ELF_DRAIN_ERRORS="cannot open the drain lock $ELF_DRAIN_LOCK"
+        return 74
+    }
+    # The descriptor form: the lock belongs to this shell's open file, held until it is closed.
+    ELF_DRAIN_ERRORS=$(elf-lock -q -w "$ELF_TIMEOUT" "$fd" 2>&1) || status=$?
+    if [ "$status" -ne 0 ]; then
+        exec {fd}>&-
+        [ "$status" -ne 75 ] ||
+            ELF_DRAIN_ERRORS="the drain lock $ELF_DRAIN_LOCK stayed held for ${ELF_TIMEOUT}s (ELF_LOCK_TIMEOUT)"
+        return "$status"
     fi
-    if [ "$status" -eq 0 ]; then
-        [ -z "$ELF_ERRORS" ] || printf '%s\n' "$ELF_ERRORS" >&2
-        elf_flush_warnings
-    fi
+    elf_tail {fd}>&- || status=$?
+    exec {fd}>&-
     return "$status"
 }
 
-# elf_journal_state: where this run's record (key $ELF_KEY) stands in the journal: pending,
-# done, absent (also when the database holds no journal or is not a database: nothing of the
-# record can be replayed then), or unknown (the journal could not be read just now: a full
-# disk, a busy database).
-elf_journal_state() {
-    local out err status=0
-    err=$(mktemp "${TMPDIR:-/tmp}/elf-errors.XXXXXX" 2>/dev/null) || err=/dev/null
-    out=$(elf-db query --db "$ELF_DB" "SELECT done_at IS NOT NULL AS done FROM elf_journal WHERE key = :k" \
-        --param "k=$ELF_KEY" 2>"$err") || status=$?
-    if [ "$status" -ne 0 ]; then
-        case $(<"$err") in
-            *"no such table"* | *"not a database"* | *"malformed"*) echo absent ;;
-            *) echo unknown ;;
-        esac
-    elif [ -z "$out" ]; then
-        echo absent
-    else
-        jq -r 'if .done == 1 then "done" else "pending" end' <<<"$out"
+# elf_tail: every pending record through the tail, by the holder of the drain lock. Records
+# journaled by an earlier version of the scripts are brought to the current form first (one jq
+# run, only when there are such records). Status and ELF_DRAIN_ERRORS as elf_drain's.
+elf_tail() {
+    local status=0 pending errfile=$ELF_HOME/.git/elf-drain.err
+    if [ -L "$errfile" ]; then
+        ELF_DRAIN_ERRORS="$errfile is a symbolic link; refusing to follow it"
+        return 77
     fi
-    [ "$err" = /dev/null ] || rm -f "$err"
+    {
+        pending=$(elf-db pending --db "$ELF_DB" --busy-timeout "$ELF_TIMEOUT") || status=$?
+        if [ "$status" -eq 0 ] && [ -n "$pending" ]; then
+            elf_upgrade_pending
+            printf '%s\n' "$pending" |
+                elf-write --keep-going --root "$ELF_HOME" --timeout "$ELF_TIMEOUT" |
+                elf-commit --keep-going --repo "$ELF_HOME" --lock "$ELF_HOME/.git/claude-lock" --timeout "$ELF_TIMEOUT" |
+                elf-db "done" --keep-going --key fix --db "$ELF_DB" --busy-timeout "$ELF_TIMEOUT" >/dev/null || status=$?
+        fi
+    } 2>"$errfile"
+    ELF_DRAIN_ERRORS=$(<"$errfile")
+    return "$status"
 }
 
-# elf_log LEVEL MESSAGE: one line in logs/YYYYMMDD.log, appended atomically.
-elf_log() {
-    local line
-    line=$(printf '[%(%Y-%m-%d %H:%M:%S)T] [%s] [%s] %s' -1 "$1" "$ELF_SCRIPT" "$2")
-    printf '%s\n' "$line" | elf-write --append "$ELF_HOME/logs/$(printf '%(%Y%m%d)T' -1).log" 2>/dev/null ||
-        elf_warn "could not write the log"
+# elf_upgrade_pending: the pending records of an earlier version of the scripts (a failure
+# without its "fix", a heuristic without its entry) in the current form, in place in $pending.
+# shellcheck disable=SC2016 # '"$join"' is JSON text
+elf_upgrade_pending() {
+    local line old=""
+    while IFS= read -r line; do
+        case $line in
+            *'"kind":"failure"'*) [[ $line == *'"fix":'* ]] || old=1 ;;
+            *'"kind":"heuristic"'*) [[ $line == *'"$join"'* ]] || old=1 ;;
+        esac
+        [ -z "$old" ] || break
+    done <<<"$pending"
+    if [ -n "$old" ] && command -v jq >/dev/null 2>&1; then
+        pending=$(jq -c -L "$ELF_LIB" 'include "elf"; upgrade' <<<"$pending") || true
+    fi
 }
 
-# elf_fail_status STATUS WHAT: explain a failed elf_submit in one line, the tools' reason and
-# where the record stands, and exit with its status (64, 65, 74, 75 or 77; 70 for any other).
-# A record that is journaled is not lost: the next run of any writing script completes it.
-elf_fail_status() {
-    local status=$1 reason
-    reason=$(elf_reason "${ELF_ERRORS-}" "$1")
+# elf_record RECORD WHAT: journal RECORD (one JSON line carrying "key": $ELF_KEY), drain, and
+# read the outcome. On success ELF_ID, ELF_PATH and ELF_COMMIT are set (ELF_COMMIT is the
+# commit's id, or "skipped (REASON)"). Otherwise one line saying why and where the record
+# stands, and exit with the status (64, 65, 74, 75 or 77; 70 for any other).
+# shellcheck disable=SC2034 # ELF_ID, ELF_PATH and ELF_COMMIT are read by the scripts
+elf_record() {
+    local err status=0 drain=0 out state code message
+    err=$(elf-db insert --journal --schema "$ELF_LIB/schema.sql" --db "$ELF_DB" \
+        --busy-timeout "$ELF_TIMEOUT" <<<"$1" 2>&1 >/dev/null) || status=$?
+    if [ "$status" -ne 0 ]; then
+        # A script may explain some failures better (see start-experiment.sh).
+        ! declare -F elf_insert_failed >/dev/null || elf_insert_failed "$status" "$err"
+        elf_exit_status "$status" "$2 failed: $(elf_reason "$err" "$status"); nothing was recorded"
+    fi
+    elf_drain || drain=$?
+    status=0
+    out=$(elf-db query --db "$ELF_DB" --busy-timeout "$ELF_TIMEOUT" --format tsv --param "k=$ELF_KEY" \
+        "SELECT CASE WHEN done_at IS NOT NULL THEN 'done' WHEN set_aside_at IS NOT NULL THEN 'set-aside' ELSE 'pending' END,
+                json_extract(ids, '\$[0].id'), json_extract(result, '\$.write.path'),
+                json_extract(result, '\$.write[0].path'), json_extract(result, '\$.commit.sha'),
+                json_extract(result, '\$.commit.skipped'), json_extract(error, '\$.code'),
+                json_extract(error, '\$.message')
+         FROM elf_journal WHERE key = :k" 2>&1) || status=$?
+    if [ "$status" -ne 0 ]; then
+        elf_exit_status "$status" "$2: the record is journaled, its outcome cannot be read: $(elf_reason "$out" "$status"); the next run completes it"
+    fi
+    # Tab-separated fields; mapfile, not read: read joins the empty fields of NULLs (a tab is
+    # white space to IFS).
+    local f
+    mapfile -t -d $'\t' f <<<"$out"
+    state=${f[0]-}
+    ELF_ID=${f[1]-}
+    ELF_PATH=${f[2]:-${f[3]-}}
+    ELF_COMMIT=${f[4]-}
+    [ -z "${f[5]-}" ] || ELF_COMMIT="skipped (${f[5]})"
+    code=${f[6]-}
+    message=${f[7]-}
+    message=${message%$'\n'}
+    case $state in
+        done)
+            [ "$drain" -eq 0 ] ||
+                elf_warn "other journaled records could not be completed: $(elf_reason "$ELF_DRAIN_ERRORS" "$drain"); they stay journaled"
+            ;;
+        set-aside)
+            elf_exit_status "${code:-70}" "$2 failed: ${message//\\n/ }; the record is set aside (sync-db-markdown.sh lists it)"
+            ;;
+        pending)
+            if [ -n "$code" ]; then
+                elf_exit_status "$code" "$2: the record is journaled but not finished: ${message//\\n/ }; the next run tries again"
+            fi
+            elf_exit_status "$drain" "$2: the record is journaled but not finished: $(elf_reason "$ELF_DRAIN_ERRORS" "$drain"); the next run completes it"
+            ;;
+        *) elf_exit_status 70 "$2: the journal has no record $ELF_KEY" ;;
+    esac
+}
+
+# elf_exit_status STATUS MESSAGE: exit with STATUS (64, 65, 74, 75 or 77; 70 for any other).
+elf_exit_status() {
+    local status=$1
     case $status in
         64 | 65 | 74 | 75 | 77) ;;
         *) status=70 ;;
     esac
-    case $(elf_journal_state) in
-        pending) elf_die "$status" "$2: the record is journaled but not finished: $reason; the next run completes it" ;;
-        done) elf_die "$status" "$2 failed: $reason; another run has completed the record since" ;;
-        unknown) elf_die "$status" "$2 failed: $reason; if the record was journaled, the next run completes it" ;;
-        *) elf_die "$status" "$2 failed: $reason; nothing was recorded" ;;
-    esac
+    elf_die "$status" "$2"
+}
+
+# elf_log LEVEL MESSAGE: one line in logs/YYYYMMDD.log, appended with one write(2) (O_APPEND:
+# lines of concurrent scripts never interleave).
+elf_log() {
+    local line day
+    printf -v day '%(%Y%m%d)T' -1
+    printf -v line '[%(%Y-%m-%d %H:%M:%S)T] [%s] [%s] %s\n' -1 "$1" "$ELF_SCRIPT" "$2"
+    if [ -L "$ELF_HOME/logs/$day.log" ] || ! { printf '%s' "$line" >>"$ELF_HOME/logs/$day.log"; } 2>/dev/null; then
+        elf_warn "could not write the log"
+    fi
 }
