@@ -839,3 +839,71 @@ fn start_experiment_gives_the_same_result_from_flags_environment_and_prompts() {
     assert_eq!(results[0], results[1], "flags and environment differ");
     assert_eq!(results[0], results[2], "flags and prompts differ");
 }
+
+/// The programs a run started, from `strace -f -e trace=execve` (the script's own start
+/// included): one line each, the program's path.
+fn programs_started(mut c: std::process::Command, trace: &Path) -> Vec<String> {
+    let program = c.get_program().to_owned();
+    let args: Vec<_> = c.get_args().map(|a| a.to_owned()).collect();
+    let mut s = std::process::Command::new("strace");
+    s.args(["-f", "-qq", "-e", "trace=execve", "-o"])
+        .arg(trace)
+        .arg(program)
+        .args(args);
+    for (k, v) in c.get_envs() {
+        match v {
+            Some(v) => s.env(k, v),
+            None => s.env_remove(k),
+        };
+    }
+    let out = s
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("strace is needed by this test (apt-get install strace)");
+    ok(&out);
+    let text = std::fs::read_to_string(trace).expect("strace output");
+    text.lines()
+        .filter(|l| l.contains("execve(") && l.trim_end().ends_with("= 0"))
+        .filter_map(|l| l.split('"').nth(1).map(String::from))
+        .collect()
+}
+
+#[test]
+fn a_record_on_a_ready_home_starts_at_most_eight_programs_and_no_jq() {
+    let dir = TempDir::new();
+    let home = dir.join("home");
+    let record = |title: &str| {
+        let mut c = script("record-failure.sh", &home);
+        c.args(["--title", title, "--domain", "d"]);
+        c
+    };
+    ok(&run(record("makes the home")));
+    for (what, c) in [
+        ("failure", record("on a ready home")),
+        ("heuristic", {
+            let mut c = script("record-heuristic.sh", &home);
+            c.args(["--domain", "d", "--rule", "r"]);
+            c
+        }),
+    ] {
+        let started = programs_started(c, &dir.join(format!("{what}.trace")));
+        assert!(
+            started.len() <= 8,
+            "{what}: {} programs started: {started:?}",
+            started.len()
+        );
+        assert!(
+            !started.iter().any(|p| p.ends_with("/jq")),
+            "{what}: jq started: {started:?}"
+        );
+        // It drained its own record: elf-write and elf-commit ran in this run.
+        for tool in ["elf-db", "elf-lock", "elf-write", "elf-commit"] {
+            assert!(
+                started.iter().any(|p| p.ends_with(&format!("/{tool}"))),
+                "{what}: {tool} did not run: {started:?}"
+            );
+        }
+    }
+    assert_eq!(rows(&home, "SELECT id FROM learnings").len(), 2);
+    assert_eq!(rows(&home, "SELECT id FROM heuristics").len(), 1);
+}
