@@ -470,7 +470,7 @@ elf_drain() {
             ELF_DRAIN_ERRORS="the drain lock $ELF_DRAIN_LOCK stayed held for ${ELF_TIMEOUT}s (ELF_LOCK_TIMEOUT)"
         return "$status"
     fi
-    elf_tail {fd}>&- || status=$?
+    elf_tail || status=$?
     exec {fd}>&-
     return "$status"
 }
@@ -479,28 +479,26 @@ elf_drain() {
 # journaled by an earlier version of the scripts are brought to the current form first (one jq
 # run, only when there are such records). Status and ELF_DRAIN_ERRORS as elf_drain's.
 elf_tail() {
-    local status=0 pending errfile=$ELF_HOME/.git/elf-drain.err
-    if [ -L "$errfile" ]; then
-        ELF_DRAIN_ERRORS="$errfile is a symbolic link; refusing to follow it"
-        return 77
-    fi
-    {
-        pending=$(elf-db pending --db "$ELF_DB" --busy-timeout "$ELF_TIMEOUT") || status=$?
-        if [ "$status" -eq 0 ] && [ -n "$pending" ]; then
+    local status=0
+    # The tools' messages are kept in memory (a file could not take them on a full disk).
+    # shellcheck disable=SC2030 # $pending lives in this subshell only, by design
+    ELF_DRAIN_ERRORS=$(
+        {
+            pending=$(elf-db pending --db "$ELF_DB" --busy-timeout "$ELF_TIMEOUT") || exit
+            [ -n "$pending" ] || exit 0
             elf_upgrade_pending
             printf '%s\n' "$pending" |
                 elf-write --keep-going --root "$ELF_HOME" --timeout "$ELF_TIMEOUT" |
                 elf-commit --keep-going --repo "$ELF_HOME" --lock "$ELF_HOME/.git/claude-lock" --timeout "$ELF_TIMEOUT" |
-                elf-db "done" --keep-going --key fix --db "$ELF_DB" --busy-timeout "$ELF_TIMEOUT" >/dev/null || status=$?
-        fi
-    } 2>"$errfile"
-    ELF_DRAIN_ERRORS=$(<"$errfile")
+                elf-db "done" --keep-going --key fix --db "$ELF_DB" --busy-timeout "$ELF_TIMEOUT" >/dev/null
+        } 2>&1
+    ) || status=$?
     return "$status"
 }
 
 # elf_upgrade_pending: the pending records of an earlier version of the scripts (a failure
 # without its "fix", a heuristic without its entry) in the current form, in place in $pending.
-# shellcheck disable=SC2016 # '"$join"' is JSON text
+# shellcheck disable=SC2016,SC2031 # '"$join"' is JSON text; $pending is elf_tail's subshell's
 elf_upgrade_pending() {
     local line old=""
     while IFS= read -r line; do
