@@ -410,7 +410,7 @@ fn full_mid_run(m: &Mount, home: &Path, kind: Kind, name: &str, lock: &Path) -> 
     crate::util::wait_for(Duration::from_secs(30), "the record's row", || {
         !rows(home, &format!("SELECT id FROM {table} = '{name}'")).is_empty()
     });
-    // A heuristic's whole tail runs under the held lock, so the row is enough. A failure's
+    // A heuristic's drain waits for the held drain lock, so the row is enough. A failure's
     // commit lock is taken by elf-commit only once its record has been written and its row
     // fixed: wait until elf-commit is polling the lock (sleeping between tries), so that the
     // full disk meets the commit and nothing before it.
@@ -486,10 +486,10 @@ fn disk_full_mid_run_then_recovery() {
     // 2. Mid-run, deterministically: a failure whose commit finds the disk full, and a
     // heuristic whose append finds it full; then a run on the full disk.
     let commit_lock = home.join(".git/claude-lock");
-    let tail_lock = home.join(".git/elf-heuristics-faults.lock");
+    let drain_lock = home.join(".git/elf-drain.lock");
     for (kind, name, lock) in [
         (Kind::Failure, "full at commit", &commit_lock),
-        (Kind::Heuristic, "full at append", &tail_lock),
+        (Kind::Heuristic, "full at append", &drain_lock),
     ] {
         let out = full_mid_run(&m, &home, kind, name, lock);
         assert_eq!(

@@ -357,17 +357,6 @@ fn descendants(pid: u32) -> Vec<(u32, String)> {
     all
 }
 
-/// The parent of a process.
-fn parent(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(") ")?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 /// Processes whose command line mentions `needle` (orphans of a killed pipeline).
 fn mentioning(needle: &str) -> Vec<u32> {
     let me = std::process::id();
@@ -488,27 +477,14 @@ fn chaos_sigkill_at_random_moments() {
                 std::thread::sleep(Duration::from_millis(rng.below(400)));
                 break Some(child.id());
             }
-            // The record's own pipeline runs below elf-record (recovery runs below elf-recover).
-            let pipeline = descendants(child.id()).into_iter().find(|(pid, _)| {
-                std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("lib/elf-record"))
-            });
-            let found = match pipeline {
-                Some((p, _)) if stage == "elf-lock" => Some(p),
-                Some((p, _)) => descendants(p)
-                    .into_iter()
-                    .find(|(_, comm)| comm == stage)
-                    .map(|(pid, _)| pid),
-                None => None,
-            };
+            // The tools run as the wrapper's children: elf-db (journal, pending, done or the
+            // outcome), elf-lock (taking the drain lock), elf-write and elf-commit (the drain).
+            let found = descendants(child.id())
+                .into_iter()
+                .find(|(_, comm)| comm == stage)
+                .map(|(pid, _)| pid);
             if let Some(pid) = found {
                 std::thread::sleep(Duration::from_micros(rng.below(3_000)));
-                // For elf-lock, the process that holds the active lock is elf-record's parent.
-                let pid = if stage == "elf-lock" {
-                    parent(pid).unwrap_or(pid)
-                } else {
-                    pid
-                };
                 break Some(pid);
             }
             if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
