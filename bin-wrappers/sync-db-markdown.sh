@@ -19,7 +19,10 @@ Usage: sync-db-markdown.sh [--fix] [--verbose]
 Compares memory/failures/*.md with the failure rows, and every "## H-<id>" entry of
 memory/heuristics/*.md with the heuristic rows, and reports every difference:
   failure file without row, failure row without file,
-  heuristic entry without row (H-0 and duplicate headings included), heuristic row without entry.
+  heuristic entry without row (H-0 and duplicate headings included), heuristic row without entry,
+and every record set aside because it could not be finished (with the elf-db commands that
+retry it or give it up; --fix leaves those to you). Rows of records still being recorded are
+not differences.
 --fix first completes interrupted records, then repairs each difference from the data itself:
 a row is made from a file's fields, a file or an entry from a row's fields, and a renumbered
 heading takes its new row's id. Repairs are committed in one commit.
@@ -86,8 +89,23 @@ collect() {
             'include "elf"; heuristic_entries[] + {path: $p, domain: $d}' <"$f" >>"$work/entries"
     done
     shopt -u nullglob
-    elf-db query --db "$ELF_DB" "SELECT id, filepath FROM learnings WHERE type = 'failure' ORDER BY id" >"$work/frows"
-    elf-db query --db "$ELF_DB" "SELECT id, domain, rule FROM heuristics ORDER BY id" >"$work/hrows"
+    # The rows of records still in the journal (pending: being recorded right now, or waiting
+    # for the next drain; set aside: listed below) are not differences: their files are not
+    # written yet.
+    local journal inflight_l="" inflight_h=""
+    journal=$(elf-db query --db "$ELF_DB" --format tsv \
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'elf_journal'")
+    : >"$work/setaside"
+    if [ "$journal" = 1 ]; then
+        inflight_l="AND id NOT IN (SELECT json_extract(ids, '\$[0].id') FROM elf_journal WHERE done_at IS NULL AND json_extract(record, '\$.db.table') = 'learnings')"
+        inflight_h="WHERE id NOT IN (SELECT json_extract(ids, '\$[0].id') FROM elf_journal WHERE done_at IS NULL AND json_extract(record, '\$.db.table') = 'heuristics')"
+        elf-db pending --db "$ELF_DB" --set-aside |
+            jq -r -L "$ELF_LIB" 'include "elf";
+                "set-aside record: \(.key | term) (\(.kind // "record" | term)): \(.set_aside.error.message // "failed" | term) (elf-db retry \(.key | term) tries it again; elf-db drop \(.key | term) gives it up)"' \
+                >"$work/setaside"
+    fi
+    elf-db query --db "$ELF_DB" "SELECT id, filepath FROM learnings WHERE type = 'failure' $inflight_l ORDER BY id" >"$work/frows"
+    elf-db query --db "$ELF_DB" "SELECT id, domain, rule FROM heuristics $inflight_h ORDER BY id" >"$work/hrows"
     jq -n --slurpfile files "$work/files" --slurpfile frows "$work/frows" \
         --slurpfile entries "$work/entries" --slurpfile hrows "$work/hrows" \
         '{files: $files, frows: $frows, entries: $entries, hrows: $hrows}' >"$work/state.json"
@@ -98,6 +116,12 @@ collect() {
 
 report() {
     jq -r -L "$ELF_LIB" 'include "elf"; difference_line' "$work/diffs"
+    cat "$work/setaside"
+}
+
+# differences: how many differences and set-aside records there are.
+differences() {
+    echo $(($(wc -l <"$work/diffs") + $(wc -l <"$work/setaside")))
 }
 
 # repair: fix each difference in $work/diffs; the changed paths go to $work/paths.
@@ -213,23 +237,23 @@ if [ -n "$fix" ]; then
 fi
 
 collect
-if [ ! -s "$work/diffs" ]; then
+if [ "$(differences)" -eq 0 ]; then
     say "in sync"
     exit 0
 fi
 if [ -z "$fix" ]; then
     report
-    printf '%s differences\n' "$(wc -l <"$work/diffs")" >&2
+    printf '%s differences\n' "$(differences)" >&2
     exit 1
 fi
 
-say "$(wc -l <"$work/diffs") differences; repairing"
+say "$(differences) differences; repairing"
 [ -z "$verbose" ] || report
 repair
 collect
-if [ -s "$work/diffs" ]; then
+if [ "$(differences)" -ne 0 ]; then
     report
-    printf '%s differences remain\n' "$(wc -l <"$work/diffs")" >&2
+    printf '%s differences remain\n' "$(differences)" >&2
     exit 1
 fi
 elf_log INFO "sync --fix: index and markdown agree"
