@@ -24,6 +24,10 @@ _elf_db() {
             COMPREPLY=()
             return
             ;;
+        --key)
+            COMPREPLY=()
+            return
+            ;;
         --max-line)
             COMPREPLY=()
             return
@@ -46,7 +50,7 @@ _elf_db() {
             ;;
     esac
     if [[ $cur == -* ]]; then
-        mapfile -t COMPREPLY < <(compgen -W '-d --db --busy-timeout --synchronous --batch -t --table -j --journal -k --keep-going --max-line -f --file --older-than -p --param -h --help -V --version --generate' -- "$cur")
+        mapfile -t COMPREPLY < <(compgen -W '-d --db --busy-timeout --synchronous --batch -t --table --key -j --journal -k --keep-going --max-line -f --file --older-than -p --param -h --help -V --version --generate' -- "$cur")
         return
     fi
     COMPREPLY=()

@@ -1558,3 +1558,109 @@ fn bad_table_rows_stop_with_65_naming_the_line_or_become_error_records() {
         before + cases.len() as i64
     );
 }
+
+/// Runs `elf-db ARGS` on `input`, asserts success, and returns its records.
+fn run_ok(db: &Path, args: &[&str], input: &[Value]) -> Vec<Map<String, Value>> {
+    let out = run_with_input(db_cmd(db, args), &lines(input));
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    json_lines(&out.stdout)
+}
+
+#[test]
+fn key_names_where_the_statements_are_for_insert_exec_and_the_journal() {
+    let dir = TempDir::new();
+    let db = new_db(&dir);
+    // insert --key row: the statements and their results are under "row"; "db" is data.
+    let recs = run_ok(
+        &db,
+        &["insert", "--key", "row"],
+        &[
+            json!({"db":{"note":"not mine"},"row":{"table":"pairs","values":{"seq":1,"side":"l"}}}),
+            json!({"db":{"table":"pairs","values":{"seq":9,"side":"x"}}}),
+        ],
+    );
+    assert_eq!(
+        Value::Object(recs[0].clone()),
+        json!({"db":{"note":"not mine"},"row":{"table":"pairs","values":{"seq":1,"side":"l"},"id":1}})
+    );
+    assert_eq!(
+        Value::Object(recs[1].clone()),
+        json!({"db":{"table":"pairs","values":{"seq":9,"side":"x"}}}),
+        "a record without the key is passed on untouched"
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM pairs"), 1);
+    // exec --key fix: the record's db (an insert's results) stays as it is.
+    let out = run_with_input(
+        db_cmd(&db, &["exec", "--key", "fix"]),
+        concat!(
+            r#"{"db":{"table":"pairs","values":{"seq":1,"side":"l"},"id":1},"fix":[{"sql":"UPDATE pairs SET side = :s WHERE id = :id","params":{"s":"r","id":1}},{"sql":"SELECT side FROM pairs WHERE id = 1"}]}"#,
+            "\n",
+            r#"{"db":{"sql":"DELETE FROM pairs"}}"#,
+            "\n"
+        )
+        .as_bytes(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let got: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        got[0],
+        r#"{"db":{"table":"pairs","values":{"seq":1,"side":"l"},"id":1},"fix":[{"sql":"UPDATE pairs SET side = :s WHERE id = :id","params":{"s":"r","id":1},"changes":1},{"sql":"SELECT side FROM pairs WHERE id = 1","changes":0,"rows":[{"side":"r"}]}]}"#
+    );
+    assert_eq!(got[1], r#"{"db":{"sql":"DELETE FROM pairs"}}"#);
+    assert_eq!(count(&db, "SELECT count(*) FROM pairs"), 1);
+    // Errors name the key.
+    let out = run_with_input(
+        db_cmd(&db, &["exec", "--key", "fix"]),
+        &lines(&[json!({"fix":[{"sql":"SELECT 1"},{"sql":"UPDATE nope SET x = 1"}]})]),
+    );
+    assert_eq!(out.status.code(), Some(65));
+    let line = one_line(&out.stderr);
+    assert!(
+        line.starts_with("elf-db: line 1: fix[1]: no such table: nope"),
+        "{line}"
+    );
+    let out = run_with_input(
+        db_cmd(&db, &["exec", "--key", "fix"]),
+        &lines(&[json!({"fix":"DELETE FROM pairs"})]),
+    );
+    assert!(one_line(&out.stderr).contains("fix must be an object or an array of objects"));
+    // insert --journal --key row: journaled under "key", the ids are row's results, and a
+    // replay gets them back.
+    let rec =
+        json!({"key":"k1","row":{"table":"pairs","values":{"seq":2,"side":"l"}},"db":{"x":1}});
+    let first = run_ok(
+        &db,
+        &["insert", "--journal", "--key", "row"],
+        std::slice::from_ref(&rec),
+    );
+    let id = first[0]["row"]["id"].as_i64().expect("id");
+    assert_eq!(first[0]["db"], json!({"x":1}));
+    let again = run_ok(&db, &["insert", "--journal", "--key", "row"], &[rec]);
+    assert_eq!(again, first);
+    let ids: String = open(&db)
+        .query_row("SELECT ids FROM elf_journal WHERE key = 'k1'", [], |r| {
+            r.get(0)
+        })
+        .expect("journal row");
+    assert_eq!(
+        serde_json::from_str::<Value>(&ids).expect("ids"),
+        json!([{ "id": id }])
+    );
+    let pending = run_ok(&db, &["pending"], &[]);
+    assert_eq!(pending, first);
+    assert_eq!(count(&db, "SELECT count(*) FROM pairs WHERE seq = 2"), 1);
+    // Refused: an empty name, the record's own keys, --key with --table or exec --file.
+    for args in [
+        &["insert", "--key", ""][..],
+        &["insert", "--key", "key"],
+        &["exec", "--key", "error"],
+        &["insert", "--key", "row", "--table", "pairs"],
+        &["exec", "--key", "fix", "--file", "x.sql"],
+        &["pending", "--key", "fix"],
+    ] {
+        let out = run_with_input(db_cmd(&db, args), b"");
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {}", stderr(&out));
+        one_line(&out.stderr);
+    }
+}

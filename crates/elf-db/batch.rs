@@ -54,6 +54,16 @@ pub enum Command {
     Done,
 }
 
+/// What a run does: the command, and the flags that shape its work on each record.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The command.
+    pub command: Command,
+    /// `--key`: the key holding the statements that `insert` and `exec` run (`db` unless
+    /// told otherwise); `None` for `insert --table`.
+    pub key: Option<String>,
+}
+
 /// How the input stream is read.
 #[derive(Debug, Clone)]
 pub struct Stream {
@@ -181,14 +191,15 @@ fn push_int(out: &mut Vec<u8>, n: i64) {
 }
 
 /// Runs a record command over standard input.
-pub fn run(o: &Options, command: Command, s: &Stream) -> Result<u8> {
+pub fn run(o: &Options, job: Job, s: &Stream) -> Result<u8> {
     let db = conn::open(o, Mode::Write)?;
     let mut reader = Input::stdin(s.max_line)?;
     let mut out = Out::stdout()?;
     let mut work = Work {
         conn: &db,
         schema: Schema::default(),
-        command,
+        command: job.command,
+        key: job.key,
         journal_ready: false,
     };
     let mut held = Held::default();
@@ -335,6 +346,8 @@ struct Work<'c> {
     conn: &'c Connection,
     schema: Schema<'c>,
     command: Command,
+    /// Where the record's statements are (see [`Job::key`]).
+    key: Option<String>,
     journal_ready: bool,
 }
 
@@ -381,7 +394,7 @@ impl<'c> Work<'c> {
         let table = match &self.command {
             Command::Done => return Ok(true),
             Command::InsertRows(t) => t.as_str(),
-            Command::Insert { journal: false } => match rec.get("db") {
+            Command::Insert { journal: false } => match rec.get(self.name()) {
                 Some(Value::Object(db)) if db.get("values").is_some_and(Value::is_object) => {
                     match db.get("table") {
                         Some(Value::String(t)) => t.as_str(),
@@ -427,6 +440,11 @@ impl<'c> Work<'c> {
         )
     }
 
+    /// The key of the record's statements.
+    fn name(&self) -> &str {
+        self.key.as_deref().unwrap_or("db")
+    }
+
     fn apply(&mut self, rec: &mut Record) -> Result<Emit> {
         match &self.command {
             Command::Insert { journal: false } => self.statements(rec, Kind::Insert),
@@ -456,14 +474,16 @@ impl<'c> Work<'c> {
         }
     }
 
-    /// `insert` or `exec` without the journal: a record without `db` is passed on untouched.
+    /// `insert` or `exec` without the journal: a record without its statement key is passed on
+    /// untouched.
     fn statements(&mut self, rec: &mut Record, kind: Kind) -> Result<Emit> {
-        let Some(db) = rec.get("db").filter(|v| !v.is_null()) else {
+        let name = self.key.as_deref().unwrap_or("db");
+        let Some(db) = rec.get(name).filter(|v| !v.is_null()) else {
             return Ok(Emit::Unchanged);
         };
-        let results = stmt::apply(self.conn, &mut self.schema, kind, db)?;
-        match rec.get_mut("db") {
-            Some(db) => stmt::fill(db, &results).map(|()| Emit::Changed),
+        let results = stmt::apply(self.conn, &mut self.schema, kind, name, db)?;
+        match rec.get_mut(name) {
+            Some(db) => stmt::fill(name, db, &results).map(|()| Emit::Changed),
             None => Ok(Emit::Unchanged),
         }
     }
@@ -481,25 +501,28 @@ impl<'c> Work<'c> {
                 )));
             }
         };
-        let has_db = rec.get("db").is_some_and(|v| !v.is_null());
+        let name = self.key.as_deref().unwrap_or("db");
+        let has_db = rec.get(name).is_some_and(|v| !v.is_null());
         if let Some(stored) = journal::lookup(self.conn, &key)? {
             let results: Vec<Results> = serde_json::from_str(&stored).map_err(|e| {
                 Error::data(format!("the journal entry of key {key} is damaged: {e}"))
             })?;
-            return match rec.get_mut("db").filter(|v| !v.is_null()) {
-                Some(db) => stmt::fill(db, &results).map_err(|e| e.context(format!("key {key}"))),
+            return match rec.get_mut(name).filter(|v| !v.is_null()) {
+                Some(db) => {
+                    stmt::fill(name, db, &results).map_err(|e| e.context(format!("key {key}")))
+                }
                 None if results.is_empty() => Ok(()),
                 None => Err(Error::data(format!(
-                    "key {key} was journaled with statements, this record has no db"
+                    "key {key} was journaled with statements, this record has no {name}"
                 ))),
             };
         }
-        let results = match rec.get("db") {
-            Some(db) if has_db => stmt::apply(self.conn, &mut self.schema, Kind::Insert, db)?,
+        let results = match rec.get(name) {
+            Some(db) if has_db => stmt::apply(self.conn, &mut self.schema, Kind::Insert, name, db)?,
             _ => Vec::new(),
         };
-        if let Some(db) = rec.get_mut("db").filter(|v| !v.is_null()) {
-            stmt::fill(db, &results)?;
+        if let Some(db) = rec.get_mut(name).filter(|v| !v.is_null()) {
+            stmt::fill(name, db, &results)?;
         }
         if generated {
             if rec.contains_key("key") {

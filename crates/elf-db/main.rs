@@ -70,6 +70,15 @@ const FLAGS: &[Flag] = &[
             "insert: every record is a row of TABLE, its keys the columns (the sqlite-utils \
          habit). The record is passed on with \"db\":{\"table\":TABLE,\"id\":ID} added.",
         ),
+    Flag::new("key", "insert, exec: statements under NAME, not db")
+        .value("NAME")
+        .doc(
+            "insert, exec: read each record's statements from its key NAME instead of db, and \
+         add the results there; a record without NAME is passed on untouched. With --journal \
+         the whole record is still journaled under its \"key\", with the results of NAME's \
+         statements as its ids. NAME may not be empty, key or error. Not with --table, whose \
+         result is always db.",
+        ),
     Flag::new("journal", "insert: journal each record under its key")
         .short('j')
         .doc(
@@ -123,8 +132,8 @@ static TOOL: Tool = Tool {
     name: "elf-db",
     about: "SQLite transactions from JSON lines, with bound parameters, safe under contention",
     usage: &[
-        "insert [--journal] [--table TABLE] [OPTIONS] < RECORDS",
-        "exec [OPTIONS] < RECORDS",
+        "insert [--journal] [--key NAME | --table TABLE] [OPTIONS] < RECORDS",
+        "exec [--key NAME] [OPTIONS] < RECORDS",
         "exec --file SCHEMA.sql [OPTIONS]",
         "done [OPTIONS] < RECORDS",
         "pending [--older-than DURATION] [OPTIONS]",
@@ -151,6 +160,7 @@ const COMMANDS: &[(&str, &[&str])] = &[
             "synchronous",
             "batch",
             "table",
+            "key",
             "journal",
             "keep-going",
             "max-line",
@@ -158,7 +168,14 @@ const COMMANDS: &[(&str, &[&str])] = &[
     ),
     (
         "exec",
-        &["synchronous", "batch", "keep-going", "max-line", "file"],
+        &[
+            "synchronous",
+            "batch",
+            "keep-going",
+            "max-line",
+            "file",
+            "key",
+        ],
     ),
     ("done", &["synchronous", "batch", "keep-going", "max-line"]),
     ("pending", &["older-than"]),
@@ -211,17 +228,28 @@ fn run(m: Matches) -> Result<u8> {
                     "--journal works with the record form, not with --table",
                 ));
             }
-            let mode = match m.get("table") {
-                Some(g) => batch::Command::InsertRows(g.str()?.to_string()),
-                None => batch::Command::Insert {
-                    journal: m.has("journal"),
+            if m.has("key") && m.has("table") {
+                return Err(Error::usage(
+                    "--key works with the record form, not with --table (its result is always db)",
+                ));
+            }
+            let job = match m.get("table") {
+                Some(g) => batch::Job {
+                    command: batch::Command::InsertRows(g.str()?.to_string()),
+                    key: None,
+                },
+                None => batch::Job {
+                    command: batch::Command::Insert {
+                        journal: m.has("journal"),
+                    },
+                    key: Some(statement_key(&m)?),
                 },
             };
-            batch::run(&opts, mode, &stream_options(&m)?)
+            batch::run(&opts, job, &stream_options(&m)?)
         }
         "exec" => match m.get("file") {
             Some(g) => {
-                for f in ["batch", "keep-going", "max-line"] {
+                for f in ["batch", "keep-going", "max-line", "key"] {
                     if m.has(f) {
                         return Err(Error::usage(format!(
                             "flag --{f} does not apply to exec --file"
@@ -230,9 +258,21 @@ fn run(m: Matches) -> Result<u8> {
                 }
                 stmt::exec_file(&opts, &PathBuf::from(g.os()?))
             }
-            None => batch::run(&opts, batch::Command::Exec, &stream_options(&m)?),
+            None => {
+                let job = batch::Job {
+                    command: batch::Command::Exec,
+                    key: Some(statement_key(&m)?),
+                };
+                batch::run(&opts, job, &stream_options(&m)?)
+            }
         },
-        "done" => batch::run(&opts, batch::Command::Done, &stream_options(&m)?),
+        "done" => {
+            let job = batch::Job {
+                command: batch::Command::Done,
+                key: None,
+            };
+            batch::run(&opts, job, &stream_options(&m)?)
+        }
         "pending" => {
             let older = m.get("older-than").map(|g| g.with(parse_age)).transpose()?;
             journal::pending(&opts, older)
@@ -289,6 +329,18 @@ fn stream_options(m: &Matches) -> Result<batch::Stream> {
         max_line,
         keep_going: m.has("keep-going"),
     })
+}
+
+/// `--key NAME`: the key holding a record's statements (`db` when not given).
+fn statement_key(m: &Matches) -> Result<String> {
+    match m.get("key") {
+        None => Ok("db".to_string()),
+        Some(g) => g.with(|s| match s {
+            "" => Err("the key name is empty"),
+            "key" | "error" => Err("key and error are the record's own keys, not statements"),
+            _ => Ok(s.to_string()),
+        }),
+    }
 }
 
 /// `--older-than`: the shared duration syntax plus hours and days.

@@ -350,59 +350,63 @@ impl ToSql for Bind<'_> {
     }
 }
 
-/// The statement objects of a `db` value.
-fn objects(db: &Value) -> Result<Vec<&Map<String, Value>>> {
+/// The statement objects of a record's statement value (`db`, or the key `--key` names).
+fn objects<'v>(name: &str, db: &'v Value) -> Result<Vec<&'v Value>> {
     match db {
-        Value::Object(m) => Ok(vec![m]),
+        Value::Object(_) => Ok(vec![db]),
         Value::Array(items) => items
             .iter()
             .enumerate()
             .map(|(i, v)| match v {
-                Value::Object(m) => Ok(m),
+                Value::Object(_) => Ok(v),
                 other => Err(Error::data(format!(
-                    "db[{i}] must be an object, found {}",
+                    "{name}[{i}] must be an object, found {}",
                     record::kind(other)
                 ))),
             })
             .collect(),
         other => Err(Error::data(format!(
-            "db must be an object or an array of objects, found {}",
+            "{name} must be an object or an array of objects, found {}",
             record::kind(other)
         ))),
     }
 }
 
 /// Where a statement is, for messages: `db` or `db[2]`.
-fn place(db: &Value, i: usize) -> String {
+fn place(name: &str, db: &Value, i: usize) -> String {
     if db.is_array() {
-        format!("db[{i}]")
+        format!("{name}[{i}]")
     } else {
-        "db".to_string()
+        name.to_string()
     }
 }
 
-/// Runs the statements of a record's `db` and returns each statement object's results, in
-/// order, without touching the record (see [`fill`]).
+/// Runs the statements of a record's statement value `db` (found under `name`) and returns
+/// each statement object's results, in order, without touching the record (see [`fill`]).
 pub fn apply<'c>(
     conn: &'c Connection,
     schema: &mut Schema<'c>,
     kind: Kind,
+    name: &str,
     db: &Value,
 ) -> Result<Vec<Results>> {
-    let objs = objects(db)?;
+    let objs = objects(name, db)?;
     let mut out = Vec::with_capacity(objs.len());
     for (i, obj) in objs.into_iter().enumerate() {
+        let Value::Object(obj) = obj else {
+            continue;
+        };
         let r = match kind {
             Kind::Insert => insert(conn, schema, obj),
             Kind::Exec => exec(conn, obj),
         };
-        out.push(r.map_err(|e| e.context(place(db, i)))?);
+        out.push(r.map_err(|e| e.context(place(name, db, i)))?);
     }
     Ok(out)
 }
 
-/// Adds results to the statement objects of `db`.
-pub fn fill(db: &mut Value, results: &[Results]) -> Result<()> {
+/// Adds results to the statement objects of `db` (found under `name`).
+pub fn fill(name: &str, db: &mut Value, results: &[Results]) -> Result<()> {
     let count = match db {
         Value::Array(a) => a.len(),
         Value::Object(_) => 1,
@@ -410,7 +414,7 @@ pub fn fill(db: &mut Value, results: &[Results]) -> Result<()> {
     };
     if count != results.len() {
         return Err(Error::data(format!(
-            "db holds {count} statement(s) but its key was journaled with {}",
+            "{name} holds {count} statement(s) but its key was journaled with {}",
             results.len()
         )));
     }
