@@ -1664,3 +1664,181 @@ fn key_names_where_the_statements_are_for_insert_exec_and_the_journal() {
         one_line(&out.stderr);
     }
 }
+
+#[test]
+fn references_in_statements_take_their_values_from_the_record_and_stay_as_written() {
+    let dir = TempDir::new();
+    let db = new_db(&dir);
+    // insert: a $join and a $ref in values, resolved before the row is written; the record
+    // passed on keeps them as written, with the id added.
+    let rec = json!({"title":"disk full","db":{"table":"learnings","values":{"type":"failure",
+        "filepath":{"$join":["memory/failures/",{"$ref":"/title"},".md"]},"title":{"$ref":"/title"},
+        "summary":"{\"$ref\":\"/title\"}"}}});
+    let out = run_ok(&db, &["insert"], std::slice::from_ref(&rec));
+    let mut want = rec.clone();
+    want["db"]["id"] = json!(1);
+    assert_eq!(Value::Object(out[0].clone()), want);
+    let row: (String, String, String) = open(&db)
+        .query_row(
+            "SELECT filepath, title, summary FROM learnings WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("row");
+    assert_eq!(
+        row,
+        (
+            "memory/failures/disk full.md".to_string(),
+            "disk full".to_string(),
+            // A string is never a reference.
+            "{\"$ref\":\"/title\"}".to_string()
+        )
+    );
+    // The tail's fix: exec --key fix binds what elf-write and the insert reported.
+    let written = json!({"db":{"table":"learnings","values":{},"id":1},
+        "write":{"path":"memory/failures/disk full-2.md"},
+        "fix":{"sql":"UPDATE learnings SET filepath = :p WHERE id = :id",
+               "params":{"p":{"$ref":"/write/path"},"id":{"$ref":"/db/id"}}}});
+    let out = run_ok(
+        &db,
+        &["exec", "--key", "fix"],
+        std::slice::from_ref(&written),
+    );
+    let mut want = written.clone();
+    want["fix"]["changes"] = json!(1);
+    assert_eq!(Value::Object(out[0].clone()), want);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM learnings WHERE filepath = 'memory/failures/disk full-2.md'"
+        ),
+        1
+    );
+    // values as a reference to several rows: all of them or none (the second one fails).
+    let rows = json!({"rows":[{"seq":5,"side":"l"},{"seq":5}],
+        "db":{"table":"pairs","values":{"$ref":"/rows"}}});
+    let out = run_with_input(db_cmd(&db, &["insert"]), &lines(&[rows]));
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    assert!(one_line(&out.stderr).contains("NOT NULL constraint failed: pairs.side"));
+    assert_eq!(count(&db, "SELECT count(*) FROM pairs WHERE seq = 5"), 0);
+    let rows = json!({"rows":[{"seq":5,"side":"l"},{"seq":5,"side":"r"}],
+        "db":{"table":"pairs","values":{"$ref":"/rows"}}});
+    let out = run_ok(&db, &["insert"], &[rows]);
+    assert_eq!(out[0]["db"]["ids"].as_array().map(Vec::len), Some(2));
+    assert_eq!(out[0]["db"]["values"], json!({"$ref":"/rows"}));
+    // --journal: the record is journaled with its references as written; a replay runs
+    // nothing, so it resolves nothing.
+    let rec = json!({"key":"j1","p":"x.md","db":{"table":"learnings",
+        "values":{"type":"failure","filepath":{"$ref":"/p"},"title":"j"}}});
+    let first = run_ok(&db, &["insert", "--journal"], std::slice::from_ref(&rec));
+    assert_eq!(first[0]["db"]["values"]["filepath"], json!({"$ref":"/p"}));
+    let mut replay = rec.clone();
+    replay["p"] = json!("other.md");
+    assert_eq!(
+        run_ok(&db, &["insert", "--journal"], &[replay])[0]["db"],
+        first[0]["db"]
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM learnings WHERE filepath = 'x.md'"
+        ),
+        1
+    );
+    assert_eq!(run_ok(&db, &["pending"], &[]), first);
+    // Plain rows of insert --table are data: an object that reads like a reference is stored
+    // as its JSON text.
+    let out = run_ok(
+        &db,
+        &["insert", "--table", "pairs"],
+        &[json!({"seq":6,"side":{"$ref":"/seq"}})],
+    );
+    assert_eq!(out[0]["db"]["table"], json!("pairs"));
+    let side: String = open(&db)
+        .query_row("SELECT side FROM pairs WHERE seq = 6", [], |r| r.get(0))
+        .expect("row");
+    assert_eq!(side, r#"{"$ref":"/seq"}"#);
+}
+
+#[test]
+fn a_bad_reference_is_a_bad_record_naming_line_and_pointer_with_nothing_of_it_written() {
+    let dir = TempDir::new();
+    let db = new_db(&dir);
+    let cases: &[(&[&str], Value, &str)] = &[
+        (
+            &["insert"],
+            json!({"db":{"table":"pairs","values":{"seq":{"$ref":"/nope"},"side":"l"}}}),
+            "db: reference \"/nope\" resolves to nothing in the record",
+        ),
+        (
+            &["insert", "--journal"],
+            json!({"key":"bad","db":[{"table":"pairs","values":{"seq":1,"side":"l"}},
+                {"table":"pairs","values":{"seq":{"$ref":"/db/0/id"},"side":"r"}}]}),
+            "db[1]: reference \"/db/0/id\" resolves to nothing in the record",
+        ),
+        (
+            &["exec", "--key", "fix"],
+            json!({"fix":[{"sql":"INSERT INTO pairs(seq, side) VALUES (1, 'x')"},
+                {"sql":"UPDATE pairs SET side = :s","params":{"s":{"$ref":"write/path"}}}]}),
+            "fix[1]: reference \"write/path\" is not a JSON Pointer",
+        ),
+        (
+            &["exec"],
+            json!({"db":{"sql":"SELECT :x","params":{"x":{"$ref":"/a","b":1}}}}),
+            "\"$ref\" object must have no other key",
+        ),
+        (
+            &["exec"],
+            json!({"q":"DELETE FROM pairs","db":{"sql":{"$ref":"/q"}}}),
+            "sql cannot be a reference",
+        ),
+        (
+            &["exec"],
+            json!({"s":{"sql":"DELETE FROM pairs"},"db":{"$ref":"/s"}}),
+            "a statement object cannot be a reference",
+        ),
+    ];
+    for (args, bad, needle) in cases {
+        // A good record for the command: one row.
+        let good = |seq: i64| match args {
+            ["exec", "--key", name] => {
+                json!({ *name: {"sql":"INSERT INTO pairs(seq, side) VALUES (?, 'l')","params":[seq]}})
+            }
+            ["exec"] => {
+                json!({"db":{"sql":"INSERT INTO pairs(seq, side) VALUES (?, 'l')","params":[seq]}})
+            }
+            _ => json!({"db":{"table":"pairs","values":{"seq":seq,"side":"l"}}}),
+        };
+        let before = count(&db, "SELECT count(*) FROM pairs");
+        let out = run_with_input(
+            db_cmd(&db, args),
+            &lines(&[good(100), bad.clone(), good(101)]),
+        );
+        assert_eq!(out.status.code(), Some(65), "{bad}: {}", stderr(&out));
+        let line = one_line(&out.stderr);
+        assert!(line.starts_with("elf-db: line 2: "), "{line}");
+        assert!(line.contains(needle), "{bad}: {line}");
+        assert_eq!(json_lines(&out.stdout).len(), 1, "{bad}");
+        let after = count(&db, "SELECT count(*) FROM pairs");
+        assert_eq!(after, before + 1, "{bad}");
+        // --keep-going: an error record, the records around it done.
+        let mut keep = args.to_vec();
+        keep.push("--keep-going");
+        let out = run_ok(&db, &keep, &[good(102), bad.clone(), good(103)]);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[1]["error"]["code"], json!(65));
+        assert_eq!(out[1]["error"]["line"], json!(2));
+        assert!(
+            out[1]["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(needle)),
+            "{}",
+            out[1]["error"]
+        );
+        assert_eq!(count(&db, "SELECT count(*) FROM pairs"), after + 2, "{bad}");
+    }
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM elf_journal WHERE key = 'bad'"),
+        0
+    );
+}

@@ -395,7 +395,13 @@ impl<'c> Work<'c> {
             Command::Done => return Ok(true),
             Command::InsertRows(t) => t.as_str(),
             Command::Insert { journal: false } => match rec.get(self.name()) {
-                Some(Value::Object(db)) if db.get("values").is_some_and(Value::is_object) => {
+                // One row: `values` an object, and not a reference (which could stand for
+                // several).
+                Some(Value::Object(db))
+                    if db
+                        .get("values")
+                        .is_some_and(|v| v.is_object() && !stmt::is_reference(v)) =>
+                {
                     match db.get("table") {
                         Some(Value::String(t)) => t.as_str(),
                         _ => return Ok(false),
@@ -481,7 +487,7 @@ impl<'c> Work<'c> {
         let Some(db) = rec.get(name).filter(|v| !v.is_null()) else {
             return Ok(Emit::Unchanged);
         };
-        let results = stmt::apply(self.conn, &mut self.schema, kind, name, db)?;
+        let results = stmt::apply(self.conn, &mut self.schema, kind, name, rec, db)?;
         match rec.get_mut(name) {
             Some(db) => stmt::fill(name, db, &results).map(|()| Emit::Changed),
             None => Ok(Emit::Unchanged),
@@ -518,7 +524,9 @@ impl<'c> Work<'c> {
             };
         }
         let results = match rec.get(name) {
-            Some(db) if has_db => stmt::apply(self.conn, &mut self.schema, Kind::Insert, name, db)?,
+            Some(db) if has_db => {
+                stmt::apply(self.conn, &mut self.schema, Kind::Insert, name, rec, db)?
+            }
             _ => Vec::new(),
         };
         if let Some(db) = rec.get_mut(name).filter(|v| !v.is_null()) {

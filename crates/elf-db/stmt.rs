@@ -39,10 +39,30 @@
 //! - results: `changes` (rows changed by an INSERT, UPDATE or DELETE; 0 for a query), `id`
 //!   (the rowid of the row inserted, when the statement inserted one), `rows` (the rows the
 //!   statement returned, with RETURNING or a SELECT, typed as by `elf-db query`).
+//!
+//! With `--key NAME`, the statements are read from NAME instead of `db`, and the results
+//! added there.
+//!
+//! # References
+//!
+//! A value inside a statement object may be a reference (`elf_core::refs`): `{"$ref":"/p"}`
+//! or `{"$join":[...]}`, resolved against the whole record, as it reached elf-db, just before
+//! that statement runs; the results are then added to the statement object as it was given,
+//! so the record keeps its references as written:
+//!
+//! ```json
+//! {"write":{"path":"m/x-2.md"},"fix":{"sql":"UPDATE t SET p = :p","params":{"p":{"$ref":"/write/path"}}}}
+//! {"write":{"path":"m/x-2.md"},"fix":{"sql":"UPDATE t SET p = :p","params":{"p":{"$ref":"/write/path"}},"changes":1}}
+//! ```
+//!
+//! A statement object itself, and `sql`, may not be references: results could not be added to
+//! the one, and the other would make SQL text from values. A statement does not see the
+//! results of the statements before it in the same record.
 
 use std::rc::Rc;
 
-use elf_core::{Error, IoContext, Result, record};
+use elf_core::record::{self, Record};
+use elf_core::{Error, IoContext, Result, refs};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{CachedStatement, Connection, ToSql};
 use serde_json::{Map, Value};
@@ -381,28 +401,66 @@ fn place(name: &str, db: &Value, i: usize) -> String {
     }
 }
 
-/// Runs the statements of a record's statement value `db` (found under `name`) and returns
-/// each statement object's results, in order, without touching the record (see [`fill`]).
+/// Runs the statements of a record's statement value `db` (found under `name` in `rec`) and
+/// returns each statement object's results, in order, without touching the record (see
+/// [`fill`]). References in a statement object are resolved against `rec` just before it runs.
 pub fn apply<'c>(
     conn: &'c Connection,
     schema: &mut Schema<'c>,
     kind: Kind,
     name: &str,
+    rec: &Record,
     db: &Value,
 ) -> Result<Vec<Results>> {
     let objs = objects(name, db)?;
     let mut out = Vec::with_capacity(objs.len());
     for (i, obj) in objs.into_iter().enumerate() {
-        let Value::Object(obj) = obj else {
-            continue;
-        };
-        let r = match kind {
-            Kind::Insert => insert(conn, schema, obj),
-            Kind::Exec => exec(conn, obj),
-        };
+        let r = statement(conn, schema, kind, rec, obj);
         out.push(r.map_err(|e| e.context(place(name, db, i)))?);
     }
     Ok(out)
+}
+
+/// True when `v` is a reference object (`$ref` or `$join` its one key).
+pub fn is_reference(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => {
+            m.len() == 1 && (m.contains_key(refs::REF) || m.contains_key(refs::JOIN))
+        }
+        _ => false,
+    }
+}
+
+/// One statement object, its references resolved.
+fn statement<'c>(
+    conn: &'c Connection,
+    schema: &mut Schema<'c>,
+    kind: Kind,
+    rec: &Record,
+    obj: &Value,
+) -> Result<Results> {
+    if is_reference(obj) {
+        return Err(Error::data(
+            "a statement object cannot be a reference (its results are added to it); \
+             put references in its values or params",
+        ));
+    }
+    if kind == Kind::Exec && obj.get("sql").is_some_and(is_reference) {
+        return Err(Error::data(
+            "sql cannot be a reference: SQL text is never made from the record's values; \
+             bind them through params",
+        ));
+    }
+    let resolved = refs::resolve(rec, obj)?;
+    let Value::Object(obj) = resolved.as_ref() else {
+        return Err(Error::internal(
+            "a statement object resolved to something else",
+        ));
+    };
+    match kind {
+        Kind::Insert => insert(conn, schema, obj),
+        Kind::Exec => exec(conn, obj),
+    }
 }
 
 /// Adds results to the statement objects of `db` (found under `name`).
