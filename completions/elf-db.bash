@@ -44,13 +44,21 @@ _elf_db() {
             COMPREPLY=()
             return
             ;;
+        --format)
+            mapfile -t COMPREPLY < <(compgen -W 'json tsv csv' -- "$cur")
+            return
+            ;;
+        --null)
+            COMPREPLY=()
+            return
+            ;;
         --generate)
             mapfile -t COMPREPLY < <(compgen -W 'man complete-bash complete-zsh complete-fish' -- "$cur")
             return
             ;;
     esac
     if [[ $cur == -* ]]; then
-        mapfile -t COMPREPLY < <(compgen -W '-d --db --busy-timeout --synchronous --batch -t --table --key -j --journal -k --keep-going --max-line -f --file --older-than -p --param -h --help -V --version --generate' -- "$cur")
+        mapfile -t COMPREPLY < <(compgen -W '-d --db --busy-timeout --synchronous --batch -t --table --key -j --journal -k --keep-going --max-line -f --file --older-than -p --param --format --header --null -h --help -V --version --generate' -- "$cur")
         return
     fi
     COMPREPLY=()

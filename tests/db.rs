@@ -1842,3 +1842,192 @@ fn a_bad_reference_is_a_bad_record_naming_line_and_pointer_with_nothing_of_it_wr
         0
     );
 }
+
+/// The values the plain formats must carry: (SQL literal, the value as the test expects it
+/// back; `None` for NULL).
+const PLAIN_VALUES: &[(&str, Option<&str>)] = &[
+    ("'tab\there'", Some("tab\there")),
+    ("'line' || char(10) || 'feed'", Some("line\nfeed")),
+    (
+        "'carriage' || char(13) || 'return' || char(13)",
+        Some("carriage\rreturn\r"),
+    ),
+    (
+        "'back\\slash \\t \\n \\\\'",
+        Some("back\\slash \\t \\n \\\\"),
+    ),
+    ("'say \"hi\", then go'", Some("say \"hi\", then go")),
+    ("'a,b'", Some("a,b")),
+    ("NULL", None),
+    ("'\\N'", Some("\\N")),
+    ("x'00ff10'", Some("00FF10")),
+    ("'é ü 😀 ∑'", Some("é ü 😀 ∑")),
+    ("'  spaces kept  '", Some("  spaces kept  ")),
+    ("-42", Some("-42")),
+    ("9223372036854775807", Some("9223372036854775807")),
+    ("1.0", Some("1.0")),
+    ("0.1", Some("0.1")),
+    ("2.5e-7", Some("2.5e-07")),
+    ("1e300", Some("1.0e+300")),
+];
+
+/// A database whose table `vals` holds [`PLAIN_VALUES`] in order, ids from 1.
+fn plain_db(dir: &TempDir) -> PathBuf {
+    let db = new_db(dir);
+    let c = open(&db);
+    c.execute_batch("CREATE TABLE vals (id INTEGER PRIMARY KEY, v)")
+        .expect("table");
+    for (sql, _) in PLAIN_VALUES {
+        c.execute(&format!("INSERT INTO vals(v) VALUES ({sql})"), [])
+            .expect("insert");
+    }
+    db
+}
+
+#[test]
+fn query_tsv_and_csv_print_one_line_per_row_escaped() {
+    let dir = TempDir::new();
+    let db = plain_db(&dir);
+    let sql = "SELECT id, v, id AS id FROM vals ORDER BY id";
+    let out = db_cmd(
+        &db,
+        &["query", "--format", "tsv", "--header", "--null", "\\N", sql],
+    )
+    .output()
+    .expect("run");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let want_tsv = [
+        "id\tv\tid:2",
+        "1\ttab\\there\t1",
+        "2\tline\\nfeed\t2",
+        "3\tcarriage\\rreturn\\r\t3",
+        "4\tback\\\\slash \\\\t \\\\n \\\\\\\\\t4",
+        "5\tsay \"hi\", then go\t5",
+        "6\ta,b\t6",
+        "7\t\\N\t7",
+        "8\t\\\\N\t8",
+        "9\t00FF10\t9",
+        "10\té ü 😀 ∑\t10",
+        "11\t  spaces kept  \t11",
+        "12\t-42\t12",
+        "13\t9223372036854775807\t13",
+        "14\t1.0\t14",
+        "15\t0.1\t15",
+        "16\t2.5e-07\t16",
+        "17\t1.0e+300\t17",
+    ];
+    assert_eq!(text.lines().collect::<Vec<_>>(), want_tsv);
+    assert_eq!(text.matches('\n').count(), want_tsv.len());
+    // csv: quoted where needed, one line per row; NULL as nothing by default.
+    let out = db_cmd(&db, &["query", "--format", "csv", "--header", sql])
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let want_csv = [
+        "id,v,id:2",
+        "1,tab\there,1",
+        "2,\"line\\nfeed\",2",
+        "3,\"carriage\\rreturn\\r\",3",
+        "4,\"back\\\\slash \\\\t \\\\n \\\\\\\\\",4",
+        "5,\"say \"\"hi\"\", then go\",5",
+        "6,\"a,b\",6",
+        "7,,7",
+        "8,\"\\\\N\",8",
+        "9,00FF10,9",
+        "10,é ü 😀 ∑,10",
+        "11,  spaces kept  ,11",
+        "12,-42,12",
+        "13,9223372036854775807,13",
+        "14,1.0,14",
+        "15,0.1,15",
+        "16,2.5e-07,16",
+        "17,1.0e+300,17",
+    ];
+    assert_eq!(text.lines().collect::<Vec<_>>(), want_csv);
+    assert_eq!(text.matches('\n').count(), want_csv.len());
+    // Without --header, no names; the JSON output is unchanged.
+    let out = db_cmd(
+        &db,
+        &[
+            "query",
+            "--format",
+            "tsv",
+            "SELECT v FROM vals WHERE id = 6",
+        ],
+    )
+    .output()
+    .expect("run");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "a,b\n");
+    let out = db_cmd(
+        &db,
+        &[
+            "query",
+            "--format",
+            "json",
+            "SELECT v FROM vals WHERE id IN (7, 14)",
+        ],
+    )
+    .output()
+    .expect("run");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{\"v\":null}\n{\"v\":1.0}\n"
+    );
+    for args in [
+        &["query", "SELECT 1", "--header"][..],
+        &["query", "SELECT 1", "--null", "-"],
+        &["query", "SELECT 1", "--format", "json", "--header"],
+        &["query", "SELECT 1", "--format", "xml"],
+        &["query", "SELECT 1", "--format", "tsv", "--null", "a\tb"],
+        &["query", "SELECT 1", "--format", "tsv", "--null", "a\nb"],
+        &["query", "SELECT 1", "--format", "csv", "--null", "a,b"],
+        &["query", "SELECT 1", "--format", "csv", "--null", "\"\""],
+        &["insert", "--format", "tsv"],
+    ] {
+        let out = run_with_input(db_cmd(&db, args), b"");
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {}", stderr(&out));
+        one_line(&out.stderr);
+    }
+}
+
+#[test]
+fn a_bash_script_reads_tsv_rows_back_exactly() {
+    let dir = TempDir::new();
+    let db = plain_db(&dir);
+    // The documented way: IFS=tab read -r, NULL compared before decoding, printf %b to decode
+    // the escapes. Each value is written out NUL-terminated, NULL as "<NULL>".
+    let script = r#"
+        set -eu
+        while IFS=$'\t' read -r id v; do
+            if [ "$v" = '\N' ]; then
+                printf '%s=<NULL>\0' "$id"
+            else
+                printf -v v '%b' "$v"
+                printf '%s=%s\0' "$id" "$v"
+            fi
+        done < <("$ELF_DB_BIN" query --db "$DB" --format tsv --null '\N' 'SELECT id, v FROM vals ORDER BY id')
+        # One row into three variables, as the manual shows.
+        IFS=$'\t' read -r id path sha < <("$ELF_DB_BIN" query --db "$DB" --format tsv \
+            "SELECT 42, 'memory/failures/a b.md', 'f00d'")
+        printf '%s|%s|%s\0' "$id" "$path" "$sha"
+    "#;
+    let out = cmd("bash")
+        .arg("-c")
+        .arg(script)
+        .env("ELF_DB_BIN", env!("CARGO_BIN_EXE_elf-db"))
+        .env("DB", &db)
+        .output()
+        .expect("bash");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let got: Vec<&str> = text.split_terminator('\0').collect();
+    let mut want: Vec<String> = PLAIN_VALUES
+        .iter()
+        .zip(1..)
+        .map(|((_, v), id)| format!("{id}={}", v.unwrap_or("<NULL>")))
+        .collect();
+    want.push("42|memory/failures/a b.md|f00d".to_string());
+    assert_eq!(got, want);
+}

@@ -126,6 +126,32 @@ const FLAGS: &[Flag] = &[
          SQLite converts text to a number where a column or LIMIT needs one; write \
          CAST(:n AS INTEGER) where it does not. May be repeated.",
         ),
+    Flag::new("format", "query: json (default), tsv or csv")
+        .value("FORMAT")
+        .choices(&["json", "tsv", "csv"])
+        .doc(
+            "query: how rows are printed. json (the default): one JSON object per row. tsv: \
+         fields separated by tabs, a backslash, tab, line feed and carriage return in a value \
+         written \\\\, \\t, \\n and \\r. csv: fields separated by commas, quoted (RFC 4180) \
+         when they hold a comma, a quote, a backslash, CR or LF, a quote doubled and a \
+         backslash, CR and LF written \\\\, \\r and \\n. Either way one row is exactly one \
+         line. Integers and reals are printed as SQLite prints them as text, blobs as \
+         upper-case hex.",
+        ),
+    Flag::new("header", "query: print the column names first (tsv, csv)").doc(
+        "query, with --format tsv or csv: print the column names first, as a row (a repeated \
+         name gets :2, :3 appended, as in JSON).",
+    ),
+    Flag::new(
+        "null",
+        "query: how NULL prints in tsv and csv (default empty)",
+    )
+    .value("TEXT")
+    .doc(
+        "query, with --format tsv or csv: print NULL as TEXT (default: nothing, as the empty \
+         string prints). \\N is the usual choice: a value that is a backslash and an N prints \
+         as \\\\N. TEXT may not hold a tab, CR or LF, nor in csv a comma or a quote.",
+    ),
 ];
 
 static TOOL: Tool = Tool {
@@ -137,7 +163,7 @@ static TOOL: Tool = Tool {
         "exec --file SCHEMA.sql [OPTIONS]",
         "done [OPTIONS] < RECORDS",
         "pending [--older-than DURATION] [OPTIONS]",
-        "query SQL [--param NAME=VALUE]... [OPTIONS]",
+        "query SQL [--param NAME=VALUE]... [--format json|tsv|csv [--header] [--null TEXT]] [OPTIONS]",
         "check [OPTIONS]",
         "checkpoint [OPTIONS]",
     ],
@@ -179,7 +205,7 @@ const COMMANDS: &[(&str, &[&str])] = &[
     ),
     ("done", &["synchronous", "batch", "keep-going", "max-line"]),
     ("pending", &["older-than"]),
-    ("query", &["param"]),
+    ("query", &["param", "format", "header", "null"]),
     ("check", &[]),
     ("checkpoint", &[]),
 ];
@@ -282,7 +308,7 @@ fn run(m: Matches) -> Result<u8> {
                 .to_str()
                 .ok_or_else(|| Error::usage("the SQL is not UTF-8"))?;
             let params = m.all("param").map(param).collect::<Result<Vec<_>>>()?;
-            query::run(&opts, sql, &params)
+            query::run(&opts, sql, &params, shape(&m)?)
         }
         "check" => query::check(&opts),
         _ => query::checkpoint(&opts),
@@ -341,6 +367,44 @@ fn statement_key(m: &Matches) -> Result<String> {
             _ => Ok(s.to_string()),
         }),
     }
+}
+
+/// `--format`, `--header` and `--null` of `query`.
+fn shape(m: &Matches) -> Result<query::Shape> {
+    let format = match m.get("format").map(Given::str).transpose()? {
+        Some("tsv") => query::Format::Tsv,
+        Some("csv") => query::Format::Csv,
+        _ => query::Format::Json,
+    };
+    if format == query::Format::Json {
+        for f in ["header", "null"] {
+            if m.has(f) {
+                return Err(Error::usage(format!(
+                    "--{f} applies to --format tsv or csv"
+                )));
+            }
+        }
+        return Ok(query::Shape::json());
+    }
+    let null = match m.get("null") {
+        None => String::new(),
+        Some(g) => g.with(|s| {
+            let bad: &[char] = if format == query::Format::Csv {
+                &['\t', '\r', '\n', ',', '"']
+            } else {
+                &['\t', '\r', '\n']
+            };
+            match s.find(bad) {
+                Some(_) => Err("it would not stay one field of one line"),
+                None => Ok(s.to_string()),
+            }
+        })?,
+    };
+    Ok(query::Shape {
+        format,
+        header: m.has("header"),
+        null,
+    })
 }
 
 /// `--older-than`: the shared duration syntax plus hours and days.
