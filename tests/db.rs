@@ -2031,3 +2031,109 @@ fn a_bash_script_reads_tsv_rows_back_exactly() {
     want.push("42|memory/failures/a b.md|f00d".to_string());
     assert_eq!(got, want);
 }
+
+#[test]
+fn done_key_runs_the_fix_in_the_transaction_that_marks_the_record_done() {
+    let dir = TempDir::new();
+    let db = new_db(&dir);
+    // Journaled with its fix, as a script would: the fix refers to what elf-write will report.
+    let fix = json!({"sql":"UPDATE learnings SET filepath = :p WHERE id = :id",
+                     "params":{"p":{"$ref":"/write/path"},"id":{"$ref":"/db/id"}}});
+    let records: Vec<Value> = (0..3)
+        .map(|i| {
+            let mut r = failure(&format!("d{i}"));
+            r["key"] = json!(format!("d{i}"));
+            r["fix"] = fix.clone();
+            r
+        })
+        .collect();
+    let journaled = run_ok(&db, &["insert", "--journal"], &records);
+    // What elf-write would have added.
+    let written: Vec<Value> = journaled
+        .iter()
+        .map(|r| {
+            let mut r = Value::Object(r.clone());
+            let path = format!("memory/failures/{}-2.md", r["key"].as_str().unwrap_or(""));
+            r["write"] = json!({ "path": path });
+            r
+        })
+        .collect();
+    // d0: fixed and done together; the fix keeps its references, its results added.
+    let out = run_ok(&db, &["done", "--key", "fix"], &written[..1]);
+    let mut want = written[0].clone();
+    want["fix"]["changes"] = json!(1);
+    assert_eq!(Value::Object(out[0].clone()), want);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM learnings WHERE filepath = 'memory/failures/d0-2.md'"
+        ),
+        1
+    );
+    // d1: a fix that fails (a bad reference): 65, not marked done, nothing of it written.
+    let mut bad = written[1].clone();
+    bad["fix"]["params"]["p"] = json!({"$ref":"/write/nope"});
+    let out = run_with_input(
+        db_cmd(&db, &["done", "--key", "fix"]),
+        &lines(&[bad.clone()]),
+    );
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    assert!(one_line(&out.stderr).contains("line 1: fix: reference \"/write/nope\""));
+    // --keep-going: an error record, still not done.
+    let out = run_ok(&db, &["done", "--key", "fix", "--keep-going"], &[bad]);
+    assert_eq!(out[0]["error"]["code"], json!(65));
+    let pending: Vec<String> = run_ok(&db, &["pending"], &[])
+        .iter()
+        .map(|r| r["key"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(pending, ["d1", "d2"]);
+    // A fix that a constraint refuses: the same.
+    let mut refused = written[1].clone();
+    refused["fix"] = json!({"sql":"UPDATE learnings SET type = NULL WHERE id = :id",
+                            "params":{"id":{"$ref":"/db/id"}}});
+    let out = run_with_input(db_cmd(&db, &["done", "--key", "fix"]), &lines(&[refused]));
+    assert_eq!(out.status.code(), Some(65));
+    assert_eq!(run_ok(&db, &["pending"], &[]).len(), 2);
+    // d1 with a good fix, d2 without one (just marked done), a record without a key (its fix
+    // runs, nothing to mark), and d0 again (already done: its fix does not run twice).
+    let mut no_fix = written[2].clone();
+    no_fix.as_object_mut().map(|m| m.remove("fix"));
+    let no_key = json!({"fix":{"sql":"INSERT INTO pairs(seq, side) VALUES (1, 'k')"}});
+    let mut again = written[0].clone();
+    again["fix"] = json!({"sql":"INSERT INTO pairs(seq, side) VALUES (0, 'again')"});
+    let out = run_with_input(
+        db_cmd(&db, &["done", "--key", "fix"]),
+        &lines(&[written[1].clone(), no_fix.clone(), no_key, again.clone()]),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let got: Vec<&str> = text.lines().collect();
+    assert_eq!(got[1], no_fix.to_string(), "passed on as it came");
+    assert_eq!(
+        got[3],
+        again.to_string(),
+        "already done: passed on as it came"
+    );
+    let recs = json_lines(text.as_bytes());
+    assert_eq!(recs[0]["fix"]["changes"], json!(1));
+    assert_eq!(recs[2]["fix"]["changes"], json!(1));
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pairs WHERE side = 'again'"),
+        0
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM pairs WHERE side = 'k'"), 1);
+    assert!(run_ok(&db, &["pending"], &[]).is_empty());
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM learnings WHERE filepath LIKE '%-2.md'"
+        ),
+        2
+    );
+    // done without --key runs nothing.
+    let mut r = json!({"key":"none"});
+    r["fix"] = json!({"sql":"DELETE FROM pairs"});
+    let out = run_ok(&db, &["done"], std::slice::from_ref(&r));
+    assert_eq!(Value::Object(out[0].clone()), r);
+    assert_eq!(count(&db, "SELECT count(*) FROM pairs"), 1);
+}

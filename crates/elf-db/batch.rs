@@ -60,7 +60,7 @@ pub struct Job {
     /// The command.
     pub command: Command,
     /// `--key`: the key holding the statements that `insert` and `exec` run (`db` unless
-    /// told otherwise); `None` for `insert --table`.
+    /// told otherwise), and `done` runs (none unless told); `None` for `insert --table`.
     pub key: Option<String>,
 }
 
@@ -392,7 +392,11 @@ impl<'c> Work<'c> {
     /// update), so that no savepoint is needed: the fast path of bulk loads.
     fn atomic(&mut self, rec: &Record) -> Result<bool> {
         let table = match &self.command {
-            Command::Done => return Ok(true),
+            // One UPDATE, unless there are statements to run with it.
+            Command::Done => {
+                let statements = self.key.as_deref().and_then(|n| rec.get(n));
+                return Ok(statements.is_none_or(Value::is_null));
+            }
             Command::InsertRows(t) => t.as_str(),
             Command::Insert { journal: false } => match rec.get(self.name()) {
                 // One row: `values` an object, and not a reference (which could stand for
@@ -469,15 +473,34 @@ impl<'c> Work<'c> {
                 db.insert("id".into(), Value::from(id));
                 Ok(Emit::Appended("db", Value::Object(db)))
             }
-            Command::Done => match rec.get("key") {
-                Some(Value::String(k)) => journal::mark_done(self.conn, k).map(|_| Emit::Unchanged),
-                None | Some(Value::Null) => Ok(Emit::Unchanged),
-                Some(other) => Err(Error::data(format!(
+            Command::Done => self.done(rec),
+        }
+    }
+
+    /// `done`: marks the record's key done and, with `--key NAME`, runs NAME's statements in
+    /// the same savepoint. A key already done runs nothing again: its statements ran in the
+    /// transaction that marked it.
+    fn done(&mut self, rec: &mut Record) -> Result<Emit> {
+        let key = match rec.get("key") {
+            Some(Value::String(k)) => Some(k.as_str()),
+            None | Some(Value::Null) => None,
+            Some(other) => {
+                return Err(Error::data(format!(
                     "key must be a string, found {}",
                     record::kind(other)
-                ))),
-            },
+                )));
+            }
+        };
+        if let Some(k) = key {
+            let marked = journal::mark_done(self.conn, k)?;
+            if !marked && self.key.is_some() && journal::lookup(self.conn, k)?.is_some() {
+                return Ok(Emit::Unchanged);
+            }
         }
+        if self.key.is_none() {
+            return Ok(Emit::Unchanged);
+        }
+        self.statements(rec, Kind::Exec)
     }
 
     /// `insert` or `exec` without the journal: a record without its statement key is passed on

@@ -70,14 +70,16 @@ const FLAGS: &[Flag] = &[
             "insert: every record is a row of TABLE, its keys the columns (the sqlite-utils \
          habit). The record is passed on with \"db\":{\"table\":TABLE,\"id\":ID} added.",
         ),
-    Flag::new("key", "insert, exec: statements under NAME, not db")
+    Flag::new("key", "insert, exec, done: statements under NAME, not db")
         .value("NAME")
         .doc(
             "insert, exec: read each record's statements from its key NAME instead of db, and \
          add the results there; a record without NAME is passed on untouched. With --journal \
          the whole record is still journaled under its \"key\", with the results of NAME's \
-         statements as its ids. NAME may not be empty, key or error. Not with --table, whose \
-         result is always db.",
+         statements as its ids. done: run the exec statements under NAME (none without \
+         --key) in the transaction that marks the record done, and add their results there; \
+         a record whose key is already done runs nothing again. NAME may not be empty, key or \
+         error. Not with --table, whose result is always db.",
         ),
     Flag::new("journal", "insert: journal each record under its key")
         .short('j')
@@ -161,7 +163,7 @@ static TOOL: Tool = Tool {
         "insert [--journal] [--key NAME | --table TABLE] [OPTIONS] < RECORDS",
         "exec [--key NAME] [OPTIONS] < RECORDS",
         "exec --file SCHEMA.sql [OPTIONS]",
-        "done [OPTIONS] < RECORDS",
+        "done [--key NAME] [OPTIONS] < RECORDS",
         "pending [--older-than DURATION] [OPTIONS]",
         "query SQL [--param NAME=VALUE]... [--format json|tsv|csv [--header] [--null TEXT]] [OPTIONS]",
         "check [OPTIONS]",
@@ -203,7 +205,10 @@ const COMMANDS: &[(&str, &[&str])] = &[
             "key",
         ],
     ),
-    ("done", &["synchronous", "batch", "keep-going", "max-line"]),
+    (
+        "done",
+        &["synchronous", "batch", "keep-going", "max-line", "key"],
+    ),
     ("pending", &["older-than"]),
     ("query", &["param", "format", "header", "null"]),
     ("check", &[]),
@@ -293,9 +298,14 @@ fn run(m: Matches) -> Result<u8> {
             }
         },
         "done" => {
+            let key = if m.has("key") {
+                Some(statement_key(&m)?)
+            } else {
+                None
+            };
             let job = batch::Job {
                 command: batch::Command::Done,
-                key: None,
+                key,
             };
             batch::run(&opts, job, &stream_options(&m)?)
         }
