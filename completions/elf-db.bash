@@ -40,6 +40,10 @@ _elf_db() {
             COMPREPLY=()
             return
             ;;
+        --attempts)
+            COMPREPLY=()
+            return
+            ;;
         --param|-p)
             COMPREPLY=()
             return
@@ -58,7 +62,7 @@ _elf_db() {
             ;;
     esac
     if [[ $cur == -* ]]; then
-        mapfile -t COMPREPLY < <(compgen -W '-d --db --busy-timeout --synchronous --batch -t --table --key -j --journal -k --keep-going --max-line -f --file --older-than -p --param --format --header --null -h --help -V --version --generate' -- "$cur")
+        mapfile -t COMPREPLY < <(compgen -W '-d --db --busy-timeout --synchronous --batch -t --table --key -j --journal -k --keep-going --max-line -f --file --older-than --set-aside --attempts -p --param --format --header --null -h --help -V --version --generate' -- "$cur")
         return
     fi
     COMPREPLY=()

@@ -10,6 +10,8 @@ complete -c elf-db -s k -l keep-going -d 'A bad record becomes an error record; 
 complete -c elf-db -l max-line -r -f -d 'Longest input line accepted (default 16MiB)'
 complete -c elf-db -s f -l file -r -F -d 'exec: run this SQL file in one transaction'
 complete -c elf-db -l older-than -r -f -d 'pending: only records at least this old'
+complete -c elf-db -l set-aside -d 'pending: print the set-aside records instead'
+complete -c elf-db -l attempts -r -f -d 'done: set aside after N permanent failures (default 3)'
 complete -c elf-db -s p -l param -r -f -d 'query: bind :NAME to VALUE (text)'
 complete -c elf-db -l format -r -f -a 'json tsv csv' -d 'query: json (default), tsv or csv'
 complete -c elf-db -l header -d 'query: print the column names first (tsv, csv)'

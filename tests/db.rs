@@ -2137,3 +2137,354 @@ fn done_key_runs_the_fix_in_the_transaction_that_marks_the_record_done() {
     assert_eq!(Value::Object(out[0].clone()), r);
     assert_eq!(count(&db, "SELECT count(*) FROM pairs"), 1);
 }
+
+#[test]
+fn a_batch_of_only_bad_records_rolled_back_does_not_leave_the_next_without_its_journal() {
+    let dir = TempDir::new();
+    let db = new_db(&dir);
+    // One record per transaction: the first, alone and bad, is rolled back with the journal
+    // table it created; the second must create it again.
+    let out = run_ok(
+        &db,
+        &["insert", "--journal", "--keep-going", "--batch", "1"],
+        &[
+            json!({"db":{"table":"pairs","values":{"seq":1}}}),
+            json!({"key":"good","db":{"table":"pairs","values":{"seq":2,"side":"l"}}}),
+        ],
+    );
+    assert_eq!(out[0]["error"]["code"], json!(65));
+    assert!(out[1].get("error").is_none(), "{:?}", out[1]);
+    assert_eq!(count(&db, "SELECT count(*) FROM elf_journal"), 1);
+}
+
+/// `{"key":K,"error":{...}}` as the tail passes on a record that failed.
+fn failed(rec: &Map<String, Value>, code: u8, message: &str) -> Value {
+    let mut r = rec.clone();
+    r.insert(
+        "error".into(),
+        json!({"tool":"elf-write","code":code,"message":message,"line":1}),
+    );
+    Value::Object(r)
+}
+
+/// The keys `pending ARGS` prints, in order.
+fn pending_keys(db: &Path, args: &[&str]) -> Vec<String> {
+    let mut all = vec!["pending"];
+    all.extend_from_slice(args);
+    run_ok(db, &all, &[])
+        .iter()
+        .map(|r| r["key"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// A journal row's attempts, error and whether it is set aside, done, dropped.
+fn journal_state(db: &Path, key: &str) -> (i64, Option<Value>, bool, bool, bool) {
+    open(db)
+        .query_row(
+            "SELECT attempts, error, set_aside_at IS NOT NULL, done_at IS NOT NULL, \
+             dropped_at IS NOT NULL FROM elf_journal WHERE key = ?1",
+            [key],
+            |r| {
+                let error: Option<String> = r.get(1)?;
+                Ok((
+                    r.get(0)?,
+                    error.map(|e| serde_json::from_str(&e).expect("error is JSON")),
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                ))
+            },
+        )
+        .expect("journal row")
+}
+
+#[test]
+fn records_that_keep_failing_for_good_are_set_aside_and_can_be_retried_or_dropped() {
+    let dir = TempDir::new();
+    let db = new_db(&dir);
+    let recs: Vec<Value> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|k| {
+            let mut r = failure(k);
+            r["key"] = json!(k);
+            r
+        })
+        .collect();
+    let j = run_ok(&db, &["insert", "--journal"], &recs);
+    // a fails for good (65) three times; b fails for a temporary reason (75) and an I/O one
+    // (74) and a signal (130) again and again; c finishes.
+    for round in 1..=3 {
+        let input = [
+            failed(&j[0], 65, &format!("refused {round}")),
+            failed(&j[1], 75, "busy"),
+            failed(&j[1], 74, "disk full"),
+            failed(&j[1], 130, "interrupted"),
+        ];
+        let out = run_with_input(db_cmd(&db, &["done"]), &lines(&input));
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = String::from_utf8(out.stdout).expect("utf-8");
+        let want: Vec<String> = input.iter().map(Value::to_string).collect();
+        assert_eq!(
+            text.lines().collect::<Vec<_>>(),
+            want,
+            "passed on untouched"
+        );
+        let keys = pending_keys(&db, &[]);
+        if round < 3 {
+            assert_eq!(keys, ["a", "b", "c", "d"], "round {round}");
+        } else {
+            assert_eq!(keys, ["b", "c", "d"], "round {round}");
+        }
+    }
+    let (attempts, error, aside, done, _) = journal_state(&db, "a");
+    assert_eq!((attempts, aside, done), (3, true, false));
+    assert_eq!(
+        error,
+        Some(json!({"tool":"elf-write","code":65,"message":"refused 3","line":1}))
+    );
+    let (attempts, _, aside, _, _) = journal_state(&db, "b");
+    assert_eq!(
+        (attempts, aside),
+        (9, false),
+        "temporary failures never set aside"
+    );
+    // pending --set-aside: the record as journaled, with set_aside added.
+    let aside = run_ok(&db, &["pending", "--set-aside"], &[]);
+    assert_eq!(aside.len(), 1);
+    let mut want = j[0].clone();
+    let at = aside[0]["set_aside"]["at"].as_i64().expect("at");
+    assert!(at > 1_700_000_000_000, "{at}");
+    want.insert(
+        "set_aside".into(),
+        json!({"at":at,"attempts":3,"error":{"tool":"elf-write","code":65,"message":"refused 3","line":1}}),
+    );
+    assert_eq!(aside[0], want);
+    assert!(run_ok(&db, &["pending", "--set-aside", "--older-than", "1h"], &[]).is_empty());
+    // A set-aside record that fails again is counted, and stays set aside from the first time.
+    run_ok(&db, &["done"], &[failed(&j[0], 65, "again")]);
+    assert_eq!(journal_state(&db, "a").0, 4);
+    assert_eq!(
+        run_ok(&db, &["pending", "--set-aside"], &[])[0]["set_aside"]["at"],
+        json!(at)
+    );
+    // --attempts 1: d is set aside at its first permanent failure. A failure of a key not
+    // journaled, or already done, changes nothing.
+    run_ok(&db, &["done"], &[Value::Object(j[2].clone())]);
+    run_ok(
+        &db,
+        &["done", "--attempts", "1"],
+        &[
+            failed(&j[3], 77, "permission denied"),
+            failed(&j[2], 65, "too late"),
+            json!({"key":"nope","error":{"code":65}}),
+            json!({"key":7,"error":{"code":65}}),
+        ],
+    );
+    assert_eq!(pending_keys(&db, &[]), ["b"]);
+    assert_eq!(pending_keys(&db, &["--set-aside"]), ["a", "d"]);
+    assert_eq!(journal_state(&db, "c"), (0, None, false, true, false));
+    // retry puts a back to pending, attempts 0 and no error; drop gives d and b up.
+    let out = db_cmd(&db, &["retry", "a"]).output().expect("run");
+    assert!(
+        out.status.success() && out.stdout.is_empty(),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(journal_state(&db, "a"), (0, None, false, false, false));
+    assert_eq!(pending_keys(&db, &[]), ["a", "b"]);
+    let out = db_cmd(&db, &["drop", "d", "b"]).output().expect("run");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(pending_keys(&db, &[]), ["a"]);
+    assert!(pending_keys(&db, &["--set-aside"]).is_empty());
+    let (_, error, _, done, dropped) = journal_state(&db, "d");
+    assert!(
+        done && dropped && error.is_some(),
+        "dropped keeps its last error"
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM learnings"), 4, "rows stay");
+    // An unknown key: 65 naming it, and nothing of the others is changed.
+    run_ok(&db, &["done", "--attempts", "1"], &[failed(&j[0], 65, "x")]);
+    let out = db_cmd(&db, &["retry", "a", "zz\u{1b}top"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(65));
+    let line = one_line(&out.stderr);
+    assert!(
+        line.contains("key zz") && !line.contains('\u{1b}'),
+        "{line}"
+    );
+    assert_eq!(pending_keys(&db, &["--set-aside"]), ["a"]);
+    // retry of a done key is refused; drop of one is a no-op.
+    let out = db_cmd(&db, &["retry", "c"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(65));
+    assert!(one_line(&out.stderr).contains("key c is done"));
+    let out = db_cmd(&db, &["drop", "c"]).output().expect("run");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(journal_state(&db, "c"), (0, None, false, true, false));
+    // query sees the columns.
+    let out = db_cmd(
+        &db,
+        &[
+            "query",
+            "SELECT key, attempts, set_aside_at IS NOT NULL AS aside, dropped_at IS NOT NULL AS dropped \
+             FROM elf_journal ORDER BY key",
+        ],
+    )
+    .output()
+    .expect("run");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows = json_lines(&out.stdout);
+    assert_eq!(
+        rows.iter()
+            .map(|r| Value::Object(r.clone()))
+            .collect::<Vec<_>>(),
+        [
+            json!({"key":"a","attempts":1,"aside":1,"dropped":0}),
+            json!({"key":"b","attempts":9,"aside":0,"dropped":1}),
+            json!({"key":"c","attempts":0,"aside":0,"dropped":0}),
+            json!({"key":"d","attempts":1,"aside":1,"dropped":1}),
+        ]
+    );
+    for args in [
+        &["retry"][..],
+        &["drop"],
+        &["retry", "a", "--batch", "2"],
+        &["pending", "--attempts", "2"],
+        &["done", "--attempts", "0"],
+        &["done", "--set-aside"],
+    ] {
+        let out = run_with_input(db_cmd(&db, args), b"");
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn a_fix_that_done_itself_fails_on_counts_as_an_attempt_under_keep_going() {
+    let dir = TempDir::new();
+    let db = new_db(&dir);
+    let mut rec = failure("f");
+    rec["key"] = json!("f");
+    rec["fix"] = json!({"sql":"UPDATE learnings SET type = NULL WHERE id = :id",
+                        "params":{"id":{"$ref":"/db/id"}}});
+    let j = run_ok(&db, &["insert", "--journal"], &[rec]);
+    for round in 1..=2 {
+        let out = run_ok(
+            &db,
+            &["done", "--key", "fix", "--keep-going", "--attempts", "2"],
+            &[Value::Object(j[0].clone())],
+        );
+        assert_eq!(out[0]["error"]["code"], json!(65));
+        assert_eq!(out[0]["error"]["tool"], json!("elf-db"));
+        let (attempts, error, aside, done, _) = journal_state(&db, "f");
+        assert_eq!((attempts, aside, done), (round, round == 2, false));
+        assert!(error.is_some_and(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("NOT NULL"))
+        }),);
+    }
+    assert!(pending_keys(&db, &[]).is_empty());
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM learnings WHERE type IS NULL"),
+        0
+    );
+}
+
+#[test]
+fn an_earlier_journal_gets_the_new_columns_and_index_in_the_transaction_that_needs_them() {
+    let dir = TempDir::new();
+    let db = dir.join("real.db");
+    std::fs::copy(REAL_DB, &db).expect("copy the real database");
+    // The journal as the first elf-db made it, with a done and two pending records.
+    open(&db)
+        .execute_batch(
+            "CREATE TABLE elf_journal (key TEXT PRIMARY KEY NOT NULL, record TEXT NOT NULL, \
+                 ids TEXT NOT NULL, created_at INTEGER NOT NULL, done_at INTEGER);
+             CREATE INDEX elf_journal_pending ON elf_journal(created_at) WHERE done_at IS NULL;
+             INSERT INTO elf_journal VALUES ('old1', '{\"key\":\"old1\"}', '[]', 1, 2);
+             INSERT INTO elf_journal VALUES ('old2', '{\"key\":\"old2\"}', '[]', 3, NULL);
+             INSERT INTO elf_journal VALUES ('old3', '{\"key\":\"old3\"}', '[]', 4, NULL);",
+        )
+        .expect("old journal");
+    // Read as it is: pending works, nothing is set aside, and nothing is changed.
+    assert_eq!(pending_keys(&db, &[]), ["old2", "old3"]);
+    assert!(pending_keys(&db, &["--set-aside"]).is_empty());
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM pragma_table_info('elf_journal') WHERE name = 'attempts'"
+        ),
+        0
+    );
+    // A done that sees a failure brings it up to date, then counts the attempt.
+    let out = run_ok(
+        &db,
+        &["done", "--attempts", "1"],
+        &[json!({"key":"old2","error":{"tool":"t","code":65,"message":"m"}})],
+    );
+    assert_eq!(out.len(), 1);
+    let columns: Vec<String> = open(&db)
+        .prepare("SELECT name FROM pragma_table_info('elf_journal')")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .expect("columns");
+    assert_eq!(
+        columns,
+        [
+            "key",
+            "record",
+            "ids",
+            "created_at",
+            "done_at",
+            "attempts",
+            "error",
+            "set_aside_at",
+            "dropped_at"
+        ]
+    );
+    assert_eq!(journal_state(&db, "old1"), (0, None, false, true, false));
+    assert_eq!(journal_state(&db, "old2").0, 1);
+    assert_eq!(pending_keys(&db, &[]), ["old3"]);
+    assert_eq!(pending_keys(&db, &["--set-aside"]), ["old2"]);
+    // The pending index knows set-aside records, and pending uses it.
+    let plan: Vec<String> = open(&db)
+        .prepare(
+            "EXPLAIN QUERY PLAN SELECT record FROM elf_journal WHERE done_at IS NULL \
+             AND set_aside_at IS NULL AND created_at <= 5 ORDER BY created_at, rowid",
+        )
+        .and_then(|mut s| s.query_map([], |r| r.get(3))?.collect())
+        .expect("plan");
+    assert!(
+        plan.iter().any(|p| p.contains("elf_journal_pending")),
+        "{plan:?}"
+    );
+    let indexes = count(
+        &db,
+        "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'elf_journal' \
+         AND name IN ('elf_journal_pending', 'elf_journal_set_aside') AND sql LIKE '%set_aside_at%'",
+    );
+    assert_eq!(indexes, 2);
+    // A new journal (insert --journal on a fresh database) has the same shape at once.
+    let fresh = new_db(&dir);
+    run_ok(&fresh, &["insert", "--journal"], &[json!({"key":"n"})]);
+    let shape = |db: &Path| -> Vec<(String, String, i64, Option<String>)> {
+        open(db)
+            .prepare(
+                "SELECT name, type, \"notnull\", dflt_value FROM pragma_table_info('elf_journal')",
+            )
+            .and_then(|mut s| {
+                s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                    .collect()
+            })
+            .expect("shape")
+    };
+    assert_eq!(shape(&fresh), shape(&db));
+    // The legacy database's own schema is untouched.
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM sqlite_master WHERE name LIKE 'elf%' AND name NOT IN \
+             ('elf_journal', 'elf_journal_pending', 'elf_journal_set_aside', 'sqlite_autoindex_elf_journal_1')"
+        ),
+        0
+    );
+}

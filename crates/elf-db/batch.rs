@@ -62,6 +62,9 @@ pub struct Job {
     /// `--key`: the key holding the statements that `insert` and `exec` run (`db` unless
     /// told otherwise), and `done` runs (none unless told); `None` for `insert --table`.
     pub key: Option<String>,
+    /// `done --attempts`: the failed attempts after which a permanent failure sets a record
+    /// aside.
+    pub attempts: i64,
 }
 
 /// How the input stream is read.
@@ -200,6 +203,7 @@ pub fn run(o: &Options, job: Job, s: &Stream) -> Result<u8> {
         schema: Schema::default(),
         command: job.command,
         key: job.key,
+        attempts: job.attempts,
         journal_ready: false,
     };
     let mut held = Held::default();
@@ -255,7 +259,7 @@ pub fn run(o: &Options, job: Job, s: &Stream) -> Result<u8> {
                             fatal = Some(e);
                             break 'batch;
                         }
-                        Ok(r) if record::has_error(&r) => {
+                        Ok(r) if record::has_error(&r) && !work.counts_failures(&r) => {
                             held.push_text(reader.text(), None);
                             break 'record;
                         }
@@ -303,6 +307,13 @@ pub fn run(o: &Options, job: Job, s: &Stream) -> Result<u8> {
                             None => reader.record().unwrap_or_default(),
                         };
                         record::set_error(&mut r, TOOL, &e);
+                        if work.counts_failures(&r) {
+                            if let Err(e) = work.failed(&r) {
+                                conn::rollback(&db);
+                                return Err(e.at_line(line));
+                            }
+                            applied = true;
+                        }
                         held.push(&r)?;
                     }
                     Err(e) => {
@@ -322,6 +333,7 @@ pub fn run(o: &Options, job: Job, s: &Stream) -> Result<u8> {
             conn::commit(&db)?;
         } else if in_tx {
             conn::rollback(&db);
+            work.rolled_back();
         }
         held.release(&mut out)?;
         if let Some(e) = fatal {
@@ -348,6 +360,7 @@ struct Work<'c> {
     command: Command,
     /// Where the record's statements are (see [`Job::key`]).
     key: Option<String>,
+    attempts: i64,
     journal_ready: bool,
 }
 
@@ -363,6 +376,28 @@ impl<'c> Work<'c> {
             self.journal_ready = true;
         }
         Ok(())
+    }
+
+    /// After a transaction was rolled back: what it created is gone.
+    fn rolled_back(&mut self) {
+        self.journal_ready = false;
+        self.schema.forget();
+    }
+
+    /// True when a failure of this record is an attempt that `done` records in the journal:
+    /// `done` reading a record with a string key.
+    fn counts_failures(&self, rec: &Record) -> bool {
+        self.command == Command::Done && matches!(rec.get("key"), Some(Value::String(_)))
+    }
+
+    /// Records the failed attempt of a record that carries `error` (see [`journal::record_failure`]).
+    fn failed(&self, rec: &Record) -> Result<()> {
+        match (rec.get("key"), rec.get("error")) {
+            (Some(Value::String(k)), Some(e)) => {
+                journal::record_failure(self.conn, k, e, self.attempts)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// One record, inside a savepoint: all of it or nothing.
@@ -395,7 +430,7 @@ impl<'c> Work<'c> {
             // One UPDATE, unless there are statements to run with it.
             Command::Done => {
                 let statements = self.key.as_deref().and_then(|n| rec.get(n));
-                return Ok(statements.is_none_or(Value::is_null));
+                return Ok(record::has_error(rec) || statements.is_none_or(Value::is_null));
             }
             Command::InsertRows(t) => t.as_str(),
             Command::Insert { journal: false } => match rec.get(self.name()) {
@@ -479,8 +514,11 @@ impl<'c> Work<'c> {
 
     /// `done`: marks the record's key done and, with `--key NAME`, runs NAME's statements in
     /// the same savepoint. A key already done runs nothing again: its statements ran in the
-    /// transaction that marked it.
+    /// transaction that marked it. A record carrying `error` is a failed attempt instead.
     fn done(&mut self, rec: &mut Record) -> Result<Emit> {
+        if record::has_error(rec) {
+            return self.failed(rec).map(|()| Emit::Unchanged);
+        }
         let key = match rec.get("key") {
             Some(Value::String(k)) => Some(k.as_str()),
             None | Some(Value::Null) => None,

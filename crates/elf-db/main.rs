@@ -1,8 +1,8 @@
 //! elf-db: SQLite transactions from JSON lines, with bound parameters, safe under contention and
 //! replayable after a crash.
 //!
-//! The first operand is the command: `insert`, `exec`, `done`, `pending`, `query`, `check` or
-//! `checkpoint`. The record commands (`insert`, `exec`, `done`) read records on standard input,
+//! The first operand is the command: `insert`, `exec`, `done`, `pending`, `retry`, `drop`,
+//! `query`, `check` or `checkpoint`. The record commands (`insert`, `exec`, `done`) read records on standard input,
 //! group the records already waiting into one `BEGIN IMMEDIATE` transaction (group commit), and
 //! pass them on only after it has committed. The wire format of each command is documented in
 //! its module: [`stmt`] for the `db` key, [`journal`] for `key` and the journal, [`query`] for
@@ -119,6 +119,23 @@ const FLAGS: &[Flag] = &[
          bare number is seconds), so that a recovery run leaves alone the records that a live \
          pipeline is still carrying.",
         ),
+    Flag::new("set-aside", "pending: print the set-aside records instead").doc(
+        "pending: print the records set aside (see --attempts) instead of the pending ones, \
+         each as journaled with \"set_aside\":{\"at\":MS,\"attempts\":N,\"error\":{...}} added. \
+         elf-db retry KEY puts one back; elf-db drop KEY gives it up.",
+    ),
+    Flag::new(
+        "attempts",
+        "done: set aside after N permanent failures (default 3)",
+    )
+    .value("N")
+    .doc(
+        "done: a record that reaches done carrying \"error\" is a failed attempt, counted in \
+         the journal with its error. When the error is permanent (any code but 74, 75 and the \
+         signal codes above 128) and the record has failed N times (default 3, from 1 to \
+         1000000), it is set aside: pending no longer prints it, so that a record that can \
+         never finish does not hold up the others.",
+    ),
     Flag::new("param", "query: bind :NAME to VALUE (text)")
         .short('p')
         .value("NAME=VALUE")
@@ -164,7 +181,9 @@ static TOOL: Tool = Tool {
         "exec [--key NAME] [OPTIONS] < RECORDS",
         "exec --file SCHEMA.sql [OPTIONS]",
         "done [--key NAME] [OPTIONS] < RECORDS",
-        "pending [--older-than DURATION] [OPTIONS]",
+        "pending [--older-than DURATION] [--set-aside] [OPTIONS]",
+        "retry KEY... [OPTIONS]",
+        "drop KEY... [OPTIONS]",
         "query SQL [--param NAME=VALUE]... [--format json|tsv|csv [--header] [--null TEXT]] [OPTIONS]",
         "check [OPTIONS]",
         "checkpoint [OPTIONS]",
@@ -207,9 +226,18 @@ const COMMANDS: &[(&str, &[&str])] = &[
     ),
     (
         "done",
-        &["synchronous", "batch", "keep-going", "max-line", "key"],
+        &[
+            "synchronous",
+            "batch",
+            "keep-going",
+            "max-line",
+            "key",
+            "attempts",
+        ],
     ),
-    ("pending", &["older-than"]),
+    ("pending", &["older-than", "set-aside"]),
+    ("retry", &[]),
+    ("drop", &[]),
     ("query", &["param", "format", "header", "null"]),
     ("check", &[]),
     ("checkpoint", &[]),
@@ -218,16 +246,19 @@ const COMMANDS: &[(&str, &[&str])] = &[
 /// The default number of records per transaction.
 const DEFAULT_BATCH: usize = 10_000;
 
+/// The default number of failed attempts after which a permanent failure sets a record aside.
+const DEFAULT_ATTEMPTS: i64 = 3;
+
 fn run(m: Matches) -> Result<u8> {
     let Some(first) = m.operands.first() else {
         return Err(Error::usage(
-            "a command is required: insert, exec, done, pending, query, check or checkpoint (see --help)",
+            "a command is required: insert, exec, done, pending, retry, drop, query, check or checkpoint (see --help)",
         ));
     };
     let name = first.to_str().unwrap_or("");
     let Some((command, allowed)) = COMMANDS.iter().find(|(c, _)| *c == name) else {
         return Err(Error::usage(format!(
-            "unknown command '{}': expected insert, exec, done, pending, query, check or checkpoint",
+            "unknown command '{}': expected insert, exec, done, pending, retry, drop, query, check or checkpoint",
             elf_core::text::escape(&first.to_string_lossy())
         )));
     };
@@ -241,10 +272,12 @@ fn run(m: Matches) -> Result<u8> {
     }
     let rest = &m.operands[1..];
     let wanted = usize::from(*command == "query");
-    if rest.len() != wanted {
+    let keys = matches!(*command, "retry" | "drop");
+    if (keys && rest.is_empty()) || (!keys && rest.len() != wanted) {
         return Err(match (*command, rest.len()) {
             ("query", 0) => Error::usage("query needs the SQL to run (elf-db query 'SELECT ...')"),
             ("query", _) => Error::usage("query takes one SQL operand; quote it as one argument"),
+            (_, 0) => Error::usage(format!("{command} needs the keys of journaled records")),
             _ => Error::usage(format!(
                 "{command} takes no operand, found '{}'",
                 elf_core::text::escape(&rest[0].to_string_lossy())
@@ -268,12 +301,14 @@ fn run(m: Matches) -> Result<u8> {
                 Some(g) => batch::Job {
                     command: batch::Command::InsertRows(g.str()?.to_string()),
                     key: None,
+                    attempts: DEFAULT_ATTEMPTS,
                 },
                 None => batch::Job {
                     command: batch::Command::Insert {
                         journal: m.has("journal"),
                     },
                     key: Some(statement_key(&m)?),
+                    attempts: DEFAULT_ATTEMPTS,
                 },
             };
             batch::run(&opts, job, &stream_options(&m)?)
@@ -293,6 +328,7 @@ fn run(m: Matches) -> Result<u8> {
                 let job = batch::Job {
                     command: batch::Command::Exec,
                     key: Some(statement_key(&m)?),
+                    attempts: DEFAULT_ATTEMPTS,
                 };
                 batch::run(&opts, job, &stream_options(&m)?)
             }
@@ -303,15 +339,42 @@ fn run(m: Matches) -> Result<u8> {
             } else {
                 None
             };
+            let attempts = match m.get("attempts") {
+                Some(g) => g.with(|s| match s.parse::<i64>() {
+                    Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+                    _ => Err("expected a number from 1 to 1000000"),
+                })?,
+                None => DEFAULT_ATTEMPTS,
+            };
             let job = batch::Job {
                 command: batch::Command::Done,
                 key,
+                attempts,
             };
             batch::run(&opts, job, &stream_options(&m)?)
         }
         "pending" => {
             let older = m.get("older-than").map(|g| g.with(parse_age)).transpose()?;
-            journal::pending(&opts, older)
+            journal::pending(&opts, older, m.has("set-aside"))
+        }
+        "retry" | "drop" => {
+            let keys = rest
+                .iter()
+                .map(|k| {
+                    k.to_str().map(str::to_string).ok_or_else(|| {
+                        Error::data(format!(
+                            "key {} is not UTF-8, so it is not in the journal",
+                            elf_core::text::escape(&k.to_string_lossy())
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let action = if *command == "retry" {
+                journal::Action::Retry
+            } else {
+                journal::Action::Drop
+            };
+            journal::settle(&opts, action, &keys)
         }
         "query" => {
             let sql = rest[0]
