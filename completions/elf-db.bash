@@ -28,6 +28,10 @@ _elf_db() {
             COMPREPLY=()
             return
             ;;
+        --schema)
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            return
+            ;;
         --max-line)
             COMPREPLY=()
             return
@@ -62,7 +66,7 @@ _elf_db() {
             ;;
     esac
     if [[ $cur == -* ]]; then
-        mapfile -t COMPREPLY < <(compgen -W '-d --db --busy-timeout --synchronous --batch -t --table --key -j --journal -k --keep-going --max-line -f --file --older-than --set-aside --attempts -p --param --format --header --null -h --help -V --version --generate' -- "$cur")
+        mapfile -t COMPREPLY < <(compgen -W '-d --db --busy-timeout --synchronous --batch -t --table --key --schema -j --journal -k --keep-going --max-line -f --file --older-than --set-aside --attempts -p --param --format --header --null -h --help -V --version --generate' -- "$cur")
         return
     fi
     COMPREPLY=()

@@ -5,6 +5,7 @@ complete -c elf-db -l synchronous -r -f -a 'full normal' -d 'full (default) or n
 complete -c elf-db -l batch -r -f -d 'At most N records per transaction (default 10000)'
 complete -c elf-db -s t -l table -r -f -d 'insert: plain JSON objects are rows of TABLE'
 complete -c elf-db -l key -r -f -d 'insert, exec, done: statements under NAME, not db'
+complete -c elf-db -l schema -r -F -d 'insert: run this schema file first (creates the database)'
 complete -c elf-db -s j -l journal -d 'insert: journal each record under its key'
 complete -c elf-db -s k -l keep-going -d 'A bad record becomes an error record; go on'
 complete -c elf-db -l max-line -r -f -d 'Longest input line accepted (default 16MiB)'

@@ -2488,3 +2488,148 @@ fn an_earlier_journal_gets_the_new_columns_and_index_in_the_transaction_that_nee
         0
     );
 }
+
+const WRAPPER_SCHEMA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bin-wrappers/lib/schema.sql");
+
+#[test]
+fn insert_schema_makes_a_new_database_with_its_first_row_in_one_transaction() {
+    let dir = TempDir::new();
+    let db = dir.join("home/memory/index.db");
+    std::fs::create_dir_all(dir.join("home/memory")).expect("mkdir");
+    let rec = json!({"key":"first","db":{"table":"learnings","values":{"type":"failure","filepath":"f.md","title":"t"}}});
+    // A record the schema's table refuses: nothing at all is kept, not even the tables.
+    let bad = json!({"key":"bad","db":{"table":"learnings","values":{"type":"failure"}}});
+    let out = run_with_input(
+        db_cmd(&db, &["insert", "--journal", "--schema", WRAPPER_SCHEMA]),
+        &lines(std::slice::from_ref(&bad)),
+    );
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    assert!(one_line(&out.stderr).starts_with("elf-db: line 1: db: NOT NULL"));
+    assert_eq!(count(&db, "SELECT count(*) FROM sqlite_master"), 0);
+    // The same under --keep-going, one record per transaction: the first transaction (only a
+    // bad record) is rolled back with the schema, and the next runs the schema again.
+    let out = run_ok(
+        &db,
+        &[
+            "insert",
+            "--journal",
+            "--schema",
+            WRAPPER_SCHEMA,
+            "--keep-going",
+            "--batch",
+            "1",
+        ],
+        &[bad, rec.clone()],
+    );
+    assert_eq!(out[0]["error"]["code"], json!(65));
+    assert_eq!(out[1]["db"]["id"], json!(1));
+    assert_eq!(count(&db, "SELECT count(*) FROM learnings"), 1);
+    assert_eq!(count(&db, "SELECT count(*) FROM elf_journal"), 1);
+    // An existing home: the schema's IF NOT EXISTS statements change nothing, rows go on.
+    let before: Vec<String> = open(&db)
+        .prepare("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .expect("schema");
+    let mut second = rec.clone();
+    second["key"] = json!("second");
+    let out = run_ok(
+        &db,
+        &["insert", "--journal", "--schema", WRAPPER_SCHEMA],
+        &[second],
+    );
+    assert_eq!(out[0]["db"]["id"], json!(2));
+    let after: Vec<String> = open(&db)
+        .prepare("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .expect("schema");
+    assert_eq!(before, after);
+    // The real legacy database, as it is.
+    let real = dir.join("real.db");
+    std::fs::copy(REAL_DB, &real).expect("copy");
+    let rows = count(&real, "SELECT count(*) FROM learnings");
+    run_ok(
+        &real,
+        &["insert", "--journal", "--schema", WRAPPER_SCHEMA],
+        std::slice::from_ref(&rec),
+    );
+    assert_eq!(count(&real, "SELECT count(*) FROM learnings"), rows + 1);
+    // insert --table and plain insert take it too.
+    let plain = dir.join("plain.db");
+    let out = run_ok(
+        &plain,
+        &[
+            "insert",
+            "--table",
+            "heuristics",
+            "--schema",
+            WRAPPER_SCHEMA,
+        ],
+        &[json!({"domain":"git","rule":"r"})],
+    );
+    assert_eq!(out[0]["db"]["id"], json!(1));
+    // Empty input: nothing to do, nothing run.
+    let empty = dir.join("empty.db");
+    let out = run_with_input(db_cmd(&empty, &["insert", "--schema", WRAPPER_SCHEMA]), b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(count(&empty, "SELECT count(*) FROM sqlite_master"), 0);
+}
+
+#[test]
+fn a_failing_schema_statement_names_the_file_and_its_line_and_writes_nothing() {
+    let dir = TempDir::new();
+    let db = dir.join("new.db");
+    let schema = dir.join("schema.sql");
+    let rec = json!({"db":{"table":"a","values":{"x":1}}});
+    for (text, line, needle, code) in [
+        (
+            "CREATE TABLE IF NOT EXISTS a(x);\n\nCREATE INDEX IF NOT EXISTS i ON nope(x);\n",
+            3,
+            "no such table: main.nope",
+            65,
+        ),
+        (
+            "CREATE TABLE IF NOT EXISTS a(x);\nBEGIN;\n",
+            2,
+            "not authorized",
+            65,
+        ),
+        (
+            "CREATE TABLE a(x);\nCREATE TABLE a(y);\n",
+            2,
+            "already exists",
+            65,
+        ),
+    ] {
+        std::fs::write(&schema, text).expect("write");
+        let out = run_with_input(
+            db_cmd(&db, &["insert", "--journal", "--schema"]).arg(&schema),
+            &lines(std::slice::from_ref(&rec)),
+        );
+        assert_eq!(out.status.code(), Some(code), "{text}: {}", stderr(&out));
+        let msg = one_line(&out.stderr);
+        let want = format!("elf-db: {}: line {line}: ", schema.display());
+        assert!(msg.starts_with(&want), "{msg}");
+        assert!(msg.contains(needle), "{msg}");
+        assert!(out.stdout.is_empty());
+        assert_eq!(
+            count(&db, "SELECT count(*) FROM sqlite_master"),
+            0,
+            "{text}"
+        );
+    }
+    // A missing schema file: 66, and no database is made.
+    let other = dir.join("other.db");
+    let out = run_with_input(
+        db_cmd(&other, &["insert", "--schema"]).arg(dir.join("missing.sql")),
+        &lines(&[rec]),
+    );
+    assert_eq!(out.status.code(), Some(66), "{}", stderr(&out));
+    assert!(!other.exists());
+    for args in [
+        &["exec", "--schema", "s.sql"][..],
+        &["done", "--schema", "s.sql"],
+    ] {
+        let out = run_with_input(db_cmd(&db, args), b"");
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {}", stderr(&out));
+    }
+}

@@ -30,7 +30,7 @@ use crate::conn::{self, Mode, Options};
 use crate::input::Input;
 use crate::journal;
 use crate::lean::Row;
-use crate::stmt::{self, Kind, Results, Schema};
+use crate::stmt::{self, Kind, Results, Schema, SqlFile};
 
 const TOOL: &str = "elf-db";
 
@@ -65,6 +65,10 @@ pub struct Job {
     /// `done --attempts`: the failed attempts after which a permanent failure sets a record
     /// aside.
     pub attempts: i64,
+    /// `insert --schema`: statements run at the start of the run's first transaction (again
+    /// in the next one, if that one is rolled back), before its first record; the database is
+    /// then created when missing.
+    pub schema: Option<SqlFile>,
 }
 
 /// How the input stream is read.
@@ -195,7 +199,12 @@ fn push_int(out: &mut Vec<u8>, n: i64) {
 
 /// Runs a record command over standard input.
 pub fn run(o: &Options, job: Job, s: &Stream) -> Result<u8> {
-    let db = conn::open(o, Mode::Write)?;
+    let mode = if job.schema.is_some() {
+        Mode::Create
+    } else {
+        Mode::Write
+    };
+    let db = conn::open(o, mode)?;
     let mut reader = Input::stdin(s.max_line)?;
     let mut out = Out::stdout()?;
     let mut work = Work {
@@ -204,6 +213,7 @@ pub fn run(o: &Options, job: Job, s: &Stream) -> Result<u8> {
         command: job.command,
         key: job.key,
         attempts: job.attempts,
+        schema_file: job.schema,
         journal_ready: false,
     };
     let mut held = Held::default();
@@ -267,11 +277,17 @@ pub fn run(o: &Options, job: Job, s: &Stream) -> Result<u8> {
                     }
                 }
                 if !in_tx {
-                    if let Err(e) = conn::begin(&db, o.busy).and_then(|()| work.start()) {
+                    // A failing --schema statement is named by its file and line, not by the
+                    // record's.
+                    let started = conn::begin(&db, o.busy)
+                        .map_err(|e| e.at_line(line))
+                        .and_then(|()| work.run_schema())
+                        .and_then(|()| work.start().map_err(|e| e.at_line(line)));
+                    if let Err(e) = started {
                         conn::rollback(&db);
                         // What is already held needed no database: pass it on.
                         held.release(&mut out)?;
-                        return Err(e.at_line(line));
+                        return Err(e);
                     }
                     in_tx = true;
                 }
@@ -331,6 +347,7 @@ pub fn run(o: &Options, job: Job, s: &Stream) -> Result<u8> {
         }
         if in_tx && applied {
             conn::commit(&db)?;
+            work.committed();
         } else if in_tx {
             conn::rollback(&db);
             work.rolled_back();
@@ -361,6 +378,8 @@ struct Work<'c> {
     /// Where the record's statements are (see [`Job::key`]).
     key: Option<String>,
     attempts: i64,
+    /// `--schema`, until a transaction that ran it has committed.
+    schema_file: Option<SqlFile>,
     journal_ready: bool,
 }
 
@@ -376,6 +395,21 @@ impl<'c> Work<'c> {
             self.journal_ready = true;
         }
         Ok(())
+    }
+
+    /// `--schema`, in a transaction just begun, while no transaction that ran it has committed.
+    fn run_schema(&mut self) -> Result<()> {
+        match &self.schema_file {
+            Some(file) => file
+                .run(self.conn)
+                .map_err(|(line, e)| e.context(format!("{}: line {line}", file.show()))),
+            None => Ok(()),
+        }
+    }
+
+    /// After a transaction has committed: the schema is in the database for good.
+    fn committed(&mut self) {
+        self.schema_file = None;
     }
 
     /// After a transaction was rolled back: what it created is gone.

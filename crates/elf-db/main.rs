@@ -33,8 +33,8 @@ const FLAGS: &[Flag] = &[
         .path()
         .doc(
             "The SQLite database file. Without it, the path in the ELF_DB environment variable is \
-         used; one of the two is required. The file must exist, except for exec, which creates \
-         it (to run a schema file on a new database).",
+         used; one of the two is required. The file must exist, except for exec and insert \
+         --schema, which create it (to run a schema file on a new database).",
         ),
     Flag::new(
         "busy-timeout",
@@ -81,6 +81,20 @@ const FLAGS: &[Flag] = &[
          a record whose key is already done runs nothing again. NAME may not be empty, key or \
          error. Not with --table, whose result is always db.",
         ),
+    Flag::new(
+        "schema",
+        "insert: run this schema file first (creates the database)",
+    )
+    .value("FILE")
+    .path()
+    .doc(
+        "insert: run the SQL statements of FILE (a schema of CREATE ... IF NOT EXISTS \
+         statements) in the run's first transaction, before its first record, so that a new \
+         database gets its tables in the same transaction as its first row; the database file \
+         is created when missing. A statement that fails: its status, a message naming FILE and \
+         the statement's line, and nothing written. The file must not contain BEGIN, COMMIT, \
+         ROLLBACK or SAVEPOINT.",
+    ),
     Flag::new("journal", "insert: journal each record under its key")
         .short('j')
         .doc(
@@ -177,7 +191,7 @@ static TOOL: Tool = Tool {
     name: "elf-db",
     about: "SQLite transactions from JSON lines, with bound parameters, safe under contention",
     usage: &[
-        "insert [--journal] [--key NAME | --table TABLE] [OPTIONS] < RECORDS",
+        "insert [--journal] [--key NAME | --table TABLE] [--schema FILE] [OPTIONS] < RECORDS",
         "exec [--key NAME] [OPTIONS] < RECORDS",
         "exec --file SCHEMA.sql [OPTIONS]",
         "done [--key NAME] [OPTIONS] < RECORDS",
@@ -208,6 +222,7 @@ const COMMANDS: &[(&str, &[&str])] = &[
             "batch",
             "table",
             "key",
+            "schema",
             "journal",
             "keep-going",
             "max-line",
@@ -297,11 +312,16 @@ fn run(m: Matches) -> Result<u8> {
                     "--key works with the record form, not with --table (its result is always db)",
                 ));
             }
+            let schema = match m.get("schema") {
+                Some(g) => Some(stmt::SqlFile::read(&PathBuf::from(g.os()?))?),
+                None => None,
+            };
             let job = match m.get("table") {
                 Some(g) => batch::Job {
                     command: batch::Command::InsertRows(g.str()?.to_string()),
                     key: None,
                     attempts: DEFAULT_ATTEMPTS,
+                    schema,
                 },
                 None => batch::Job {
                     command: batch::Command::Insert {
@@ -309,6 +329,7 @@ fn run(m: Matches) -> Result<u8> {
                     },
                     key: Some(statement_key(&m)?),
                     attempts: DEFAULT_ATTEMPTS,
+                    schema,
                 },
             };
             batch::run(&opts, job, &stream_options(&m)?)
@@ -329,6 +350,7 @@ fn run(m: Matches) -> Result<u8> {
                     command: batch::Command::Exec,
                     key: Some(statement_key(&m)?),
                     attempts: DEFAULT_ATTEMPTS,
+                    schema: None,
                 };
                 batch::run(&opts, job, &stream_options(&m)?)
             }
@@ -350,6 +372,7 @@ fn run(m: Matches) -> Result<u8> {
                 command: batch::Command::Done,
                 key,
                 attempts,
+                schema: None,
             };
             batch::run(&opts, job, &stream_options(&m)?)
         }

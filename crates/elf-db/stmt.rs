@@ -59,6 +59,7 @@
 //! the one, and the other would make SQL text from values. A statement does not see the
 //! results of the statements before it in the same record.
 
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use elf_core::record::{self, Record};
@@ -691,27 +692,58 @@ fn add_id(conn: &Connection, before: i64, changes: u64, results: &mut Results) {
     }
 }
 
+/// A file of SQL statements (a schema or a migration), read and split, each statement with the
+/// line it starts on.
+#[derive(Debug, Clone)]
+pub struct SqlFile {
+    path: PathBuf,
+    statements: Vec<(u64, String)>,
+}
+
+impl SqlFile {
+    /// Reads and splits a file: a missing one is 66, one that is not UTF-8 or holds a NUL 65.
+    pub fn read(path: &Path) -> Result<SqlFile> {
+        let bytes = std::fs::read(path).with_ctx(|| format!("reading {}", conn::show(path)))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            Error::data(format!(
+                "{} is not UTF-8 (at byte {})",
+                conn::show(path),
+                e.utf8_error().valid_up_to() + 1
+            ))
+        })?;
+        let statements = split_statements(&text).map_err(|e| e.context(conn::show(path)))?;
+        Ok(SqlFile {
+            path: path.to_path_buf(),
+            statements,
+        })
+    }
+
+    /// The file's path, for messages.
+    pub fn show(&self) -> String {
+        conn::show(&self.path)
+    }
+
+    /// Runs the statements in the caller's transaction (no transaction control of their own);
+    /// the first that fails gives its line and its error.
+    pub fn run(&self, db: &Connection) -> std::result::Result<(), (u64, Error)> {
+        for (line, chunk) in &self.statements {
+            conn::guard(Guard::File);
+            let r = db.execute_batch(chunk);
+            conn::guard(Guard::Own);
+            r.map_err(|e| (*line, conn::error(e)))?;
+        }
+        Ok(())
+    }
+}
+
 /// `exec --file`: runs a schema or migration file in one transaction.
-pub fn exec_file(o: &Options, path: &std::path::Path) -> Result<u8> {
-    let bytes = std::fs::read(path).with_ctx(|| format!("reading {}", conn::show(path)))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        Error::data(format!(
-            "{} is not UTF-8 (at byte {})",
-            conn::show(path),
-            e.utf8_error().valid_up_to() + 1
-        ))
-    })?;
-    let chunks = split_statements(&text).map_err(|e| e.context(conn::show(path)))?;
+pub fn exec_file(o: &Options, path: &Path) -> Result<u8> {
+    let file = SqlFile::read(path)?;
     let db = conn::open(o, conn::Mode::Create)?;
     conn::begin(&db, o.busy)?;
-    for (line, chunk) in &chunks {
-        conn::guard(Guard::File);
-        let r = db.execute_batch(chunk);
-        conn::guard(Guard::Own);
-        if let Err(e) = r {
-            conn::rollback(&db);
-            return Err(conn::error(e).context(conn::show(path)).at_line(*line));
-        }
+    if let Err((line, e)) = file.run(&db) {
+        conn::rollback(&db);
+        return Err(e.context(file.show()).at_line(line));
     }
     conn::commit(&db)?;
     Ok(elf_core::exit::OK)
