@@ -7,9 +7,14 @@
 //! written out, in input order, and the output flushed. A record is never passed on before its
 //! transaction has committed, and a live pipeline never waits for a batch to fill.
 //!
-//! A record passed on unchanged (by `done`, or because it carries `error` or has no `db`), or
-//! with one key added at its end (`insert --table`), is written as the text it came in as;
-//! one with results added inside it is serialized again (see [`crate::input`]).
+//! A record passed on unchanged (by `done` without statements to run, or because it carries
+//! `error` or has no `db`, or no key `--key` names), or with one key added at its end (`insert
+//! --table`), is written as the text it came in as; one with results added inside it is
+//! serialized again (see [`crate::input`]). A record carrying `error` needs no database,
+//! except in `done`, which counts it as a failed attempt of its key (see [`crate::journal`]).
+//!
+//! With `insert --schema`, the schema's statements open the first transaction, and the next
+//! one too if that one is rolled back (when all its records failed), until one has committed.
 //!
 //! A bad record (exit 65) stops the run after the records before it have been committed and
 //! passed on; under `--keep-going` it is passed on with `error` instead. A busy database

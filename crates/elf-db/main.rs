@@ -2,11 +2,12 @@
 //! replayable after a crash.
 //!
 //! The first operand is the command: `insert`, `exec`, `done`, `pending`, `retry`, `drop`,
-//! `query`, `check` or `checkpoint`. The record commands (`insert`, `exec`, `done`) read records on standard input,
-//! group the records already waiting into one `BEGIN IMMEDIATE` transaction (group commit), and
-//! pass them on only after it has committed. The wire format of each command is documented in
-//! its module: [`stmt`] for the `db` key, [`journal`] for `key` and the journal, [`query`] for
-//! result rows.
+//! `query`, `check` or `checkpoint`. The record commands (`insert`, `exec`, `done`) read
+//! records on standard input, group the records already waiting into one `BEGIN IMMEDIATE`
+//! transaction (group commit), and pass them on only after it has committed. The wire format of
+//! each command is documented in its module: [`stmt`] for the `db` key (or the one `--key`
+//! names) and its references, [`journal`] for `key`, the journal and set-aside records,
+//! [`query`] for result rows.
 
 mod batch;
 mod conn;
