@@ -24,6 +24,14 @@ _elf_db() {
             COMPREPLY=()
             return
             ;;
+        --key)
+            COMPREPLY=()
+            return
+            ;;
+        --schema)
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            return
+            ;;
         --max-line)
             COMPREPLY=()
             return
@@ -36,7 +44,19 @@ _elf_db() {
             COMPREPLY=()
             return
             ;;
+        --attempts)
+            COMPREPLY=()
+            return
+            ;;
         --param|-p)
+            COMPREPLY=()
+            return
+            ;;
+        --format)
+            mapfile -t COMPREPLY < <(compgen -W 'json tsv csv' -- "$cur")
+            return
+            ;;
+        --null)
             COMPREPLY=()
             return
             ;;
@@ -46,7 +66,7 @@ _elf_db() {
             ;;
     esac
     if [[ $cur == -* ]]; then
-        mapfile -t COMPREPLY < <(compgen -W '-d --db --busy-timeout --synchronous --batch -t --table -j --journal -k --keep-going --max-line -f --file --older-than -p --param -h --help -V --version --generate' -- "$cur")
+        mapfile -t COMPREPLY < <(compgen -W '-d --db --busy-timeout --synchronous --batch -t --table --key --schema -j --journal -k --keep-going --max-line -f --file --older-than --set-aside --attempts -p --param --format --header --null -h --help -V --version --generate' -- "$cur")
         return
     fi
     COMPREPLY=()

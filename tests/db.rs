@@ -1558,3 +1558,1078 @@ fn bad_table_rows_stop_with_65_naming_the_line_or_become_error_records() {
         before + cases.len() as i64
     );
 }
+
+/// Runs `elf-db ARGS` on `input`, asserts success, and returns its records.
+fn run_ok(db: &Path, args: &[&str], input: &[Value]) -> Vec<Map<String, Value>> {
+    let out = run_with_input(db_cmd(db, args), &lines(input));
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    json_lines(&out.stdout)
+}
+
+#[test]
+fn key_names_where_the_statements_are_for_insert_exec_and_the_journal() {
+    let dir = TempDir::new();
+    let db = new_db(&dir);
+    // insert --key row: the statements and their results are under "row"; "db" is data.
+    let recs = run_ok(
+        &db,
+        &["insert", "--key", "row"],
+        &[
+            json!({"db":{"note":"not mine"},"row":{"table":"pairs","values":{"seq":1,"side":"l"}}}),
+            json!({"db":{"table":"pairs","values":{"seq":9,"side":"x"}}}),
+        ],
+    );
+    assert_eq!(
+        Value::Object(recs[0].clone()),
+        json!({"db":{"note":"not mine"},"row":{"table":"pairs","values":{"seq":1,"side":"l"},"id":1}})
+    );
+    assert_eq!(
+        Value::Object(recs[1].clone()),
+        json!({"db":{"table":"pairs","values":{"seq":9,"side":"x"}}}),
+        "a record without the key is passed on untouched"
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM pairs"), 1);
+    // exec --key fix: the record's db (an insert's results) stays as it is.
+    let out = run_with_input(
+        db_cmd(&db, &["exec", "--key", "fix"]),
+        concat!(
+            r#"{"db":{"table":"pairs","values":{"seq":1,"side":"l"},"id":1},"fix":[{"sql":"UPDATE pairs SET side = :s WHERE id = :id","params":{"s":"r","id":1}},{"sql":"SELECT side FROM pairs WHERE id = 1"}]}"#,
+            "\n",
+            r#"{"db":{"sql":"DELETE FROM pairs"}}"#,
+            "\n"
+        )
+        .as_bytes(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let got: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        got[0],
+        r#"{"db":{"table":"pairs","values":{"seq":1,"side":"l"},"id":1},"fix":[{"sql":"UPDATE pairs SET side = :s WHERE id = :id","params":{"s":"r","id":1},"changes":1},{"sql":"SELECT side FROM pairs WHERE id = 1","changes":0,"rows":[{"side":"r"}]}]}"#
+    );
+    assert_eq!(got[1], r#"{"db":{"sql":"DELETE FROM pairs"}}"#);
+    assert_eq!(count(&db, "SELECT count(*) FROM pairs"), 1);
+    // Errors name the key.
+    let out = run_with_input(
+        db_cmd(&db, &["exec", "--key", "fix"]),
+        &lines(&[json!({"fix":[{"sql":"SELECT 1"},{"sql":"UPDATE nope SET x = 1"}]})]),
+    );
+    assert_eq!(out.status.code(), Some(65));
+    let line = one_line(&out.stderr);
+    assert!(
+        line.starts_with("elf-db: line 1: fix[1]: no such table: nope"),
+        "{line}"
+    );
+    let out = run_with_input(
+        db_cmd(&db, &["exec", "--key", "fix"]),
+        &lines(&[json!({"fix":"DELETE FROM pairs"})]),
+    );
+    assert!(one_line(&out.stderr).contains("fix must be an object or an array of objects"));
+    // insert --journal --key row: journaled under "key", the ids are row's results, and a
+    // replay gets them back.
+    let rec =
+        json!({"key":"k1","row":{"table":"pairs","values":{"seq":2,"side":"l"}},"db":{"x":1}});
+    let first = run_ok(
+        &db,
+        &["insert", "--journal", "--key", "row"],
+        std::slice::from_ref(&rec),
+    );
+    let id = first[0]["row"]["id"].as_i64().expect("id");
+    assert_eq!(first[0]["db"], json!({"x":1}));
+    let again = run_ok(&db, &["insert", "--journal", "--key", "row"], &[rec]);
+    assert_eq!(again, first);
+    let ids: String = open(&db)
+        .query_row("SELECT ids FROM elf_journal WHERE key = 'k1'", [], |r| {
+            r.get(0)
+        })
+        .expect("journal row");
+    assert_eq!(
+        serde_json::from_str::<Value>(&ids).expect("ids"),
+        json!([{ "id": id }])
+    );
+    let pending = run_ok(&db, &["pending"], &[]);
+    assert_eq!(pending, first);
+    assert_eq!(count(&db, "SELECT count(*) FROM pairs WHERE seq = 2"), 1);
+    // Refused: an empty name, the record's own keys, --key with --table or exec --file.
+    for args in [
+        &["insert", "--key", ""][..],
+        &["insert", "--key", "key"],
+        &["exec", "--key", "error"],
+        &["insert", "--key", "row", "--table", "pairs"],
+        &["exec", "--key", "fix", "--file", "x.sql"],
+        &["pending", "--key", "fix"],
+    ] {
+        let out = run_with_input(db_cmd(&db, args), b"");
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {}", stderr(&out));
+        one_line(&out.stderr);
+    }
+}
+
+#[test]
+fn references_in_statements_take_their_values_from_the_record_and_stay_as_written() {
+    let dir = TempDir::new();
+    let db = new_db(&dir);
+    // insert: a $join and a $ref in values, resolved before the row is written; the record
+    // passed on keeps them as written, with the id added.
+    let rec = json!({"title":"disk full","db":{"table":"learnings","values":{"type":"failure",
+        "filepath":{"$join":["memory/failures/",{"$ref":"/title"},".md"]},"title":{"$ref":"/title"},
+        "summary":"{\"$ref\":\"/title\"}"}}});
+    let out = run_ok(&db, &["insert"], std::slice::from_ref(&rec));
+    let mut want = rec.clone();
+    want["db"]["id"] = json!(1);
+    assert_eq!(Value::Object(out[0].clone()), want);
+    let row: (String, String, String) = open(&db)
+        .query_row(
+            "SELECT filepath, title, summary FROM learnings WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("row");
+    assert_eq!(
+        row,
+        (
+            "memory/failures/disk full.md".to_string(),
+            "disk full".to_string(),
+            // A string is never a reference.
+            "{\"$ref\":\"/title\"}".to_string()
+        )
+    );
+    // The tail's fix: exec --key fix binds what elf-write and the insert reported.
+    let written = json!({"db":{"table":"learnings","values":{},"id":1},
+        "write":{"path":"memory/failures/disk full-2.md"},
+        "fix":{"sql":"UPDATE learnings SET filepath = :p WHERE id = :id",
+               "params":{"p":{"$ref":"/write/path"},"id":{"$ref":"/db/id"}}}});
+    let out = run_ok(
+        &db,
+        &["exec", "--key", "fix"],
+        std::slice::from_ref(&written),
+    );
+    let mut want = written.clone();
+    want["fix"]["changes"] = json!(1);
+    assert_eq!(Value::Object(out[0].clone()), want);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM learnings WHERE filepath = 'memory/failures/disk full-2.md'"
+        ),
+        1
+    );
+    // values as a reference to several rows: all of them or none (the second one fails).
+    let rows = json!({"rows":[{"seq":5,"side":"l"},{"seq":5}],
+        "db":{"table":"pairs","values":{"$ref":"/rows"}}});
+    let out = run_with_input(db_cmd(&db, &["insert"]), &lines(&[rows]));
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    assert!(one_line(&out.stderr).contains("NOT NULL constraint failed: pairs.side"));
+    assert_eq!(count(&db, "SELECT count(*) FROM pairs WHERE seq = 5"), 0);
+    let rows = json!({"rows":[{"seq":5,"side":"l"},{"seq":5,"side":"r"}],
+        "db":{"table":"pairs","values":{"$ref":"/rows"}}});
+    let out = run_ok(&db, &["insert"], &[rows]);
+    assert_eq!(out[0]["db"]["ids"].as_array().map(Vec::len), Some(2));
+    assert_eq!(out[0]["db"]["values"], json!({"$ref":"/rows"}));
+    // --journal: the record is journaled with its references as written; a replay runs
+    // nothing, so it resolves nothing.
+    let rec = json!({"key":"j1","p":"x.md","db":{"table":"learnings",
+        "values":{"type":"failure","filepath":{"$ref":"/p"},"title":"j"}}});
+    let first = run_ok(&db, &["insert", "--journal"], std::slice::from_ref(&rec));
+    assert_eq!(first[0]["db"]["values"]["filepath"], json!({"$ref":"/p"}));
+    let mut replay = rec.clone();
+    replay["p"] = json!("other.md");
+    assert_eq!(
+        run_ok(&db, &["insert", "--journal"], &[replay])[0]["db"],
+        first[0]["db"]
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM learnings WHERE filepath = 'x.md'"
+        ),
+        1
+    );
+    assert_eq!(run_ok(&db, &["pending"], &[]), first);
+    // Plain rows of insert --table are data: an object that reads like a reference is stored
+    // as its JSON text.
+    let out = run_ok(
+        &db,
+        &["insert", "--table", "pairs"],
+        &[json!({"seq":6,"side":{"$ref":"/seq"}})],
+    );
+    assert_eq!(out[0]["db"]["table"], json!("pairs"));
+    let side: String = open(&db)
+        .query_row("SELECT side FROM pairs WHERE seq = 6", [], |r| r.get(0))
+        .expect("row");
+    assert_eq!(side, r#"{"$ref":"/seq"}"#);
+}
+
+#[test]
+fn a_bad_reference_is_a_bad_record_naming_line_and_pointer_with_nothing_of_it_written() {
+    let dir = TempDir::new();
+    let db = new_db(&dir);
+    let cases: &[(&[&str], Value, &str)] = &[
+        (
+            &["insert"],
+            json!({"db":{"table":"pairs","values":{"seq":{"$ref":"/nope"},"side":"l"}}}),
+            "db: reference \"/nope\" resolves to nothing in the record",
+        ),
+        (
+            &["insert", "--journal"],
+            json!({"key":"bad","db":[{"table":"pairs","values":{"seq":1,"side":"l"}},
+                {"table":"pairs","values":{"seq":{"$ref":"/db/0/id"},"side":"r"}}]}),
+            "db[1]: reference \"/db/0/id\" resolves to nothing in the record",
+        ),
+        (
+            &["exec", "--key", "fix"],
+            json!({"fix":[{"sql":"INSERT INTO pairs(seq, side) VALUES (1, 'x')"},
+                {"sql":"UPDATE pairs SET side = :s","params":{"s":{"$ref":"write/path"}}}]}),
+            "fix[1]: reference \"write/path\" is not a JSON Pointer",
+        ),
+        (
+            &["exec"],
+            json!({"db":{"sql":"SELECT :x","params":{"x":{"$ref":"/a","b":1}}}}),
+            "\"$ref\" object must have no other key",
+        ),
+        (
+            &["exec"],
+            json!({"q":"DELETE FROM pairs","db":{"sql":{"$ref":"/q"}}}),
+            "sql cannot be a reference",
+        ),
+        (
+            &["exec"],
+            json!({"s":{"sql":"DELETE FROM pairs"},"db":{"$ref":"/s"}}),
+            "a statement object cannot be a reference",
+        ),
+    ];
+    for (args, bad, needle) in cases {
+        // A good record for the command: one row.
+        let good = |seq: i64| match args {
+            ["exec", "--key", name] => {
+                json!({ *name: {"sql":"INSERT INTO pairs(seq, side) VALUES (?, 'l')","params":[seq]}})
+            }
+            ["exec"] => {
+                json!({"db":{"sql":"INSERT INTO pairs(seq, side) VALUES (?, 'l')","params":[seq]}})
+            }
+            _ => json!({"db":{"table":"pairs","values":{"seq":seq,"side":"l"}}}),
+        };
+        let before = count(&db, "SELECT count(*) FROM pairs");
+        let out = run_with_input(
+            db_cmd(&db, args),
+            &lines(&[good(100), bad.clone(), good(101)]),
+        );
+        assert_eq!(out.status.code(), Some(65), "{bad}: {}", stderr(&out));
+        let line = one_line(&out.stderr);
+        assert!(line.starts_with("elf-db: line 2: "), "{line}");
+        assert!(line.contains(needle), "{bad}: {line}");
+        assert_eq!(json_lines(&out.stdout).len(), 1, "{bad}");
+        let after = count(&db, "SELECT count(*) FROM pairs");
+        assert_eq!(after, before + 1, "{bad}");
+        // --keep-going: an error record, the records around it done.
+        let mut keep = args.to_vec();
+        keep.push("--keep-going");
+        let out = run_ok(&db, &keep, &[good(102), bad.clone(), good(103)]);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[1]["error"]["code"], json!(65));
+        assert_eq!(out[1]["error"]["line"], json!(2));
+        assert!(
+            out[1]["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(needle)),
+            "{}",
+            out[1]["error"]
+        );
+        assert_eq!(count(&db, "SELECT count(*) FROM pairs"), after + 2, "{bad}");
+    }
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM elf_journal WHERE key = 'bad'"),
+        0
+    );
+}
+
+/// The values the plain formats must carry: (SQL literal, the value as the test expects it
+/// back; `None` for NULL).
+const PLAIN_VALUES: &[(&str, Option<&str>)] = &[
+    ("'tab\there'", Some("tab\there")),
+    ("'line' || char(10) || 'feed'", Some("line\nfeed")),
+    (
+        "'carriage' || char(13) || 'return' || char(13)",
+        Some("carriage\rreturn\r"),
+    ),
+    (
+        "'back\\slash \\t \\n \\\\'",
+        Some("back\\slash \\t \\n \\\\"),
+    ),
+    ("'say \"hi\", then go'", Some("say \"hi\", then go")),
+    ("'a,b'", Some("a,b")),
+    ("NULL", None),
+    ("'\\N'", Some("\\N")),
+    ("x'00ff10'", Some("00FF10")),
+    ("'é ü 😀 ∑'", Some("é ü 😀 ∑")),
+    ("'  spaces kept  '", Some("  spaces kept  ")),
+    ("-42", Some("-42")),
+    ("9223372036854775807", Some("9223372036854775807")),
+    ("1.0", Some("1.0")),
+    ("0.1", Some("0.1")),
+    ("2.5e-7", Some("2.5e-07")),
+    ("1e300", Some("1.0e+300")),
+];
+
+/// A database whose table `vals` holds [`PLAIN_VALUES`] in order, ids from 1.
+fn plain_db(dir: &TempDir) -> PathBuf {
+    let db = new_db(dir);
+    let c = open(&db);
+    c.execute_batch("CREATE TABLE vals (id INTEGER PRIMARY KEY, v)")
+        .expect("table");
+    for (sql, _) in PLAIN_VALUES {
+        c.execute(&format!("INSERT INTO vals(v) VALUES ({sql})"), [])
+            .expect("insert");
+    }
+    db
+}
+
+#[test]
+fn query_tsv_and_csv_print_one_line_per_row_escaped() {
+    let dir = TempDir::new();
+    let db = plain_db(&dir);
+    let sql = "SELECT id, v, id AS id FROM vals ORDER BY id";
+    let out = db_cmd(
+        &db,
+        &["query", "--format", "tsv", "--header", "--null", "\\N", sql],
+    )
+    .output()
+    .expect("run");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let want_tsv = [
+        "id\tv\tid:2",
+        "1\ttab\\there\t1",
+        "2\tline\\nfeed\t2",
+        "3\tcarriage\\rreturn\\r\t3",
+        "4\tback\\\\slash \\\\t \\\\n \\\\\\\\\t4",
+        "5\tsay \"hi\", then go\t5",
+        "6\ta,b\t6",
+        "7\t\\N\t7",
+        "8\t\\\\N\t8",
+        "9\t00FF10\t9",
+        "10\té ü 😀 ∑\t10",
+        "11\t  spaces kept  \t11",
+        "12\t-42\t12",
+        "13\t9223372036854775807\t13",
+        "14\t1.0\t14",
+        "15\t0.1\t15",
+        "16\t2.5e-07\t16",
+        "17\t1.0e+300\t17",
+    ];
+    assert_eq!(text.lines().collect::<Vec<_>>(), want_tsv);
+    assert_eq!(text.matches('\n').count(), want_tsv.len());
+    // csv: quoted where needed, one line per row; NULL as nothing by default.
+    let out = db_cmd(&db, &["query", "--format", "csv", "--header", sql])
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let want_csv = [
+        "id,v,id:2",
+        "1,tab\there,1",
+        "2,\"line\\nfeed\",2",
+        "3,\"carriage\\rreturn\\r\",3",
+        "4,\"back\\\\slash \\\\t \\\\n \\\\\\\\\",4",
+        "5,\"say \"\"hi\"\", then go\",5",
+        "6,\"a,b\",6",
+        "7,,7",
+        "8,\"\\\\N\",8",
+        "9,00FF10,9",
+        "10,é ü 😀 ∑,10",
+        "11,  spaces kept  ,11",
+        "12,-42,12",
+        "13,9223372036854775807,13",
+        "14,1.0,14",
+        "15,0.1,15",
+        "16,2.5e-07,16",
+        "17,1.0e+300,17",
+    ];
+    assert_eq!(text.lines().collect::<Vec<_>>(), want_csv);
+    assert_eq!(text.matches('\n').count(), want_csv.len());
+    // Without --header, no names; the JSON output is unchanged.
+    let out = db_cmd(
+        &db,
+        &[
+            "query",
+            "--format",
+            "tsv",
+            "SELECT v FROM vals WHERE id = 6",
+        ],
+    )
+    .output()
+    .expect("run");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "a,b\n");
+    let out = db_cmd(
+        &db,
+        &[
+            "query",
+            "--format",
+            "json",
+            "SELECT v FROM vals WHERE id IN (7, 14)",
+        ],
+    )
+    .output()
+    .expect("run");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{\"v\":null}\n{\"v\":1.0}\n"
+    );
+    for args in [
+        &["query", "SELECT 1", "--header"][..],
+        &["query", "SELECT 1", "--null", "-"],
+        &["query", "SELECT 1", "--format", "json", "--header"],
+        &["query", "SELECT 1", "--format", "xml"],
+        &["query", "SELECT 1", "--format", "tsv", "--null", "a\tb"],
+        &["query", "SELECT 1", "--format", "tsv", "--null", "a\nb"],
+        &["query", "SELECT 1", "--format", "csv", "--null", "a,b"],
+        &["query", "SELECT 1", "--format", "csv", "--null", "\"\""],
+        &["insert", "--format", "tsv"],
+    ] {
+        let out = run_with_input(db_cmd(&db, args), b"");
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {}", stderr(&out));
+        one_line(&out.stderr);
+    }
+}
+
+#[test]
+fn a_bash_script_reads_tsv_rows_back_exactly() {
+    let dir = TempDir::new();
+    let db = plain_db(&dir);
+    // The documented way: IFS=tab read -r, NULL compared before decoding, printf %b to decode
+    // the escapes. Each value is written out NUL-terminated, NULL as "<NULL>".
+    let script = r#"
+        set -eu
+        while IFS=$'\t' read -r id v; do
+            if [ "$v" = '\N' ]; then
+                printf '%s=<NULL>\0' "$id"
+            else
+                printf -v v '%b' "$v"
+                printf '%s=%s\0' "$id" "$v"
+            fi
+        done < <("$ELF_DB_BIN" query --db "$DB" --format tsv --null '\N' 'SELECT id, v FROM vals ORDER BY id')
+        # One row into three variables, as the manual shows.
+        IFS=$'\t' read -r id path sha < <("$ELF_DB_BIN" query --db "$DB" --format tsv \
+            "SELECT 42, 'memory/failures/a b.md', 'f00d'")
+        printf '%s|%s|%s\0' "$id" "$path" "$sha"
+    "#;
+    let out = cmd("bash")
+        .arg("-c")
+        .arg(script)
+        .env("ELF_DB_BIN", env!("CARGO_BIN_EXE_elf-db"))
+        .env("DB", &db)
+        .output()
+        .expect("bash");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let got: Vec<&str> = text.split_terminator('\0').collect();
+    let mut want: Vec<String> = PLAIN_VALUES
+        .iter()
+        .zip(1..)
+        .map(|((_, v), id)| format!("{id}={}", v.unwrap_or("<NULL>")))
+        .collect();
+    want.push("42|memory/failures/a b.md|f00d".to_string());
+    assert_eq!(got, want);
+}
+
+#[test]
+fn done_key_runs_the_fix_in_the_transaction_that_marks_the_record_done() {
+    let dir = TempDir::new();
+    let db = new_db(&dir);
+    // Journaled with its fix, as a script would: the fix refers to what elf-write will report.
+    let fix = json!({"sql":"UPDATE learnings SET filepath = :p WHERE id = :id",
+                     "params":{"p":{"$ref":"/write/path"},"id":{"$ref":"/db/id"}}});
+    let records: Vec<Value> = (0..3)
+        .map(|i| {
+            let mut r = failure(&format!("d{i}"));
+            r["key"] = json!(format!("d{i}"));
+            r["fix"] = fix.clone();
+            r
+        })
+        .collect();
+    let journaled = run_ok(&db, &["insert", "--journal"], &records);
+    // What elf-write would have added.
+    let written: Vec<Value> = journaled
+        .iter()
+        .map(|r| {
+            let mut r = Value::Object(r.clone());
+            let path = format!("memory/failures/{}-2.md", r["key"].as_str().unwrap_or(""));
+            r["write"] = json!({ "path": path });
+            r
+        })
+        .collect();
+    // d0: fixed and done together; the fix keeps its references, its results added.
+    let out = run_ok(&db, &["done", "--key", "fix"], &written[..1]);
+    let mut want = written[0].clone();
+    want["fix"]["changes"] = json!(1);
+    assert_eq!(Value::Object(out[0].clone()), want);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM learnings WHERE filepath = 'memory/failures/d0-2.md'"
+        ),
+        1
+    );
+    // d1: a fix that fails (a bad reference): 65, not marked done, nothing of it written.
+    let mut bad = written[1].clone();
+    bad["fix"]["params"]["p"] = json!({"$ref":"/write/nope"});
+    let out = run_with_input(
+        db_cmd(&db, &["done", "--key", "fix"]),
+        &lines(&[bad.clone()]),
+    );
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    assert!(one_line(&out.stderr).contains("line 1: fix: reference \"/write/nope\""));
+    // --keep-going: an error record, still not done.
+    let out = run_ok(&db, &["done", "--key", "fix", "--keep-going"], &[bad]);
+    assert_eq!(out[0]["error"]["code"], json!(65));
+    let pending: Vec<String> = run_ok(&db, &["pending"], &[])
+        .iter()
+        .map(|r| r["key"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(pending, ["d1", "d2"]);
+    // A fix that a constraint refuses: the same.
+    let mut refused = written[1].clone();
+    refused["fix"] = json!({"sql":"UPDATE learnings SET type = NULL WHERE id = :id",
+                            "params":{"id":{"$ref":"/db/id"}}});
+    let out = run_with_input(db_cmd(&db, &["done", "--key", "fix"]), &lines(&[refused]));
+    assert_eq!(out.status.code(), Some(65));
+    assert_eq!(run_ok(&db, &["pending"], &[]).len(), 2);
+    // d1 with a good fix, d2 without one (just marked done), a record without a key (its fix
+    // runs, nothing to mark), and d0 again (already done: its fix does not run twice).
+    let mut no_fix = written[2].clone();
+    no_fix.as_object_mut().map(|m| m.remove("fix"));
+    let no_key = json!({"fix":{"sql":"INSERT INTO pairs(seq, side) VALUES (1, 'k')"}});
+    let mut again = written[0].clone();
+    again["fix"] = json!({"sql":"INSERT INTO pairs(seq, side) VALUES (0, 'again')"});
+    let out = run_with_input(
+        db_cmd(&db, &["done", "--key", "fix"]),
+        &lines(&[written[1].clone(), no_fix.clone(), no_key, again.clone()]),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let got: Vec<&str> = text.lines().collect();
+    assert_eq!(got[1], no_fix.to_string(), "passed on as it came");
+    assert_eq!(
+        got[3],
+        again.to_string(),
+        "already done: passed on as it came"
+    );
+    let recs = json_lines(text.as_bytes());
+    assert_eq!(recs[0]["fix"]["changes"], json!(1));
+    assert_eq!(recs[2]["fix"]["changes"], json!(1));
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pairs WHERE side = 'again'"),
+        0
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM pairs WHERE side = 'k'"), 1);
+    assert!(run_ok(&db, &["pending"], &[]).is_empty());
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM learnings WHERE filepath LIKE '%-2.md'"
+        ),
+        2
+    );
+    // done without --key runs nothing.
+    let mut r = json!({"key":"none"});
+    r["fix"] = json!({"sql":"DELETE FROM pairs"});
+    let out = run_ok(&db, &["done"], std::slice::from_ref(&r));
+    assert_eq!(Value::Object(out[0].clone()), r);
+    assert_eq!(count(&db, "SELECT count(*) FROM pairs"), 1);
+}
+
+#[test]
+fn a_batch_of_only_bad_records_rolled_back_does_not_leave_the_next_without_its_journal() {
+    let dir = TempDir::new();
+    let db = new_db(&dir);
+    // One record per transaction: the first, alone and bad, is rolled back with the journal
+    // table it created; the second must create it again.
+    let out = run_ok(
+        &db,
+        &["insert", "--journal", "--keep-going", "--batch", "1"],
+        &[
+            json!({"db":{"table":"pairs","values":{"seq":1}}}),
+            json!({"key":"good","db":{"table":"pairs","values":{"seq":2,"side":"l"}}}),
+        ],
+    );
+    assert_eq!(out[0]["error"]["code"], json!(65));
+    assert!(out[1].get("error").is_none(), "{:?}", out[1]);
+    assert_eq!(count(&db, "SELECT count(*) FROM elf_journal"), 1);
+}
+
+/// `{"key":K,"error":{...}}` as the tail passes on a record that failed.
+fn failed(rec: &Map<String, Value>, code: u8, message: &str) -> Value {
+    let mut r = rec.clone();
+    r.insert(
+        "error".into(),
+        json!({"tool":"elf-write","code":code,"message":message,"line":1}),
+    );
+    Value::Object(r)
+}
+
+/// The keys `pending ARGS` prints, in order.
+fn pending_keys(db: &Path, args: &[&str]) -> Vec<String> {
+    let mut all = vec!["pending"];
+    all.extend_from_slice(args);
+    run_ok(db, &all, &[])
+        .iter()
+        .map(|r| r["key"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// A journal row's attempts, error and whether it is set aside, done, dropped.
+fn journal_state(db: &Path, key: &str) -> (i64, Option<Value>, bool, bool, bool) {
+    open(db)
+        .query_row(
+            "SELECT attempts, error, set_aside_at IS NOT NULL, done_at IS NOT NULL, \
+             dropped_at IS NOT NULL FROM elf_journal WHERE key = ?1",
+            [key],
+            |r| {
+                let error: Option<String> = r.get(1)?;
+                Ok((
+                    r.get(0)?,
+                    error.map(|e| serde_json::from_str(&e).expect("error is JSON")),
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                ))
+            },
+        )
+        .expect("journal row")
+}
+
+#[test]
+fn records_that_keep_failing_for_good_are_set_aside_and_can_be_retried_or_dropped() {
+    let dir = TempDir::new();
+    let db = new_db(&dir);
+    let recs: Vec<Value> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|k| {
+            let mut r = failure(k);
+            r["key"] = json!(k);
+            r
+        })
+        .collect();
+    let j = run_ok(&db, &["insert", "--journal"], &recs);
+    // a fails for good (65) three times; b fails for a temporary reason (75) and an I/O one
+    // (74) and a signal (130) again and again; c finishes.
+    for round in 1..=3 {
+        let input = [
+            failed(&j[0], 65, &format!("refused {round}")),
+            failed(&j[1], 75, "busy"),
+            failed(&j[1], 74, "disk full"),
+            failed(&j[1], 130, "interrupted"),
+        ];
+        let out = run_with_input(db_cmd(&db, &["done"]), &lines(&input));
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = String::from_utf8(out.stdout).expect("utf-8");
+        let want: Vec<String> = input.iter().map(Value::to_string).collect();
+        assert_eq!(
+            text.lines().collect::<Vec<_>>(),
+            want,
+            "passed on untouched"
+        );
+        let keys = pending_keys(&db, &[]);
+        if round < 3 {
+            assert_eq!(keys, ["a", "b", "c", "d"], "round {round}");
+        } else {
+            assert_eq!(keys, ["b", "c", "d"], "round {round}");
+        }
+    }
+    let (attempts, error, aside, done, _) = journal_state(&db, "a");
+    assert_eq!((attempts, aside, done), (3, true, false));
+    assert_eq!(
+        error,
+        Some(json!({"tool":"elf-write","code":65,"message":"refused 3","line":1}))
+    );
+    let (attempts, _, aside, _, _) = journal_state(&db, "b");
+    assert_eq!(
+        (attempts, aside),
+        (9, false),
+        "temporary failures never set aside"
+    );
+    // pending --set-aside: the record as journaled, with set_aside added.
+    let aside = run_ok(&db, &["pending", "--set-aside"], &[]);
+    assert_eq!(aside.len(), 1);
+    let mut want = j[0].clone();
+    let at = aside[0]["set_aside"]["at"].as_i64().expect("at");
+    assert!(at > 1_700_000_000_000, "{at}");
+    want.insert(
+        "set_aside".into(),
+        json!({"at":at,"attempts":3,"error":{"tool":"elf-write","code":65,"message":"refused 3","line":1}}),
+    );
+    assert_eq!(aside[0], want);
+    assert!(run_ok(&db, &["pending", "--set-aside", "--older-than", "1h"], &[]).is_empty());
+    // A set-aside record that fails again is counted, and stays set aside from the first time.
+    run_ok(&db, &["done"], &[failed(&j[0], 65, "again")]);
+    assert_eq!(journal_state(&db, "a").0, 4);
+    assert_eq!(
+        run_ok(&db, &["pending", "--set-aside"], &[])[0]["set_aside"]["at"],
+        json!(at)
+    );
+    // --attempts 1: d is set aside at its first permanent failure. A failure of a key not
+    // journaled, or already done, changes nothing.
+    run_ok(&db, &["done"], &[Value::Object(j[2].clone())]);
+    run_ok(
+        &db,
+        &["done", "--attempts", "1"],
+        &[
+            failed(&j[3], 77, "permission denied"),
+            failed(&j[2], 65, "too late"),
+            json!({"key":"nope","error":{"code":65}}),
+            json!({"key":7,"error":{"code":65}}),
+        ],
+    );
+    assert_eq!(pending_keys(&db, &[]), ["b"]);
+    assert_eq!(pending_keys(&db, &["--set-aside"]), ["a", "d"]);
+    assert_eq!(journal_state(&db, "c"), (0, None, false, true, false));
+    // retry puts a back to pending, attempts 0 and no error; drop gives d and b up.
+    let out = db_cmd(&db, &["retry", "a"]).output().expect("run");
+    assert!(
+        out.status.success() && out.stdout.is_empty(),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(journal_state(&db, "a"), (0, None, false, false, false));
+    assert_eq!(pending_keys(&db, &[]), ["a", "b"]);
+    let out = db_cmd(&db, &["drop", "d", "b"]).output().expect("run");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(pending_keys(&db, &[]), ["a"]);
+    assert!(pending_keys(&db, &["--set-aside"]).is_empty());
+    let (_, error, _, done, dropped) = journal_state(&db, "d");
+    assert!(
+        done && dropped && error.is_some(),
+        "dropped keeps its last error"
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM learnings"), 4, "rows stay");
+    // An unknown key: 65 naming it, and nothing of the others is changed.
+    run_ok(&db, &["done", "--attempts", "1"], &[failed(&j[0], 65, "x")]);
+    let out = db_cmd(&db, &["retry", "a", "zz\u{1b}top"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(65));
+    let line = one_line(&out.stderr);
+    assert!(
+        line.contains("key zz") && !line.contains('\u{1b}'),
+        "{line}"
+    );
+    assert_eq!(pending_keys(&db, &["--set-aside"]), ["a"]);
+    // retry of a done key is refused; drop of one is a no-op.
+    let out = db_cmd(&db, &["retry", "c"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(65));
+    assert!(one_line(&out.stderr).contains("key c is done"));
+    let out = db_cmd(&db, &["drop", "c"]).output().expect("run");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(journal_state(&db, "c"), (0, None, false, true, false));
+    // query sees the columns.
+    let out = db_cmd(
+        &db,
+        &[
+            "query",
+            "SELECT key, attempts, set_aside_at IS NOT NULL AS aside, dropped_at IS NOT NULL AS dropped \
+             FROM elf_journal ORDER BY key",
+        ],
+    )
+    .output()
+    .expect("run");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows = json_lines(&out.stdout);
+    assert_eq!(
+        rows.iter()
+            .map(|r| Value::Object(r.clone()))
+            .collect::<Vec<_>>(),
+        [
+            json!({"key":"a","attempts":1,"aside":1,"dropped":0}),
+            json!({"key":"b","attempts":9,"aside":0,"dropped":1}),
+            json!({"key":"c","attempts":0,"aside":0,"dropped":0}),
+            json!({"key":"d","attempts":1,"aside":1,"dropped":1}),
+        ]
+    );
+    for args in [
+        &["retry"][..],
+        &["drop"],
+        &["retry", "a", "--batch", "2"],
+        &["pending", "--attempts", "2"],
+        &["done", "--attempts", "0"],
+        &["done", "--set-aside"],
+    ] {
+        let out = run_with_input(db_cmd(&db, args), b"");
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn a_fix_that_done_itself_fails_on_counts_as_an_attempt_under_keep_going() {
+    let dir = TempDir::new();
+    let db = new_db(&dir);
+    let mut rec = failure("f");
+    rec["key"] = json!("f");
+    rec["fix"] = json!({"sql":"UPDATE learnings SET type = NULL WHERE id = :id",
+                        "params":{"id":{"$ref":"/db/id"}}});
+    let j = run_ok(&db, &["insert", "--journal"], &[rec]);
+    for round in 1..=2 {
+        let out = run_ok(
+            &db,
+            &["done", "--key", "fix", "--keep-going", "--attempts", "2"],
+            &[Value::Object(j[0].clone())],
+        );
+        assert_eq!(out[0]["error"]["code"], json!(65));
+        assert_eq!(out[0]["error"]["tool"], json!("elf-db"));
+        let (attempts, error, aside, done, _) = journal_state(&db, "f");
+        assert_eq!((attempts, aside, done), (round, round == 2, false));
+        assert!(error.is_some_and(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("NOT NULL"))
+        }),);
+    }
+    assert!(pending_keys(&db, &[]).is_empty());
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM learnings WHERE type IS NULL"),
+        0
+    );
+}
+
+#[test]
+fn an_earlier_journal_gets_the_new_columns_and_index_in_the_transaction_that_needs_them() {
+    let dir = TempDir::new();
+    let db = dir.join("real.db");
+    std::fs::copy(REAL_DB, &db).expect("copy the real database");
+    // The journal as the first elf-db made it, with a done and two pending records.
+    open(&db)
+        .execute_batch(
+            "CREATE TABLE elf_journal (key TEXT PRIMARY KEY NOT NULL, record TEXT NOT NULL, \
+                 ids TEXT NOT NULL, created_at INTEGER NOT NULL, done_at INTEGER);
+             CREATE INDEX elf_journal_pending ON elf_journal(created_at) WHERE done_at IS NULL;
+             INSERT INTO elf_journal VALUES ('old1', '{\"key\":\"old1\"}', '[]', 1, 2);
+             INSERT INTO elf_journal VALUES ('old2', '{\"key\":\"old2\"}', '[]', 3, NULL);
+             INSERT INTO elf_journal VALUES ('old3', '{\"key\":\"old3\"}', '[]', 4, NULL);",
+        )
+        .expect("old journal");
+    // Read as it is: pending works, nothing is set aside, and nothing is changed.
+    assert_eq!(pending_keys(&db, &[]), ["old2", "old3"]);
+    assert!(pending_keys(&db, &["--set-aside"]).is_empty());
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM pragma_table_info('elf_journal') WHERE name = 'attempts'"
+        ),
+        0
+    );
+    // A done that sees a failure brings it up to date, then counts the attempt.
+    let out = run_ok(
+        &db,
+        &["done", "--attempts", "1"],
+        &[json!({"key":"old2","error":{"tool":"t","code":65,"message":"m"}})],
+    );
+    assert_eq!(out.len(), 1);
+    let columns: Vec<String> = open(&db)
+        .prepare("SELECT name FROM pragma_table_info('elf_journal')")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .expect("columns");
+    assert_eq!(
+        columns,
+        [
+            "key",
+            "record",
+            "ids",
+            "created_at",
+            "done_at",
+            "attempts",
+            "error",
+            "set_aside_at",
+            "dropped_at"
+        ]
+    );
+    assert_eq!(journal_state(&db, "old1"), (0, None, false, true, false));
+    assert_eq!(journal_state(&db, "old2").0, 1);
+    assert_eq!(pending_keys(&db, &[]), ["old3"]);
+    assert_eq!(pending_keys(&db, &["--set-aside"]), ["old2"]);
+    // The pending index knows set-aside records, and pending uses it.
+    let plan: Vec<String> = open(&db)
+        .prepare(
+            "EXPLAIN QUERY PLAN SELECT record FROM elf_journal WHERE done_at IS NULL \
+             AND set_aside_at IS NULL AND created_at <= 5 ORDER BY created_at, rowid",
+        )
+        .and_then(|mut s| s.query_map([], |r| r.get(3))?.collect())
+        .expect("plan");
+    assert!(
+        plan.iter().any(|p| p.contains("elf_journal_pending")),
+        "{plan:?}"
+    );
+    let indexes = count(
+        &db,
+        "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'elf_journal' \
+         AND name IN ('elf_journal_pending', 'elf_journal_set_aside') AND sql LIKE '%set_aside_at%'",
+    );
+    assert_eq!(indexes, 2);
+    // A new journal (insert --journal on a fresh database) has the same shape at once.
+    let fresh = new_db(&dir);
+    run_ok(&fresh, &["insert", "--journal"], &[json!({"key":"n"})]);
+    let shape = |db: &Path| -> Vec<(String, String, i64, Option<String>)> {
+        open(db)
+            .prepare(
+                "SELECT name, type, \"notnull\", dflt_value FROM pragma_table_info('elf_journal')",
+            )
+            .and_then(|mut s| {
+                s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                    .collect()
+            })
+            .expect("shape")
+    };
+    assert_eq!(shape(&fresh), shape(&db));
+    // The legacy database's own schema is untouched.
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM sqlite_master WHERE name LIKE 'elf%' AND name NOT IN \
+             ('elf_journal', 'elf_journal_pending', 'elf_journal_set_aside', 'sqlite_autoindex_elf_journal_1')"
+        ),
+        0
+    );
+}
+
+const WRAPPER_SCHEMA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bin-wrappers/lib/schema.sql");
+
+#[test]
+fn insert_schema_makes_a_new_database_with_its_first_row_in_one_transaction() {
+    let dir = TempDir::new();
+    let db = dir.join("home/memory/index.db");
+    std::fs::create_dir_all(dir.join("home/memory")).expect("mkdir");
+    let rec = json!({"key":"first","db":{"table":"learnings","values":{"type":"failure","filepath":"f.md","title":"t"}}});
+    // A record the schema's table refuses: nothing at all is kept, not even the tables.
+    let bad = json!({"key":"bad","db":{"table":"learnings","values":{"type":"failure"}}});
+    let out = run_with_input(
+        db_cmd(&db, &["insert", "--journal", "--schema", WRAPPER_SCHEMA]),
+        &lines(std::slice::from_ref(&bad)),
+    );
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    assert!(one_line(&out.stderr).starts_with("elf-db: line 1: db: NOT NULL"));
+    assert_eq!(count(&db, "SELECT count(*) FROM sqlite_master"), 0);
+    // The same under --keep-going, one record per transaction: the first transaction (only a
+    // bad record) is rolled back with the schema, and the next runs the schema again.
+    let out = run_ok(
+        &db,
+        &[
+            "insert",
+            "--journal",
+            "--schema",
+            WRAPPER_SCHEMA,
+            "--keep-going",
+            "--batch",
+            "1",
+        ],
+        &[bad, rec.clone()],
+    );
+    assert_eq!(out[0]["error"]["code"], json!(65));
+    assert_eq!(out[1]["db"]["id"], json!(1));
+    assert_eq!(count(&db, "SELECT count(*) FROM learnings"), 1);
+    assert_eq!(count(&db, "SELECT count(*) FROM elf_journal"), 1);
+    // An existing home: the schema's IF NOT EXISTS statements change nothing, rows go on.
+    let before: Vec<String> = open(&db)
+        .prepare("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .expect("schema");
+    let mut second = rec.clone();
+    second["key"] = json!("second");
+    let out = run_ok(
+        &db,
+        &["insert", "--journal", "--schema", WRAPPER_SCHEMA],
+        &[second],
+    );
+    assert_eq!(out[0]["db"]["id"], json!(2));
+    let after: Vec<String> = open(&db)
+        .prepare("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .expect("schema");
+    assert_eq!(before, after);
+    // The real legacy database, as it is.
+    let real = dir.join("real.db");
+    std::fs::copy(REAL_DB, &real).expect("copy");
+    let rows = count(&real, "SELECT count(*) FROM learnings");
+    run_ok(
+        &real,
+        &["insert", "--journal", "--schema", WRAPPER_SCHEMA],
+        std::slice::from_ref(&rec),
+    );
+    assert_eq!(count(&real, "SELECT count(*) FROM learnings"), rows + 1);
+    // insert --table and plain insert take it too.
+    let plain = dir.join("plain.db");
+    let out = run_ok(
+        &plain,
+        &[
+            "insert",
+            "--table",
+            "heuristics",
+            "--schema",
+            WRAPPER_SCHEMA,
+        ],
+        &[json!({"domain":"git","rule":"r"})],
+    );
+    assert_eq!(out[0]["db"]["id"], json!(1));
+    // Empty input: nothing to do, nothing run.
+    let empty = dir.join("empty.db");
+    let out = run_with_input(db_cmd(&empty, &["insert", "--schema", WRAPPER_SCHEMA]), b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(count(&empty, "SELECT count(*) FROM sqlite_master"), 0);
+}
+
+#[test]
+fn a_failing_schema_statement_names_the_file_and_its_line_and_writes_nothing() {
+    let dir = TempDir::new();
+    let db = dir.join("new.db");
+    let schema = dir.join("schema.sql");
+    let rec = json!({"db":{"table":"a","values":{"x":1}}});
+    for (text, line, needle, code) in [
+        (
+            "CREATE TABLE IF NOT EXISTS a(x);\n\nCREATE INDEX IF NOT EXISTS i ON nope(x);\n",
+            3,
+            "no such table: main.nope",
+            65,
+        ),
+        (
+            "CREATE TABLE IF NOT EXISTS a(x);\nBEGIN;\n",
+            2,
+            "not authorized",
+            65,
+        ),
+        (
+            "CREATE TABLE a(x);\nCREATE TABLE a(y);\n",
+            2,
+            "already exists",
+            65,
+        ),
+    ] {
+        std::fs::write(&schema, text).expect("write");
+        let out = run_with_input(
+            db_cmd(&db, &["insert", "--journal", "--schema"]).arg(&schema),
+            &lines(std::slice::from_ref(&rec)),
+        );
+        assert_eq!(out.status.code(), Some(code), "{text}: {}", stderr(&out));
+        let msg = one_line(&out.stderr);
+        let want = format!("elf-db: {}: line {line}: ", schema.display());
+        assert!(msg.starts_with(&want), "{msg}");
+        assert!(msg.contains(needle), "{msg}");
+        assert!(out.stdout.is_empty());
+        assert_eq!(
+            count(&db, "SELECT count(*) FROM sqlite_master"),
+            0,
+            "{text}"
+        );
+    }
+    // A missing schema file: 66, and no database is made.
+    let other = dir.join("other.db");
+    let out = run_with_input(
+        db_cmd(&other, &["insert", "--schema"]).arg(dir.join("missing.sql")),
+        &lines(&[rec]),
+    );
+    assert_eq!(out.status.code(), Some(66), "{}", stderr(&out));
+    assert!(!other.exists());
+    for args in [
+        &["exec", "--schema", "s.sql"][..],
+        &["done", "--schema", "s.sql"],
+    ] {
+        let out = run_with_input(db_cmd(&db, args), b"");
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {}", stderr(&out));
+    }
+}

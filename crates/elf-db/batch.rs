@@ -7,9 +7,14 @@
 //! written out, in input order, and the output flushed. A record is never passed on before its
 //! transaction has committed, and a live pipeline never waits for a batch to fill.
 //!
-//! A record passed on unchanged (by `done`, or because it carries `error` or has no `db`), or
-//! with one key added at its end (`insert --table`), is written as the text it came in as;
-//! one with results added inside it is serialized again (see [`crate::input`]).
+//! A record passed on unchanged (by `done` without statements to run, or because it carries
+//! `error` or has no `db`, or no key `--key` names), or with one key added at its end (`insert
+//! --table`), is written as the text it came in as; one with results added inside it is
+//! serialized again (see [`crate::input`]). A record carrying `error` needs no database,
+//! except in `done`, which counts it as a failed attempt of its key (see [`crate::journal`]).
+//!
+//! With `insert --schema`, the schema's statements open the first transaction, and the next
+//! one too if that one is rolled back (when all its records failed), until one has committed.
 //!
 //! A bad record (exit 65) stops the run after the records before it have been committed and
 //! passed on; under `--keep-going` it is passed on with `error` instead. A busy database
@@ -30,7 +35,7 @@ use crate::conn::{self, Mode, Options};
 use crate::input::Input;
 use crate::journal;
 use crate::lean::Row;
-use crate::stmt::{self, Kind, Results, Schema};
+use crate::stmt::{self, Kind, Results, Schema, SqlFile};
 
 const TOOL: &str = "elf-db";
 
@@ -52,6 +57,23 @@ pub enum Command {
     Exec,
     /// `done`.
     Done,
+}
+
+/// What a run does: the command, and the flags that shape its work on each record.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The command.
+    pub command: Command,
+    /// `--key`: the key holding the statements that `insert` and `exec` run (`db` unless
+    /// told otherwise), and `done` runs (none unless told); `None` for `insert --table`.
+    pub key: Option<String>,
+    /// `done --attempts`: the failed attempts after which a permanent failure sets a record
+    /// aside.
+    pub attempts: i64,
+    /// `insert --schema`: statements run at the start of the run's first transaction (again
+    /// in the next one, if that one is rolled back), before its first record; the database is
+    /// then created when missing.
+    pub schema: Option<SqlFile>,
 }
 
 /// How the input stream is read.
@@ -181,14 +203,22 @@ fn push_int(out: &mut Vec<u8>, n: i64) {
 }
 
 /// Runs a record command over standard input.
-pub fn run(o: &Options, command: Command, s: &Stream) -> Result<u8> {
-    let db = conn::open(o, Mode::Write)?;
+pub fn run(o: &Options, job: Job, s: &Stream) -> Result<u8> {
+    let mode = if job.schema.is_some() {
+        Mode::Create
+    } else {
+        Mode::Write
+    };
+    let db = conn::open(o, mode)?;
     let mut reader = Input::stdin(s.max_line)?;
     let mut out = Out::stdout()?;
     let mut work = Work {
         conn: &db,
         schema: Schema::default(),
-        command,
+        command: job.command,
+        key: job.key,
+        attempts: job.attempts,
+        schema_file: job.schema,
         journal_ready: false,
     };
     let mut held = Held::default();
@@ -244,7 +274,7 @@ pub fn run(o: &Options, command: Command, s: &Stream) -> Result<u8> {
                             fatal = Some(e);
                             break 'batch;
                         }
-                        Ok(r) if record::has_error(&r) => {
+                        Ok(r) if record::has_error(&r) && !work.counts_failures(&r) => {
                             held.push_text(reader.text(), None);
                             break 'record;
                         }
@@ -252,11 +282,17 @@ pub fn run(o: &Options, command: Command, s: &Stream) -> Result<u8> {
                     }
                 }
                 if !in_tx {
-                    if let Err(e) = conn::begin(&db, o.busy).and_then(|()| work.start()) {
+                    // A failing --schema statement is named by its file and line, not by the
+                    // record's.
+                    let started = conn::begin(&db, o.busy)
+                        .map_err(|e| e.at_line(line))
+                        .and_then(|()| work.run_schema())
+                        .and_then(|()| work.start().map_err(|e| e.at_line(line)));
+                    if let Err(e) = started {
                         conn::rollback(&db);
                         // What is already held needed no database: pass it on.
                         held.release(&mut out)?;
-                        return Err(e.at_line(line));
+                        return Err(e);
                     }
                     in_tx = true;
                 }
@@ -292,6 +328,13 @@ pub fn run(o: &Options, command: Command, s: &Stream) -> Result<u8> {
                             None => reader.record().unwrap_or_default(),
                         };
                         record::set_error(&mut r, TOOL, &e);
+                        if work.counts_failures(&r) {
+                            if let Err(e) = work.failed(&r) {
+                                conn::rollback(&db);
+                                return Err(e.at_line(line));
+                            }
+                            applied = true;
+                        }
                         held.push(&r)?;
                     }
                     Err(e) => {
@@ -309,8 +352,10 @@ pub fn run(o: &Options, command: Command, s: &Stream) -> Result<u8> {
         }
         if in_tx && applied {
             conn::commit(&db)?;
+            work.committed();
         } else if in_tx {
             conn::rollback(&db);
+            work.rolled_back();
         }
         held.release(&mut out)?;
         if let Some(e) = fatal {
@@ -335,6 +380,11 @@ struct Work<'c> {
     conn: &'c Connection,
     schema: Schema<'c>,
     command: Command,
+    /// Where the record's statements are (see [`Job::key`]).
+    key: Option<String>,
+    attempts: i64,
+    /// `--schema`, until a transaction that ran it has committed.
+    schema_file: Option<SqlFile>,
     journal_ready: bool,
 }
 
@@ -350,6 +400,43 @@ impl<'c> Work<'c> {
             self.journal_ready = true;
         }
         Ok(())
+    }
+
+    /// `--schema`, in a transaction just begun, while no transaction that ran it has committed.
+    fn run_schema(&mut self) -> Result<()> {
+        match &self.schema_file {
+            Some(file) => file
+                .run(self.conn)
+                .map_err(|(line, e)| e.context(format!("{}: line {line}", file.show()))),
+            None => Ok(()),
+        }
+    }
+
+    /// After a transaction has committed: the schema is in the database for good.
+    fn committed(&mut self) {
+        self.schema_file = None;
+    }
+
+    /// After a transaction was rolled back: what it created is gone.
+    fn rolled_back(&mut self) {
+        self.journal_ready = false;
+        self.schema.forget();
+    }
+
+    /// True when a failure of this record is an attempt that `done` records in the journal:
+    /// `done` reading a record with a string key.
+    fn counts_failures(&self, rec: &Record) -> bool {
+        self.command == Command::Done && matches!(rec.get("key"), Some(Value::String(_)))
+    }
+
+    /// Records the failed attempt of a record that carries `error` (see [`journal::record_failure`]).
+    fn failed(&self, rec: &Record) -> Result<()> {
+        match (rec.get("key"), rec.get("error")) {
+            (Some(Value::String(k)), Some(e)) => {
+                journal::record_failure(self.conn, k, e, self.attempts)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// One record, inside a savepoint: all of it or nothing.
@@ -379,10 +466,20 @@ impl<'c> Work<'c> {
     /// update), so that no savepoint is needed: the fast path of bulk loads.
     fn atomic(&mut self, rec: &Record) -> Result<bool> {
         let table = match &self.command {
-            Command::Done => return Ok(true),
+            // One UPDATE, unless there are statements to run with it.
+            Command::Done => {
+                let statements = self.key.as_deref().and_then(|n| rec.get(n));
+                return Ok(record::has_error(rec) || statements.is_none_or(Value::is_null));
+            }
             Command::InsertRows(t) => t.as_str(),
-            Command::Insert { journal: false } => match rec.get("db") {
-                Some(Value::Object(db)) if db.get("values").is_some_and(Value::is_object) => {
+            Command::Insert { journal: false } => match rec.get(self.name()) {
+                // One row: `values` an object, and not a reference (which could stand for
+                // several).
+                Some(Value::Object(db))
+                    if db
+                        .get("values")
+                        .is_some_and(|v| v.is_object() && !stmt::is_reference(v)) =>
+                {
                     match db.get("table") {
                         Some(Value::String(t)) => t.as_str(),
                         _ => return Ok(false),
@@ -427,6 +524,11 @@ impl<'c> Work<'c> {
         )
     }
 
+    /// The key of the record's statements.
+    fn name(&self) -> &str {
+        self.key.as_deref().unwrap_or("db")
+    }
+
     fn apply(&mut self, rec: &mut Record) -> Result<Emit> {
         match &self.command {
             Command::Insert { journal: false } => self.statements(rec, Kind::Insert),
@@ -445,25 +547,49 @@ impl<'c> Work<'c> {
                 db.insert("id".into(), Value::from(id));
                 Ok(Emit::Appended("db", Value::Object(db)))
             }
-            Command::Done => match rec.get("key") {
-                Some(Value::String(k)) => journal::mark_done(self.conn, k).map(|_| Emit::Unchanged),
-                None | Some(Value::Null) => Ok(Emit::Unchanged),
-                Some(other) => Err(Error::data(format!(
-                    "key must be a string, found {}",
-                    record::kind(other)
-                ))),
-            },
+            Command::Done => self.done(rec),
         }
     }
 
-    /// `insert` or `exec` without the journal: a record without `db` is passed on untouched.
+    /// `done`: marks the record's key done and, with `--key NAME`, runs NAME's statements in
+    /// the same savepoint. A key already done runs nothing again: its statements ran in the
+    /// transaction that marked it. A record carrying `error` is a failed attempt instead.
+    fn done(&mut self, rec: &mut Record) -> Result<Emit> {
+        if record::has_error(rec) {
+            return self.failed(rec).map(|()| Emit::Unchanged);
+        }
+        let key = match rec.get("key") {
+            Some(Value::String(k)) => Some(k.as_str()),
+            None | Some(Value::Null) => None,
+            Some(other) => {
+                return Err(Error::data(format!(
+                    "key must be a string, found {}",
+                    record::kind(other)
+                )));
+            }
+        };
+        if let Some(k) = key {
+            let marked = journal::mark_done(self.conn, k)?;
+            if !marked && self.key.is_some() && journal::lookup(self.conn, k)?.is_some() {
+                return Ok(Emit::Unchanged);
+            }
+        }
+        if self.key.is_none() {
+            return Ok(Emit::Unchanged);
+        }
+        self.statements(rec, Kind::Exec)
+    }
+
+    /// `insert` or `exec` without the journal: a record without its statement key is passed on
+    /// untouched.
     fn statements(&mut self, rec: &mut Record, kind: Kind) -> Result<Emit> {
-        let Some(db) = rec.get("db").filter(|v| !v.is_null()) else {
+        let name = self.key.as_deref().unwrap_or("db");
+        let Some(db) = rec.get(name).filter(|v| !v.is_null()) else {
             return Ok(Emit::Unchanged);
         };
-        let results = stmt::apply(self.conn, &mut self.schema, kind, db)?;
-        match rec.get_mut("db") {
-            Some(db) => stmt::fill(db, &results).map(|()| Emit::Changed),
+        let results = stmt::apply(self.conn, &mut self.schema, kind, name, rec, db)?;
+        match rec.get_mut(name) {
+            Some(db) => stmt::fill(name, db, &results).map(|()| Emit::Changed),
             None => Ok(Emit::Unchanged),
         }
     }
@@ -481,25 +607,30 @@ impl<'c> Work<'c> {
                 )));
             }
         };
-        let has_db = rec.get("db").is_some_and(|v| !v.is_null());
+        let name = self.key.as_deref().unwrap_or("db");
+        let has_db = rec.get(name).is_some_and(|v| !v.is_null());
         if let Some(stored) = journal::lookup(self.conn, &key)? {
             let results: Vec<Results> = serde_json::from_str(&stored).map_err(|e| {
                 Error::data(format!("the journal entry of key {key} is damaged: {e}"))
             })?;
-            return match rec.get_mut("db").filter(|v| !v.is_null()) {
-                Some(db) => stmt::fill(db, &results).map_err(|e| e.context(format!("key {key}"))),
+            return match rec.get_mut(name).filter(|v| !v.is_null()) {
+                Some(db) => {
+                    stmt::fill(name, db, &results).map_err(|e| e.context(format!("key {key}")))
+                }
                 None if results.is_empty() => Ok(()),
                 None => Err(Error::data(format!(
-                    "key {key} was journaled with statements, this record has no db"
+                    "key {key} was journaled with statements, this record has no {name}"
                 ))),
             };
         }
-        let results = match rec.get("db") {
-            Some(db) if has_db => stmt::apply(self.conn, &mut self.schema, Kind::Insert, db)?,
+        let results = match rec.get(name) {
+            Some(db) if has_db => {
+                stmt::apply(self.conn, &mut self.schema, Kind::Insert, name, rec, db)?
+            }
             _ => Vec::new(),
         };
-        if let Some(db) = rec.get_mut("db").filter(|v| !v.is_null()) {
-            stmt::fill(db, &results)?;
+        if let Some(db) = rec.get_mut(name).filter(|v| !v.is_null()) {
+            stmt::fill(name, db, &results)?;
         }
         if generated {
             if rec.contains_key("key") {

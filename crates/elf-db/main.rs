@@ -1,12 +1,13 @@
 //! elf-db: SQLite transactions from JSON lines, with bound parameters, safe under contention and
 //! replayable after a crash.
 //!
-//! The first operand is the command: `insert`, `exec`, `done`, `pending`, `query`, `check` or
-//! `checkpoint`. The record commands (`insert`, `exec`, `done`) read records on standard input,
-//! group the records already waiting into one `BEGIN IMMEDIATE` transaction (group commit), and
-//! pass them on only after it has committed. The wire format of each command is documented in
-//! its module: [`stmt`] for the `db` key, [`journal`] for `key` and the journal, [`query`] for
-//! result rows.
+//! The first operand is the command: `insert`, `exec`, `done`, `pending`, `retry`, `drop`,
+//! `query`, `check` or `checkpoint`. The record commands (`insert`, `exec`, `done`) read
+//! records on standard input, group the records already waiting into one `BEGIN IMMEDIATE`
+//! transaction (group commit), and pass them on only after it has committed. The wire format of
+//! each command is documented in its module: [`stmt`] for the `db` key (or the one `--key`
+//! names) and its references, [`journal`] for `key`, the journal and set-aside records,
+//! [`query`] for result rows.
 
 mod batch;
 mod conn;
@@ -33,8 +34,8 @@ const FLAGS: &[Flag] = &[
         .path()
         .doc(
             "The SQLite database file. Without it, the path in the ELF_DB environment variable is \
-         used; one of the two is required. The file must exist, except for exec, which creates \
-         it (to run a schema file on a new database).",
+         used; one of the two is required. The file must exist, except for exec and insert \
+         --schema, which create it (to run a schema file on a new database).",
         ),
     Flag::new(
         "busy-timeout",
@@ -70,6 +71,31 @@ const FLAGS: &[Flag] = &[
             "insert: every record is a row of TABLE, its keys the columns (the sqlite-utils \
          habit). The record is passed on with \"db\":{\"table\":TABLE,\"id\":ID} added.",
         ),
+    Flag::new("key", "insert, exec, done: statements under NAME, not db")
+        .value("NAME")
+        .doc(
+            "insert, exec: read each record's statements from its key NAME instead of db, and \
+         add the results there; a record without NAME is passed on untouched. With --journal \
+         the whole record is still journaled under its \"key\", with the results of NAME's \
+         statements as its ids. done: run the exec statements under NAME (none without \
+         --key) in the transaction that marks the record done, and add their results there; \
+         a record whose key is already done runs nothing again. NAME may not be empty, key or \
+         error. Not with --table, whose result is always db.",
+        ),
+    Flag::new(
+        "schema",
+        "insert: run this schema file first (creates the database)",
+    )
+    .value("FILE")
+    .path()
+    .doc(
+        "insert: run the SQL statements of FILE (a schema of CREATE ... IF NOT EXISTS \
+         statements) in the run's first transaction, before its first record, so that a new \
+         database gets its tables in the same transaction as its first row; the database file \
+         is created when missing. A statement that fails: its status, a message naming FILE and \
+         the statement's line, and nothing written. The file must not contain BEGIN, COMMIT, \
+         ROLLBACK or SAVEPOINT.",
+    ),
     Flag::new("journal", "insert: journal each record under its key")
         .short('j')
         .doc(
@@ -108,6 +134,23 @@ const FLAGS: &[Flag] = &[
          bare number is seconds), so that a recovery run leaves alone the records that a live \
          pipeline is still carrying.",
         ),
+    Flag::new("set-aside", "pending: print the set-aside records instead").doc(
+        "pending: print the records set aside (see --attempts) instead of the pending ones, \
+         each as journaled with \"set_aside\":{\"at\":MS,\"attempts\":N,\"error\":{...}} added. \
+         elf-db retry KEY puts one back; elf-db drop KEY gives it up.",
+    ),
+    Flag::new(
+        "attempts",
+        "done: set aside after N permanent failures (default 3)",
+    )
+    .value("N")
+    .doc(
+        "done: a record that reaches done carrying \"error\" is a failed attempt, counted in \
+         the journal with its error. When the error is permanent (any code but 74, 75 and the \
+         signal codes above 128) and the record has failed N times (default 3, from 1 to \
+         1000000), it is set aside: pending no longer prints it, so that a record that can \
+         never finish does not hold up the others.",
+    ),
     Flag::new("param", "query: bind :NAME to VALUE (text)")
         .short('p')
         .value("NAME=VALUE")
@@ -117,18 +160,46 @@ const FLAGS: &[Flag] = &[
          SQLite converts text to a number where a column or LIMIT needs one; write \
          CAST(:n AS INTEGER) where it does not. May be repeated.",
         ),
+    Flag::new("format", "query: json (default), tsv or csv")
+        .value("FORMAT")
+        .choices(&["json", "tsv", "csv"])
+        .doc(
+            "query: how rows are printed. json (the default): one JSON object per row. tsv: \
+         fields separated by tabs, a backslash, tab, line feed and carriage return in a value \
+         written \\\\, \\t, \\n and \\r. csv: fields separated by commas, quoted (RFC 4180) \
+         when they hold a comma, a quote, a backslash, CR or LF, a quote doubled and a \
+         backslash, CR and LF written \\\\, \\r and \\n. Either way one row is exactly one \
+         line. Integers and reals are printed as SQLite prints them as text, blobs as \
+         upper-case hex.",
+        ),
+    Flag::new("header", "query: print the column names first (tsv, csv)").doc(
+        "query, with --format tsv or csv: print the column names first, as a row (a repeated \
+         name gets :2, :3 appended, as in JSON).",
+    ),
+    Flag::new(
+        "null",
+        "query: how NULL prints in tsv and csv (default empty)",
+    )
+    .value("TEXT")
+    .doc(
+        "query, with --format tsv or csv: print NULL as TEXT (default: nothing, as the empty \
+         string prints). \\N is the usual choice: a value that is a backslash and an N prints \
+         as \\\\N. TEXT may not hold a tab, CR or LF, nor in csv a comma or a quote.",
+    ),
 ];
 
 static TOOL: Tool = Tool {
     name: "elf-db",
     about: "SQLite transactions from JSON lines, with bound parameters, safe under contention",
     usage: &[
-        "insert [--journal] [--table TABLE] [OPTIONS] < RECORDS",
-        "exec [OPTIONS] < RECORDS",
+        "insert [--journal] [--key NAME | --table TABLE] [--schema FILE] [OPTIONS] < RECORDS",
+        "exec [--key NAME] [OPTIONS] < RECORDS",
         "exec --file SCHEMA.sql [OPTIONS]",
-        "done [OPTIONS] < RECORDS",
-        "pending [--older-than DURATION] [OPTIONS]",
-        "query SQL [--param NAME=VALUE]... [OPTIONS]",
+        "done [--key NAME] [OPTIONS] < RECORDS",
+        "pending [--older-than DURATION] [--set-aside] [OPTIONS]",
+        "retry KEY... [OPTIONS]",
+        "drop KEY... [OPTIONS]",
+        "query SQL [--param NAME=VALUE]... [--format json|tsv|csv [--header] [--null TEXT]] [OPTIONS]",
         "check [OPTIONS]",
         "checkpoint [OPTIONS]",
     ],
@@ -151,6 +222,8 @@ const COMMANDS: &[(&str, &[&str])] = &[
             "synchronous",
             "batch",
             "table",
+            "key",
+            "schema",
             "journal",
             "keep-going",
             "max-line",
@@ -158,11 +231,30 @@ const COMMANDS: &[(&str, &[&str])] = &[
     ),
     (
         "exec",
-        &["synchronous", "batch", "keep-going", "max-line", "file"],
+        &[
+            "synchronous",
+            "batch",
+            "keep-going",
+            "max-line",
+            "file",
+            "key",
+        ],
     ),
-    ("done", &["synchronous", "batch", "keep-going", "max-line"]),
-    ("pending", &["older-than"]),
-    ("query", &["param"]),
+    (
+        "done",
+        &[
+            "synchronous",
+            "batch",
+            "keep-going",
+            "max-line",
+            "key",
+            "attempts",
+        ],
+    ),
+    ("pending", &["older-than", "set-aside"]),
+    ("retry", &[]),
+    ("drop", &[]),
+    ("query", &["param", "format", "header", "null"]),
     ("check", &[]),
     ("checkpoint", &[]),
 ];
@@ -170,16 +262,19 @@ const COMMANDS: &[(&str, &[&str])] = &[
 /// The default number of records per transaction.
 const DEFAULT_BATCH: usize = 10_000;
 
+/// The default number of failed attempts after which a permanent failure sets a record aside.
+const DEFAULT_ATTEMPTS: i64 = 3;
+
 fn run(m: Matches) -> Result<u8> {
     let Some(first) = m.operands.first() else {
         return Err(Error::usage(
-            "a command is required: insert, exec, done, pending, query, check or checkpoint (see --help)",
+            "a command is required: insert, exec, done, pending, retry, drop, query, check or checkpoint (see --help)",
         ));
     };
     let name = first.to_str().unwrap_or("");
     let Some((command, allowed)) = COMMANDS.iter().find(|(c, _)| *c == name) else {
         return Err(Error::usage(format!(
-            "unknown command '{}': expected insert, exec, done, pending, query, check or checkpoint",
+            "unknown command '{}': expected insert, exec, done, pending, retry, drop, query, check or checkpoint",
             elf_core::text::escape(&first.to_string_lossy())
         )));
     };
@@ -193,10 +288,12 @@ fn run(m: Matches) -> Result<u8> {
     }
     let rest = &m.operands[1..];
     let wanted = usize::from(*command == "query");
-    if rest.len() != wanted {
+    let keys = matches!(*command, "retry" | "drop");
+    if (keys && rest.is_empty()) || (!keys && rest.len() != wanted) {
         return Err(match (*command, rest.len()) {
             ("query", 0) => Error::usage("query needs the SQL to run (elf-db query 'SELECT ...')"),
             ("query", _) => Error::usage("query takes one SQL operand; quote it as one argument"),
+            (_, 0) => Error::usage(format!("{command} needs the keys of journaled records")),
             _ => Error::usage(format!(
                 "{command} takes no operand, found '{}'",
                 elf_core::text::escape(&rest[0].to_string_lossy())
@@ -211,17 +308,36 @@ fn run(m: Matches) -> Result<u8> {
                     "--journal works with the record form, not with --table",
                 ));
             }
-            let mode = match m.get("table") {
-                Some(g) => batch::Command::InsertRows(g.str()?.to_string()),
-                None => batch::Command::Insert {
-                    journal: m.has("journal"),
+            if m.has("key") && m.has("table") {
+                return Err(Error::usage(
+                    "--key works with the record form, not with --table (its result is always db)",
+                ));
+            }
+            let schema = match m.get("schema") {
+                Some(g) => Some(stmt::SqlFile::read(&PathBuf::from(g.os()?))?),
+                None => None,
+            };
+            let job = match m.get("table") {
+                Some(g) => batch::Job {
+                    command: batch::Command::InsertRows(g.str()?.to_string()),
+                    key: None,
+                    attempts: DEFAULT_ATTEMPTS,
+                    schema,
+                },
+                None => batch::Job {
+                    command: batch::Command::Insert {
+                        journal: m.has("journal"),
+                    },
+                    key: Some(statement_key(&m)?),
+                    attempts: DEFAULT_ATTEMPTS,
+                    schema,
                 },
             };
-            batch::run(&opts, mode, &stream_options(&m)?)
+            batch::run(&opts, job, &stream_options(&m)?)
         }
         "exec" => match m.get("file") {
             Some(g) => {
-                for f in ["batch", "keep-going", "max-line"] {
+                for f in ["batch", "keep-going", "max-line", "key"] {
                     if m.has(f) {
                         return Err(Error::usage(format!(
                             "flag --{f} does not apply to exec --file"
@@ -230,19 +346,66 @@ fn run(m: Matches) -> Result<u8> {
                 }
                 stmt::exec_file(&opts, &PathBuf::from(g.os()?))
             }
-            None => batch::run(&opts, batch::Command::Exec, &stream_options(&m)?),
+            None => {
+                let job = batch::Job {
+                    command: batch::Command::Exec,
+                    key: Some(statement_key(&m)?),
+                    attempts: DEFAULT_ATTEMPTS,
+                    schema: None,
+                };
+                batch::run(&opts, job, &stream_options(&m)?)
+            }
         },
-        "done" => batch::run(&opts, batch::Command::Done, &stream_options(&m)?),
+        "done" => {
+            let key = if m.has("key") {
+                Some(statement_key(&m)?)
+            } else {
+                None
+            };
+            let attempts = match m.get("attempts") {
+                Some(g) => g.with(|s| match s.parse::<i64>() {
+                    Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+                    _ => Err("expected a number from 1 to 1000000"),
+                })?,
+                None => DEFAULT_ATTEMPTS,
+            };
+            let job = batch::Job {
+                command: batch::Command::Done,
+                key,
+                attempts,
+                schema: None,
+            };
+            batch::run(&opts, job, &stream_options(&m)?)
+        }
         "pending" => {
             let older = m.get("older-than").map(|g| g.with(parse_age)).transpose()?;
-            journal::pending(&opts, older)
+            journal::pending(&opts, older, m.has("set-aside"))
+        }
+        "retry" | "drop" => {
+            let keys = rest
+                .iter()
+                .map(|k| {
+                    k.to_str().map(str::to_string).ok_or_else(|| {
+                        Error::data(format!(
+                            "key {} is not UTF-8, so it is not in the journal",
+                            elf_core::text::escape(&k.to_string_lossy())
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let action = if *command == "retry" {
+                journal::Action::Retry
+            } else {
+                journal::Action::Drop
+            };
+            journal::settle(&opts, action, &keys)
         }
         "query" => {
             let sql = rest[0]
                 .to_str()
                 .ok_or_else(|| Error::usage("the SQL is not UTF-8"))?;
             let params = m.all("param").map(param).collect::<Result<Vec<_>>>()?;
-            query::run(&opts, sql, &params)
+            query::run(&opts, sql, &params, shape(&m)?)
         }
         "check" => query::check(&opts),
         _ => query::checkpoint(&opts),
@@ -288,6 +451,56 @@ fn stream_options(m: &Matches) -> Result<batch::Stream> {
         batch,
         max_line,
         keep_going: m.has("keep-going"),
+    })
+}
+
+/// `--key NAME`: the key holding a record's statements (`db` when not given).
+fn statement_key(m: &Matches) -> Result<String> {
+    match m.get("key") {
+        None => Ok("db".to_string()),
+        Some(g) => g.with(|s| match s {
+            "" => Err("the key name is empty"),
+            "key" | "error" => Err("key and error are the record's own keys, not statements"),
+            _ => Ok(s.to_string()),
+        }),
+    }
+}
+
+/// `--format`, `--header` and `--null` of `query`.
+fn shape(m: &Matches) -> Result<query::Shape> {
+    let format = match m.get("format").map(Given::str).transpose()? {
+        Some("tsv") => query::Format::Tsv,
+        Some("csv") => query::Format::Csv,
+        _ => query::Format::Json,
+    };
+    if format == query::Format::Json {
+        for f in ["header", "null"] {
+            if m.has(f) {
+                return Err(Error::usage(format!(
+                    "--{f} applies to --format tsv or csv"
+                )));
+            }
+        }
+        return Ok(query::Shape::json());
+    }
+    let null = match m.get("null") {
+        None => String::new(),
+        Some(g) => g.with(|s| {
+            let bad: &[char] = if format == query::Format::Csv {
+                &['\t', '\r', '\n', ',', '"']
+            } else {
+                &['\t', '\r', '\n']
+            };
+            match s.find(bad) {
+                Some(_) => Err("it would not stay one field of one line"),
+                None => Ok(s.to_string()),
+            }
+        })?,
+    };
+    Ok(query::Shape {
+        format,
+        header: m.has("header"),
+        null,
     })
 }
 

@@ -17,6 +17,36 @@
 //! {"id":42,"title":"t","confidence":0.85,"tags":null}
 //! ```
 //!
+//! # Plain rows
+//!
+//! `--format tsv` and `--format csv` print each row as exactly one line, its fields in column
+//! order, for `read` in a shell script; `--header` prints the column names first (made unique as
+//! in JSON), as a row of the same format.
+//!
+//! | SQLite | field |
+//! |---|---|
+//! | NULL | the `--null` text (empty by default), as it is |
+//! | INTEGER | its decimal digits |
+//! | REAL | SQLite's own text for it (`CAST(x AS TEXT)`, what the sqlite3 shell prints): `1.0`, `0.1`, `1.0e+300` |
+//! | TEXT | the text (invalid UTF-8 replaced by U+FFFD), escaped as below |
+//! | BLOB | upper-case hex digits, as in JSON |
+//!
+//! - tsv: fields separated by a tab; inside a field, a backslash, tab, line feed and carriage
+//!   return are written `\\`, `\t`, `\n`, `\r` (PostgreSQL's text format), so a field never
+//!   holds a tab and a row never spans two lines;
+//! - csv: fields separated by a comma (RFC 4180), a field quoted when it holds a comma, a
+//!   quote, a backslash, a carriage return or a line feed, with a quote doubled and a
+//!   backslash, carriage return and line feed written `\\`, `\r`, `\n` inside the quotes, so
+//!   that a row stays on one line. Rows end with a line feed, not RFC 4180's CRLF.
+//!
+//! The row `(42, 'say "hi", then' || char(10) || 'go', NULL)` in tsv with `--null '\N'`
+//! (→ stands for a tab), then in csv:
+//!
+//! ```text
+//! 42→say "hi", then\ngo→\N
+//! 42,"say ""hi"", then\ngo",
+//! ```
+//!
 //! Rows are written as they are stepped, so memory stays flat whatever the result's size.
 //! The connection is opened read-only with `query_only`, and the SQL must be one statement
 //! that SQLite says does not write: a query never writes.
@@ -74,27 +104,176 @@ fn write_value(out: &mut Vec<u8>, v: ValueRef<'_>) {
     }
 }
 
-/// The `"name":` prefix of each column, repeated names made unique.
-fn prefixes(names: &[&str]) -> Vec<Vec<u8>> {
+/// The column names, a repeated name made unique with `:2`, `:3`, ... appended.
+fn unique(names: &[&str]) -> Vec<String> {
     let mut seen: Vec<String> = Vec::with_capacity(names.len());
-    let mut out = Vec::with_capacity(names.len());
-    for (i, name) in names.iter().enumerate() {
+    for name in names {
         let mut key = (*name).to_string();
         let mut n = 1;
         while seen.contains(&key) {
             n += 1;
             key = format!("{name}:{n}");
         }
-        let mut p = Vec::new();
-        if i > 0 {
-            p.push(b',');
-        }
-        let _ = serde_json::to_writer(&mut p, &key);
-        p.push(b':');
         seen.push(key);
-        out.push(p);
     }
-    out
+    seen
+}
+
+/// The `"name":` prefix of each column, repeated names made unique.
+fn prefixes(names: &[&str]) -> Vec<Vec<u8>> {
+    unique(names)
+        .iter()
+        .enumerate()
+        .map(|(i, key)| {
+            let mut p = Vec::new();
+            if i > 0 {
+                p.push(b',');
+            }
+            let _ = serde_json::to_writer(&mut p, key);
+            p.push(b':');
+            p
+        })
+        .collect()
+}
+
+/// How `query` prints rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One JSON object per row (the default).
+    Json,
+    /// Tab-separated fields, escaped.
+    Tsv,
+    /// Comma-separated fields, quoted.
+    Csv,
+}
+
+/// `--format`, `--header` and `--null`.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    /// The format.
+    pub format: Format,
+    /// tsv, csv: print the column names first.
+    pub header: bool,
+    /// tsv, csv: the text of NULL.
+    pub null: String,
+}
+
+impl Shape {
+    /// JSON lines.
+    pub fn json() -> Shape {
+        Shape {
+            format: Format::Json,
+            header: false,
+            null: String::new(),
+        }
+    }
+}
+
+/// Appends a tsv field: backslash, tab, line feed, carriage return escaped.
+fn tsv_field(out: &mut Vec<u8>, text: &[u8]) {
+    for &b in text {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => out.push(b),
+        }
+    }
+}
+
+/// Appends a csv field: quoted when it holds a comma, a quote, a backslash, CR or LF; inside
+/// the quotes a quote doubled, a backslash, CR and LF escaped.
+fn csv_field(out: &mut Vec<u8>, text: &[u8]) {
+    if !text
+        .iter()
+        .any(|b| matches!(b, b',' | b'"' | b'\\' | b'\r' | b'\n'))
+    {
+        out.extend_from_slice(text);
+        return;
+    }
+    out.push(b'"');
+    for &b in text {
+        match b {
+            b'"' => out.extend_from_slice(b"\"\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => out.push(b),
+        }
+    }
+    out.push(b'"');
+}
+
+/// Writes plain rows: fields escaped for the format, REALs as SQLite's own text for them.
+struct Plain<'c> {
+    shape: Shape,
+    /// `SELECT CAST(?1 AS TEXT)`: SQLite's text for a REAL.
+    real: rusqlite::Statement<'c>,
+    scratch: Vec<u8>,
+}
+
+impl<'c> Plain<'c> {
+    fn new(db: &'c rusqlite::Connection, shape: Shape) -> Result<Plain<'c>> {
+        let real = db.prepare("SELECT CAST(?1 AS TEXT)").map_err(conn::error)?;
+        Ok(Plain {
+            shape,
+            real,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Appends the separator before field `i`.
+    fn separate(&self, out: &mut Vec<u8>, i: usize) {
+        if i > 0 {
+            out.push(if self.shape.format == Format::Csv {
+                b','
+            } else {
+                b'\t'
+            });
+        }
+    }
+
+    /// Appends field `i` (its separator first), `text` escaped for the format.
+    fn field(&self, out: &mut Vec<u8>, i: usize, text: &[u8]) {
+        self.separate(out, i);
+        if self.shape.format == Format::Csv {
+            csv_field(out, text);
+        } else {
+            tsv_field(out, text);
+        }
+    }
+
+    /// Appends field `i` of a row.
+    fn value(&mut self, out: &mut Vec<u8>, i: usize, v: ValueRef<'_>) -> Result<()> {
+        match v {
+            // The --null text as it is (it was checked to hold nothing to escape).
+            ValueRef::Null => {
+                self.separate(out, i);
+                out.extend_from_slice(self.shape.null.as_bytes());
+            }
+            ValueRef::Integer(n) => {
+                self.scratch.clear();
+                let _ = write!(self.scratch, "{n}");
+                self.field(out, i, &self.scratch);
+            }
+            ValueRef::Real(f) => {
+                self.scratch.clear();
+                self.real.raw_bind_parameter(1, f).map_err(conn::error)?;
+                let mut rows = self.real.raw_query();
+                if let Some(row) = rows.next().map_err(conn::error)? {
+                    if let ValueRef::Text(t) = row.get_ref(0).map_err(conn::error)? {
+                        self.scratch.extend_from_slice(t);
+                    }
+                }
+                drop(rows);
+                self.field(out, i, &self.scratch);
+            }
+            ValueRef::Text(t) => self.field(out, i, String::from_utf8_lossy(t).as_bytes()),
+            ValueRef::Blob(b) => self.field(out, i, hex(b).as_bytes()),
+        }
+        Ok(())
+    }
 }
 
 /// The SQL of `query` is an argument: what SQLite refuses in it is a usage error.
@@ -108,7 +287,7 @@ fn usage(e: rusqlite::Error) -> Error {
 }
 
 /// `query SQL [--param NAME=VALUE]...`.
-pub fn run(o: &Options, sql: &str, params: &[(String, String)]) -> Result<u8> {
+pub fn run(o: &Options, sql: &str, params: &[(String, String)], shape: Shape) -> Result<u8> {
     let db = conn::open(o, Mode::Read)?;
     conn::guard(Guard::Query);
     let mut st = conn::retry_busy(o.busy, || db.prepare(sql)).map_err(usage)?;
@@ -146,9 +325,29 @@ pub fn run(o: &Options, sql: &str, params: &[(String, String)]) -> Result<u8> {
         )));
     }
     let names = st.column_names();
-    let keys = prefixes(&names);
     let mut out = Out::stdout()?;
     let mut line = Vec::with_capacity(256);
+    if shape.format != Format::Json {
+        let mut plain = Plain::new(&db, shape)?;
+        if plain.shape.header {
+            for (i, name) in unique(&names).iter().enumerate() {
+                plain.field(&mut line, i, name.as_bytes());
+            }
+            out.raw(&line)?;
+        }
+        let n = names.len();
+        let mut rows = st.raw_query();
+        while let Some(row) = rows.next().map_err(conn::error)? {
+            line.clear();
+            for i in 0..n {
+                plain.value(&mut line, i, row.get_ref(i).map_err(conn::error)?)?;
+            }
+            out.raw(&line)?;
+        }
+        out.flush()?;
+        return Ok(exit::OK);
+    }
+    let keys = prefixes(&names);
     let mut rows = st.raw_query();
     while let Some(row) = rows.next().map_err(conn::error)? {
         line.clear();
@@ -265,6 +464,25 @@ mod tests {
             "null -3 1.0 null \"a\\\"\\n\" \"00AB\" "
         );
         assert_eq!(to_json(ValueRef::Real(0.5)), serde_json::json!(0.5));
+    }
+
+    #[test]
+    fn plain_fields_never_hold_a_separator_or_a_line_end() {
+        let field = |f: fn(&mut Vec<u8>, &[u8]), text: &str| {
+            let mut out = Vec::new();
+            f(&mut out, text.as_bytes());
+            String::from_utf8_lossy(&out).into_owned()
+        };
+        assert_eq!(
+            field(tsv_field, "a\tb\nc\rd\\e,\"f"),
+            "a\\tb\\nc\\rd\\\\e,\"f"
+        );
+        assert_eq!(field(tsv_field, "plain é"), "plain é");
+        assert_eq!(field(csv_field, "plain\té"), "plain\té");
+        assert_eq!(field(csv_field, "a,b"), "\"a,b\"");
+        assert_eq!(field(csv_field, "say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(field(csv_field, "a\\b\r\n"), "\"a\\\\b\\r\\n\"");
+        assert_eq!(field(csv_field, ""), "");
     }
 
     #[test]

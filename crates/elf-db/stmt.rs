@@ -39,10 +39,31 @@
 //! - results: `changes` (rows changed by an INSERT, UPDATE or DELETE; 0 for a query), `id`
 //!   (the rowid of the row inserted, when the statement inserted one), `rows` (the rows the
 //!   statement returned, with RETURNING or a SELECT, typed as by `elf-db query`).
+//!
+//! With `--key NAME`, the statements are read from NAME instead of `db`, and the results
+//! added there.
+//!
+//! # References
+//!
+//! A value inside a statement object may be a reference (`elf_core::refs`): `{"$ref":"/p"}`
+//! or `{"$join":[...]}`, resolved against the whole record, as it reached elf-db, just before
+//! that statement runs; the results are then added to the statement object as it was given,
+//! so the record keeps its references as written:
+//!
+//! ```json
+//! {"write":{"path":"m/x-2.md"},"fix":{"sql":"UPDATE t SET p = :p","params":{"p":{"$ref":"/write/path"}}}}
+//! {"write":{"path":"m/x-2.md"},"fix":{"sql":"UPDATE t SET p = :p","params":{"p":{"$ref":"/write/path"}},"changes":1}}
+//! ```
+//!
+//! A statement object itself, and `sql`, may not be references: results could not be added to
+//! the one, and the other would make SQL text from values. A statement does not see the
+//! results of the statements before it in the same record.
 
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use elf_core::{Error, IoContext, Result, record};
+use elf_core::record::{self, Record};
+use elf_core::{Error, IoContext, Result, refs};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{CachedStatement, Connection, ToSql};
 use serde_json::{Map, Value};
@@ -350,59 +371,101 @@ impl ToSql for Bind<'_> {
     }
 }
 
-/// The statement objects of a `db` value.
-fn objects(db: &Value) -> Result<Vec<&Map<String, Value>>> {
+/// The statement objects of a record's statement value (`db`, or the key `--key` names).
+fn objects<'v>(name: &str, db: &'v Value) -> Result<Vec<&'v Value>> {
     match db {
-        Value::Object(m) => Ok(vec![m]),
+        Value::Object(_) => Ok(vec![db]),
         Value::Array(items) => items
             .iter()
             .enumerate()
             .map(|(i, v)| match v {
-                Value::Object(m) => Ok(m),
+                Value::Object(_) => Ok(v),
                 other => Err(Error::data(format!(
-                    "db[{i}] must be an object, found {}",
+                    "{name}[{i}] must be an object, found {}",
                     record::kind(other)
                 ))),
             })
             .collect(),
         other => Err(Error::data(format!(
-            "db must be an object or an array of objects, found {}",
+            "{name} must be an object or an array of objects, found {}",
             record::kind(other)
         ))),
     }
 }
 
 /// Where a statement is, for messages: `db` or `db[2]`.
-fn place(db: &Value, i: usize) -> String {
+fn place(name: &str, db: &Value, i: usize) -> String {
     if db.is_array() {
-        format!("db[{i}]")
+        format!("{name}[{i}]")
     } else {
-        "db".to_string()
+        name.to_string()
     }
 }
 
-/// Runs the statements of a record's `db` and returns each statement object's results, in
-/// order, without touching the record (see [`fill`]).
+/// Runs the statements of a record's statement value `db` (found under `name` in `rec`) and
+/// returns each statement object's results, in order, without touching the record (see
+/// [`fill`]). References in a statement object are resolved against `rec` just before it runs.
 pub fn apply<'c>(
     conn: &'c Connection,
     schema: &mut Schema<'c>,
     kind: Kind,
+    name: &str,
+    rec: &Record,
     db: &Value,
 ) -> Result<Vec<Results>> {
-    let objs = objects(db)?;
+    let objs = objects(name, db)?;
     let mut out = Vec::with_capacity(objs.len());
     for (i, obj) in objs.into_iter().enumerate() {
-        let r = match kind {
-            Kind::Insert => insert(conn, schema, obj),
-            Kind::Exec => exec(conn, obj),
-        };
-        out.push(r.map_err(|e| e.context(place(db, i)))?);
+        let r = statement(conn, schema, kind, rec, obj);
+        out.push(r.map_err(|e| e.context(place(name, db, i)))?);
     }
     Ok(out)
 }
 
-/// Adds results to the statement objects of `db`.
-pub fn fill(db: &mut Value, results: &[Results]) -> Result<()> {
+/// True when `v` is a reference object (`$ref` or `$join` its one key).
+pub fn is_reference(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => {
+            m.len() == 1 && (m.contains_key(refs::REF) || m.contains_key(refs::JOIN))
+        }
+        _ => false,
+    }
+}
+
+/// One statement object, its references resolved.
+fn statement<'c>(
+    conn: &'c Connection,
+    schema: &mut Schema<'c>,
+    kind: Kind,
+    rec: &Record,
+    obj: &Value,
+) -> Result<Results> {
+    if is_reference(obj) {
+        return Err(Error::data(
+            "a statement object cannot be a reference (its results are added to it); \
+             put references in its values or params",
+        ));
+    }
+    if kind == Kind::Exec && obj.get("sql").is_some_and(is_reference) {
+        return Err(Error::data(
+            "sql cannot be a reference: SQL text is never made from the record's values; \
+             bind them through params",
+        ));
+    }
+    let resolved = refs::resolve(rec, obj)?;
+    let Value::Object(obj) = resolved.as_ref() else {
+        return Err(Error::internal(
+            "a statement object resolved to something else",
+        ));
+    };
+    match kind {
+        Kind::Insert => insert(conn, schema, obj),
+        Kind::Exec => exec(conn, obj),
+    }
+}
+
+/// Adds results to the statement objects of `db` (found under `name`).
+pub fn fill(name: &str, db: &mut Value, results: &[Results]) -> Result<()> {
     let count = match db {
         Value::Array(a) => a.len(),
         Value::Object(_) => 1,
@@ -410,7 +473,7 @@ pub fn fill(db: &mut Value, results: &[Results]) -> Result<()> {
     };
     if count != results.len() {
         return Err(Error::data(format!(
-            "db holds {count} statement(s) but its key was journaled with {}",
+            "{name} holds {count} statement(s) but its key was journaled with {}",
             results.len()
         )));
     }
@@ -629,27 +692,58 @@ fn add_id(conn: &Connection, before: i64, changes: u64, results: &mut Results) {
     }
 }
 
+/// A file of SQL statements (a schema or a migration), read and split, each statement with the
+/// line it starts on.
+#[derive(Debug, Clone)]
+pub struct SqlFile {
+    path: PathBuf,
+    statements: Vec<(u64, String)>,
+}
+
+impl SqlFile {
+    /// Reads and splits a file: a missing one is 66, one that is not UTF-8 or holds a NUL 65.
+    pub fn read(path: &Path) -> Result<SqlFile> {
+        let bytes = std::fs::read(path).with_ctx(|| format!("reading {}", conn::show(path)))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            Error::data(format!(
+                "{} is not UTF-8 (at byte {})",
+                conn::show(path),
+                e.utf8_error().valid_up_to() + 1
+            ))
+        })?;
+        let statements = split_statements(&text).map_err(|e| e.context(conn::show(path)))?;
+        Ok(SqlFile {
+            path: path.to_path_buf(),
+            statements,
+        })
+    }
+
+    /// The file's path, for messages.
+    pub fn show(&self) -> String {
+        conn::show(&self.path)
+    }
+
+    /// Runs the statements in the caller's transaction (no transaction control of their own);
+    /// the first that fails gives its line and its error.
+    pub fn run(&self, db: &Connection) -> std::result::Result<(), (u64, Error)> {
+        for (line, chunk) in &self.statements {
+            conn::guard(Guard::File);
+            let r = db.execute_batch(chunk);
+            conn::guard(Guard::Own);
+            r.map_err(|e| (*line, conn::error(e)))?;
+        }
+        Ok(())
+    }
+}
+
 /// `exec --file`: runs a schema or migration file in one transaction.
-pub fn exec_file(o: &Options, path: &std::path::Path) -> Result<u8> {
-    let bytes = std::fs::read(path).with_ctx(|| format!("reading {}", conn::show(path)))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        Error::data(format!(
-            "{} is not UTF-8 (at byte {})",
-            conn::show(path),
-            e.utf8_error().valid_up_to() + 1
-        ))
-    })?;
-    let chunks = split_statements(&text).map_err(|e| e.context(conn::show(path)))?;
+pub fn exec_file(o: &Options, path: &Path) -> Result<u8> {
+    let file = SqlFile::read(path)?;
     let db = conn::open(o, conn::Mode::Create)?;
     conn::begin(&db, o.busy)?;
-    for (line, chunk) in &chunks {
-        conn::guard(Guard::File);
-        let r = db.execute_batch(chunk);
-        conn::guard(Guard::Own);
-        if let Err(e) = r {
-            conn::rollback(&db);
-            return Err(conn::error(e).context(conn::show(path)).at_line(*line));
-        }
+    if let Err((line, e)) = file.run(&db) {
+        conn::rollback(&db);
+        return Err(e.context(file.show()).at_line(line));
     }
     conn::commit(&db)?;
     Ok(elf_core::exit::OK)
