@@ -1,4 +1,4 @@
-#!/usr/bin/env bash
+#!/bin/bash
 # query.sh: read the ELF index: golden rules, heuristics, recent learnings and statistics.
 # Read-only: it opens the database read-only and never creates or changes anything.
 #

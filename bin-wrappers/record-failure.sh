@@ -1,4 +1,4 @@
-#!/usr/bin/env bash
+#!/bin/bash
 # record-failure.sh: record a failure in the ELF home: a row in memory/index.db, a markdown file
 # in memory/failures/ and a git commit, as one journaled pipeline.
 #

@@ -1,4 +1,4 @@
-#!/usr/bin/env bash
+#!/bin/bash
 # record-heuristic.sh: record a heuristic in the ELF home: a row in memory/index.db, an
 # "## H-<id>" entry appended to memory/heuristics/<domain>.md and a git commit, as one
 # journaled pipeline. The heading carries the row's real id.

@@ -1,4 +1,4 @@
-#!/usr/bin/env bash
+#!/bin/bash
 # start-experiment.sh: start an experiment in the ELF home: a row in memory/index.db, the folder
 # experiments/active/<YYYYMMDD-HHMMSS>_<slug>/ with hypothesis.md and log.md, and a git commit,
 # as one journaled pipeline. A name already used is refused before anything is written.

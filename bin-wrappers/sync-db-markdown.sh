@@ -1,4 +1,4 @@
-#!/usr/bin/env bash
+#!/bin/bash
 # sync-db-markdown.sh: compare the markdown of an ELF home with its index, entry by entry, and
 # with --fix repair every difference faithfully.
 #

@@ -31,7 +31,12 @@ fn home(dir: &Path) {
         &["add", "-A"],
         &["commit", "-q", "-m", "start"],
     ] {
-        ok(&tool("git").arg("-C").arg(dir).args(args).output().expect("git"));
+        ok(&tool("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .expect("git"));
     }
 }
 
@@ -152,17 +157,27 @@ fn a_pipeline_of_the_tools_binds_late_without_jq_and_a_replay_reaches_the_same_s
     let log = git(&a, &["log", "--format=%s", "-3"]);
     assert_eq!(
         log.lines().collect::<Vec<_>>(),
-        vec!["failure: Same", &format!("heuristic H-{hid}: Bind late"), "start"]
+        vec![
+            "failure: Same",
+            &format!("heuristic H-{hid}: Bind late"),
+            "start"
+        ]
     );
     assert_eq!(git(&a, &["status", "--porcelain"]).trim(), "");
-    let done = rows(&a, "SELECT count(*) AS n FROM elf_journal WHERE done_at IS NULL");
+    let done = rows(
+        &a,
+        "SELECT count(*) AS n FROM elf_journal WHERE done_at IS NULL",
+    );
     assert_eq!(done[0]["n"], Value::from(0));
 
     // Home b: the records journaled, then replayed from the journal by the same tail.
     let db_b = b.join("memory/index.db");
     ok(&sh(
         &b,
-        &format!("elf-db insert --journal --db '{}' >/dev/null", db_b.display()),
+        &format!(
+            "elf-db insert --journal --db '{}' >/dev/null",
+            db_b.display()
+        ),
         records().as_bytes(),
     ));
     ok(&sh(

@@ -840,14 +840,16 @@ fn start_experiment_gives_the_same_result_from_flags_environment_and_prompts() {
     assert_eq!(results[0], results[2], "flags and prompts differ");
 }
 
-/// The programs a run started, from `strace -f -e trace=execve` (the script's own start
-/// included): one line each, the program's path.
-fn programs_started(mut c: std::process::Command, trace: &Path) -> Vec<String> {
+/// The programs a run started, from `strace -ff -e trace=execve` (the script's own start
+/// included): the path of each successful execve, one trace file per process (so that no
+/// call is split across lines by another process's).
+fn programs_started(mut c: std::process::Command, traces: &Path) -> Vec<String> {
+    std::fs::create_dir_all(traces).expect("trace folder");
     let program = c.get_program().to_owned();
     let args: Vec<_> = c.get_args().map(|a| a.to_owned()).collect();
     let mut s = std::process::Command::new("strace");
-    s.args(["-f", "-qq", "-e", "trace=execve", "-o"])
-        .arg(trace)
+    s.args(["-ff", "-qq", "-e", "trace=execve", "-o"])
+        .arg(traces.join("t"))
         .arg(program)
         .args(args);
     for (k, v) in c.get_envs() {
@@ -861,11 +863,16 @@ fn programs_started(mut c: std::process::Command, trace: &Path) -> Vec<String> {
         .output()
         .expect("strace is needed by this test (apt-get install strace)");
     ok(&out);
-    let text = std::fs::read_to_string(trace).expect("strace output");
-    text.lines()
-        .filter(|l| l.contains("execve(") && l.trim_end().ends_with("= 0"))
-        .filter_map(|l| l.split('"').nth(1).map(String::from))
-        .collect()
+    let mut started = Vec::new();
+    for e in std::fs::read_dir(traces).expect("traces").flatten() {
+        let text = std::fs::read_to_string(e.path()).expect("a trace");
+        started.extend(
+            text.lines()
+                .filter(|l| l.starts_with("execve(") && l.trim_end().ends_with("= 0"))
+                .filter_map(|l| l.split('"').nth(1).map(String::from)),
+        );
+    }
+    started
 }
 
 #[test]

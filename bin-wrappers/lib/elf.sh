@@ -531,9 +531,9 @@ elf_record() {
     status=0
     out=$(elf-db query --db "$ELF_DB" --busy-timeout "$ELF_TIMEOUT" --format tsv --param "k=$ELF_KEY" \
         "SELECT CASE WHEN done_at IS NOT NULL THEN 'done' WHEN set_aside_at IS NOT NULL THEN 'set-aside' ELSE 'pending' END,
-                json_extract(ids, '\$[0].id'), json_extract(result, '\$.write.path'),
-                json_extract(result, '\$.write[0].path'), json_extract(result, '\$.commit.sha'),
-                json_extract(result, '\$.commit.skipped'), json_extract(error, '\$.code'),
+                json_extract(ids, '\$[0].id'), json_extract(record, '\$.write.path'),
+                json_extract(record, '\$.write[0].path'), json_extract(record, '\$.commit.sha'),
+                json_extract(record, '\$.commit.skipped'), json_extract(error, '\$.code'),
                 json_extract(error, '\$.message')
          FROM elf_journal WHERE key = :k" 2>&1) || status=$?
     if [ "$status" -ne 0 ]; then

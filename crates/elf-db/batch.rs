@@ -568,16 +568,28 @@ impl<'c> Work<'c> {
                 )));
             }
         };
-        if let Some(k) = key {
-            let marked = journal::mark_done(self.conn, k)?;
-            if !marked && self.key.is_some() && journal::lookup(self.conn, k)?.is_some() {
-                return Ok(Emit::Unchanged);
-            }
-        }
-        if self.key.is_none() {
+        let Some(k) = key.map(str::to_owned) else {
+            return match self.key {
+                None => Ok(Emit::Unchanged),
+                Some(_) => self.statements(rec, Kind::Exec),
+            };
+        };
+        let marked = journal::mark_done(self.conn, &k)?;
+        if !marked && self.key.is_some() && journal::lookup(self.conn, &k)?.is_some() {
             return Ok(Emit::Unchanged);
         }
-        self.statements(rec, Kind::Exec)
+        let emit = match self.key {
+            None => Emit::Unchanged,
+            Some(_) => self.statements(rec, Kind::Exec)?,
+        };
+        if marked {
+            // The journal keeps the record as it finished, every stage's results in it, for
+            // whoever asks how it went (a script reading its id, path and commit).
+            let text = serde_json::to_string(rec)
+                .map_err(|e| Error::internal(format!("serializing a record: {e}")))?;
+            journal::store_finished(self.conn, &k, &text)?;
+        }
+        Ok(emit)
     }
 
     /// `insert` or `exec` without the journal: a record without its statement key is passed on

@@ -6,7 +6,8 @@
 //! ```sql
 //! CREATE TABLE elf_journal (
 //!     key          TEXT PRIMARY KEY NOT NULL,  -- the record's "key"
-//!     record       TEXT NOT NULL,              -- the record as passed on: key and ids included
+//!     record       TEXT NOT NULL,              -- the record as passed on: key and ids included;
+//!                                              -- once done, as `done` passed it on
 //!     ids          TEXT NOT NULL,              -- JSON: the results of each statement object
 //!     created_at   INTEGER NOT NULL,           -- Unix time in milliseconds
 //!     done_at      INTEGER,                    -- set by `done` (or `drop`); NULL while not done
@@ -46,7 +47,9 @@
 //!   twice and one row). A record without `db` is journaled too.
 //! - `pending`: prints the stored records not yet done, oldest first, exactly as they were
 //!   passed on the first time.
-//! - `done`: sets `done_at` for the key of every record it reads, and passes the records on.
+//! - `done`: sets `done_at` for the key of every record it reads, stores the record as it
+//!   reached `done` (every stage's results in it: `write.path`, `commit.sha`, ...) in place of
+//!   the journaled one, which no replay needs any more, and passes the records on.
 //! - A record that reaches `done` carrying `error` is a failed attempt: `attempts` goes up by
 //!   one and `error` keeps its error, when its key is journaled and not done. A permanent
 //!   error (any code but 74, 75 and the signal codes above 128) that brings `attempts` to
@@ -198,6 +201,16 @@ pub fn mark_done(conn: &Connection, key: &str) -> Result<bool> {
         .and_then(|mut s| s.execute(rusqlite::params![now_ms(), key]))
         .map(|n| n > 0)
         .map_err(conn::error)
+}
+
+/// Replaces a done record's stored text with the record as it finished (the results of every
+/// stage in it); a record not done is left as journaled, for replays.
+pub fn store_finished(conn: &Connection, key: &str, record: &str) -> Result<()> {
+    conn::guard(conn::Guard::Own);
+    conn.prepare_cached("UPDATE elf_journal SET record = ?2 WHERE key = ?1 AND done_at IS NOT NULL")
+        .and_then(|mut s| s.execute(rusqlite::params![key, record]))
+        .map(drop)
+        .map_err(|e| conn::error(e).context("storing the finished record"))
 }
 
 /// True when an error's code is permanent: retrying the record cannot help. 74 (I/O), 75
