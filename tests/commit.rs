@@ -1229,3 +1229,44 @@ fn a_stream_sees_what_git_did_between_two_records() {
     assert!(!r.lock_left());
     r.assert_fsck();
 }
+
+/// References in `commit` are resolved against the record; a bad one is a bad record naming
+/// the line and the pointer.
+#[test]
+fn references_in_commit_are_resolved_against_the_record() {
+    let r = Repo::new();
+    r.write("memory/a.md", "a\n");
+    let good = json!({"db": {"id": 7}, "file": "memory/a.md",
+        "commit": {"paths": [{"$ref": "/file"}],
+                   "message": {"$join": ["failure: ", {"$ref": "/db/id"}]}}});
+    let bad = json!({"commit": {"paths": "memory/a.md", "message": {"$ref": "/db/title"}}});
+    let out = run_with_input(r.elf(&[]), &records(&[good.clone(), bad.clone()]));
+    assert_eq!(code(&out), Some(65));
+    assert_eq!(
+        one_line(&out.stderr),
+        "elf-commit: line 2: commit: reference \"/db/title\" resolves to nothing in the record"
+    );
+    let recs = json_lines(&out.stdout);
+    assert_eq!(recs.len(), 1);
+    // The references stay as written; the results are added beside them.
+    assert_eq!(recs[0]["commit"]["paths"], good["commit"]["paths"]);
+    assert_eq!(recs[0]["commit"]["message"], good["commit"]["message"]);
+    assert_eq!(r.subject_and_body("HEAD").0, "failure: 7");
+    assert_eq!(r.tree_files(), ["memory/a.md"]);
+
+    let whole = json!({"c": {"paths": ["memory/a.md"], "message": "m"}, "commit": {"$ref": "/c"}});
+    let out = run_with_input(r.elf(&["--keep-going"]), &records(&[bad, whole]));
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let recs = json_lines(&out.stdout);
+    assert_eq!(recs[0]["error"]["code"], 65);
+    assert_eq!(recs[0]["error"]["line"], 1);
+    assert_eq!(recs[1]["error"]["code"], 65);
+    assert!(
+        recs[1]["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not a reference")),
+        "{:?}",
+        recs[1]
+    );
+    assert_eq!(r.count(), 1);
+}

@@ -2,12 +2,18 @@
 //! completely before anything is done. A pure function of the record and the work tree's
 //! path (the paths are looked at on disk only to refuse symbolic links on the way), so that
 //! it can be fuzzed on its own (`fuzz/fuzz_targets/commit_record.rs`).
+//!
+//! The values in `commit` may be references to other parts of the record (`$ref`, `$join`,
+//! see `elf_core::refs`), resolved here, against the record as it reaches elf-commit; the
+//! `commit` value itself must be an object as written, since the results go into it.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
 use elf_core::record::{self, Record};
+use elf_core::refs;
 use elf_core::{Error, Result};
 
 use crate::message::Message;
@@ -24,15 +30,24 @@ pub struct Job {
 
 /// The commit a record asks for; `None` when it asks for none.
 pub fn job_of(rec: &Record, default_message: Option<&str>, workdir: &Path) -> Result<Option<Job>> {
-    let commit = match rec.get("commit") {
+    let resolved: Option<Cow<'_, Value>> = match rec.get("commit") {
         None | Some(Value::Null) => None,
-        Some(Value::Object(c)) => Some(c),
+        Some(Value::Object(c)) if c.contains_key(refs::REF) || c.contains_key(refs::JOIN) => {
+            return Err(Error::data(
+                "commit must be an object, not a reference (references go in its fields)",
+            ));
+        }
+        Some(v @ Value::Object(_)) => Some(refs::resolve(rec, v).map_err(|e| e.context("commit"))?),
         Some(other) => {
             return Err(Error::data(format!(
                 "commit must be an object, found {}",
                 record::kind(other)
             )));
         }
+    };
+    let commit = match resolved.as_deref() {
+        Some(Value::Object(c)) => Some(c),
+        _ => None,
     };
     let named: Vec<&str> = match commit.and_then(|c| c.get("paths")) {
         None | Some(Value::Null) => written_paths(rec)?,
