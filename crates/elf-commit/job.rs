@@ -6,12 +6,17 @@
 //! The values in `commit` may be references to other parts of the record (`$ref`, `$join`,
 //! see `elf_core::refs`), resolved here, against the record as it reaches elf-commit; the
 //! `commit` value itself must be an object as written, since the results go into it.
+//!
+//! The appends elf-write reported for the record (`write` objects with `mode` "append" and
+//! the results `path`, `end` and `bytes`) are read too, leniently: one that is not complete
+//! is simply not an [`Append`], and its file is committed whole, as any other path.
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+use elf_core::marker::marker;
 use elf_core::record::{self, Record};
 use elf_core::refs;
 use elf_core::{Error, Result};
@@ -26,6 +31,23 @@ pub struct Job {
     pub paths: Vec<PathBuf>,
     /// The cleaned message.
     pub message: Message,
+    /// The entries the record appended, as elf-write reported them.
+    pub appends: Vec<Append>,
+}
+
+/// An entry appended for a record: where it ends, and what must be just before that end for
+/// the record's commit to take the file's first `end` bytes as its own change (see
+/// `elf_core::marker`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Append {
+    /// The file, as `write.path` names it.
+    pub path: PathBuf,
+    /// `write.end`: the size of the file's prefix that ends with the entry.
+    pub end: u64,
+    /// `write.bytes`: the size of the content.
+    pub bytes: u64,
+    /// The marker line that starts the entry.
+    pub marker: Vec<u8>,
 }
 
 /// The commit a record asks for; `None` when it asks for none.
@@ -94,7 +116,41 @@ pub fn job_of(rec: &Record, default_message: Option<&str>, workdir: &Path) -> Re
         .iter()
         .map(|p| paths::relative(workdir, workdir, Path::new(p)))
         .collect::<Result<Vec<_>>>()?;
-    Ok(Some(Job { paths, message }))
+    Ok(Some(Job {
+        paths,
+        message,
+        appends: appends_of(rec),
+    }))
+}
+
+/// The appends elf-write reported for this record that name their entry's end; none without
+/// a `key` (there is no marker then).
+fn appends_of(rec: &Record) -> Vec<Append> {
+    let Some(Value::String(key)) = rec.get("key").filter(|k| k.as_str() != Some("")) else {
+        return Vec::new();
+    };
+    let one = |w: &Value, index: Option<usize>| -> Option<Append> {
+        let w = w.as_object()?;
+        let mode = refs::resolve(rec, w.get("mode")?).ok()?;
+        if mode.as_str() != Some("append") {
+            return None;
+        }
+        Some(Append {
+            path: PathBuf::from(w.get("path")?.as_str()?),
+            end: w.get("end")?.as_u64()?,
+            bytes: w.get("bytes")?.as_u64()?,
+            marker: marker(key, index),
+        })
+    };
+    match rec.get("write") {
+        Some(Value::Array(a)) => a
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| one(w, Some(i)))
+            .collect(),
+        Some(w) => one(w, None).into_iter().collect(),
+        None => Vec::new(),
+    }
 }
 
 /// The paths elf-write reported for this record.
