@@ -1416,6 +1416,61 @@ fn an_append_written_but_not_committed_stays_an_unstaged_change() {
     }
 }
 
+/// A live drain: elf-write appends batch after batch to one file while elf-commit commits the
+/// groups it finds waiting, so the file grows under elf-commit at any instant; still every
+/// record gets one commit holding exactly its own entry, and nothing is left over.
+#[test]
+fn a_live_drain_gives_every_append_its_own_commit() {
+    let r = Repo::new();
+    r.git_commit_file("seed", "seed\n", "seed");
+    let n: u32 = 200;
+    let values: Vec<Value> = (1..=n).map(|i| heuristic(&format!("k{i}"), i)).collect();
+    let outs = pipeline(vec![r.elf_write_cmd(), r.elf(&[])], &records(&values));
+    for o in &outs {
+        assert_eq!(code(o), Some(0), "{}", stderr(o));
+    }
+    let recs = json_lines(&outs[1].stdout);
+    assert_eq!(recs.len(), values.len());
+    assert!(
+        recs.iter()
+            .all(|rec| rec["commit"].get("unchanged").is_none())
+    );
+    assert_eq!(r.count(), 1 + usize::try_from(n).expect("n"));
+    // Each commit's patch, oldest first: exactly its own entry (the first, the header too).
+    let log = r.git(&[
+        "log",
+        "--reverse",
+        "-p",
+        "--no-color",
+        "--format=>>> %s",
+        "HEAD~200..HEAD",
+    ]);
+    let mut patches: Vec<(String, Vec<String>)> = Vec::new();
+    for line in log.lines() {
+        if let Some(subject) = line.strip_prefix(">>> ") {
+            patches.push((subject.to_string(), Vec::new()));
+        } else if (line.starts_with('+') && !line.starts_with("+++"))
+            || (line.starts_with('-') && !line.starts_with("---"))
+        {
+            if let Some(p) = patches.last_mut() {
+                p.1.push(line.to_string());
+            }
+        }
+    }
+    assert_eq!(patches.len(), values.len());
+    for (i, (subject, lines)) in (1..=n).zip(&patches) {
+        let mut want = Vec::new();
+        if i == 1 {
+            want.extend(["+# Heuristics: testing".to_string(), "+".to_string()]);
+        }
+        want.extend(entry_lines(&format!("k{i}"), i));
+        assert_eq!(subject, &format!("heuristic: H-{i}"));
+        assert_eq!(lines, &want, "H-{i}");
+    }
+    assert_eq!(r.status(), Vec::<String>::new());
+    r.assert_fsck();
+}
+
 /// The prefix is taken only when it is provably the record's own: an `end` that does not
 /// land just after the record's marker and content, or a record without a key, commits the
 /// whole file, as before. A `write` array's appends use their indexed markers.

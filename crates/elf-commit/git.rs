@@ -48,7 +48,13 @@
 //!   no stat data (all zero), so git compares it with the file by content and shows the rest of
 //!   the file as a change not staged, never as staged;
 //! - a file is read for its prefixes once per group, only as far as the furthest `end` short of
-//!   its size, and is not hashed whole when every record naming it takes a prefix.
+//!   its size, and is not hashed whole when every record naming it takes a prefix;
+//! - elf-write may be appending to the file meanwhile (a live drain): a file hashed whole that
+//!   is not the size its prefixes were decided on is looked at again (up to three times), so
+//!   that a record whose entry was last when measured does not take the next one too.
+//!
+//! libgit2 reads a file for as many bytes as it measured first, and fails when another
+//! version is renamed over it in between; such a file is hashed again, as it is then.
 
 use std::cell::{OnceCell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
@@ -364,44 +370,32 @@ impl Repo {
             }
         }
 
-        // Appends of the jobs' own records that their commits take alone (see `prefixes`).
-        let prefixes = git.prefixes(jobs, &resolved)?;
-
-        // The new index entries of the paths taken whole: hashed through git's filters, with
-        // stat data. A path that every job naming it takes as a prefix is not read whole.
+        // The appends of the jobs' own records that their commits take alone (see `prefixes`),
+        // and the paths taken whole, hashed through git's filters into the index with stat
+        // data (a path that every job naming it takes as a prefix is not read whole). A file
+        // appended to between the two (the stage before this one still writing) is looked at
+        // again, so that a record's commit does not take an entry appended after its own.
         let mut olds: BTreeMap<PathBuf, Option<IndexEntry>> = BTreeMap::new();
-        let mut whole: BTreeMap<PathBuf, Option<(Oid, u32)>> = BTreeMap::new();
-        for (r, mine) in resolved.iter().zip(&prefixes) {
-            let Ok(r) = r else { continue };
-            for t in &r.targets {
-                let p = t.path();
-                if !olds.contains_key(p) {
-                    olds.insert(p.to_path_buf(), idx.get_path(p, 0));
-                }
-                if whole.contains_key(p) || mine.contains_key(p) {
-                    continue;
-                }
-                match t {
-                    Target::Add(p) => {
-                        idx.add_path(p)
-                            .map_err(|e| git_error(format_args!("adding {}", shown(p)), &e))?;
-                        let new = idx.get_path(p, 0).ok_or_else(|| {
-                            Error::internal(format!("{} vanished from the index", shown(p)))
-                        })?;
-                        whole.insert(p.clone(), Some((new.id, new.mode)));
-                    }
-                    Target::Remove(p) => {
-                        if idx.get_path(p, 0).is_some() {
-                            idx.remove_path(p).map_err(|e| {
-                                git_error(format_args!("removing {}", shown(p)), &e)
-                            })?;
-                        }
-                        whole.insert(p.clone(), None);
-                    }
-                }
+        let mut attempts = 0;
+        let changes = loop {
+            let (prefixes, sizes) = git.prefixes(jobs, &resolved)?;
+            let whole = hash_whole(idx, &self.workdir, &resolved, &prefixes, &mut olds)?;
+            attempts += 1;
+            // Hashed whole, and not as it was measured: another size (the index keeps sizes
+            // modulo 2^32, as git does), or a blob larger than the size libgit2 saw (git's
+            // filters only ever shrink a file on its way in).
+            let grew = sizes.iter().any(|(p, &size)| {
+                matches!(whole.get(p), Some(Some(_)))
+                    && idx.get_path(p, 0).is_some_and(|e| {
+                        e.file_size != size as u32
+                            || (size <= u64::from(u32::MAX)
+                                && git.blob_size(e.id) > u64::from(e.file_size))
+                    })
+            });
+            if !grew || attempts == 3 {
+                break Changes { whole, prefixes };
             }
-        }
-        let changes = Changes { whole, prefixes };
+        };
 
         // Each path as the last job naming it leaves it: that is what the index must hold.
         let mut plan = git.plan(&base, &resolved, &changes)?;
@@ -762,13 +756,15 @@ impl Git<'_> {
     /// appends follow the entry) and its first `end` bytes end with the record's marker line
     /// and `bytes` bytes after it. The file is read once for all the jobs, and only as far as
     /// the furthest such `end`; a file no longer than `end` is not read here (it is the
-    /// record's change as it is). A file that cannot be read is simply taken whole.
+    /// record's change as it is). A file that cannot be read is simply taken whole. Also
+    /// returns the size each such file had.
     fn prefixes(
         &self,
         jobs: &[Job],
         resolved: &[Result<Resolved, Error>],
-    ) -> Result<Vec<BTreeMap<PathBuf, Prefix>>, Error> {
+    ) -> Result<(Prefixes, BTreeMap<PathBuf, u64>), Error> {
         let mut out = vec![BTreeMap::new(); resolved.len()];
+        let mut sizes = BTreeMap::new();
         // By file, each job's last entry in it (a record may append to one file twice).
         let mut claims: BTreeMap<&Path, Vec<(usize, &Append)>> = BTreeMap::new();
         for (j, (job, r)) in jobs.iter().zip(resolved).enumerate() {
@@ -793,6 +789,7 @@ impl Git<'_> {
             let Some((data, mode, size)) = read_prefix(&self.workdir.join(path), &claims) else {
                 continue;
             };
+            sizes.insert(path.to_path_buf(), size);
             for (j, a) in claims {
                 if a.end >= size {
                     continue;
@@ -806,7 +803,15 @@ impl Git<'_> {
                 }
             }
         }
-        Ok(out)
+        Ok((out, sizes))
+    }
+
+    /// The size of blob `id` (0 when it cannot be read).
+    fn blob_size(&self, id: Oid) -> u64 {
+        self.repo
+            .odb()
+            .and_then(|odb| odb.read_header(id))
+            .map_or(0, |(n, _)| n as u64)
     }
 
     /// The blob of `data` as the content of `path` in the work tree: through git's filters,
@@ -1168,11 +1173,14 @@ struct Prefix {
     mode: u32,
 }
 
+/// For each job, the files it takes as a prefix.
+type Prefixes = Vec<BTreeMap<PathBuf, Prefix>>;
+
 /// The new content of the jobs' paths: the entries of the paths taken whole (`None`: removed),
 /// and for each job, the paths it takes as a prefix.
 struct Changes {
     whole: BTreeMap<PathBuf, Option<(Oid, u32)>>,
-    prefixes: Vec<BTreeMap<PathBuf, Prefix>>,
+    prefixes: Prefixes,
 }
 
 /// The jobs applied in order (see [`Git::plan`]).
@@ -1184,9 +1192,9 @@ struct Plan {
 }
 
 /// Reads the start of the file at `full` for the appends claiming it: as far as the
-/// furthest `end` short of the file's size. The bytes, the mode git gives the file, and its
-/// size; `None` when none of the appends can be its prefix or the file cannot be read (it is
-/// then taken whole, as without appends).
+/// furthest `end` short of the file's size (nothing when there is none). The bytes, the mode
+/// git gives the file, and its size; `None` when it is not a regular file or cannot be read
+/// (it is then taken whole, as without appends).
 fn read_prefix(full: &Path, claims: &[(usize, &Append)]) -> Option<(Vec<u8>, u32, u64)> {
     use std::io::Read;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -1204,7 +1212,8 @@ fn read_prefix(full: &Path, claims: &[(usize, &Append)]) -> Option<(Vec<u8>, u32
         .iter()
         .map(|(_, a)| a.end)
         .filter(|&end| end < size)
-        .max()?;
+        .max()
+        .unwrap_or(0);
     let mut data = vec![0; usize::try_from(need).ok()?];
     f.read_exact(&mut data).ok()?;
     // As git records a regular file (libgit2, trusting the executable bit as it does for
@@ -1215,6 +1224,71 @@ fn read_prefix(full: &Path, claims: &[(usize, &Append)]) -> Option<(Vec<u8>, u32
         0o100_644
     };
     Some((data, mode, size))
+}
+
+/// Hashes into the index, through git's filters and with stat data, the paths the jobs take
+/// whole (every path they name but those a job takes as a prefix), and removes the ones
+/// they remove. Returns their new entries (`None`: removed); `olds` gets the entry each path
+/// had before, the first time it is seen.
+fn hash_whole(
+    idx: &mut Index,
+    workdir: &Path,
+    resolved: &[Result<Resolved, Error>],
+    prefixes: &[BTreeMap<PathBuf, Prefix>],
+    olds: &mut BTreeMap<PathBuf, Option<IndexEntry>>,
+) -> Result<BTreeMap<PathBuf, Option<(Oid, u32)>>, Error> {
+    let mut whole = BTreeMap::new();
+    for (r, mine) in resolved.iter().zip(prefixes) {
+        let Ok(r) = r else { continue };
+        for t in &r.targets {
+            let p = t.path();
+            if !olds.contains_key(p) {
+                olds.insert(p.to_path_buf(), idx.get_path(p, 0));
+            }
+            if whole.contains_key(p) || mine.contains_key(p) {
+                continue;
+            }
+            match t {
+                Target::Add(p) => {
+                    add_path(idx, workdir, p)?;
+                    let new = idx.get_path(p, 0).ok_or_else(|| {
+                        Error::internal(format!("{} vanished from the index", shown(p)))
+                    })?;
+                    whole.insert(p.clone(), Some((new.id, new.mode)));
+                }
+                Target::Remove(p) => {
+                    if idx.get_path(p, 0).is_some() {
+                        idx.remove_path(p)
+                            .map_err(|e| git_error(format_args!("removing {}", shown(p)), &e))?;
+                    }
+                    whole.insert(p.clone(), None);
+                }
+            }
+        }
+    }
+    Ok(whole)
+}
+
+/// Hashes `p` into the index. libgit2 reads a file as long as it measured it first, and fails
+/// when another version was renamed in between (as elf-write does, appending while the
+/// commit of its previous records is made): then it is hashed again, as it is now.
+fn add_path(idx: &mut Index, workdir: &Path, p: &Path) -> Result<(), Error> {
+    let full = workdir.join(p);
+    let mut before = FileId::of(&full);
+    let mut tries = 0;
+    loop {
+        match idx.add_path(p) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                let now = FileId::of(&full);
+                if tries == 5 || now.is_none() || now == before {
+                    return Err(git_error(format_args!("adding {}", shown(p)), &e));
+                }
+                before = now;
+                tries += 1;
+            }
+        }
+    }
 }
 
 /// Gives every path the jobs named the index entry of what the last job naming it committed
