@@ -314,6 +314,10 @@ fn appends_report_where_their_entry_ends() {
     let w = out[0]["write"].as_object().expect("object");
     assert_eq!(w["created"], false);
     assert!(!w.contains_key("end"), "{w:?}");
+    // A field of that name in another kind of write is the user's, kept as it is.
+    let replace = json!({"write":{"path":"r.md","content":"x","end":"mine"}});
+    let (_, out, _) = run_records(ew(t.path()), &[replace]);
+    assert_eq!(out[0]["write"]["end"], "mine");
     // Without a key there is no marker: the end of what this run appended.
     let plain = json!({"write":{"path":"h.md","mode":"append","content":"plain\n"}});
     let (_, out, _) = run_records(ew(t.path()), &[plain]);

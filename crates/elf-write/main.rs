@@ -368,13 +368,15 @@ fn put_results(obj: &mut serde_json::Map<String, Value>, o: &Outcome) {
     obj.insert("path".into(), Value::from(o.path.display()));
     obj.insert("bytes".into(), Value::from(o.bytes));
     obj.insert("created".into(), Value::from(o.created));
+    // Appends only (`header_written` is set for every append), so that another write's own
+    // field named `end` is kept as it is.
     if let Some(h) = o.header_written {
         obj.insert("header_written".into(), Value::from(h));
+        match o.end {
+            Some(end) => obj.insert("end".into(), Value::from(end)),
+            None => obj.shift_remove("end"),
+        };
     }
-    match o.end {
-        Some(end) => obj.insert("end".into(), Value::from(end)),
-        None => obj.shift_remove("end"),
-    };
 }
 
 /// The stream form: `elf-write [-a | --create [--unique]] PATH < CONTENT`.
