@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::util::{TempDir, cmd, json_lines, one_line, run_with_input, scale, watchdog};
+use crate::util::{TempDir, cmd, json_lines, one_line, pipeline, run_with_input, scale, watchdog};
 
 const BIN: &str = env!("CARGO_BIN_EXE_elf-commit");
+const WRITE_BIN: &str = env!("CARGO_BIN_EXE_elf-write");
 
 /// A repository in a temporary folder, with an identity and no global configuration.
 struct Repo {
@@ -98,6 +99,39 @@ impl Repo {
             .stdin(std::fs::File::open(&input).expect("open"))
             .output()
             .expect("run")
+    }
+
+    /// An elf-write command writing into the work tree.
+    fn elf_write_cmd(&self) -> Command {
+        let mut c = cmd(WRITE_BIN);
+        self.env(&mut c);
+        c.arg("--root").arg(self.path());
+        c
+    }
+
+    /// Runs elf-write on `values` and returns the records it passed on.
+    fn elf_write(&self, values: &[Value]) -> Vec<Value> {
+        let out = run_with_input(self.elf_write_cmd(), &records(values));
+        assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+        json_lines(&out.stdout)
+            .into_iter()
+            .map(Value::Object)
+            .collect()
+    }
+
+    /// The lines `git diff ARGS` adds and removes (`+x`, `-y`), without the file headers.
+    fn diff_lines(&self, args: &[&str]) -> Vec<String> {
+        let mut all = vec!["diff", "--no-color", "--format="];
+        all.extend_from_slice(args);
+        self.git(&all)
+            .lines()
+            .filter(|l| {
+                (l.starts_with('+') || l.starts_with('-'))
+                    && !l.starts_with("+++")
+                    && !l.starts_with("---")
+            })
+            .map(str::to_string)
+            .collect()
     }
 
     /// Writes `rel` and commits it with the git CLI.
@@ -1228,4 +1262,302 @@ fn a_stream_sees_what_git_did_between_two_records() {
     assert!(a["commit"]["sha"].is_string());
     assert!(!r.lock_left());
     r.assert_fsck();
+}
+
+/// The heuristics file the drain tests append to.
+const HEURISTICS: &str = "memory/heuristics/testing.md";
+
+/// A heuristic as a journaled record: its heading and its commit message take the row id
+/// from the record (`$join`, `$ref`), as the ELF scripts' records do.
+fn heuristic(key: &str, id: u32) -> Value {
+    json!({"key": key, "db": {"id": id},
+        "write": {"path": HEURISTICS, "mode": "append", "header": "# Heuristics: testing\n\n",
+                  "content": {"$join": ["## H-", {"$ref": "/db/id"}, ": rule ", key, "\n"]}},
+        "commit": {"message": {"$join": ["heuristic: H-", {"$ref": "/db/id"}]}}})
+}
+
+/// The lines a heuristic's entry adds, as `git diff` shows them.
+fn entry_lines(key: &str, id: u32) -> Vec<String> {
+    vec![
+        format!("+<!-- elf:{key} -->"),
+        format!("+## H-{id}: rule {key}"),
+    ]
+}
+
+/// Checks that each of `recs` has a commit of its own, on the one before, holding exactly its
+/// own entry (the first also the header) with its own message, and that the commit's file is
+/// the work tree's file up to the record's `end`. Returns the commits.
+fn assert_one_commit_per_entry(r: &Repo, recs: &[serde_json::Map<String, Value>]) -> Vec<String> {
+    let file = std::fs::read(r.join(HEURISTICS)).expect("read");
+    let mut shas = Vec::new();
+    for (i, rec) in recs.iter().enumerate() {
+        let sha = sha_of(rec);
+        assert!(rec["commit"].get("unchanged").is_none(), "{rec:?}");
+        let id = rec["db"]["id"].as_u64().and_then(|n| u32::try_from(n).ok());
+        let id = id.expect("id");
+        let key = rec["key"].as_str().expect("key");
+        let mut want = Vec::new();
+        if i == 0 {
+            want.extend(["+# Heuristics: testing".to_string(), "+".to_string()]);
+        }
+        want.extend(entry_lines(key, id));
+        assert_eq!(r.diff_lines(&[&format!("{sha}~1"), &sha]), want, "{key}");
+        assert_eq!(
+            r.git(&["show", "--name-only", "--format=%s", &sha]).trim(),
+            format!("heuristic: H-{id}\n\n{HEURISTICS}")
+        );
+        let end = rec["write"]["end"].as_u64().expect("end");
+        let end = usize::try_from(end).expect("end");
+        let committed = r
+            .git_cmd(&["show", &format!("{sha}:{HEURISTICS}")])
+            .output()
+            .expect("show");
+        assert_eq!(committed.stdout, file[..end], "{key}");
+        if let Some(before) = shas.last() {
+            assert_eq!(r.git(&["rev-parse", &format!("{sha}~1")]).trim(), before);
+        }
+        shas.push(sha);
+    }
+    shas
+}
+
+/// A drain: elf-write appends three records to one file before elf-commit commits the first;
+/// elf-commit, seeing them waiting together, still gives each a commit holding exactly its
+/// own entry, and replaying the drain (the whole pipeline, then one record alone) commits
+/// nothing.
+#[test]
+fn appends_to_one_file_waiting_together_get_one_commit_each() {
+    let r = Repo::new();
+    r.git_commit_file("seed", "seed\n", "seed");
+    let values = [heuristic("k1", 1), heuristic("k2", 2), heuristic("k3", 3)];
+    let written = r.elf_write(&values);
+    let out = r.elf_waiting(&[], &written);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let recs = json_lines(&out.stdout);
+    assert_eq!(recs.len(), 3);
+    let shas = assert_one_commit_per_entry(&r, &recs);
+    assert_eq!(shas.last().map(String::as_str), Some(r.head().as_str()));
+    assert_eq!(r.count(), 4);
+    assert_eq!(r.status(), Vec::<String>::new());
+    assert!(!r.lock_left());
+    r.assert_fsck();
+
+    // The same drain again, through the pipeline: every record finds its entry committed.
+    let head = r.head();
+    for input in [&values[..], &values[..1]] {
+        let outs = pipeline(vec![r.elf_write_cmd(), r.elf(&[])], &records(input));
+        for o in &outs {
+            assert_eq!(code(o), Some(0), "{}", stderr(o));
+        }
+        let again = json_lines(&outs[1].stdout);
+        assert_eq!(again.len(), input.len());
+        for rec in &again {
+            assert_eq!(rec["write"]["created"], false);
+            assert_eq!(rec["commit"]["unchanged"], true, "{rec:?}");
+            assert_eq!(sha_of(rec), head);
+        }
+    }
+    assert_eq!(r.head(), head);
+    assert_eq!(r.status(), Vec::<String>::new());
+    r.assert_fsck();
+}
+
+/// A fourth append, written but not given to elf-commit (it waits for the next group): the
+/// three commits hold only their own entries, and the fourth entry is a change in the work
+/// tree, not staged. Then the same with the three committed as one (`--batch`), and the
+/// fourth committed later on its own.
+#[test]
+fn an_append_written_but_not_committed_stays_an_unstaged_change() {
+    for batch in [false, true] {
+        let r = Repo::new();
+        r.git_commit_file("seed", "seed\n", "seed");
+        let values: Vec<Value> = (1..=4).map(|i| heuristic(&format!("k{i}"), i)).collect();
+        let written = r.elf_write(&values);
+        let args: &[&str] = if batch { &["--batch"] } else { &[] };
+        let out = r.elf_waiting(args, &written[..3]);
+        assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+        let recs = json_lines(&out.stdout);
+        if batch {
+            assert_eq!(r.count(), 2);
+            let mut want = vec!["+# Heuristics: testing".to_string(), "+".to_string()];
+            for i in 1..=3 {
+                want.extend(entry_lines(&format!("k{i}"), i));
+                assert_eq!(sha_of(&recs[usize::try_from(i - 1).expect("i")]), r.head());
+            }
+            assert_eq!(r.diff_lines(&["HEAD~1", "HEAD"]), want);
+        } else {
+            assert_one_commit_per_entry(&r, &recs);
+            assert_eq!(r.count(), 4);
+        }
+        assert_eq!(r.diff_lines(&[]), entry_lines("k4", 4), "unstaged");
+        assert_eq!(r.git(&["diff", "--cached"]), "", "nothing staged");
+        assert_eq!(r.status(), [format!(" M {HEURISTICS}")]);
+        r.assert_fsck();
+
+        // Replayed, the three commit nothing and leave the fourth as it was.
+        let head = r.head();
+        let out = r.elf_waiting(args, &written[..3]);
+        assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+        assert!(
+            json_lines(&out.stdout)
+                .iter()
+                .all(|rec| rec["commit"]["unchanged"] == true)
+        );
+        assert_eq!(r.head(), head);
+        assert_eq!(r.git(&["diff", "--cached"]), "", "nothing staged");
+        assert_eq!(r.diff_lines(&[]), entry_lines("k4", 4), "unstaged");
+
+        // The fourth, in the next group: its own entry, and the work tree clean.
+        let out = r.elf_waiting(args, &written[3..]);
+        assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+        assert_eq!(r.diff_lines(&["HEAD~1", "HEAD"]), entry_lines("k4", 4));
+        assert_eq!(r.status(), Vec::<String>::new());
+        r.assert_fsck();
+    }
+}
+
+/// A live drain: elf-write appends batch after batch to one file while elf-commit commits the
+/// groups it finds waiting, so the file grows under elf-commit at any instant; still every
+/// record gets one commit holding exactly its own entry, and nothing is left over.
+#[test]
+fn a_live_drain_gives_every_append_its_own_commit() {
+    let r = Repo::new();
+    r.git_commit_file("seed", "seed\n", "seed");
+    let n: u32 = 200;
+    let values: Vec<Value> = (1..=n).map(|i| heuristic(&format!("k{i}"), i)).collect();
+    let outs = pipeline(vec![r.elf_write_cmd(), r.elf(&[])], &records(&values));
+    for o in &outs {
+        assert_eq!(code(o), Some(0), "{}", stderr(o));
+    }
+    let recs = json_lines(&outs[1].stdout);
+    assert_eq!(recs.len(), values.len());
+    assert!(
+        recs.iter()
+            .all(|rec| rec["commit"].get("unchanged").is_none())
+    );
+    assert_eq!(r.count(), 1 + usize::try_from(n).expect("n"));
+    // Each commit's patch, oldest first: exactly its own entry (the first, the header too).
+    let log = r.git(&[
+        "log",
+        "--reverse",
+        "-p",
+        "--no-color",
+        "--format=>>> %s",
+        "HEAD~200..HEAD",
+    ]);
+    let mut patches: Vec<(String, Vec<String>)> = Vec::new();
+    for line in log.lines() {
+        if let Some(subject) = line.strip_prefix(">>> ") {
+            patches.push((subject.to_string(), Vec::new()));
+        } else if (line.starts_with('+') && !line.starts_with("+++"))
+            || (line.starts_with('-') && !line.starts_with("---"))
+        {
+            if let Some(p) = patches.last_mut() {
+                p.1.push(line.to_string());
+            }
+        }
+    }
+    assert_eq!(patches.len(), values.len());
+    for (i, (subject, lines)) in (1..=n).zip(&patches) {
+        let mut want = Vec::new();
+        if i == 1 {
+            want.extend(["+# Heuristics: testing".to_string(), "+".to_string()]);
+        }
+        want.extend(entry_lines(&format!("k{i}"), i));
+        assert_eq!(subject, &format!("heuristic: H-{i}"));
+        assert_eq!(lines, &want, "H-{i}");
+    }
+    assert_eq!(r.status(), Vec::<String>::new());
+    r.assert_fsck();
+}
+
+/// The prefix is taken only when it is provably the record's own: an `end` that does not
+/// land just after the record's marker and content, or a record without a key, commits the
+/// whole file, as before. A `write` array's appends use their indexed markers.
+#[test]
+fn appends_that_cannot_be_checked_commit_the_whole_file() {
+    let r = Repo::new();
+    r.git_commit_file("seed", "seed\n", "seed");
+    let values = [heuristic("k1", 1), heuristic("k2", 2), heuristic("k3", 3)];
+    let mut written = r.elf_write(&values);
+    // k1's end one byte short: its commit takes the whole file; k2 and k3 have nothing left.
+    let end = written[0]["write"]["end"].as_u64().expect("end");
+    written[0]["write"]["end"] = json!(end - 1);
+    let out = r.elf_waiting(&[], &written);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let recs = json_lines(&out.stdout);
+    assert_eq!(r.count(), 2);
+    assert!(recs[0]["commit"].get("unchanged").is_none());
+    assert_eq!(recs[1]["commit"]["unchanged"], true);
+    assert_eq!(recs[2]["commit"]["unchanged"], true);
+    assert_eq!(r.status(), Vec::<String>::new());
+
+    // A record with two appends to one file: each entry has its own marker, and the record's
+    // commit takes the file up to its second entry, not the next record's.
+    let pair = json!({"key": "pair", "write": [
+        {"path": "log.md", "mode": "append", "content": "first\n"},
+        {"path": "log.md", "mode": "append", "content": "second\n"}],
+        "commit": {"message": "pair"}});
+    let next = json!({"key": "next", "write": {"path": "log.md", "mode": "append",
+        "content": "next\n"}, "commit": {"message": "next"}});
+    let written = r.elf_write(&[pair, next]);
+    let out = r.elf_waiting(&[], &written);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert_eq!(r.count(), 4);
+    assert_eq!(
+        r.diff_lines(&["HEAD~2", "HEAD~1"]),
+        [
+            "+<!-- elf:pair 0 -->",
+            "+first",
+            "+<!-- elf:pair 1 -->",
+            "+second"
+        ]
+    );
+    assert_eq!(
+        r.diff_lines(&["HEAD~1", "HEAD"]),
+        ["+<!-- elf:next -->", "+next"]
+    );
+    assert_eq!(r.status(), Vec::<String>::new());
+    r.assert_fsck();
+}
+
+/// References in `commit` are resolved against the record; a bad one is a bad record naming
+/// the line and the pointer.
+#[test]
+fn references_in_commit_are_resolved_against_the_record() {
+    let r = Repo::new();
+    r.write("memory/a.md", "a\n");
+    let good = json!({"db": {"id": 7}, "file": "memory/a.md",
+        "commit": {"paths": [{"$ref": "/file"}],
+                   "message": {"$join": ["failure: ", {"$ref": "/db/id"}]}}});
+    let bad = json!({"commit": {"paths": "memory/a.md", "message": {"$ref": "/db/title"}}});
+    let out = run_with_input(r.elf(&[]), &records(&[good.clone(), bad.clone()]));
+    assert_eq!(code(&out), Some(65));
+    assert_eq!(
+        one_line(&out.stderr),
+        "elf-commit: line 2: commit: reference \"/db/title\" resolves to nothing in the record"
+    );
+    let recs = json_lines(&out.stdout);
+    assert_eq!(recs.len(), 1);
+    // The references stay as written; the results are added beside them.
+    assert_eq!(recs[0]["commit"]["paths"], good["commit"]["paths"]);
+    assert_eq!(recs[0]["commit"]["message"], good["commit"]["message"]);
+    assert_eq!(r.subject_and_body("HEAD").0, "failure: 7");
+    assert_eq!(r.tree_files(), ["memory/a.md"]);
+
+    let whole = json!({"c": {"paths": ["memory/a.md"], "message": "m"}, "commit": {"$ref": "/c"}});
+    let out = run_with_input(r.elf(&["--keep-going"]), &records(&[bad, whole]));
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let recs = json_lines(&out.stdout);
+    assert_eq!(recs[0]["error"]["code"], 65);
+    assert_eq!(recs[0]["error"]["line"], 1);
+    assert_eq!(recs[1]["error"]["code"], 65);
+    assert!(
+        recs[1]["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not a reference")),
+        "{:?}",
+        recs[1]
+    );
+    assert_eq!(r.count(), 1);
 }

@@ -205,6 +205,129 @@ fn two_appends_of_one_record_to_one_file_are_two_entries_once() {
     );
 }
 
+/// References in a write object are resolved against the record before the write, and stay
+/// in the record as written (but `path`, which becomes the final path); a bad one is a bad
+/// record naming the line and the pointer, and nothing of its record is written.
+#[test]
+fn references_are_resolved_before_writing_and_stay_as_written() {
+    let t = TempDir::new();
+    let content = json!({"$join":["## H-",{"$ref":"/db/id"},": ",{"$ref":"/title"},"\n"]});
+    let path = json!({"$join":["h/",{"$ref":"/domain"},".md"]});
+    let rec = json!({"key":"k","db":{"id":42},"title":"rule","domain":"testing",
+        "write":[{"path":path,"mode":"append","header":"# H\n","content":content},
+                 {"path":{"$ref":"/file"},"content":{"$ref":"/title"}}],
+        "file":"plain.md"});
+    let (code, recs, err) = run_records(ew(t.path()), std::slice::from_ref(&rec));
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        fs::read_to_string(t.join("h/testing.md")).expect("read"),
+        "# H\n<!-- elf:k 0 -->\n## H-42: rule\n"
+    );
+    assert_eq!(
+        fs::read_to_string(t.join("plain.md")).expect("read"),
+        "rule"
+    );
+    let ws = recs[0]["write"].as_array().expect("array");
+    assert_eq!(ws[0]["path"], "h/testing.md");
+    assert_eq!(ws[0]["content"], content);
+    assert_eq!(ws[0]["bytes"], 14);
+    assert_eq!(ws[1]["path"], "plain.md");
+    assert_eq!(ws[1]["content"], json!({"$ref":"/title"}));
+
+    // A reference that names nothing: 65, the line and the pointer; nothing written.
+    let bad = json!({"key":"b","write":[{"path":"first.md","content":"x"},
+        {"path":"second.md","content":{"$ref":"/db/id"}}]});
+    let good = json!({"write":{"path":"after.md","content":"y"}});
+    let input = lines(&[
+        json!({"write":{"path":"before.md","content":"z"}}),
+        bad,
+        good,
+    ]);
+    let out = run_with_input(ew(t.path()), &input);
+    assert_eq!(out.status.code(), Some(65));
+    assert_eq!(
+        one_line(&out.stderr),
+        "elf-write: line 2: write: reference \"/db/id\" resolves to nothing in the record"
+    );
+    assert!(t.join("before.md").exists());
+    assert!(!t.join("first.md").exists() && !t.join("after.md").exists());
+    let out = run_with_input(ew(t.path()).arg("--keep-going"), &input);
+    assert_eq!(out.status.code(), Some(65));
+    let recs = json_lines(&out.stdout);
+    assert_eq!(recs[1]["error"]["code"], 65);
+    assert_eq!(recs[1]["error"]["line"], 2);
+    assert!(!t.join("first.md").exists() && t.join("after.md").exists());
+
+    // The write object itself is not a reference: the results would have nowhere to go.
+    for w in [
+        json!({"$ref":"/w"}),
+        json!([{"path":"a","content":"a"},{"$ref":"/w"}]),
+    ] {
+        let rec = json!({"w":{"path":"w.md","content":"w"},"write":w});
+        let (code, _, err) = run_records(ew(t.path()), &[rec]);
+        assert_eq!(code, Some(65), "{err}");
+        assert!(err.contains("not a reference"), "{err}");
+    }
+    assert!(!t.join("w.md").exists() && !t.join("a").exists());
+}
+
+/// `end`: the size of the file's prefix that ends with the record's entry, found again on a
+/// replay, left out when the marker is followed by other content.
+#[test]
+fn appends_report_where_their_entry_ends() {
+    let t = TempDir::new();
+    let recs: Vec<Value> = ["a", "b", "c"]
+        .iter()
+        .map(|k| {
+            json!({"key":k,"write":{"path":"h.md","mode":"append","header":"# H\n\n",
+            "content":format!("entry {k}\n")}})
+        })
+        .collect();
+    let (code, first, err) = run_records(ew(t.path()), &recs);
+    assert_eq!(code, Some(0), "{err}");
+    let text = fs::read_to_string(t.join("h.md")).expect("read");
+    let ends: Vec<u64> = first
+        .iter()
+        .map(|r| r["write"]["end"].as_u64().expect("end"))
+        .collect();
+    let expected: Vec<u64> = ["a", "b", "c"]
+        .iter()
+        .map(|k| {
+            let entry = format!("<!-- elf:{k} -->\nentry {k}\n");
+            (text.find(&entry).expect("entry") + entry.len()) as u64
+        })
+        .collect();
+    assert_eq!(ends, expected);
+    assert_eq!(ends[2], text.len() as u64);
+    assert_eq!(ends[0], "# H\n\n<!-- elf:a -->\nentry a\n".len() as u64);
+    // A replay, one record at a time and all at once, finds the same ends.
+    let (_, again, _) = run_records(ew(t.path()), &recs[1..2]);
+    assert_eq!(again[0]["write"]["end"], ends[1]);
+    assert_eq!(again[0]["write"]["created"], false);
+    let (_, again, _) = run_records(ew(t.path()), &recs);
+    let replayed: Vec<Value> = again.iter().map(|r| r["write"]["end"].clone()).collect();
+    assert_eq!(replayed, ends.iter().map(|e| json!(e)).collect::<Vec<_>>());
+    // The same key with other content: the marker says done, but the entry is not this one.
+    let other =
+        json!({"key":"b","write":{"path":"h.md","mode":"append","content":"other\n","end":1}});
+    let (_, out, _) = run_records(ew(t.path()), &[other]);
+    let w = out[0]["write"].as_object().expect("object");
+    assert_eq!(w["created"], false);
+    assert!(!w.contains_key("end"), "{w:?}");
+    // A field of that name in another kind of write is the user's, kept as it is.
+    let replace = json!({"write":{"path":"r.md","content":"x","end":"mine"}});
+    let (_, out, _) = run_records(ew(t.path()), &[replace]);
+    assert_eq!(out[0]["write"]["end"], "mine");
+    // Without a key there is no marker: the end of what this run appended.
+    let plain = json!({"write":{"path":"h.md","mode":"append","content":"plain\n"}});
+    let (_, out, _) = run_records(ew(t.path()), &[plain]);
+    assert_eq!(out[0]["write"]["end"], text.len() as u64 + 6);
+    assert_eq!(
+        fs::read_to_string(t.join("h.md")).expect("read"),
+        format!("{text}plain\n")
+    );
+}
+
 #[test]
 fn modes_existing_files_keep_theirs_new_ones_get_file_mode_or_umask() {
     let t = TempDir::new();
@@ -888,6 +1011,7 @@ fn a_stream_of_waiting_records_ends_as_if_written_one_by_one() {
     }
     let (code, out, err) = run_records(ew(t.path()), &records);
     assert_eq!(code, Some(0), "{err}");
+    let first_run = out.clone();
     let order: Vec<i64> = out.iter().map(|r| r["i"].as_i64().expect("i")).collect();
     assert_eq!(order, (0..n).collect::<Vec<i64>>());
     // Every write reports what it did.
@@ -912,6 +1036,20 @@ fn a_stream_of_waiting_records_ends_as_if_written_one_by_one() {
             fs::read_to_string(t.join(format!("r/f{f}"))).expect("read"),
             format!("v{last}\n")
         );
+    }
+    // Each append's end is where its own entry ends, though the batch appended more after it.
+    let is_append =
+        |r: &&serde_json::Map<String, Value>| r.get("write").is_some_and(|w| w["mode"] == "append");
+    for r in out.iter().filter(is_append) {
+        let w = &r["write"];
+        let text = fs::read(t.join(w["path"].as_str().expect("path"))).expect("read");
+        let end = usize::try_from(w["end"].as_u64().expect("end")).expect("end");
+        let entry = format!(
+            "<!-- elf:{} -->\n{}",
+            r["key"].as_str().expect("key"),
+            w["content"].as_str().expect("content")
+        );
+        assert!(text[..end].ends_with(entry.as_bytes()), "{r:?}");
     }
     // Appends: one header, every entry once, in record order.
     for l in 0..3 {
@@ -951,6 +1089,11 @@ fn a_stream_of_waiting_records_ends_as_if_written_one_by_one() {
         out.iter()
             .all(|r| r.get("write").is_some_and(|w| w["created"] == false))
     );
+    let ends = |recs: &[serde_json::Map<String, Value>]| -> Vec<Value> {
+        recs.iter().map(|r| r["write"]["end"].clone()).collect()
+    };
+    let first: Vec<_> = first_run.iter().filter(is_append).cloned().collect();
+    assert_eq!(ends(&out), ends(&first), "a replay finds the same ends");
     let after: Vec<String> = (0..3)
         .map(|l| fs::read_to_string(t.join(format!("log{l}.md"))).expect("read"))
         .collect();

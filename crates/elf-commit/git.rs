@@ -29,6 +29,32 @@
 //! 4 and 6 are done for each record on top of the commit before it. Between two such groups
 //! everything is read again (HEAD; the index, unless its file is the one this process wrote),
 //! so what git or anyone else did meanwhile is seen.
+//!
+//! # Appends
+//!
+//! Several records of one drain may append to one file, and elf-write appends them all
+//! before the first is committed. A record's own change to such a file is the file's prefix
+//! that ends with its entry (`write.end`, see [`Append`]), so its commit takes that prefix,
+//! not the file, when the file is longer than `end` and the prefix provably ends with the
+//! record's entry (its marker line at `end - bytes - marker length`, at the start of a line);
+//! otherwise it takes the file, as for any path. Invariants:
+//!
+//! - a record's commit holds its own entry and nothing appended after it; the last record's
+//!   commit, or any commit of a file no longer than `end`, holds the whole file;
+//! - a prefix never takes a file back: when the tree already holds the prefix with more after
+//!   it (a replayed drain), the record's commit leaves the file as it is (no commit);
+//! - the index entry of every path ends as the blob of the last commit made for it (after all
+//!   the records of the group, one after the other); when that blob is a prefix, the entry has
+//!   no stat data (all zero), so git compares it with the file by content and shows the rest of
+//!   the file as a change not staged, never as staged;
+//! - a file is read for its prefixes once per group, only as far as the furthest `end` short of
+//!   its size, and is not hashed whole when every record naming it takes a prefix;
+//! - elf-write may be appending to the file meanwhile (a live drain): a file hashed whole that
+//!   is not the size its prefixes were decided on is looked at again (up to three times), so
+//!   that a record whose entry was last when measured does not take the next one too.
+//!
+//! libgit2 reads a file for as many bytes as it measured first, and fails when another
+//! version is renamed over it in between; such a file is hashed again, as it is then.
 
 use std::cell::{OnceCell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
@@ -41,15 +67,15 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use git2::{
-    Buf, Config, ErrorClass, ErrorCode, Index, IndexEntry, Mempack, ObjectType, Oid, Repository,
-    Signature, Time,
+    Buf, Config, ErrorClass, ErrorCode, Index, IndexEntry, IndexTime, Mempack, ObjectType, Oid,
+    Repository, Signature, Time,
 };
 
 use elf_core::text::escape;
-use elf_core::{Error, lockfile};
+use elf_core::{Error, lockfile, marker};
 
 use crate::indexlock;
-pub use crate::job::Job;
+pub use crate::job::{Append, Job};
 use crate::message::{Message, parse_date};
 use crate::tree::{Entry, Trees};
 
@@ -344,35 +370,36 @@ impl Repo {
             }
         }
 
-        // The new index entries: hashed through git's filters, with stat data.
-        let mut changes: BTreeMap<PathBuf, Option<(Oid, u32)>> = BTreeMap::new();
-        let mut dirty = false;
-        for r in resolved.iter().flatten() {
-            for t in &r.targets {
-                match t {
-                    Target::Add(p) if !changes.contains_key(p) => {
-                        let old = idx.get_path(p, 0);
-                        idx.add_path(p)
-                            .map_err(|e| git_error(format_args!("adding {}", shown(p)), &e))?;
-                        let new = idx.get_path(p, 0).ok_or_else(|| {
-                            Error::internal(format!("{} vanished from the index", shown(p)))
-                        })?;
-                        dirty |= !old.as_ref().is_some_and(|o| same_entry(o, &new));
-                        changes.insert(p.clone(), Some((new.id, new.mode)));
-                    }
-                    Target::Remove(p) if !changes.contains_key(p) => {
-                        if idx.get_path(p, 0).is_some() {
-                            idx.remove_path(p).map_err(|e| {
-                                git_error(format_args!("removing {}", shown(p)), &e)
-                            })?;
-                            dirty = true;
-                        }
-                        changes.insert(p.clone(), None);
-                    }
-                    _ => {}
-                }
+        // The appends of the jobs' own records that their commits take alone (see `prefixes`),
+        // and the paths taken whole, hashed through git's filters into the index with stat
+        // data (a path that every job naming it takes as a prefix is not read whole). A file
+        // appended to between the two (the stage before this one still writing) is looked at
+        // again, so that a record's commit does not take an entry appended after its own.
+        let mut olds: BTreeMap<PathBuf, Option<IndexEntry>> = BTreeMap::new();
+        let mut attempts = 0;
+        let changes = loop {
+            let (prefixes, sizes) = git.prefixes(jobs, &resolved)?;
+            let whole = hash_whole(idx, &self.workdir, &resolved, &prefixes, &mut olds)?;
+            attempts += 1;
+            // Hashed whole, and not as it was measured: another size (the index keeps sizes
+            // modulo 2^32, as git does), or a blob larger than the size libgit2 saw (git's
+            // filters only ever shrink a file on its way in).
+            let grew = sizes.iter().any(|(p, &size)| {
+                matches!(whole.get(p), Some(Some(_)))
+                    && idx.get_path(p, 0).is_some_and(|e| {
+                        e.file_size != size as u32
+                            || (size <= u64::from(u32::MAX)
+                                && git.blob_size(e.id) > u64::from(e.file_size))
+                    })
+            });
+            if !grew || attempts == 3 {
+                break Changes { whole, prefixes };
             }
-        }
+        };
+
+        // Each path as the last job naming it leaves it: that is what the index must hold.
+        let mut plan = git.plan(&base, &resolved, &changes)?;
+        let dirty = settle_index(idx, &olds, &changes.whole, &plan.last)?;
 
         if separate {
             return self.each(
@@ -382,14 +409,18 @@ impl Repo {
 
         let mut index_written = false;
         let (sha, changed) = loop {
-            let tree_id = git.build_tree(&base, &changes)?;
+            let tree_id = git.build_tree(&base, &plan.last)?;
             let changed: Vec<bool> = resolved
                 .iter()
-                .map(|r| {
+                .zip(&changes.prefixes)
+                .zip(&plan.advanced)
+                .map(|((r, mine), advanced)| {
                     r.as_ref().is_ok_and(|r| {
-                        r.targets
-                            .iter()
-                            .any(|t| git.differs(&base, t.path(), &changes))
+                        *advanced
+                            || r.targets.iter().any(|t| {
+                                !mine.contains_key(t.path())
+                                    && git.differs(&base, t.path(), &plan.last)
+                            })
                     })
                 })
                 .collect();
@@ -418,6 +449,7 @@ impl Repo {
                     // Someone else committed meanwhile: build again on top of theirs.
                     head = moved;
                     base = git.tree(head.oid)?;
+                    plan = git.plan(&base, &resolved, &changes)?;
                 }
             }
         };
@@ -441,7 +473,9 @@ impl Repo {
     }
 
     /// One commit for each job, in order (see [`Repo::run`], which resolved the jobs and
-    /// updated the index entries of all their paths).
+    /// updated the index entries of all their paths). A job's tree is built on the commit
+    /// before it, with its paths as [`Git::job_changes`] gives them: a file that later jobs
+    /// appended to after this job's entry is committed up to this job's entry.
     #[allow(clippy::type_complexity, clippy::too_many_arguments)]
     fn each(
         &self,
@@ -450,7 +484,7 @@ impl Repo {
         idx: &mut Index,
         jobs: &[Job],
         resolved: Vec<Result<Resolved, Error>>,
-        changes: &BTreeMap<PathBuf, Option<(Oid, u32)>>,
+        changes: &Changes,
         dirty: bool,
         mut head: Head,
         deadline: Instant,
@@ -462,7 +496,7 @@ impl Repo {
         let mut committed = false;
         let mut outcomes = Vec::with_capacity(resolved.len());
         let mut failure: Option<Error> = None;
-        for (job, r) in jobs.iter().zip(resolved) {
+        for (j, (job, r)) in jobs.iter().zip(resolved).enumerate() {
             let r = match (r, &failure) {
                 (_, Some(e)) => {
                     outcomes.push(Err(e.clone()));
@@ -474,13 +508,11 @@ impl Repo {
                 }
                 (Ok(r), None) => r,
             };
-            let mine: BTreeMap<PathBuf, Option<(Oid, u32)>> = r
-                .targets
-                .iter()
-                .filter_map(|t| changes.get(t.path()).map(|c| (t.path().to_path_buf(), *c)))
-                .collect();
             let step = loop {
-                let tree_id = match git.build_tree(&base, &mine) {
+                let tree_id = match git
+                    .job_changes(&base, j, &r, changes)
+                    .and_then(|mine| git.build_tree(&base, &mine))
+                {
                     Ok(Some(t)) => t,
                     Ok(None) => break Ok((head.oid, false)),
                     Err(e) => break Err(e),
@@ -716,6 +748,172 @@ impl Git<'_> {
             Some(new) => *new != now,
             None => false,
         }
+    }
+
+    /// For each job, the files it commits as their prefix that ends with the entry its own
+    /// record appended: for an append the record reported (`write.end`, see [`Append`]) to a
+    /// file the job commits, when the file in the work tree is longer than `end` (later
+    /// appends follow the entry) and its first `end` bytes end with the record's marker line
+    /// and `bytes` bytes after it. The file is read once for all the jobs, and only as far as
+    /// the furthest such `end`; a file no longer than `end` is not read here (it is the
+    /// record's change as it is). A file that cannot be read is simply taken whole. Also
+    /// returns the size each such file had.
+    fn prefixes(
+        &self,
+        jobs: &[Job],
+        resolved: &[Result<Resolved, Error>],
+    ) -> Result<(Prefixes, BTreeMap<PathBuf, u64>), Error> {
+        let mut out = vec![BTreeMap::new(); resolved.len()];
+        let mut sizes = BTreeMap::new();
+        // By file, each job's last entry in it (a record may append to one file twice).
+        let mut claims: BTreeMap<&Path, Vec<(usize, &Append)>> = BTreeMap::new();
+        for (j, (job, r)) in jobs.iter().zip(resolved).enumerate() {
+            let Ok(r) = r else { continue };
+            for a in &job.appends {
+                let named = r
+                    .targets
+                    .iter()
+                    .any(|t| matches!(t, Target::Add(p) if *p == a.path));
+                if !named {
+                    continue;
+                }
+                let file = claims.entry(a.path.as_path()).or_default();
+                match file.iter_mut().find(|(k, _)| *k == j) {
+                    Some(c) if c.1.end < a.end => c.1 = a,
+                    Some(_) => {}
+                    None => file.push((j, a)),
+                }
+            }
+        }
+        for (path, claims) in claims {
+            let Some((data, mode, size)) = read_prefix(&self.workdir.join(path), &claims) else {
+                continue;
+            };
+            sizes.insert(path.to_path_buf(), size);
+            for (j, a) in claims {
+                if a.end >= size {
+                    continue;
+                }
+                let Some(prefix) = usize::try_from(a.end).ok().and_then(|n| data.get(..n)) else {
+                    continue;
+                };
+                if marker::ends_with_entry(prefix, &a.marker, a.bytes) {
+                    let id = self.blob_as(path, prefix)?;
+                    out[j].insert(path.to_path_buf(), Prefix { id, mode });
+                }
+            }
+        }
+        Ok((out, sizes))
+    }
+
+    /// The size of blob `id` (0 when it cannot be read).
+    fn blob_size(&self, id: Oid) -> u64 {
+        self.repo
+            .odb()
+            .and_then(|odb| odb.read_header(id))
+            .map_or(0, |(n, _)| n as u64)
+    }
+
+    /// The blob of `data` as the content of `path` in the work tree: through git's filters,
+    /// as the whole file is hashed.
+    fn blob_as(&self, path: &Path, data: &[u8]) -> Result<Oid, Error> {
+        let fail = |e: git2::Error| git_error(format_args!("hashing {}", shown(path)), &e);
+        let mut w = self.repo.blob_writer(Some(path)).map_err(fail)?;
+        w.write_all(data)
+            .map_err(|e| Error::io(format_args!("hashing {}", shown(path)), &e))?;
+        w.commit().map_err(fail)
+    }
+
+    /// What job `j` makes of its paths on `base`: a path it takes whole as hashed, a prefix
+    /// as [`Git::after_prefix`] says.
+    fn job_changes(
+        &self,
+        base: &Base,
+        j: usize,
+        r: &Resolved,
+        changes: &Changes,
+    ) -> Result<BTreeMap<PathBuf, Option<(Oid, u32)>>, Error> {
+        let mut mine = BTreeMap::new();
+        for t in &r.targets {
+            let p = t.path();
+            let v = match changes.prefixes.get(j).and_then(|m| m.get(p)) {
+                Some(pre) => self.after_prefix(self.entry(base, p).map(|e| (e.id, e.mode)), pre)?,
+                None => match changes.whole.get(p) {
+                    Some(v) => *v,
+                    None => continue,
+                },
+            };
+            mine.insert(p.to_path_buf(), v);
+        }
+        Ok(mine)
+    }
+
+    /// The jobs applied one after the other on `base`: each path as the last job naming it
+    /// leaves it, and, for each job, whether one of its prefixes changed its path.
+    fn plan(
+        &self,
+        base: &Base,
+        resolved: &[Result<Resolved, Error>],
+        changes: &Changes,
+    ) -> Result<Plan, Error> {
+        let mut plan = Plan {
+            last: BTreeMap::new(),
+            advanced: vec![false; resolved.len()],
+        };
+        for (j, r) in resolved.iter().enumerate() {
+            let Ok(r) = r else { continue };
+            for t in &r.targets {
+                let p = t.path();
+                let v = match changes.prefixes.get(j).and_then(|m| m.get(p)) {
+                    Some(pre) => {
+                        let now = match plan.last.get(p) {
+                            Some(v) => *v,
+                            None => self.entry(base, p).map(|e| (e.id, e.mode)),
+                        };
+                        let v = self.after_prefix(now, pre)?;
+                        plan.advanced[j] |= v != now;
+                        v
+                    }
+                    None => match changes.whole.get(p) {
+                        Some(v) => *v,
+                        None => continue,
+                    },
+                };
+                plan.last.insert(p.to_path_buf(), v);
+            }
+        }
+        Ok(plan)
+    }
+
+    /// What a path that holds `now` holds once a job commits `pre` for it: `pre`, unless `now`
+    /// already holds it with more after it (the record's entry was committed, and later
+    /// ones, as when a drain is replayed): a job never takes a file back to an older state.
+    fn after_prefix(
+        &self,
+        now: Option<(Oid, u32)>,
+        pre: &Prefix,
+    ) -> Result<Option<(Oid, u32)>, Error> {
+        match now {
+            Some((id, _)) if id != pre.id && self.extends(id, pre.id)? => Ok(now),
+            _ => Ok(Some((pre.id, pre.mode))),
+        }
+    }
+
+    /// True when blob `id` is longer than blob `prefix` and starts with it. Sizes are read
+    /// first (from the objects' headers), so the contents are read only when it may be so.
+    fn extends(&self, id: Oid, prefix: Oid) -> Result<bool, Error> {
+        let fail = |e: git2::Error| git_error("reading a blob", &e);
+        let odb = self.repo.odb().map_err(fail)?;
+        let Ok((size, kind)) = odb.read_header(id) else {
+            return Ok(false);
+        };
+        let (prefix_size, _) = odb.read_header(prefix).map_err(fail)?;
+        if kind != ObjectType::Blob || size <= prefix_size {
+            return Ok(false);
+        }
+        let longer = odb.read(id).map_err(fail)?;
+        let shorter = odb.read(prefix).map_err(fail)?;
+        Ok(longer.data().starts_with(shorter.data()))
     }
 
     /// HEAD's tree with the changes applied; `None` when that is HEAD's tree itself.
@@ -964,6 +1162,183 @@ fn install_index(idx: &mut Index, scratch: &Path, index_path: &Path) -> Result<(
         .map_err(|e| git_error("writing the index", &e))?;
     std::fs::rename(scratch, index_path)
         .map_err(|e| Error::io(format_args!("replacing {}", shown(index_path)), &e))
+}
+
+/// A file a job commits as the prefix that ends with its record's own entry.
+#[derive(Debug, Clone, Copy)]
+struct Prefix {
+    /// The blob of the prefix.
+    id: Oid,
+    /// The file's mode, as git gives it.
+    mode: u32,
+}
+
+/// For each job, the files it takes as a prefix.
+type Prefixes = Vec<BTreeMap<PathBuf, Prefix>>;
+
+/// The new content of the jobs' paths: the entries of the paths taken whole (`None`: removed),
+/// and for each job, the paths it takes as a prefix.
+struct Changes {
+    whole: BTreeMap<PathBuf, Option<(Oid, u32)>>,
+    prefixes: Prefixes,
+}
+
+/// The jobs applied in order (see [`Git::plan`]).
+struct Plan {
+    /// Each path as the last job naming it leaves it.
+    last: BTreeMap<PathBuf, Option<(Oid, u32)>>,
+    /// For each job: one of its prefixes changed its path.
+    advanced: Vec<bool>,
+}
+
+/// Reads the start of the file at `full` for the appends claiming it: as far as the
+/// furthest `end` short of the file's size (nothing when there is none). The bytes, the mode
+/// git gives the file, and its size; `None` when it is not a regular file or cannot be read
+/// (it is then taken whole, as without appends).
+fn read_prefix(full: &Path, claims: &[(usize, &Append)]) -> Option<(Vec<u8>, u32, u64)> {
+    use std::io::Read;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(full)
+        .ok()?;
+    let meta = f.metadata().ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let size = meta.len();
+    let need = claims
+        .iter()
+        .map(|(_, a)| a.end)
+        .filter(|&end| end < size)
+        .max()
+        .unwrap_or(0);
+    let mut data = vec![0; usize::try_from(need).ok()?];
+    f.read_exact(&mut data).ok()?;
+    // As git records a regular file (libgit2, trusting the executable bit as it does for
+    // the whole files this index copy hashes).
+    let mode = if meta.permissions().mode() & 0o100 != 0 {
+        0o100_755
+    } else {
+        0o100_644
+    };
+    Some((data, mode, size))
+}
+
+/// Hashes into the index, through git's filters and with stat data, the paths the jobs take
+/// whole (every path they name but those a job takes as a prefix), and removes the ones
+/// they remove. Returns their new entries (`None`: removed); `olds` gets the entry each path
+/// had before, the first time it is seen.
+fn hash_whole(
+    idx: &mut Index,
+    workdir: &Path,
+    resolved: &[Result<Resolved, Error>],
+    prefixes: &[BTreeMap<PathBuf, Prefix>],
+    olds: &mut BTreeMap<PathBuf, Option<IndexEntry>>,
+) -> Result<BTreeMap<PathBuf, Option<(Oid, u32)>>, Error> {
+    let mut whole = BTreeMap::new();
+    for (r, mine) in resolved.iter().zip(prefixes) {
+        let Ok(r) = r else { continue };
+        for t in &r.targets {
+            let p = t.path();
+            if !olds.contains_key(p) {
+                olds.insert(p.to_path_buf(), idx.get_path(p, 0));
+            }
+            if whole.contains_key(p) || mine.contains_key(p) {
+                continue;
+            }
+            match t {
+                Target::Add(p) => {
+                    add_path(idx, workdir, p)?;
+                    let new = idx.get_path(p, 0).ok_or_else(|| {
+                        Error::internal(format!("{} vanished from the index", shown(p)))
+                    })?;
+                    whole.insert(p.clone(), Some((new.id, new.mode)));
+                }
+                Target::Remove(p) => {
+                    if idx.get_path(p, 0).is_some() {
+                        idx.remove_path(p)
+                            .map_err(|e| git_error(format_args!("removing {}", shown(p)), &e))?;
+                    }
+                    whole.insert(p.clone(), None);
+                }
+            }
+        }
+    }
+    Ok(whole)
+}
+
+/// Hashes `p` into the index. libgit2 reads a file as long as it measured it first, and fails
+/// when another version was renamed in between (as elf-write does, appending while the
+/// commit of its previous records is made): then it is hashed again, as it is now.
+fn add_path(idx: &mut Index, workdir: &Path, p: &Path) -> Result<(), Error> {
+    let full = workdir.join(p);
+    let mut before = FileId::of(&full);
+    let mut tries = 0;
+    loop {
+        match idx.add_path(p) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                let now = FileId::of(&full);
+                if tries == 5 || now.is_none() || now == before {
+                    return Err(git_error(format_args!("adding {}", shown(p)), &e));
+                }
+                before = now;
+                tries += 1;
+            }
+        }
+    }
+}
+
+/// Gives every path the jobs named the index entry of what the last job naming it committed
+/// (`last`): the entry of the whole file as hashed, with its stat data, when that is it; the
+/// entry it had when that was it already; else the blob with no stat data (all zero), so that
+/// git compares it with the file by content and shows the rest of the file (later appends
+/// not committed yet) as a change not staged. True when the index changed.
+fn settle_index(
+    idx: &mut Index,
+    olds: &BTreeMap<PathBuf, Option<IndexEntry>>,
+    whole: &BTreeMap<PathBuf, Option<(Oid, u32)>>,
+    last: &BTreeMap<PathBuf, Option<(Oid, u32)>>,
+) -> Result<bool, Error> {
+    let mut dirty = false;
+    for (p, old) in olds {
+        if let Some(Some((id, mode))) = last.get(p) {
+            let hashed = whole.get(p) == Some(&Some((*id, *mode)));
+            if !hashed {
+                let unstat;
+                let entry = match old {
+                    Some(o) if o.id == *id && o.mode == *mode => o,
+                    _ => {
+                        unstat = IndexEntry {
+                            ctime: IndexTime::new(0, 0),
+                            mtime: IndexTime::new(0, 0),
+                            dev: 0,
+                            ino: 0,
+                            mode: *mode,
+                            uid: 0,
+                            gid: 0,
+                            file_size: 0,
+                            id: *id,
+                            flags: 0,
+                            flags_extended: 0,
+                            path: p.as_os_str().as_bytes().to_vec(),
+                        };
+                        &unstat
+                    }
+                };
+                idx.add(entry)
+                    .map_err(|e| git_error(format_args!("adding {}", shown(p)), &e))?;
+            }
+        }
+        dirty |= match (old, idx.get_path(p, 0)) {
+            (None, None) => false,
+            (Some(o), Some(n)) => !same_entry(o, &n),
+            _ => true,
+        };
+    }
+    Ok(dirty)
 }
 
 /// HEAD's tree, absent on an unborn branch.

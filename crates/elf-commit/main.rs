@@ -25,6 +25,16 @@
 //! {"write":{"path":"memory/failures/x.md","bytes":80,"created":true},
 //!  "commit":{"message":"failure: x","sha":"9f2c4e...","unchanged":true}}
 //! ```
+//!
+//! The values in `commit` may be references to other parts of the record (`$ref`, `$join`, see
+//! `elf_core::refs`), such as `{"message":{"$join":["heuristic: H-",{"$ref":"/db/id"}]}}`; they
+//! are resolved before the commit and stay in the record as written. A bad one is a bad record
+//! (65).
+//!
+//! An append elf-write reported (a `write` object with `mode` "append" and the results `path`,
+//! `end` and `bytes`, in a record with a `key`) makes the record's commit take the file's first
+//! `end` bytes instead of the whole file, when the file is longer (later records appended to
+//! it) and those bytes end with the record's marker line and content; see `git.rs`.
 
 mod git;
 mod indexlock;
@@ -231,7 +241,11 @@ fn direct(
         .iter()
         .map(|o| paths::relative(repo.workdir(), &base, Path::new(o)))
         .collect::<Result<Vec<_>>>()?;
-    let job = Job { paths, message };
+    let job = Job {
+        paths,
+        message,
+        appends: Vec::new(),
+    };
     let outcome = repo
         .commit(std::slice::from_ref(&job), false, false)?
         .pop()
@@ -440,6 +454,46 @@ mod tests {
         );
         assert_eq!(got, Ok(Some((vec!["x".into(), "y".into()], "dflt".into()))));
         assert_eq!(job(r#"{"db":{"id":1}}"#, Some("m")), Ok(None));
+    }
+
+    #[test]
+    fn appends_are_read_from_the_write_results() {
+        let wd = Path::new("/nonexistent-elf-wt");
+        let appends = |s: &str| {
+            job_of(&rec(s), Some("m"), wd)
+                .ok()
+                .flatten()
+                .map(|j| j.appends)
+                .unwrap_or_default()
+        };
+        let got = appends(
+            r#"{"key":"k","write":[{"path":"a","bytes":1},
+                {"path":"h.md","mode":"append","bytes":4,"end":30},
+                {"path":"h.md","mode":"append","bytes":4},
+                {"path":"g.md","mode":{"$ref":"/m"},"bytes":2,"end":9}],"m":"append"}"#,
+        );
+        assert_eq!(
+            got,
+            [
+                job::Append {
+                    path: PathBuf::from("h.md"),
+                    end: 30,
+                    bytes: 4,
+                    marker: b"<!-- elf:k 1 -->\n".to_vec(),
+                },
+                job::Append {
+                    path: PathBuf::from("g.md"),
+                    end: 9,
+                    bytes: 2,
+                    marker: b"<!-- elf:k 3 -->\n".to_vec(),
+                }
+            ]
+        );
+        let one = r#"{"key":"k","write":{"path":"h.md","mode":"append","bytes":4,"end":30}}"#;
+        assert_eq!(appends(one)[0].marker, b"<!-- elf:k -->\n".to_vec());
+        // No key, no marker: nothing to check an end by.
+        let keyless = r#"{"write":{"path":"h.md","mode":"append","bytes":4,"end":30}}"#;
+        assert_eq!(appends(keyless), []);
     }
 
     #[test]

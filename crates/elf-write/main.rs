@@ -9,10 +9,24 @@
 //! | `bytes` | the size of the content, in bytes |
 //! | `created` | true when this run wrote it; false when it was already there (a replay) |
 //! | `header_written` | appends only: true when this run wrote the header |
+//! | `end` | appends only: the size of the file's prefix that ends with this entry |
 //!
 //! ```json
 //! {"key":"k1","write":{"path":"m/x.md","mode":"create","unique":true,"content":"# t\n","bytes":4,"created":true}}
+//! {"key":"k2","write":{"path":"m/h.md","mode":"append","header":"# H\n","content":"## H-7\n","bytes":7,"created":true,"header_written":true,"end":27}}
 //! ```
+//!
+//! `end` marks where this record's entry (the header when written, the marker line, the
+//! content) ends in the file: the prefix of `end` bytes holds the file as it was, and this
+//! entry last, so a later stage can take this record's change alone while later appends
+//! already follow it (elf-commit does). It is the new file's size when this run appended;
+//! for an append found already done (a replay), it is found again after the marker, and is
+//! left out when the content there is not this record's. An append without a key has no
+//! marker, so its `end` is reported only when this run appended it.
+//!
+//! Values in a write object may be references to other parts of the record (`$ref`,
+//! `$join`, see `elf_core::refs`), resolved just before the write; they stay in the record as
+//! written, except `path`, which is replaced by the final path.
 //!
 //! Stream form (`elf-write PATH`): the `sponge(1)` replacement; reads all of stdin, then
 //! replaces, appends to (`-a`) or creates (`--create`) PATH with the same guarantees.
@@ -32,7 +46,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use elf_core::cli::{Flag, Matches, Operands, Tool};
+use elf_core::marker::marker;
 use elf_core::record::{self, Reader, Record, Writer};
+use elf_core::refs;
 use elf_core::signals::Policy;
 use elf_core::text::escape;
 use elf_core::{Error, IoContext, Result};
@@ -285,7 +301,7 @@ fn process(files: &mut Files, rec: &mut Record) -> Result<Step> {
     }
     let specs = match rec.get("write") {
         None | Some(Value::Null) => return Ok(Step::Done),
-        Some(v) => spec::parse(v)?,
+        Some(v) => spec::parse(resolve(rec, v)?.as_ref())?,
     };
     let key = if specs.iter().any(|s| s.mode == Mode::Append) {
         spec::record_key(rec)?.map(str::to_owned)
@@ -301,7 +317,7 @@ fn process(files: &mut Files, rec: &mut Record) -> Result<Step> {
         }
     }
     for (i, s) in specs.iter().enumerate() {
-        let marker = key.as_deref().map(|k| spec::marker(k, many.then_some(i)));
+        let marker = key.as_deref().map(|k| marker(k, many.then_some(i)));
         let applied = files.apply_in_batch(s, marker.as_deref(), !many);
         let applied = if many {
             applied.map_err(|e| e.context(format_args!("write[{i}]")))?
@@ -325,12 +341,41 @@ fn process(files: &mut Files, rec: &mut Record) -> Result<Step> {
     Ok(Step::Done)
 }
 
+/// The `write` value with its references resolved against the record. The value itself, and
+/// each element of an array, must not be a reference: the results go into the object as
+/// written.
+fn resolve<'a>(rec: &Record, v: &'a Value) -> Result<std::borrow::Cow<'a, Value>> {
+    let whole = |m: &serde_json::Map<String, Value>| {
+        m.contains_key(refs::REF) || m.contains_key(refs::JOIN)
+    };
+    let place = match v {
+        Value::Object(m) if whole(m) => Some("write".to_string()),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, x)| match x {
+            Value::Object(m) if whole(m) => Some(format!("write[{i}]")),
+            _ => None,
+        }),
+        _ => None,
+    };
+    if let Some(place) = place {
+        return Err(Error::data(format!(
+            "{place}: must be a write object, not a reference (references go in its fields)"
+        )));
+    }
+    refs::resolve(rec, v).map_err(|e| e.context("write"))
+}
+
 fn put_results(obj: &mut serde_json::Map<String, Value>, o: &Outcome) {
     obj.insert("path".into(), Value::from(o.path.display()));
     obj.insert("bytes".into(), Value::from(o.bytes));
     obj.insert("created".into(), Value::from(o.created));
+    // Appends only (`header_written` is set for every append), so that another write's own
+    // field named `end` is kept as it is.
     if let Some(h) = o.header_written {
         obj.insert("header_written".into(), Value::from(h));
+        match o.end {
+            Some(end) => obj.insert("end".into(), Value::from(end)),
+            None => obj.shift_remove("end"),
+        };
     }
 }
 
@@ -390,7 +435,7 @@ fn stream(m: &Matches, operand: &OsStr, locks: Locks, sync: bool) -> Result<u8> 
         file_mode,
     };
     let mut files = Files::new(root, locks, sync);
-    let marker = key.as_deref().map(|k| spec::marker(k, None));
+    let marker = key.as_deref().map(|k| marker(k, None));
     let outcome = files.apply(&spec, marker.as_deref())?;
     files.sync_folders()?;
     if unique {

@@ -9,6 +9,9 @@
 //! - append: the old content, the header (new or empty file), the marker line and the new
 //!   content go into a temporary file renamed over the target: a crash leaves the old file or
 //!   the new one, never half an entry. A marker already in the file means the append was done.
+//!   Its `end` is the size of the new file (the entry is last in it), or, for an append found
+//!   already done, the offset just past the content that follows its marker, when that content
+//!   is this append's (see `elf_core::marker`).
 //!
 //! In the record form, a replace or an append may instead be left complete in its temporary
 //! file, under its lock, for the batch: [`Files::flush`] then puts the batch on disk with one
@@ -27,11 +30,12 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 
 use elf_core::lockfile;
+use elf_core::marker::{entry_end, has_marker};
 use elf_core::text::escape;
 use elf_core::{Error, IoContext, Result};
 
 use crate::locks::{Held, Locks};
-use crate::spec::{self, Mode, Spec};
+use crate::spec::{Mode, Spec};
 use crate::sys;
 use crate::target::{Folder, RelPath, Root};
 
@@ -46,6 +50,9 @@ pub struct Outcome {
     pub created: bool,
     /// Appends: true when this run wrote the header.
     pub header_written: Option<bool>,
+    /// Appends: the size of the file's prefix that ends with this entry; `None` for an append
+    /// found already done whose marker is not followed by this content.
+    pub end: Option<u64>,
 }
 
 /// Everything the writes share: the root, the locks, the options.
@@ -600,6 +607,7 @@ impl Writing<'_> {
             bytes: spec.content.len() as u64,
             created,
             header_written: None,
+            end: None,
         }
     }
 
@@ -685,9 +693,10 @@ impl Writing<'_> {
             Existing::Other(what) => return Err(self.refuse(what, name)),
         };
         if let Some(m) = &marker {
-            if spec::has_marker(&old, m) {
+            if has_marker(&old, m) {
                 let mut o = self.outcome(spec.path.clone(), spec, false);
                 o.header_written = Some(false);
+                o.end = entry_end(&old, m, &spec.content);
                 return Ok(o);
             }
         }
@@ -703,10 +712,12 @@ impl Writing<'_> {
             b""
         };
         let marker_line = marker.unwrap_or_default();
-        let t = self.prepare(target, &[&old, newline, header, marker_line, &spec.content])?;
+        let parts: [&[u8]; 5] = [&old, newline, header, marker_line, &spec.content];
+        let t = self.prepare(target, &parts)?;
         self.place_over(t, name)?;
         let mut o = self.outcome(spec.path.clone(), spec, true);
         o.header_written = Some(fresh && spec.header.is_some());
+        o.end = Some(parts.iter().map(|p| p.len() as u64).sum());
         Ok(o)
     }
 }

@@ -18,8 +18,12 @@
 //! | `header` | string | `append` only: written first when the file is new or empty |
 //! | `file_mode` | string | octal permissions for a new file (`"0644"`); an existing file keeps its own |
 //!
+//! Any field's value may be a reference (`{"$ref": "/db/id"}`, `{"$join": [...]}`, see
+//! `elf_core::refs`), resolved against the record just before the write is parsed; the write
+//! object itself, and each element of an array, must be an object as written.
+//!
 //! Results added to the same object (see `main.rs`): `path`, `bytes`, `created`, and for
-//! appends `header_written`.
+//! appends `header_written` and `end`.
 
 use std::ffi::OsStr;
 
@@ -181,34 +185,6 @@ pub fn record_key(rec: &Map<String, Value>) -> Result<Option<&str>> {
     }
 }
 
-/// The marker line an append carries: `<!-- elf:KEY -->` and a newline, or
-/// `<!-- elf:KEY N -->` for the write at index N of a `write` array (so two appends of one
-/// record to one file are two entries). Bytes of the key outside `A-Z a-z 0-9 . _ : @ / + = -`
-/// are percent-encoded, so the line is one line, the comment cannot be closed early, and a key
-/// cannot pose as another key's indexed marker.
-pub fn marker(key: &str, index: Option<usize>) -> Vec<u8> {
-    let mut out = b"<!-- elf:".to_vec();
-    for &b in key.as_bytes() {
-        if b.is_ascii_alphanumeric() || b"._:@/+=-".contains(&b) {
-            out.push(b);
-        } else {
-            out.extend_from_slice(format!("%{b:02X}").as_bytes());
-        }
-    }
-    if let Some(i) = index {
-        out.extend_from_slice(format!(" {i}").as_bytes());
-    }
-    out.extend_from_slice(b" -->\n");
-    out
-}
-
-/// True when `data` holds `marker` (from [`marker`]) as a whole line.
-pub fn has_marker(data: &[u8], marker: &[u8]) -> bool {
-    let m = marker.strip_suffix(b"\n").unwrap_or(marker);
-    data.split(|&b| b == b'\n')
-        .any(|line| line.strip_suffix(b"\r").unwrap_or(line) == m)
-}
-
 /// Decodes standard base64 (RFC 4648 alphabet, `=` padding optional, no whitespace).
 pub fn base64_decode(s: &str) -> std::result::Result<Vec<u8>, String> {
     fn val(c: u8) -> Option<u32> {
@@ -315,24 +291,5 @@ mod tests {
         assert!(base64_decode("a").is_err());
         assert!(base64_decode("aGVs bG8=").is_err());
         assert!(base64_decode("aGVsbG8===").is_err());
-    }
-
-    #[test]
-    fn markers_are_one_safe_line_and_found_only_as_lines() {
-        assert_eq!(marker("01JABC", None), b"<!-- elf:01JABC -->\n".to_vec());
-        assert_eq!(
-            marker("01JABC", Some(2)),
-            b"<!-- elf:01JABC 2 -->\n".to_vec()
-        );
-        assert_ne!(marker("k 2", None), marker("k", Some(2)));
-        assert_eq!(
-            marker("a-->b\nc d", None),
-            b"<!-- elf:a--%3Eb%0Ac%20d -->\n".to_vec()
-        );
-        let m = marker("k1", None);
-        assert!(has_marker(b"# H\n\n<!-- elf:k1 -->\n## H-1\n", &m));
-        assert!(has_marker(b"x\r\n<!-- elf:k1 -->\r\n", &m));
-        assert!(!has_marker(b"quote: <!-- elf:k1 -->\n", &m));
-        assert!(!has_marker(b"<!-- elf:k10 -->\n", &m));
     }
 }

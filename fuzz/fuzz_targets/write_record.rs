@@ -167,7 +167,7 @@ fn check_base64(text: &str) {
 /// The marker is one line, cannot close its comment early, and decodes back to its key and
 /// index: two different (key, index) never share a marker.
 fn check_marker(key: &str, index: Option<usize>) {
-    let m = spec::marker(key, index);
+    let m = elf_core::marker::marker(key, index);
     assert_eq!(m.iter().filter(|&&b| b == b'\n').count(), 1);
     let inner = m
         .strip_prefix(b"<!-- elf:")
@@ -183,11 +183,11 @@ fn check_marker(key: &str, index: Option<usize>) {
         i.map(|i| i.to_vec()),
         index.map(|i| i.to_string().into_bytes())
     );
-    assert!(spec::has_marker(&m, &m));
+    assert!(elf_core::marker::has_marker(&m, &m));
     let mut doc = b"# Log\n\nquote: ".to_vec();
     doc.extend_from_slice(&m);
     assert!(
-        !spec::has_marker(&doc, &m),
+        !elf_core::marker::has_marker(&doc, &m),
         "a marker inside a line counted"
     );
 }

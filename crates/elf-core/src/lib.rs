@@ -9,6 +9,7 @@ pub mod cli;
 pub mod docs;
 pub mod exit;
 pub mod lockfile;
+pub mod marker;
 pub mod record;
 pub mod refs;
 pub mod signals;
