@@ -31,7 +31,7 @@ fn home(dir: &Path) {
         &["add", "-A"],
         &["commit", "-q", "-m", "start"],
     ] {
-        ok(&tool("git")
+        ok(&fixed(cmd("git"))
             .arg("-C")
             .arg(dir)
             .args(args)
@@ -40,8 +40,13 @@ fn home(dir: &Path) {
     }
 }
 
+/// One of the tools.
 fn tool(name: &str) -> Command {
-    let mut c = cmd(bin_dir().join(name));
+    fixed(cmd(bin_dir().join(name)))
+}
+
+/// A command with a fixed git identity and clock.
+fn fixed(mut c: Command) -> Command {
     c.env("GIT_AUTHOR_NAME", "ELF Test")
         .env("GIT_AUTHOR_EMAIL", "elf@example.com")
         .env("GIT_COMMITTER_NAME", "ELF Test")
@@ -90,7 +95,7 @@ fn sh(dir: &Path, line: &str, input: &[u8]) -> std::process::Output {
         bin_dir().display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let mut c = tool("sh");
+    let mut c = fixed(cmd("sh"));
     c.env("PATH", path).args(["-c", &format!("set -e; {line}")]);
     c.current_dir(dir);
     run_with_input(c, input)

@@ -329,7 +329,7 @@ elf_confidence() {
         medium) REPLY=0.6 ;;
         high) REPLY=0.85 ;;
         *)
-            [[ $v =~ ^([0-9]*)(\.([0-9]*))?$ ]] && [[ $v =~ [0-9] ]] || return 1
+            [[ $v == *[0-9]* ]] && [[ $v =~ ^([0-9]*)(\.([0-9]*))?$ ]] || return 1
             int=${BASH_REMATCH[1]}
             frac=${BASH_REMATCH[3]}
             while [[ $int == 0?* ]]; do int=${int#0}; done
