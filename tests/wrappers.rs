@@ -843,7 +843,7 @@ fn start_experiment_gives_the_same_result_from_flags_environment_and_prompts() {
 /// The programs a run started, from `strace -ff -e trace=execve` (the script's own start
 /// included): the path of each successful execve, one trace file per process (so that no
 /// call is split across lines by another process's).
-fn programs_started(mut c: std::process::Command, traces: &Path) -> Vec<String> {
+fn programs_started(c: std::process::Command, traces: &Path) -> Vec<String> {
     std::fs::create_dir_all(traces).expect("trace folder");
     let program = c.get_program().to_owned();
     let args: Vec<_> = c.get_args().map(|a| a.to_owned()).collect();
