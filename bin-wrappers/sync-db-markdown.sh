@@ -55,14 +55,21 @@ done
 # missing one, and rows from the markdown).
 [ ! -e "$ELF_DB" ] || elf_db_readable
 
-# --fix runs whole under the drain lock, so no record is drained meanwhile (records journaled
-# meanwhile wait, pending, and are left out of the comparison).
-if [ -n "$fix" ] && [ -z "${ELF_SYNC_LOCKED-}" ]; then
+# --fix runs whole under the drain lock (taken by this shell through elf-lock's descriptor
+# form, held until it exits), so no record is drained meanwhile; records journaled meanwhile
+# wait, pending, and are left out of the comparison.
+if [ -n "$fix" ]; then
     elf_home_ready
+    for w in "${ELF_WARNINGS[@]}"; do elf_warn "$w"; done
+    [ ! -L "$ELF_DRAIN_LOCK" ] || elf_die 77 "$ELF_DRAIN_LOCK is a symbolic link; refusing to follow it; nothing was repaired"
+    exec {drain_fd}>>"$ELF_DRAIN_LOCK" || elf_die 74 "cannot open the drain lock $ELF_DRAIN_LOCK; nothing was repaired"
     status=0
-    ELF_SYNC_LOCKED=1 elf-lock -q -w "$ELF_TIMEOUT" "$ELF_DRAIN_LOCK" -- \
-        "$(readlink -f "${BASH_SOURCE[0]}")" "$@" --fix ${verbose:+--verbose} || status=$?
-    exit "$status"
+    err=$(elf-lock -q -w "$ELF_TIMEOUT" "$drain_fd" 2>&1) || status=$?
+    if [ "$status" -eq 75 ]; then
+        elf_die 75 "the drain lock $ELF_DRAIN_LOCK stayed held for ${ELF_TIMEOUT}s (ELF_LOCK_TIMEOUT); nothing was repaired"
+    elif [ "$status" -ne 0 ]; then
+        elf_exit_status "$status" "cannot take the drain lock: $(elf_reason "$err" "$status"); nothing was repaired"
+    fi
 fi
 
 say() { [ -z "$verbose" ] || printf '%s\n' "$*"; }
@@ -92,13 +99,22 @@ collect() {
     # The rows of records still in the journal (pending: being recorded right now, or waiting
     # for the next drain; set aside: listed below) are not differences: their files are not
     # written yet.
-    local journal inflight_l="" inflight_h=""
+    local journal inflight_l="" inflight_h="" inflight='{"h":[],"f":[]}'
     journal=$(elf-db query --db "$ELF_DB" --format tsv \
         "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'elf_journal'")
     : >"$work/setaside"
     if [ "$journal" = 1 ]; then
         inflight_l="AND id NOT IN (SELECT json_extract(ids, '\$[0].id') FROM elf_journal WHERE done_at IS NULL AND json_extract(record, '\$.db.table') = 'learnings')"
         inflight_h="WHERE id NOT IN (SELECT json_extract(ids, '\$[0].id') FROM elf_journal WHERE done_at IS NULL AND json_extract(record, '\$.db.table') = 'heuristics')"
+        # Their entries and files too: the heuristics' ids, the failures' paths (or the
+        # NAME-N.md elf-write takes when NAME.md is taken).
+        inflight=$(elf-db query --db "$ELF_DB" \
+            "SELECT json_object(
+                'h', (SELECT json_group_array(json_extract(ids, '\$[0].id')) FROM elf_journal
+                      WHERE done_at IS NULL AND json_extract(record, '\$.db.table') = 'heuristics'),
+                'f', (SELECT json_group_array(json_extract(record, '\$.write.path')) FROM elf_journal
+                      WHERE done_at IS NULL AND json_extract(record, '\$.db.table') = 'learnings')) AS j" |
+            jq -c '.j | fromjson | {h: (.h | map(select(. != null))), f: (.f | map(select(. != null)))}')
         elf-db pending --db "$ELF_DB" --set-aside |
             jq -r -L "$ELF_LIB" 'include "elf";
                 "set-aside record: \(.key | term) (\(.kind // "record" | term)): \(.set_aside.error.message // "failed" | term) (elf-db retry \(.key | term) tries it again; elf-db drop \(.key | term) gives it up)"' \
@@ -107,8 +123,12 @@ collect() {
     elf-db query --db "$ELF_DB" "SELECT id, filepath FROM learnings WHERE type = 'failure' $inflight_l ORDER BY id" >"$work/frows"
     elf-db query --db "$ELF_DB" "SELECT id, domain, rule FROM heuristics $inflight_h ORDER BY id" >"$work/hrows"
     jq -n --slurpfile files "$work/files" --slurpfile frows "$work/frows" \
-        --slurpfile entries "$work/entries" --slurpfile hrows "$work/hrows" \
-        '{files: $files, frows: $frows, entries: $entries, hrows: $hrows}' >"$work/state.json"
+        --slurpfile entries "$work/entries" --slurpfile hrows "$work/hrows" --argjson inflight "$inflight" '
+        def mine($p): . as $q | $p == $q or ($p | startswith(($q | rtrimstr(".md")) + "-"));
+        {files: ($files | map(select(. as $p | $inflight.f | any(mine($p)) | not))),
+         frows: $frows,
+         entries: ($entries | map(select(.id as $i | $inflight.h | any(. == $i) | not))),
+         hrows: $hrows}' >"$work/state.json"
     say "compared $(jq '.files | length' "$work/state.json") failure files with $(jq '.frows | length' "$work/state.json") failure rows," \
         "$(jq '.entries | length' "$work/state.json") heuristic entries with $(jq '.hrows | length' "$work/state.json") heuristic rows"
     jq -c -L "$ELF_LIB" 'include "elf"; differences[]' "$work/state.json" >"$work/diffs"

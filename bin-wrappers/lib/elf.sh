@@ -58,6 +58,8 @@ elf_init() {
         elf_die 64 "ELF_LOCK_TIMEOUT must be a number of seconds (such as 30 or 2.5), not $(elf_quote "$ELF_TIMEOUT")"
     # This run's record key: the scripts put it in their record, to find its outcome.
     ELF_KEY=elf-${EPOCHREALTIME//[!0-9]/}-$$-$SRANDOM
+    # Warnings printed once the run's record is through (see elf_record).
+    ELF_WARNINGS=()
     export ELF_HOME ELF_DB ELF_SCRIPT
     local tool
     for tool in elf-db elf-write elf-commit elf-lock; do
@@ -434,7 +436,7 @@ elf_home_ready() {
         if [ "$status" -eq 0 ]; then
             rm -f "$ELF_HOME/.git/elf-gitignore-uncommitted"
         else
-            elf_warn "could not commit .gitignore (the next run tries again): $(elf_reason "$err" "$status")"
+            ELF_WARNINGS+=("could not commit .gitignore (the next run tries again): $(elf_reason "$err" "$status")")
         fi
     fi
 }
@@ -519,7 +521,7 @@ elf_upgrade_pending() {
 # stands, and exit with the status (64, 65, 74, 75 or 77; 70 for any other).
 # shellcheck disable=SC2034 # ELF_ID, ELF_PATH and ELF_COMMIT are read by the scripts
 elf_record() {
-    local err status=0 drain=0 out state code message
+    local err status=0 drain=0 out state code message w
     err=$(elf-db insert --journal --schema "$ELF_LIB/schema.sql" --db "$ELF_DB" \
         --busy-timeout "$ELF_TIMEOUT" <<<"$1" 2>&1 >/dev/null) || status=$?
     if [ "$status" -ne 0 ]; then
@@ -553,6 +555,8 @@ elf_record() {
     message=${message%$'\n'}
     case $state in
         done)
+            # Warnings held until now: when the record fails, its one line says what matters.
+            for w in "${ELF_WARNINGS[@]}"; do elf_warn "$w"; done
             [ "$drain" -eq 0 ] ||
                 elf_warn "other journaled records could not be completed: $(elf_reason "$ELF_DRAIN_ERRORS" "$drain"); they stay journaled"
             ;;

@@ -133,8 +133,8 @@ const FLAGS: &[Flag] = &[
     Flag::new("keep-going", "Turn a failed record into an error record")
         .short('k')
         .doc(
-            "A record that fails becomes an error record (its error key says why) and the next one \
-         is processed; the exit status is then 0. Without it, the first failure stops the run \
+            "A record that fails becomes an error record (its error key says why, and the reason is \
+         printed on standard error) and the next one is processed; the exit status is then 0. Without it, the first failure stops the run \
          with its exit status, after the records before it were committed and passed on.",
         ),
     Flag::new("max-line", "The longest input line accepted (16 MiB)")
@@ -337,6 +337,7 @@ fn records(
                     if !keep_going {
                         return Err(e);
                     }
+                    elf_core::note(&e);
                     let rec = match rec {
                         Some(mut r) => {
                             record::set_error(&mut r, TOOL.name, &e);
@@ -356,6 +357,7 @@ fn records(
                         if !keep_going {
                             return Err(e);
                         }
+                        elf_core::note(&e);
                         record::set_error(&mut rec, TOOL.name, &e);
                         w.write(&rec)?;
                     }

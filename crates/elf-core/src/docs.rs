@@ -71,7 +71,13 @@ says otherwise), not UTF\\-8, not JSON or not an object is a bad record: exit 65
 naming the line. Each tool reads only its own key (\\fBdb\\fR, \\fBwrite\\fR, \\fBcommit\\fR), \
 adds its results under that key, and writes the whole record on with every other key kept as \
 it was, in the same order; output is flushed after every line. A record that carries \
-\\fBerror\\fR is passed on untouched. The key \\fBkey\\fR is the record's idempotency key.\n";
+\\fBerror\\fR is passed on untouched. The key \\fBkey\\fR is the record's idempotency key. \
+An instruction value may take its value from the record itself: \\fB{\"$ref\": \"/db/id\"}\\fR is \
+the value at that JSON Pointer (RFC 6901), and \\fB{\"$join\": [\"## H\\-\", {\"$ref\": \"/db/id\"}]}\\fR \
+is text, its parts joined (strings, numbers as their exact text, references to them). The tool \
+that acts resolves them from the record as it reaches it, just before it acts, and passes the \
+record on with its references as written. Strings are never references; a reference that finds \
+nothing is a bad record (exit 65) naming the line and the pointer.\n";
     let record: String = crate::cli::wrap(record, 72).join("\n");
     tool.man
         .replace("{{OPTIONS}}", options.trim_end())

@@ -11,7 +11,10 @@
 //! - each tool reads only its own key (`db`, `write`, `commit`), adds its results under that key,
 //!   and writes the whole object on: every other key keeps its value and its place;
 //! - a record that carries `error` is passed on untouched;
-//! - output is flushed after every line, so a pipeline is live.
+//! - output is flushed after every line, so a pipeline is live;
+//! - an instruction value may take its value from the record itself (`{"$ref": "/db/id"}`,
+//!   `{"$join": [...]}`), resolved by the stage that acts, just before it acts: see
+//!   [`crate::refs`].
 //!
 //! A record after three stages:
 //!
