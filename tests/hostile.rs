@@ -129,6 +129,21 @@ const WRITE: &[Case] = &[
     c("a terminal title escape in a refused path", &[], br#"{"write":{"path":"\u001b]0;owned\u0007/../../x","content":"x"}}"#, 77, "\\x1b]0;owned\\x07/../../x"),
     c("a newline in a refused path", &[], br#"{"write":{"path":"a\n/../../x","content":"x"}}"#, 77, "path \"a\\n/../../x\" leaves the root"),
     c("a C1 CSI in a refused path", &[], br#"{"write":{"path":"\u009b2J/../../x","content":"x"}}"#, 77, "\\x9b2J/../../x"),
+    c("a reference to nothing", &[], br#"{"write":{"path":"new.md","content":{"$ref":"/nope"}}}"#, 65, "reference \"/nope\" resolves to nothing in the record"),
+    c("a reference past the end of an array", &[], br#"{"a":[[[1]]],"write":{"path":"new.md","content":{"$ref":"/a/0/0/5"}}}"#, 65, "reference \"/a/0/0/5\" resolves to nothing"),
+    c("a reference with a leading-zero index", &[], br#"{"a":[1,2],"write":{"path":"new.md","content":{"$ref":"/a/01"}}}"#, 65, "resolves to nothing"),
+    c("a reference to an object as content", &[], br#"{"x":{"a":1},"write":{"path":"new.md","content":{"$ref":"/x"}}}"#, 65, "\"content\" must be a string, found an object"),
+    c("a reference to its own field (no cycle: the value found is data)", &[], br#"{"write":{"path":"new.md","content":{"$ref":"/write/content"}}}"#, 65, "\"content\" must be a string, found an object"),
+    c("a joined part that is an array", &[], br#"{"x":[1],"write":{"path":"new.md","content":{"$join":["a",{"$ref":"/x"}]}}}"#, 65, "part 1 of \"$join\" (a reference) is an array"),
+    c("a joined part that is null", &[], br#"{"write":{"path":"new.md","content":{"$join":["a",null]}}}"#, 65, "part 1 of \"$join\" is null"),
+    c("a pointer without a leading slash", &[], br#"{"write":{"path":"new.md","content":{"$ref":"key"}}}"#, 65, "is not a JSON Pointer"),
+    c("a pointer with a bad escape", &[], br#"{"write":{"path":"new.md","content":{"$ref":"/a~2"}}}"#, 65, "\"~\" must be followed by 0 or 1"),
+    c("a reference with another key", &[], br#"{"write":{"path":"new.md","content":{"$ref":"/key","x":1}}}"#, 65, "must have no other key"),
+    c("the whole write a reference", &[], br#"{"w":{"path":"new.md","content":"y"},"write":{"$ref":"/w"}}"#, 65, "not a reference"),
+    c("a path by reference that climbs out", &[], br#"{"p":"../escape.md","write":{"path":{"$ref":"/p"},"content":"x"}}"#, 77, "path \"../escape.md\" leaves the root"),
+    c("a path by escaped pointer that climbs out", &[], br#"{"a/b":{"c~d":"../x.md"},"write":{"path":{"$ref":"/a~1b/c~0d"},"content":"x"}}"#, 77, "leaves the root"),
+    c("a joined path through a symlink out", &[], br#"{"d":"out","write":{"path":{"$join":[{"$ref":"/d"},"/escape.md"]},"content":"x"}}"#, 77, "a symlink on the way leads outside the root"),
+    c("a path by reference to an absolute path", &[], br#"{"p":"/etc/passwd","write":{"path":{"$ref":"/p"},"content":"x","mode":"append"}}"#, 77, "absolute path"),
 ];
 
 #[test]
@@ -256,6 +271,14 @@ const DB: &[Case] = &[
     c("exec: a value with an ANSI escape hits a constraint", &["exec"], br#"{"db":{"sql":"UPDATE learnings SET severity = :s","params":{"s":"\u001b[31mhigh"}}}"#, 65, "CHECK constraint failed"),
     c("done: key is a number", &["done"], br#"{"key":7}"#, 65, "key must be a string, found a number"),
     c("done: key is an array", &["done"], br#"{"key":["k1"]}"#, 65, "key must be a string, found an array"),
+    c("a reference to nothing in a value", &["insert"], br#"{"db":{"table":"learnings","values":{"type":"f","title":{"$ref":"/t"}}}}"#, 65, "reference \"/t\" resolves to nothing in the record"),
+    c("SQL in a table name by reference", &["insert"], br#"{"t":"learnings; DROP TABLE learnings","db":{"table":{"$ref":"/t"},"values":{"type":"f","title":"x"}}}"#, 65, "no table named 'learnings; DROP TABLE learnings'"),
+    c("a statement object by reference", &["insert"], br#"{"s":{"table":"learnings","values":{"type":"f","title":"x"}},"db":{"$ref":"/s"}}"#, 65, "a statement object cannot be a reference"),
+    c("exec: sql by reference", &["exec"], br#"{"s":"DROP TABLE learnings","db":{"sql":{"$ref":"/s"}}}"#, 65, "sql cannot be a reference"),
+    c("exec: sql joined from the record", &["exec"], br#"{"s":"learnings","db":{"sql":{"$join":["DROP TABLE ",{"$ref":"/s"}]}}}"#, 65, "sql cannot be a reference"),
+    c("exec: a parameter by reference to nothing", &["exec"], br#"{"db":{"sql":"UPDATE learnings SET title = :t","params":{"t":{"$ref":"/write/path"}}}}"#, 65, "reference \"/write/path\" resolves to nothing"),
+    c("exec: a joined parameter with a boolean part", &["exec"], br#"{"db":{"sql":"UPDATE learnings SET title = :t","params":{"t":{"$join":["a",true]}}}}"#, 65, "part 1 of \"$join\" is a boolean"),
+    c("exec --key: a reference with another key", &["exec", "--key", "fix"], br#"{"fix":{"sql":"UPDATE learnings SET title = :t","params":{"t":{"$ref":"/x","y":1}}}}"#, 65, "must have no other key"),
 ];
 
 #[test]
@@ -359,6 +382,12 @@ const COMMIT: &[Case] = &[
     c("blank lines before a bad line", &[], b"\n\n\n\n{\"commit\":{\"paths\":[\"../x\"],\"message\":\"m\"}}", 65, "outside the work tree"),
     c("an ANSI escape in a refused path", &[], br#"{"commit":{"paths":["\u001b[2J/../../x"],"message":"m"}}"#, 65, "path \\x1b[2J/../../x is outside"),
     c("a newline in a refused path", &[], br#"{"commit":{"paths":["a\n/../../x"],"message":"m"}}"#, 65, "path a\\n/../../x is outside"),
+    c("a path by reference that climbs out", &[], br#"{"p":"../outside/secret.md","commit":{"paths":[{"$ref":"/p"}],"message":"m"}}"#, 65, "path ../outside/secret.md is outside the work tree"),
+    c("a path by reference into .git", &[], br#"{"p":".git/config","commit":{"paths":[{"$ref":"/p"}],"message":"m"}}"#, 65, "path .git/config is inside .git"),
+    c("paths by reference to nothing", &[], br#"{"commit":{"paths":{"$ref":"/nope"},"message":"m"}}"#, 65, "reference \"/nope\" resolves to nothing"),
+    c("a message joined from an object", &[], br#"{"o":{"a":1},"commit":{"paths":["untracked.md"],"message":{"$join":["m ",{"$ref":"/o"}]}}}"#, 65, "(a reference) is an object"),
+    c("the whole commit a reference", &[], br#"{"c":{"paths":["untracked.md"],"message":"m"},"commit":{"$ref":"/c"}}"#, 65, "not a reference"),
+    c("write.path by reference that climbs out", &[], br#"{"p":"../outside/secret.md","write":{"path":{"$ref":"/p"}},"commit":{"message":"m"}}"#, 65, "write.path must be a string, found an object"),
 ];
 
 #[test]
