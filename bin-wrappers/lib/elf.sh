@@ -456,6 +456,7 @@ elf_db_readable() {
 elf_drain() {
     local fd status=0
     ELF_DRAIN_ERRORS=""
+    ELF_FINISHED=""
     if [ -L "$ELF_DRAIN_LOCK" ]; then
         ELF_DRAIN_ERRORS="$ELF_DRAIN_LOCK is a symbolic link; refusing to follow it"
         return 77
@@ -481,21 +482,52 @@ elf_drain() {
 # journaled by an earlier version of the scripts are brought to the current form first (one jq
 # run, only when there are such records). Status and ELF_DRAIN_ERRORS as elf_drain's.
 elf_tail() {
-    local status=0
-    # The tools' messages are kept in memory (a file could not take them on a full disk).
+    local status=0 mine=$'\x1e'"elf-mine "
+    # The tools' messages are kept in memory (a file could not take them on a full disk). The
+    # finished record of this run's key, when this drain finished it, follows them on a last
+    # line of its own (printed once the tail has ended, so nothing is spliced into it).
     # shellcheck disable=SC2030 # $pending lives in this subshell only, by design
     ELF_DRAIN_ERRORS=$(
         {
             pending=$(elf-db pending --db "$ELF_DB" --busy-timeout "$ELF_TIMEOUT") || exit
             [ -n "$pending" ] || exit 0
             elf_upgrade_pending
-            printf '%s\n' "$pending" |
+            finished=$(printf '%s\n' "$pending" |
                 elf-write --keep-going --root "$ELF_HOME" --timeout "$ELF_TIMEOUT" |
                 elf-commit --keep-going --repo "$ELF_HOME" --lock "$ELF_HOME/.git/claude-lock" --timeout "$ELF_TIMEOUT" |
-                elf-db "done" --keep-going --key fix --db "$ELF_DB" --busy-timeout "$ELF_TIMEOUT" >/dev/null
+                elf-db "done" --keep-going --key fix --db "$ELF_DB" --busy-timeout "$ELF_TIMEOUT") || exit
+            if [[ $'\n'$finished =~ $'\n'(\{\"key\":\"$ELF_KEY\"[^$'\n']*) ]]; then
+                printf '%s%s\n' "$mine" "${BASH_REMATCH[1]}"
+            fi
         } 2>&1
     ) || status=$?
+    ELF_FINISHED=""
+    if [[ $ELF_DRAIN_ERRORS == *"$mine"* ]]; then
+        ELF_FINISHED=${ELF_DRAIN_ERRORS##*"$mine"}
+        ELF_DRAIN_ERRORS=${ELF_DRAIN_ERRORS%"$mine"*}
+    fi
     return "$status"
+}
+
+# elf_finished: this run's outcome read from its finished record (ELF_FINISHED, one JSON line
+# the drain passed on), without a program: true, with ELF_ID, ELF_PATH and ELF_COMMIT set,
+# when the record came through whole. The record is the scripts' own: every value of the
+# user's is a JSON string, in which a quote is always escaped, so these patterns can only meet
+# the keys they name (the first "id" is the insert's, its results closing "db").
+# shellcheck disable=SC2034 # ELF_ID, ELF_PATH and ELF_COMMIT are read by the scripts
+elf_finished() {
+    local r=$ELF_FINISHED s='"(([^"\\]|\\.)*)"'
+    [ -n "$r" ] && [[ $r != *'"error":{'* ]] || return 1
+    [[ $r =~ \"id\":([0-9]+) ]] || return 1
+    ELF_ID=${BASH_REMATCH[1]}
+    [[ $r =~ \"write\":\[?\{\"path\":$s ]] || return 1
+    ELF_PATH=${BASH_REMATCH[1]}
+    if [[ $r =~ \"sha\":\"([0-9a-f]+)\" ]]; then
+        ELF_COMMIT=${BASH_REMATCH[1]}
+        [[ ! $r =~ \"skipped\":$s ]] || ELF_COMMIT="skipped (${BASH_REMATCH[1]})"
+    else
+        return 1
+    fi
 }
 
 # elf_upgrade_pending: the pending records of an earlier version of the scripts (a failure
@@ -530,6 +562,12 @@ elf_record() {
         elf_exit_status "$status" "$2 failed: $(elf_reason "$err" "$status"); nothing was recorded"
     fi
     elf_drain || drain=$?
+    if elf_finished; then
+        for w in "${ELF_WARNINGS[@]}"; do elf_warn "$w"; done
+        [ "$drain" -eq 0 ] ||
+            elf_warn "other journaled records could not be completed: $(elf_reason "$ELF_DRAIN_ERRORS" "$drain"); they stay journaled"
+        return 0
+    fi
     status=0
     out=$(elf-db query --db "$ELF_DB" --busy-timeout "$ELF_TIMEOUT" --format tsv --param "k=$ELF_KEY" \
         "SELECT CASE WHEN done_at IS NOT NULL THEN 'done' WHEN set_aside_at IS NOT NULL THEN 'set-aside' ELSE 'pending' END,
