@@ -120,6 +120,6 @@ ids=$(grep -c '^## H-[1-9]' "$work/refs/memory/heuristics/bench.md")
 [[ $ids -eq $((records / 2)) ]] || bench_die "refs: $ids headings with an id for $((records / 2)) heuristics"
 
 bench_header
-what="one record through insert --journal | elf-write | exec | elf-commit | done ($records records, one pipeline each): references vs three jq steps (jq $(jq --version))"
+what="one record through insert --journal \\| elf-write \\| exec \\| elf-commit \\| done ($records records, one pipeline each): references vs three jq steps (jq $(jq --version))"
 bench_time_row "$what: p50" "$(bench_pct 50 <"$work/lat.refs")" "$(bench_pct 50 <"$work/lat.jq")" 1
 bench_time_row "$what: p99" "$(bench_pct 99 <"$work/lat.refs")" "$(bench_pct 99 <"$work/lat.jq")" 1

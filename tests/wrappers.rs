@@ -914,3 +914,80 @@ fn a_record_on_a_ready_home_starts_at_most_eight_programs_and_no_jq() {
     assert_eq!(rows(&home, "SELECT id FROM learnings").len(), 2);
     assert_eq!(rows(&home, "SELECT id FROM heuristics").len(), 1);
 }
+
+#[test]
+fn a_record_that_cannot_finish_is_set_aside_and_blocks_nobody() {
+    let dir = TempDir::new();
+    let home = dir.join("home");
+    let heuristic = |domain: &str, rule: &str| {
+        let mut c = script("record-heuristic.sh", &home);
+        c.args(["--domain", domain, "--rule", rule]);
+        c
+    };
+    ok(&run(heuristic("good", "first")));
+    // The domain's file is a folder: every append to it is refused (77), whoever drains it.
+    std::fs::create_dir_all(home.join("memory/heuristics/stuck.md")).expect("folder");
+    let out = run(heuristic("stuck", "never written"));
+    assert_eq!(out.status.code(), Some(77));
+    let line = crate::util::one_line(&out.stderr);
+    assert!(
+        line.starts_with("record-heuristic: recording the heuristic: the record is journaled but not finished: ")
+            && line.contains("is a folder")
+            && line.ends_with("; the next run tries again"),
+        "{line}"
+    );
+    // Other records go through every drain that retries it, until it is set aside.
+    for n in 0..2 {
+        let out = run(heuristic("good", &format!("after {n}")));
+        ok(&out);
+        assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let journal = rows(
+        &home,
+        "SELECT attempts, set_aside_at IS NOT NULL AS aside, done_at IS NULL AS open, key \
+         FROM elf_journal WHERE record LIKE '%never written%'",
+    );
+    assert_eq!(journal.len(), 1);
+    assert_eq!(journal[0]["attempts"], Value::from(3));
+    assert_eq!(journal[0]["aside"], Value::from(1));
+    assert_eq!(journal[0]["open"], Value::from(1));
+    let key = journal[0]["key"].as_str().expect("a key").to_string();
+    // Set aside: no drain offers it any more; sync lists it, with how to settle it.
+    let pending = crate::util::cmd(crate::elf_home::bin_dir().join("elf-db"))
+        .args(["pending", "--db"])
+        .arg(home.join("memory/index.db"))
+        .output()
+        .expect("pending");
+    assert!(pending.stdout.is_empty(), "{:?}", pending.stdout);
+    ok(&run(heuristic("good", "after it was set aside")));
+    let out = run(script("sync-db-markdown.sh", &home));
+    assert_eq!(out.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(report.lines().count(), 1, "{report}");
+    assert!(
+        report.starts_with(&format!("set-aside record: {key} (heuristic): "))
+            && report.contains("is a folder")
+            && report.contains(&format!("elf-db retry {key}")),
+        "{report}"
+    );
+    // Mended and retried, the next run completes it; everything agrees.
+    std::fs::remove_dir(home.join("memory/heuristics/stuck.md")).expect("rmdir");
+    ok(&crate::util::cmd(crate::elf_home::bin_dir().join("elf-db"))
+        .args(["retry", "--db"])
+        .arg(home.join("memory/index.db"))
+        .arg(&key)
+        .output()
+        .expect("retry"));
+    ok(&run(heuristic("good", "last")));
+    let md = std::fs::read_to_string(home.join("memory/heuristics/stuck.md")).expect("entry");
+    let id = rows(&home, "SELECT id FROM heuristics WHERE rule = 'never written'")[0]["id"].clone();
+    assert!(md.contains(&format!("## H-{id}: never written\n")), "{md}");
+    ok(&run(script("sync-db-markdown.sh", &home)));
+    assert_eq!(git(&home, &["status", "--porcelain"]).trim(), "");
+    let subjects = crate::elf_home::subjects(&home);
+    assert_eq!(
+        subjects.iter().filter(|s| s.starts_with("heuristic: ")).count(),
+        6,
+        "{subjects:?}"
+    );
+}

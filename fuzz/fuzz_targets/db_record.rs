@@ -22,6 +22,8 @@ mod conn;
 mod input;
 #[path = "../../crates/elf-db/journal.rs"]
 mod journal;
+#[path = "../../crates/elf-db/lean.rs"]
+mod lean;
 #[path = "../../crates/elf-db/query.rs"]
 mod query;
 #[path = "../../crates/elf-db/stmt.rs"]
@@ -111,7 +113,10 @@ fuzz_target!(|data: &[u8]| {
             )
             .expect("progress handler");
             let mut cache = stmt::Schema::default();
-            let r = stmt::apply(db, &mut cache, kind, &db_value);
+            // The statements may hold references into the record they came in.
+            let mut rec = Map::new();
+            rec.insert("db".into(), db_value.clone());
+            let r = stmt::apply(db, &mut cache, kind, "db", &rec, &db_value);
             db.progress_handler(1000, None::<fn() -> bool>)
                 .expect("progress handler");
             assert!(
@@ -126,7 +131,7 @@ fuzz_target!(|data: &[u8]| {
                     };
                     assert_eq!(results.len(), n);
                     let mut filled = db_value.clone();
-                    stmt::fill(&mut filled, &results).expect("fill");
+                    stmt::fill("db", &mut filled, &results).expect("fill");
                 }
                 Err(e) => {
                     let interrupted = e.message().contains("interrupted");
