@@ -83,14 +83,25 @@ collect() {
     : >"$work/files"
     : >"$work/entries"
     shopt -s nullglob
+    : >"$work/odd"
     for f in "$ELF_HOME"/memory/failures/*.md; do
         rel=memory/failures/${f##*/}
         [ "${f##*/}" = TEMPLATE.md ] && continue
+        # Only regular files are read: a folder, a FIFO, a device or a symbolic link named *.md
+        # is reported and left alone (reading a FIFO would hang).
+        if [ ! -f "$f" ] || [ -L "$f" ]; then
+            printf '%s\n' "$rel" >>"$work/odd"
+            continue
+        fi
         jq -n --arg p "$rel" '$p' >>"$work/files"
     done
     for f in "$ELF_HOME"/memory/heuristics/*.md; do
         [ "${f##*/}" = TEMPLATE.md ] && continue
         rel=memory/heuristics/${f##*/}
+        if [ ! -f "$f" ] || [ -L "$f" ]; then
+            printf '%s\n' "$rel" >>"$work/odd"
+            continue
+        fi
         # shellcheck disable=SC2094 # reads $f, appends to another file
         jq -Rsc -L "$ELF_LIB" --arg p "$rel" --arg d "$(basename "$f" .md)" \
             'include "elf"; heuristic_entries[] + {path: $p, domain: $d}' <"$f" >>"$work/entries"
@@ -137,11 +148,12 @@ collect() {
 report() {
     jq -r -L "$ELF_LIB" 'include "elf"; difference_line' "$work/diffs"
     cat "$work/setaside"
+    jq -Rr -L "$ELF_LIB" 'include "elf"; "not a regular file, left alone: \(term)"' "$work/odd"
 }
 
 # differences: how many differences and set-aside records there are.
 differences() {
-    echo $(($(wc -l <"$work/diffs") + $(wc -l <"$work/setaside")))
+    echo $(($(wc -l <"$work/diffs") + $(wc -l <"$work/setaside") + $(wc -l <"$work/odd")))
 }
 
 # repair: fix each difference in $work/diffs; the changed paths go to $work/paths.

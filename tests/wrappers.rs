@@ -931,8 +931,9 @@ fn a_record_that_cannot_finish_is_set_aside_and_blocks_nobody() {
     assert_eq!(out.status.code(), Some(77));
     let line = crate::util::one_line(&out.stderr);
     assert!(
-        line.starts_with("record-heuristic: recording the heuristic: the record is journaled but not finished: ")
-            && line.contains("is a folder")
+        line.starts_with(
+            "record-heuristic: recording the heuristic: the record is journaled but not finished: "
+        ) && line.contains("is a folder")
             && line.ends_with("; the next run tries again"),
         "{line}"
     );
@@ -940,7 +941,11 @@ fn a_record_that_cannot_finish_is_set_aside_and_blocks_nobody() {
     for n in 0..2 {
         let out = run(heuristic("good", &format!("after {n}")));
         ok(&out);
-        assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let journal = rows(
         &home,
@@ -963,7 +968,11 @@ fn a_record_that_cannot_finish_is_set_aside_and_blocks_nobody() {
     let out = run(script("sync-db-markdown.sh", &home));
     assert_eq!(out.status.code(), Some(1));
     let report = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(report.lines().count(), 1, "{report}");
+    assert_eq!(report.lines().count(), 2, "{report}");
+    assert!(
+        report.ends_with("\nnot a regular file, left alone: memory/heuristics/stuck.md\n"),
+        "{report}"
+    );
     assert!(
         report.starts_with(&format!("set-aside record: {key} (heuristic): "))
             && report.contains("is a folder")
@@ -980,13 +989,20 @@ fn a_record_that_cannot_finish_is_set_aside_and_blocks_nobody() {
         .expect("retry"));
     ok(&run(heuristic("good", "last")));
     let md = std::fs::read_to_string(home.join("memory/heuristics/stuck.md")).expect("entry");
-    let id = rows(&home, "SELECT id FROM heuristics WHERE rule = 'never written'")[0]["id"].clone();
+    let id = rows(
+        &home,
+        "SELECT id FROM heuristics WHERE rule = 'never written'",
+    )[0]["id"]
+        .clone();
     assert!(md.contains(&format!("## H-{id}: never written\n")), "{md}");
     ok(&run(script("sync-db-markdown.sh", &home)));
     assert_eq!(git(&home, &["status", "--porcelain"]).trim(), "");
     let subjects = crate::elf_home::subjects(&home);
     assert_eq!(
-        subjects.iter().filter(|s| s.starts_with("heuristic: ")).count(),
+        subjects
+            .iter()
+            .filter(|s| s.starts_with("heuristic: "))
+            .count(),
         6,
         "{subjects:?}"
     );

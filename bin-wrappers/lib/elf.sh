@@ -473,19 +473,43 @@ elf_drain() {
             ELF_DRAIN_ERRORS="the drain lock $ELF_DRAIN_LOCK stayed held for ${ELF_TIMEOUT}s (ELF_LOCK_TIMEOUT)"
         return "$status"
     fi
+    # The drain that just ended may have finished this run's record: its finished records are
+    # in .git/elf-drain.out (written by elf_tail under this lock). Then there is nothing to do
+    # but read the outcome, and the lock goes to the next waiter at once.
+    local out=$ELF_HOME/.git/elf-drain.out text
+    if [ -f "$out" ] && [ ! -L "$out" ]; then
+        text=$(<"$out")
+        elf_mine "$text"
+        if elf_finished; then
+            exec {fd}>&-
+            return 0
+        fi
+    fi
     elf_tail || status=$?
     exec {fd}>&-
     return "$status"
+}
+
+# elf_mine TEXT: the line of TEXT (finished records, one a line) that is this run's record, in
+# ELF_FINISHED (empty when there is none).
+elf_mine() {
+    ELF_FINISHED=""
+    if [[ $'\n'$1 =~ $'\n'(\{\"key\":\"$ELF_KEY\"[^$'\n']*) ]]; then
+        ELF_FINISHED=${BASH_REMATCH[1]}
+    fi
 }
 
 # elf_tail: every pending record through the tail, by the holder of the drain lock. Records
 # journaled by an earlier version of the scripts are brought to the current form first (one jq
 # run, only when there are such records). Status and ELF_DRAIN_ERRORS as elf_drain's.
 elf_tail() {
-    local status=0 mine=$'\x1e'"elf-mine "
+    local status=0 mine=$'\x1e'"elf-mine " out=$ELF_HOME/.git/elf-drain.out
     # The tools' messages are kept in memory (a file could not take them on a full disk). The
     # finished record of this run's key, when this drain finished it, follows them on a last
-    # line of its own (printed once the tail has ended, so nothing is spliced into it).
+    # line of its own (printed once the tail has ended, so nothing is spliced into it). The
+    # finished records are also left in .git/elf-drain.out, for the scripts waiting for the
+    # lock whose records this drain finished (see elf_drain); when it cannot be written, they
+    # ask the journal instead.
     # shellcheck disable=SC2030 # $pending lives in this subshell only, by design
     ELF_DRAIN_ERRORS=$(
         {
@@ -496,9 +520,12 @@ elf_tail() {
                 elf-write --keep-going --root "$ELF_HOME" --timeout "$ELF_TIMEOUT" |
                 elf-commit --keep-going --repo "$ELF_HOME" --lock "$ELF_HOME/.git/claude-lock" --timeout "$ELF_TIMEOUT" |
                 elf-db "done" --keep-going --key fix --db "$ELF_DB" --busy-timeout "$ELF_TIMEOUT") || exit
-            if [[ $'\n'$finished =~ $'\n'(\{\"key\":\"$ELF_KEY\"[^$'\n']*) ]]; then
-                printf '%s%s\n' "$mine" "${BASH_REMATCH[1]}"
+            if [ ! -L "$out" ]; then
+                # A file cut short by a full disk is emptied (truncating frees room).
+                { printf '%s\n' "$finished" >"$out"; } 2>/dev/null || { : >"$out"; } 2>/dev/null
             fi
+            elf_mine "$finished"
+            [ -z "$ELF_FINISHED" ] || printf '%s%s\n' "$mine" "$ELF_FINISHED"
         } 2>&1
     ) || status=$?
     ELF_FINISHED=""
@@ -562,10 +589,10 @@ elf_record() {
         elf_exit_status "$status" "$2 failed: $(elf_reason "$err" "$status"); nothing was recorded"
     fi
     elf_drain || drain=$?
+    # Done: the drain's trouble with other records is theirs (their scripts say so, the journal
+    # counts it, and sync-db-markdown.sh lists what is set aside).
     if elf_finished; then
         for w in "${ELF_WARNINGS[@]}"; do elf_warn "$w"; done
-        [ "$drain" -eq 0 ] ||
-            elf_warn "other journaled records could not be completed: $(elf_reason "$ELF_DRAIN_ERRORS" "$drain"); they stay journaled"
         return 0
     fi
     status=0
@@ -595,8 +622,6 @@ elf_record() {
         done)
             # Warnings held until now: when the record fails, its one line says what matters.
             for w in "${ELF_WARNINGS[@]}"; do elf_warn "$w"; done
-            [ "$drain" -eq 0 ] ||
-                elf_warn "other journaled records could not be completed: $(elf_reason "$ELF_DRAIN_ERRORS" "$drain"); they stay journaled"
             ;;
         set-aside)
             elf_exit_status "${code:-70}" "$2 failed: ${message//\\n/ }; the record is set aside (sync-db-markdown.sh lists it)"
