@@ -4,8 +4,10 @@
 #
 # Usage: query.sh [--context] [--domain D] [--stats] [--recent N] [--limit N]
 set -euo pipefail
+elf_self=${BASH_SOURCE[0]}
+[[ $elf_self == */* ]] || elf_self=./$elf_self
+[ ! -L "$elf_self" ] || elf_self=$(readlink -f "$elf_self")
 # shellcheck source=lib/elf.sh
-elf_self=$(readlink -f "${BASH_SOURCE[0]}")
 . "${elf_self%/*}/lib/elf.sh"
 ELF_SCRIPT=query
 ELF_HOME=${ELF_HOME:-$HOME/.claude/emergent-learning}
@@ -59,79 +61,119 @@ while [ $# -gt 0 ]; do
 done
 
 [ -f "$ELF_DB" ] || elf_die 66 "no ELF database at $ELF_DB (record something first)"
-elf_db_readable
 
-# q SQL [--param NAME=VALUE]...: rows as JSON lines, read-only.
-q() {
-    local sql=$1
+# One elf-db query a run, no jq: the lines are made by SQLite, each row one line of output
+# (tab-separated: the section, the line; a tab, newline or backslash inside a value is shown
+# as \t, \n or \\, so an item is always one line), and every other control character is shown
+# as \xNN by bash before anything reaches the terminal.
+#
+# rows SQL [--param NAME=VALUE]...: the rows, or one line and the exit status of elf-db.
+rows() {
+    local sql=$1 out status=0
     shift
-    elf-db query --db "$ELF_DB" "$sql" "$@"
-}
-fmt() { jq -r -L "$ELF_LIB" "include \"elf\"; $1"; }
-
-heuristics() { # [DOMAIN]
-    if [ -n "${1-}" ]; then
-        q "SELECT id, domain, rule, confidence FROM heuristics WHERE domain = :d ORDER BY confidence DESC, id DESC LIMIT :n" \
-            --param "d=$1" --param "n=$limit"
-    else
-        q "SELECT id, domain, rule, confidence FROM heuristics ORDER BY confidence DESC, id DESC LIMIT :n" --param "n=$limit"
-    fi | fmt '"- [H-\(.id)] (\(.confidence | term), \(.domain | term)) \(.rule | term)"'
+    out=$(elf-db query --db "$ELF_DB" --format tsv "$sql" "$@" 2>&1) || status=$?
+    [ "$status" -eq 0 ] || elf_die "$status" "cannot read the ELF database $ELF_DB: $(elf_reason "$out" "$status")"
+    printf '%s' "$out"
 }
 
-learnings() { # N [DOMAIN]
-    if [ -n "${2-}" ]; then
-        q "SELECT id, type, title, domain, created_at FROM learnings WHERE domain = :d ORDER BY created_at DESC, id DESC LIMIT :n" \
-            --param "d=$2" --param "n=$1"
-    else
-        q "SELECT id, type, title, domain, created_at FROM learnings ORDER BY created_at DESC, id DESC LIMIT :n" --param "n=$1"
-    fi | fmt '"- [\(.type | term)] \(.title | term) (\(.domain | term), \(.created_at | term))"'
+# shown TEXT: TEXT with control characters other than newline shown as \xNN.
+shown() {
+    local LC_ALL=C s=$1 out="" c
+    if [[ $s == *[$'\x01'-$'\x09'$'\x0b'-$'\x1f'$'\x7f']* || $s == *$'\xc2'[$'\x80'-$'\x9f']* ]]; then
+        while [ -n "$s" ]; do
+            c=${s:0:1}
+            s=${s:1}
+            case $c in
+                [$'\x01'-$'\x09'$'\x0b'-$'\x1f'$'\x7f']) printf -v c '\\x%02x' "'$c" ;;
+                $'\xc2')
+                    if [[ $s == [$'\x80'-$'\x9f']* ]]; then
+                        printf -v c '\\x%02x' "'${s:0:1}"
+                        s=${s:1}
+                    fi
+                    ;;
+            esac
+            out+=$c
+        done
+        s=$out
+    fi
+    printf '%s' "$s"
+}
+
+# section TAG: the lines of section TAG of $out (rows "TAG<tab>line"), or nothing.
+section() {
+    local line
+    while IFS= read -r line; do
+        if [[ $line == "$1"$'\t'* ]]; then printf '%s\n' "${line#*$'\t'}"; fi
+    done <<<"$out"
+}
+
+# The lines of one section, as SQL: "- [H-12] (0.85, testing) Check colour" and the like.
+# A whole-valued confidence prints as 1, not 1.0 (as the numbers are written in the markdown).
+H_LINE="'- [H-' || id || '] (' || coalesce(CASE WHEN typeof(confidence) = 'real' AND confidence = CAST(confidence AS INTEGER)
+    THEN CAST(confidence AS INTEGER) ELSE confidence END, '') || ', ' || coalesce(domain, '') || ') ' || coalesce(rule, '')"
+L_LINE="'- [' || coalesce(type, '') || '] ' || coalesce(title, '') || ' (' || coalesce(domain, '') || ', ' || coalesce(created_at, '') || ')'"
+heuristics_sql() { # TAG WHERE
+    echo "SELECT '$1', $H_LINE FROM (SELECT * FROM heuristics $2 ORDER BY confidence DESC, id DESC LIMIT CAST(:n AS INTEGER))"
+}
+learnings_sql() { # TAG WHERE LIMIT_PARAM
+    echo "SELECT '$1', $L_LINE FROM (SELECT * FROM learnings $2 ORDER BY created_at DESC, id DESC LIMIT CAST($3 AS INTEGER))"
+}
+print_section() { # TAG
+    local lines
+    lines=$(section "$1")
+    if [ -n "$lines" ]; then shown "$lines"$'\n'; fi
 }
 
 case $mode in
     context)
+        out=$(rows "$(heuristics_sql h "") UNION ALL $(learnings_sql l "" :n)" --param "n=$limit")
         echo "# Golden Rules"
         echo
         if [ -f "$ELF_HOME/memory/golden-rules.md" ]; then
-            jq -Rr -L "$ELF_LIB" 'include "elf"; term' <"$ELF_HOME/memory/golden-rules.md"
+            shown "$(<"$ELF_HOME/memory/golden-rules.md")"$'\n'
         else
             echo "(none)"
         fi
         echo
         echo "# Heuristics"
         echo
-        heuristics
+        print_section h
         echo
         echo "# Recent Learnings"
         echo
-        learnings "$limit"
+        print_section l
         ;;
     domain)
-        echo "# Domain: $(jq -nr -L "$ELF_LIB" --arg d "$domain" 'include "elf"; $d | term')"
+        out=$(rows "$(heuristics_sql h "WHERE domain = :d") UNION ALL $(learnings_sql l "WHERE domain = :d" :n)" \
+            --param "d=$domain" --param "n=$limit")
+        echo "# Domain: $(shown "$domain")"
         echo
         echo "## Heuristics"
         echo
-        heuristics "$domain"
+        print_section h
         echo
         echo "## Learnings"
         echo
-        learnings "$limit" "$domain"
+        print_section l
         ;;
     recent)
+        out=$(rows "$(learnings_sql l "" :r)" --param "r=$recent")
         echo "# Recent Learnings"
         echo
-        learnings "$recent"
+        print_section l
         ;;
     stats)
+        out=$(rows "SELECT * FROM (SELECT 'c', 'learnings (' || coalesce(type, '') || '): ' || COUNT(*) FROM learnings GROUP BY type ORDER BY type)
+            UNION ALL SELECT 'c', 'heuristics: ' || COUNT(*) || ' (golden: ' || COALESCE(SUM(is_golden), 0) || ')' FROM heuristics
+            UNION ALL SELECT 'c', 'experiments: ' || COUNT(*) FROM experiments
+            UNION ALL SELECT * FROM (SELECT 'd', coalesce(domain, '') || ': ' || COUNT(*) FROM
+                (SELECT domain FROM learnings UNION ALL SELECT domain FROM heuristics) GROUP BY domain ORDER BY COUNT(*) DESC, domain)")
         echo "# Statistics"
         echo
-        q "SELECT type, COUNT(*) AS n FROM learnings GROUP BY type ORDER BY type" | fmt '"learnings (\(.type | term)): \(.n)"'
-        q "SELECT COUNT(*) AS n, COALESCE(SUM(is_golden), 0) AS golden FROM heuristics" |
-            fmt '"heuristics: \(.n) (golden: \(.golden))"'
-        q "SELECT COUNT(*) AS n FROM experiments" | fmt '"experiments: \(.n)"'
+        print_section c
         echo
         echo "## By domain"
         echo
-        q "SELECT domain, COUNT(*) AS n FROM (SELECT domain FROM learnings UNION ALL SELECT domain FROM heuristics) GROUP BY domain ORDER BY n DESC, domain" |
-            fmt '"\(.domain | term): \(.n)"'
+        print_section d
         ;;
 esac
