@@ -12,13 +12,16 @@
 #        elf-db pending | elf-write | elf-commit | elf-db done --key fix
 #      one elf-write batch, one elf-commit group (one commit per record) and one transaction
 #      for the done marks: group commit across processes. A script whose record another
-#      drainer finished while it waited for the lock finds nothing of its own pending.
-#   3. It reads its record's outcome from the journal (`elf-db query --format tsv`): done, with
-#      its id, path and commit; set aside, with its error; or still pending, with the reason.
+#      drainer finished while it waited for the lock finds it among the finished records that
+#      drain left in .git/elf-drain.out, and hands the lock on without draining.
+#   3. It reads its record's outcome: from its finished record (the drain's output, or
+#      .git/elf-drain.out) when it came through whole, else from the journal (`elf-db query
+#      --format tsv`): done, with its id, path and commit; set aside, with its error; or still
+#      pending, with the reason.
 #
 # Recovery is the same drain: a record whose writer was killed is pending, and the next drain
 # (any script's) completes it. A record that fails for a reason of its own (a bad value, a file
-# in the way) is counted by `elf-db done`; after three attempts (at once for none of the
+# in the way) is counted by `elf-db done`; after three attempts (never for the
 # retryable statuses 74 and 75) it is set aside with its error, so that it never blocks the
 # others; sync-db-markdown.sh lists it, and `elf-db retry` or `elf-db drop` settles it.
 #
