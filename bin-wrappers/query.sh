@@ -63,9 +63,9 @@ done
 [ -f "$ELF_DB" ] || elf_die 66 "no ELF database at $ELF_DB (record something first)"
 
 # One elf-db query a run, no jq: the lines are made by SQLite, each row one line of output
-# (tab-separated: the section, the line; a tab, newline or backslash inside a value is shown
-# as \t, \n or \\, so an item is always one line), and every other control character is shown
-# as \xNN by bash before anything reaches the terminal.
+# (tab-separated: the section, the line; a tab, newline or carriage return inside a value is
+# shown as \t, \n or \r, so an item is always one line), and every other control character is
+# shown as \xNN by bash before anything reaches the terminal.
 #
 # rows SQL [--param NAME=VALUE]...: the rows, or one line and the exit status of elf-db.
 rows() {
@@ -78,25 +78,8 @@ rows() {
 
 # shown TEXT: TEXT with control characters other than newline shown as \xNN.
 shown() {
-    local LC_ALL=C s=$1 out="" c
-    if [[ $s == *[$'\x01'-$'\x09'$'\x0b'-$'\x1f'$'\x7f']* || $s == *$'\xc2'[$'\x80'-$'\x9f']* ]]; then
-        while [ -n "$s" ]; do
-            c=${s:0:1}
-            s=${s:1}
-            case $c in
-                [$'\x01'-$'\x09'$'\x0b'-$'\x1f'$'\x7f']) printf -v c '\\x%02x' "'$c" ;;
-                $'\xc2')
-                    if [[ $s == [$'\x80'-$'\x9f']* ]]; then
-                        printf -v c '\\x%02x' "'${s:0:1}"
-                        s=${s:1}
-                    fi
-                    ;;
-            esac
-            out+=$c
-        done
-        s=$out
-    fi
-    printf '%s' "$s"
+    elf_controls "$1" '\\x%02x' keep-newlines
+    printf '%s' "$REPLY"
 }
 
 # section TAG: the lines of section TAG of $out (rows "TAG<tab>line"), or nothing.
@@ -121,6 +104,8 @@ learnings_sql() { # TAG WHERE LIMIT_PARAM
 print_section() { # TAG
     local lines
     lines=$(section "$1")
+    # elf-db's \\ is a backslash again; \n, \t and \r stay as they are, one item a line.
+    lines=${lines//\\\\/\\}
     if [ -n "$lines" ]; then shown "$lines"$'\n'; fi
 }
 

@@ -109,21 +109,38 @@ elf_flags() {
     done
 }
 
-# elf_quote TEXT: TEXT in single quotes for a message, control characters shown as \xNN.
-elf_quote() {
-    local LC_ALL=C s=$1 out="" c
-    if [[ $s == *[$'\x01'-$'\x1f'$'\x7f']* ]]; then
+# elf_controls TEXT FORMAT [KEEP_NEWLINES]: TEXT with every control character (C0, DEL and
+# C1) written as printf FORMAT of its code (\\x%02x for people, \\u%04x for JSON); newlines
+# kept when KEEP_NEWLINES is given. Sets REPLY. The loop runs only when there is one.
+# shellcheck disable=SC2059 # FORMAT is the caller's printf format, by design
+elf_controls() {
+    local LC_ALL=C s=$1 out="" c set=$'\x01'-$'\x1f'$'\x7f'
+    [ -z "${3-}" ] || set=$'\x01'-$'\x09'$'\x0b'-$'\x1f'$'\x7f'
+    # shellcheck disable=SC2254 # $set is a bracket expression's contents, by design
+    if [[ $s == *[$set]* || $s == *$'\xc2'[$'\x80'-$'\x9f']* ]]; then
         while [ -n "$s" ]; do
             c=${s:0:1}
             s=${s:1}
             case $c in
-                [$'\x01'-$'\x1f'$'\x7f']) printf -v c '\\x%02x' "'$c" ;;
+                [$set]) printf -v c "$2" "'$c" ;;
+                $'\xc2')
+                    if [[ $s == [$'\x80'-$'\x9f']* ]]; then
+                        printf -v c "$2" "'${s:0:1}"
+                        s=${s:1}
+                    fi
+                    ;;
             esac
             out+=$c
         done
         s=$out
     fi
-    printf "'%s'" "$s"
+    REPLY=$s
+}
+
+# elf_quote TEXT: TEXT in single quotes for a message, control characters shown as \xNN.
+elf_quote() {
+    elf_controls "$1" '\\x%02x'
+    printf "'%s'" "$REPLY"
 }
 
 # elf_die STATUS MESSAGE: one line on stderr, then exit.
@@ -285,24 +302,14 @@ elf_domain_slug() {
 # elf_json TEXT: TEXT as a JSON string (quotes included), in REPLY. TEXT is valid UTF-8 (as
 # elf_clean_text leaves it).
 elf_json() {
-    local LC_ALL=C s=$1 out="" c
+    local s=$1
     s=${s//\\/\\\\}
     s=${s//\"/\\\"}
     s=${s//$'\n'/\\n}
     s=${s//$'\t'/\\t}
     s=${s//$'\r'/\\r}
-    if [[ $s == *[$'\x01'-$'\x1f'$'\x7f']* ]]; then
-        while [ -n "$s" ]; do
-            c=${s:0:1}
-            s=${s:1}
-            case $c in
-                [$'\x01'-$'\x1f'$'\x7f']) printf -v c '\\u%04x' "'$c" ;;
-            esac
-            out+=$c
-        done
-        s=$out
-    fi
-    REPLY="\"$s\""
+    elf_controls "$s" '\\u%04x'
+    REPLY="\"$REPLY\""
 }
 
 # elf_severity VALUE: 1..5 kept; low, medium, high, critical -> 2, 3, 4, 5 (any case);
