@@ -82,12 +82,16 @@ shown() {
     printf '%s' "$REPLY"
 }
 
-# section TAG: the lines of section TAG of $out (rows "TAG<tab>line"), or nothing.
+# section TAG: the lines of section TAG of $out (rows "TAG<tab>line"), in REPLY. Split with
+# parameter expansions: read(1) on a pipe would take them a byte at a time.
 section() {
-    local line
-    while IFS= read -r line; do
-        if [[ $line == "$1"$'\t'* ]]; then printf '%s\n' "${line#*$'\t'}"; fi
-    done <<<"$out"
+    local rest=$out$'\n' line
+    REPLY=""
+    while [ -n "$rest" ]; do
+        line=${rest%%$'\n'*}
+        rest=${rest#*$'\n'}
+        if [[ $line == "$1"$'\t'* ]]; then REPLY+=${line#*$'\t'}$'\n'; fi
+    done
 }
 
 # The lines of one section, as SQL: "- [H-12] (0.85, testing) Check colour" and the like.
@@ -102,11 +106,9 @@ learnings_sql() { # TAG WHERE LIMIT_PARAM
     echo "SELECT '$1', $L_LINE FROM (SELECT * FROM learnings $2 ORDER BY created_at DESC, id DESC LIMIT CAST($3 AS INTEGER))"
 }
 print_section() { # TAG
-    local lines
-    lines=$(section "$1")
+    section "$1"
     # elf-db's \\ is a backslash again; \n, \t and \r stay as they are, one item a line.
-    lines=${lines//\\\\/\\}
-    if [ -n "$lines" ]; then shown "$lines"$'\n'; fi
+    shown "${REPLY//\\\\/\\}"
 }
 
 case $mode in

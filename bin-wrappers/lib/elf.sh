@@ -568,20 +568,27 @@ elf_finished() {
 }
 
 # elf_upgrade_pending: the pending records of an earlier version of the scripts (a failure
-# without its "fix", a heuristic without its entry) in the current form, in place in $pending.
+# without its "fix", a heuristic without its entry's "$join") in the current form, in place in
+# $pending. Found by counting (a line at a time would make bash read byte by byte): every
+# current failure carries one "fix" and every current heuristic one "$join".
 # shellcheck disable=SC2016,SC2031 # '"$join"' is JSON text; $pending is elf_tail's subshell's
 elf_upgrade_pending() {
-    local line old=""
-    while IFS= read -r line; do
-        case $line in
-            *'"kind":"failure"'*) [[ $line == *'"fix":'* ]] || old=1 ;;
-            *'"kind":"heuristic"'*) [[ $line == *'"$join"'* ]] || old=1 ;;
-        esac
-        [ -z "$old" ] || break
-    done <<<"$pending"
-    if [ -n "$old" ] && command -v jq >/dev/null 2>&1; then
-        pending=$(jq -c -L "$ELF_LIB" 'include "elf"; upgrade' <<<"$pending") || true
+    local failures heuristics fixes joins
+    elf_count "$pending" '"kind":"failure"' && failures=$REPLY
+    elf_count "$pending" '"kind":"heuristic"' && heuristics=$REPLY
+    elf_count "$pending" ',"fix":{' && fixes=$REPLY
+    elf_count "$pending" '{"$join":' && joins=$REPLY
+    if [ "$fixes" -lt "$failures" ] || [ "$joins" -lt "$heuristics" ]; then
+        if command -v jq >/dev/null 2>&1; then
+            pending=$(jq -c -L "$ELF_LIB" 'include "elf"; upgrade' <<<"$pending") || true
+        fi
     fi
+}
+
+# elf_count TEXT WORD: how many times WORD is in TEXT, in REPLY.
+elf_count() {
+    local rest=${1//"$2"/}
+    REPLY=$(((${#1} - ${#rest}) / ${#2}))
 }
 
 # elf_record RECORD WHAT: journal RECORD (one JSON line carrying "key": $ELF_KEY), drain, and
