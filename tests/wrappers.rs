@@ -1007,3 +1007,117 @@ fn a_record_that_cannot_finish_is_set_aside_and_blocks_nobody() {
         "{subjects:?}"
     );
 }
+
+#[test]
+fn records_journaled_by_the_previous_scripts_are_completed_by_the_next_drain() {
+    // The previous scripts journaled a heuristic without its entry (jq made it after the
+    // insert) and a failure without its key line and its "fix"; a crash left them pending.
+    let dir = TempDir::new();
+    let home = dir.join("home");
+    let mut first = script("record-failure.sh", &home);
+    first.args(["--title", "first", "--domain", "old"]);
+    ok(&run(first));
+    std::fs::write(
+        home.join("memory/failures/20250101_taken.md"),
+        "someone else's\n",
+    )
+    .expect("taken");
+    let old = [
+        serde_json::json!({"key": "elf-1-1-1", "kind": "heuristic",
+            "db": {"table": "heuristics", "values": {"domain": "old", "rule": "Old rule",
+                   "explanation": "why", "source_type": "observation", "confidence": 0.7}},
+            "heuristic": {"rule": "Old rule", "confidence": 0.7, "source": "observation",
+                          "created": "2025-01-01", "explanation": "why"},
+            "write": {"path": "memory/heuristics/old.md", "mode": "append",
+                      "header": "# Heuristics: old\n\nGenerated from failures, successes, and observations in the **old** domain.\n\n---\n\n"},
+            "commit": {"message": "heuristic: Old rule"}}),
+        serde_json::json!({"key": "elf-2-2-2", "kind": "failure",
+            "db": {"table": "learnings", "values": {"type": "failure",
+                   "filepath": "memory/failures/20250101_taken.md", "title": "Taken", "domain": "old"}},
+            "write": {"path": "memory/failures/20250101_taken.md", "mode": "create",
+                      "unique": true, "content": "# Taken\n"},
+            "commit": {"message": "failure: Taken"}}),
+    ];
+    let input: String = old.iter().map(|r| format!("{r}\n")).collect();
+    let out = run_with_input(
+        {
+            let mut c = crate::util::cmd(crate::elf_home::bin_dir().join("elf-db"));
+            c.args(["insert", "--journal", "--db"])
+                .arg(home.join("memory/index.db"));
+            c
+        },
+        input.as_bytes(),
+    );
+    ok(&out);
+    // The next run of any script drains them, in their current form.
+    let mut next = script("record-failure.sh", &home);
+    next.args(["--title", "next", "--domain", "old"]);
+    ok(&run(next));
+    let id = rows(&home, "SELECT id FROM heuristics WHERE rule = 'Old rule'")[0]["id"].clone();
+    let md = std::fs::read_to_string(home.join("memory/heuristics/old.md")).expect("entry");
+    assert!(md.contains(&format!("## H-{id}: Old rule\n")), "{md}");
+    let taken = rows(
+        &home,
+        "SELECT filepath FROM learnings WHERE title = 'Taken'",
+    );
+    assert_eq!(
+        taken[0]["filepath"],
+        Value::from("memory/failures/20250101_taken-2.md")
+    );
+    let text = std::fs::read_to_string(home.join("memory/failures/20250101_taken-2.md"))
+        .expect("the failure's own file");
+    assert_eq!(text, "# Taken\n\n<!-- elf:elf-2-2-2 -->\n");
+    let pending = rows(
+        &home,
+        "SELECT count(*) AS n FROM elf_journal WHERE done_at IS NULL",
+    );
+    assert_eq!(pending[0]["n"], Value::from(0));
+    let subjects = crate::elf_home::subjects(&home);
+    for s in ["heuristic: Old rule", "failure: Taken", "failure: next"] {
+        assert!(subjects.iter().any(|x| x == s), "{s}: {subjects:?}");
+    }
+}
+
+#[test]
+fn a_record_that_would_fail_is_refused_before_it_is_journaled() {
+    let dir = TempDir::new();
+    let home = dir.join("home");
+    let mut first = script("record-failure.sh", &home);
+    first.args(["--title", "first", "--domain", "d"]);
+    ok(&run(first));
+    let journaled = |home: &Path| rows(home, "SELECT key FROM elf_journal").len();
+    let before = journaled(&home);
+    // A timeout that is not a number of seconds.
+    for bad in ["1e3", "abc", "-1", "10s"] {
+        let mut c = script("record-failure.sh", &home);
+        c.args(["--title", "t", "--domain", "d"])
+            .env("ELF_LOCK_TIMEOUT", bad);
+        let out = run(c);
+        assert_eq!(out.status.code(), Some(64), "{bad}");
+        let line = crate::util::one_line(&out.stderr);
+        assert!(
+            line.contains("ELF_LOCK_TIMEOUT must be a number of seconds"),
+            "{line}"
+        );
+    }
+    // Neither ELF_HOME nor HOME.
+    let mut c = script("record-failure.sh", &home);
+    c.args(["--title", "t", "--domain", "d"])
+        .env_remove("ELF_HOME")
+        .env_remove("HOME");
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(crate::util::one_line(&out.stderr).contains("neither ELF_HOME nor HOME is set"));
+    // A memory/failures that is a symbolic link out of the home.
+    let outside = dir.join("outside");
+    std::fs::create_dir_all(&outside).expect("outside");
+    std::fs::rename(home.join("memory/failures"), dir.join("kept")).expect("move");
+    std::os::unix::fs::symlink(&outside, home.join("memory/failures")).expect("symlink");
+    let mut c = script("record-failure.sh", &home);
+    c.args(["--title", "t", "--domain", "d"]);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(77));
+    assert!(crate::util::one_line(&out.stderr).contains("is a symbolic link"));
+    assert_eq!(journaled(&home), before, "a refused record was journaled");
+    assert_eq!(std::fs::read_dir(&outside).expect("outside").count(), 0);
+}
