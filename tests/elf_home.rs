@@ -61,6 +61,13 @@ pub fn script(name: &str, home: &Path) -> Command {
     c
 }
 
+/// `elf-db COMMAND --db HOME/memory/index.db`, more arguments to add.
+pub fn elf_db(home: &Path, command: &str) -> Command {
+    let mut c = cmd(env!("CARGO_BIN_EXE_elf-db"));
+    c.args([command, "--db"]).arg(home.join("memory/index.db"));
+    c
+}
+
 pub fn run(mut c: Command) -> Output {
     c.stdin(Stdio::null()).output().expect("run script")
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::elf_home::{assert_started_once, git, ok, root, rows, run, script};
+use crate::elf_home::{assert_started_once, elf_db, git, ok, root, rows, run, script};
 use crate::util::{TempDir, run_with_input, watchdog};
 
 type Rows = Vec<serde_json::Map<String, Value>>;
@@ -958,11 +958,7 @@ fn a_record_that_cannot_finish_is_set_aside_and_blocks_nobody() {
     assert_eq!(journal[0]["open"], Value::from(1));
     let key = journal[0]["key"].as_str().expect("a key").to_string();
     // Set aside: no drain offers it any more; sync lists it, with how to settle it.
-    let pending = crate::util::cmd(crate::elf_home::bin_dir().join("elf-db"))
-        .args(["pending", "--db"])
-        .arg(home.join("memory/index.db"))
-        .output()
-        .expect("pending");
+    let pending = elf_db(&home, "pending").output().expect("pending");
     assert!(pending.stdout.is_empty(), "{:?}", pending.stdout);
     ok(&run(heuristic("good", "after it was set aside")));
     let out = run(script("sync-db-markdown.sh", &home));
@@ -981,12 +977,7 @@ fn a_record_that_cannot_finish_is_set_aside_and_blocks_nobody() {
     );
     // Mended and retried, the next run completes it; everything agrees.
     std::fs::remove_dir(home.join("memory/heuristics/stuck.md")).expect("rmdir");
-    ok(&crate::util::cmd(crate::elf_home::bin_dir().join("elf-db"))
-        .args(["retry", "--db"])
-        .arg(home.join("memory/index.db"))
-        .arg(&key)
-        .output()
-        .expect("retry"));
+    ok(&elf_db(&home, "retry").arg(&key).output().expect("retry"));
     ok(&run(heuristic("good", "last")));
     let md = std::fs::read_to_string(home.join("memory/heuristics/stuck.md")).expect("entry");
     let id = rows(
@@ -1039,15 +1030,9 @@ fn records_journaled_by_the_previous_scripts_are_completed_by_the_next_drain() {
             "commit": {"message": "failure: Taken"}}),
     ];
     let input: String = old.iter().map(|r| format!("{r}\n")).collect();
-    let out = run_with_input(
-        {
-            let mut c = crate::util::cmd(crate::elf_home::bin_dir().join("elf-db"));
-            c.args(["insert", "--journal", "--db"])
-                .arg(home.join("memory/index.db"));
-            c
-        },
-        input.as_bytes(),
-    );
+    let mut insert = elf_db(&home, "insert");
+    insert.arg("--journal");
+    let out = run_with_input(insert, input.as_bytes());
     ok(&out);
     // The next run of any script drains them, in their current form.
     let mut next = script("record-failure.sh", &home);
@@ -1120,4 +1105,68 @@ fn a_record_that_would_fail_is_refused_before_it_is_journaled() {
     assert!(crate::util::one_line(&out.stderr).contains("is a symbolic link"));
     assert_eq!(journaled(&home), before, "a refused record was journaled");
     assert_eq!(std::fs::read_dir(&outside).expect("outside").count(), 0);
+}
+
+#[test]
+fn sync_writes_the_markdown_the_scripts_write() {
+    // The scripts make their markdown in bash, sync-db-markdown.sh in jq: a file or an entry
+    // repaired from its row is the one the script wrote (but the script's key line).
+    let dir = TempDir::new();
+    let home = dir.join("home");
+    let mut f = script("record-failure.sh", &home);
+    f.args([
+        "--title",
+        "Same bytes",
+        "--domain",
+        "fmt",
+        "--severity",
+        "4",
+        "--tags",
+        "a, b",
+        "--summary",
+        "One line.",
+    ]);
+    ok(&run(f));
+    let mut h = script("record-heuristic.sh", &home);
+    h.args([
+        "--domain",
+        "fmt",
+        "--rule",
+        "Same entry",
+        "--explanation",
+        "Because.",
+        "--source",
+        "failure",
+        "--confidence",
+        "0.85",
+    ]);
+    ok(&run(h));
+    let path = rows(
+        &home,
+        "SELECT filepath FROM learnings WHERE title = 'Same bytes'",
+    )[0]["filepath"]
+        .as_str()
+        .expect("a path")
+        .to_string();
+    let marker = |t: String| -> String {
+        t.lines()
+            .filter(|l| !l.starts_with("<!-- elf:"))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    let written = std::fs::read_to_string(home.join(&path)).expect("file");
+    let heuristics = home.join("memory/heuristics/fmt.md");
+    let entry = std::fs::read_to_string(&heuristics).expect("entry");
+    std::fs::remove_file(home.join(&path)).expect("rm");
+    std::fs::remove_file(&heuristics).expect("rm");
+    let mut fix = script("sync-db-markdown.sh", &home);
+    fix.arg("--fix");
+    ok(&run(fix));
+    // A failure file ends with a blank line and its key line.
+    let repaired = std::fs::read_to_string(home.join(&path)).expect("repaired file");
+    let (body, key_line) = written.rsplit_once("\n\n<!-- elf:").expect("a key line");
+    assert!(key_line.ends_with(" -->\n"), "{written}");
+    assert_eq!(repaired, format!("{body}\n"));
+    let repaired = std::fs::read_to_string(&heuristics).expect("repaired entry");
+    assert_eq!(marker(repaired), marker(entry));
 }

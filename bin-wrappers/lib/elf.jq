@@ -1,32 +1,11 @@
-# The jq half of the ELF wrappers: input cleaning, slugs, the markdown formats, and the pipeline
-# tail's dispatch on a record's "kind". Loaded with: jq -L "$ELF_LIB" 'include "elf"; ...'
+# The jq half of the ELF wrappers, run once per use and never per record: the markdown formats
+# and parsers of sync-db-markdown.sh, the upgrade of records journaled by an earlier version of
+# the scripts, and terminal escaping. The scripts build their records in bash (elf.sh); the
+# formats here must stay byte for byte the same as theirs (a test holds them together).
+# Loaded with: jq -L "$ELF_LIB" 'include "elf"; ...'
 
-# Removes ANSI escape sequences (CSI, OSC, two-byte ESC x) and control characters other than
-# newline; CR LF and lone CR become LF; tabs become spaces.
-def clean_text:
-  gsub("\r\n?"; "\n")
-  | gsub("\u001b\\[[0-?]*[ -/]*[@-~]"; "")
-  | gsub("\u001b\\][^\u0007\u001b]*(\u0007|\u001b\\\\)?"; "")
-  | gsub("\u001b[@-_]?"; "")
-  | gsub("\t"; " ")
-  | gsub("[\u0000-\u0009\u000b-\u001f\u007f\u0080-\u009f]"; "");
-
-# One line: clean_text, then newlines become spaces, runs of spaces collapse, ends trimmed.
-def clean_line:
-  clean_text | gsub("\n"; " ") | gsub("  +"; " ") | sub("^ +"; "") | sub(" +$"; "");
-
-# Multi-line text: clean_text with trailing blank lines removed.
-def clean_block:
-  clean_text | sub("[ \n]+$"; "");
-
-# The legacy slug: lower case, spaces to "-", only [a-z0-9-], at most 100 characters. A title
-# with no ASCII letter or digit gets "untitled-<hash>" (the hash of the title, given by the
-# script), so that it is never empty.
-def slug($fallback):
-  (ascii_downcase | gsub(" "; "-") | gsub("[^a-z0-9-]"; "") | .[0:100]) as $s
-  | if ($s | test("[a-z0-9]")) then $s else "untitled-" + $fallback end;
-
-# The legacy domain rule: as the slug, then leading and trailing "-" stripped.
+# The legacy domain rule (as elf_domain_slug in elf.sh): lower case, spaces to "-", only
+# [a-z0-9-], at most 100 characters, leading and trailing "-" stripped.
 def domain_slug:
   ascii_downcase | gsub(" "; "-") | gsub("[^a-z0-9-]"; "") | .[0:100] | sub("^-+"; "") | sub("-+$"; "");
 
@@ -41,12 +20,6 @@ def heuristic_header($domain):
 
 def heuristic_entry($id; $rule; $confidence; $source; $created; $explanation):
   "## H-\($id): \($rule)\n\n**Confidence**: \($confidence | num_text)\n**Source**: \($source)\n**Created**: \($created)\n\n\($explanation)\n\n---\n\n";
-
-def experiment_hypothesis($name; $started; $hypothesis; $success; $failure):
-  "# Experiment: \($name)\n\n**Started**: \($started)\n**Status**: Active\n\n## Hypothesis\n\n\($hypothesis)\n\n## Success Criteria\n\n\($success)\n\n## Failure Criteria\n\n\($failure)\n\n## Variables\n\n- **Independent**:\n- **Dependent**:\n- **Controlled**:\n\n## Controls\n\n[What stays the same between cycles?]\n\n## Methodology\n\n[How will the experiment be run?]\n\n## Expected Outcomes\n\n[What do you expect to happen?]\n";
-
-def experiment_log($name; $started):
-  "# Experiment Log: \($name)\n\n**Started**: \($started)\n\n## Cycle 1\n\n### Try\n\n[What was attempted?]\n\n### Break\n\n[What broke or surprised?]\n\n### Analysis\n\n[Why did it happen?]\n\n### Learning\n\n[What was learned?]\n";
 
 # A pending record journaled by an earlier version of the scripts, in the current form: a
 # heuristic gets its entry (the row id is in the journaled record), a failure its key line and

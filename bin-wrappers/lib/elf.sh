@@ -488,7 +488,8 @@ elf_drain() {
     # but read the outcome, and the lock goes to the next waiter at once.
     local out=$ELF_HOME/.git/elf-drain.out text
     if [ -f "$out" ] && [ ! -L "$out" ]; then
-        text=$(<"$out")
+        # read, not $(<...): no subshell to fork (a regular file is read in blocks).
+        IFS= read -r -d '' text <"$out" || true
         elf_mine "$text"
         if elf_finished; then
             exec {fd}>&-
