@@ -66,6 +66,7 @@ printf -v day '%(%Y%m%d)T' -1
 printf -v date '%(%Y-%m-%d)T' -1
 elf_slug "$title"
 path=memory/failures/${day}_$REPLY.md
+elf_md_block "$summary"
 content="# $title
 
 **Domain**: $domain
@@ -75,7 +76,7 @@ content="# $title
 
 ## Summary
 
-$summary
+$REPLY
 
 ## What Happened
 

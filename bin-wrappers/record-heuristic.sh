@@ -74,13 +74,14 @@ elf_json "$domain" && j_domain=$REPLY
 elf_json "$rule" && j_rule=$REPLY
 elf_json "$explanation" && j_explanation=$REPLY
 elf_json "$source" && j_source=$REPLY
+elf_md_block "$explanation"
 elf_json ": $rule
 
 **Confidence**: $conf
 **Source**: $source
 **Created**: $date
 
-$explanation
+$REPLY
 
 ---
 

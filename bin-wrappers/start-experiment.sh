@@ -58,10 +58,27 @@ elf_home_ready
 printf -v stamp '%(%Y%m%d-%H%M%S)T' -1
 printf -v started '%(%Y-%m-%d %H:%M:%S)T' -1
 elf_slug "$name"
+# The folder is claimed with mkdir, which makes it or fails when it is there: two names that
+# clean to one slug in the same second ("Retry v1", "Retry v.1") get FOLDER and FOLDER-2, as
+# failures get NAME.md and NAME-2.md. Until the record is journaled the folder is this run's to
+# remove (a run killed in between leaves an empty folder, which git does not see).
 folder=experiments/active/${stamp}_$REPLY
+n=1
+until err=$(mkdir -- "$ELF_HOME/$folder" 2>&1); do
+    [ -e "$ELF_HOME/$folder" ] || [ -L "$ELF_HOME/$folder" ] ||
+        elf_die "$(elf_io_status "$err" 74)" "cannot create the experiment's folder $folder: ${err##*: }; nothing was recorded"
+    n=$((n + 1))
+    [ "$n" -le 1000 ] || elf_die 75 "no free folder name for ${stamp}_$REPLY; nothing was recorded"
+    folder=experiments/active/${stamp}_$REPLY-$n
+done
+unclaim() { [ -n "${ELF_JOURNALED-}" ] || rmdir -- "$ELF_HOME/$folder" 2>/dev/null || true; }
+trap unclaim EXIT
 elf_json "$name" && j_name=$REPLY
 elf_json "$hypothesis" && j_hypothesis=$REPLY
 elf_json "$folder" && j_folder=$REPLY
+elf_md_block "$hypothesis" && md_hypothesis=$REPLY
+elf_md_block "$success" && md_success=$REPLY
+elf_md_block "$failure" && md_failure=$REPLY
 elf_json "# Experiment: $name
 
 **Started**: $started
@@ -69,15 +86,15 @@ elf_json "# Experiment: $name
 
 ## Hypothesis
 
-$hypothesis
+$md_hypothesis
 
 ## Success Criteria
 
-$success
+$md_success
 
 ## Failure Criteria
 
-$failure
+$md_failure
 
 ## Variables
 

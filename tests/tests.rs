@@ -10,5 +10,6 @@ mod docs;
 mod hostile;
 mod lock;
 mod refs;
+mod scripts_hostile;
 mod wrappers;
 mod write;

@@ -12,14 +12,38 @@ def domain_slug:
 # A number as the markdown shows it (0.5, 0.85, 1).
 def num_text: tostring;
 
+# Text for a heading or a list line: one line, always (as elf_clean_line leaves the scripts'
+# input): ANSI escapes and other control characters removed, line breaks and tabs as spaces,
+# runs of spaces one space, the ends trimmed. A row's text from elsewhere (a legacy writer, a
+# hand edit) can then never forge an entry or a field.
+def one_line:
+  tostring
+  | gsub("\u001b\\[[0-?]*[ -/]*[@-~]"; "")
+  | gsub("[\r\n\t\u2028\u2029]"; " ")
+  | gsub("[\u0000-\u001f\u007f-\u009f]"; "")
+  | gsub("  +"; " ") | sub("^ "; "") | sub(" $"; "");
+
+# Text for the body of an entry (as elf_md_block): a line markdown would read as a heading
+# ("#" after at most three spaces) gets a backslash before its "#".
+def md_block:
+  tostring | split("\n")
+  | map(if test("^ {0,3}#") then sub("^(?<s> {0,3})#"; "\(.s)\\#") else . end)
+  | join("\n");
+
+# The text of an entry's body as given: md_block undone.
+def md_unblock:
+  split("\n")
+  | map(if test("^ {0,3}\\\\#") then sub("^(?<s> {0,3})\\\\#"; "\(.s)#") else . end)
+  | join("\n");
+
 def failure_markdown($title; $domain; $severity; $tags; $date; $summary):
-  "# \($title)\n\n**Domain**: \($domain)\n**Severity**: \($severity)\n**Tags**: \($tags)\n**Date**: \($date)\n\n## Summary\n\n\($summary)\n\n## What Happened\n\n[Describe the failure in detail]\n\n## Root Cause\n\n[What was the underlying issue?]\n\n## Impact\n\n[What were the consequences?]\n\n## Prevention\n\n[What heuristic or practice would prevent this?]\n\n## Related\n\n- **Experiments**:\n- **Heuristics**:\n- **Similar Failures**:\n";
+  "# \($title | one_line)\n\n**Domain**: \($domain | one_line)\n**Severity**: \($severity | one_line)\n**Tags**: \($tags | one_line)\n**Date**: \($date | one_line)\n\n## Summary\n\n\($summary | md_block)\n\n## What Happened\n\n[Describe the failure in detail]\n\n## Root Cause\n\n[What was the underlying issue?]\n\n## Impact\n\n[What were the consequences?]\n\n## Prevention\n\n[What heuristic or practice would prevent this?]\n\n## Related\n\n- **Experiments**:\n- **Heuristics**:\n- **Similar Failures**:\n";
 
 def heuristic_header($domain):
-  "# Heuristics: \($domain)\n\nGenerated from failures, successes, and observations in the **\($domain)** domain.\n\n---\n\n";
+  "# Heuristics: \($domain | one_line)\n\nGenerated from failures, successes, and observations in the **\($domain)** domain.\n\n---\n\n";
 
 def heuristic_entry($id; $rule; $confidence; $source; $created; $explanation):
-  "## H-\($id): \($rule)\n\n**Confidence**: \($confidence | num_text)\n**Source**: \($source)\n**Created**: \($created)\n\n\($explanation)\n\n---\n\n";
+  "## H-\($id): \($rule | one_line)\n\n**Confidence**: \($confidence | num_text | one_line)\n**Source**: \($source | one_line)\n**Created**: \($created | one_line)\n\n\($explanation | md_block)\n\n---\n\n";
 
 # A pending record journaled by an earlier version of the scripts, in the current form: a
 # heuristic gets its entry (the row id is in the journaled record), a failure its key line and
@@ -38,12 +62,13 @@ def upgrade:
               params: {path: {"$ref": "/write/path"}, id: {"$ref": "/db/id"}}}
   else . end;
 
-# Text safe for a terminal: control characters (ANSI escapes included) shown as \xNN.
+# Text safe for a terminal, on one line: control characters (ANSI escapes and line breaks
+# included) shown as \xNN.
 def term:
   def hex2: [(. / 16 | floor), (. % 16)] | map("0123456789abcdef"[.:.+1]) | add;
   if type == "string" then
     explode
-    | map(if (. < 32 and . != 10) or (. >= 127 and . < 160) then "\\x" + hex2 | explode else [.] end)
+    | map(if . < 32 or (. >= 127 and . < 160) then "\\x" + hex2 | explode else [.] end)
     | add // [] | implode
   elif . == null then ""
   else tostring end;
@@ -70,7 +95,7 @@ def heuristic_entries:
       | ($lines[$at + 1:$upto]) as $body
       | ($body | map(select(test("^\\*\\*[A-Za-z ]+(\\*\\*:|:\\*\\*)") | not))
                | map(select(. != "---")) | join("\n")
-               | sub("^[ \n]+"; "") | sub("[ \n]+$"; "")) as $text
+               | sub("^[ \n]+"; "") | sub("[ \n]+$"; "") | md_unblock) as $text
       | {id: ($h.id | tonumber), rule: ($h.rule | sub("\\s+$"; "")),
          confidence: (field($body; "Confidence") | if . == null then null else (tonumber? // null) end),
          source: (field($body; "Source") // field($body; "Source Type")),
@@ -93,7 +118,7 @@ def failure_fields:
   | (if $s == null then null
      else [ $lines[$s + 1:][] ] | (map(test("^## ")) | index(true)) as $stop
           | (if $stop == null then . else .[:$stop] end)
-          | join("\n") | sub("^[ \n]+"; "") | sub("[ \n]+$"; "")
+          | join("\n") | sub("^[ \n]+"; "") | sub("[ \n]+$"; "") | md_unblock
      end) as $summary
   | {title: $title,
      domain: field($lines; "Domain"),
@@ -105,29 +130,41 @@ def failure_fields:
 # The differences between the markdown and the index, from {files, frows, entries, hrows}:
 # failure files (paths), failure rows ({id, filepath}), heuristic entries ({path, domain, n, id,
 # rule, ...}) and heuristic rows ({id, domain, rule}). One object per difference, in a stable
-# order, "kind" one of failure-file-without-row, failure-row-without-file,
-# heuristic-entry-without-row, heuristic-row-without-entry.
+# order, "kind" one of failure-file-without-row, failure-row-without-file, failure-file-shared,
+# heuristic-entry-without-row, heuristic-entry-duplicate, heuristic-row-without-entry.
 #
-# An entry is a row's when its id is the row's and its rule or its file's domain agrees with the
-# row (the first such entry; a second one is a duplicate). An entry left over whose rule is the
-# rule of a row left over (legacy "H-0" headings) is that row's entry with a wrong number: one
-# difference, reported with "row" set, repaired by renumbering the heading.
+# An entry is a row's when its id is the row's and so is its rule (as one line, ignoring case
+# and runs of white space): an id alone proves nothing once ids restart (a lost index.db). The
+# entry in the row's domain file is taken first, then the first in file order. Another entry
+# with the same id and rule is a copy (a paste, or a legacy writer racing a repair): a
+# duplicate, repaired by removing it. An entry left over whose rule is the rule of a row left
+# over (legacy "H-0" headings, or a renumbered copy) is that row's entry with a wrong number:
+# one difference, reported with "row" set, repaired by renumbering the heading. Failure rows
+# sharing one file: every row but the one whose title the file carries (else the lowest id) is
+# a row without a file of its own.
 def differences:
-  def norm: tostring | ascii_downcase | gsub("\\s+"; " ") | sub("^ "; "") | sub(" $"; "");
+  def norm: one_line | ascii_downcase;
   . as $in
-  | ($in.frows | map(.filepath) | map({(.): true}) | add // {}) as $rowpaths
   | ($in.files | map({(.): true}) | add // {}) as $filepaths
   | ($in.hrows | map({(.id | tostring): .}) | add // {}) as $hrowids
-  | ($in.entries
-     | reduce .[] as $e ({claimed: {}, left: []};
-         ($e.id | tostring) as $k
-         | $hrowids[$k] as $row
-         | if $e.id > 0 and $row != null and (.claimed[$k] | not)
-              and (($row.rule | norm) == ($e.rule | norm) or ($row.domain | norm) == ($e.domain | norm))
-           then .claimed[$k] = true
-           else .left += [$e] end)) as $m
+  | def claim($e; $need_domain):
+      ($e.id | tostring) as $k
+      | $hrowids[$k] as $row
+      | $e.id > 0 and $row != null and (.claimed[$k] | not) and (.taken[$e.at] | not)
+        and ($row.rule | norm) == ($e.rule | norm)
+        and (($need_domain | not) or ($row.domain | domain_slug) == $e.domain);
+    ($in.entries | to_entries | map(.value + {at: (.key | tostring)})) as $entries
+  | (reduce ($entries[], $entries[]) as $e ({claimed: {}, taken: {}, round: 0, seen: 0};
+       .seen += 1
+       | (.seen <= ($entries | length)) as $first
+       | if claim($e; $first) then .claimed[$e.id | tostring] = true | .taken[$e.at] = true
+         else . end)) as $m
+  | ($entries | map(select($m.taken[.at] | not))) as $unclaimed
+  | ($unclaimed | map(select(.id > 0 and $m.claimed[.id | tostring]
+                             and (($hrowids[.id | tostring].rule | norm) == (.rule | norm))))) as $dups
+  | ($dups | map({(.at): true}) | add // {}) as $dupat
   | [ $in.hrows[] | select($m.claimed[.id | tostring] | not) ] as $rowsleft
-  | ($m.left
+  | ($unclaimed | map(select($dupat[.at] | not))
      | reduce .[] as $e ({used: {}, out: []};
          . as $acc
          | ([ $rowsleft[] | select(($acc.used[.id | tostring] | not) and (.rule | norm) == ($e.rule | norm)) ]
@@ -136,10 +173,17 @@ def differences:
            then .used[$candidate.id | tostring] = true
                 | .out += [$e + {kind: "heuristic-entry-without-row", row: $candidate.id}]
            else .out += [$e + {kind: "heuristic-entry-without-row"}] end)) as $paired
+  | ($in.frows | group_by(.filepath)) as $byfile
+  | [ $byfile[] | select(length > 1) | . as $g
+      | ($g | map(select((.title // "" | norm) == (.file_title // "" | norm))) | .[0].id // $g[0].id) as $keep
+      | $g[] | select(.id != $keep) | {kind: "failure-file-shared", id, path: .filepath, with: $keep} ] as $shared
+  | ($in.frows | map(.filepath) | map({(.): true}) | add // {}) as $rowpaths
   | [ $in.files[] | select($rowpaths[.] | not) | {kind: "failure-file-without-row", path: .} ]
   + [ $in.frows[] | select($filepaths[.filepath] | not)
       | {kind: "failure-row-without-file", id, path: .filepath} ]
-  + $paired.out
+  + [ $shared[] | select($filepaths[.path]) ]
+  + [ $paired.out[] | del(.at) ]
+  + [ $dups[] | del(.at) + {kind: "heuristic-entry-duplicate"} ]
   + [ $rowsleft[] | select($paired.used[.id | tostring] | not)
       | {kind: "heuristic-row-without-entry", id, domain, rule} ];
 
@@ -151,16 +195,29 @@ def difference_line:
     "heuristic entry without row: \(.path | term) H-\(.id) (entry \(.n + 1)): \(.rule | term) (the entry of row H-\(.row), misnumbered)"
   elif .kind == "heuristic-entry-without-row" then
     "heuristic entry without row: \(.path | term) H-\(.id) (entry \(.n + 1)): \(.rule | term)"
+  elif .kind == "heuristic-entry-duplicate" then
+    "duplicate heuristic entry: \(.path | term) H-\(.id) (entry \(.n + 1)): \(.rule | term) (a copy of row H-\(.id)'s entry)"
+  elif .kind == "failure-file-shared" then
+    "failure rows sharing one file: #\(.id) and #\(.with) \(.path | term)"
   else "heuristic row without entry: H-\(.id) (\(.domain | term)): \(.rule | term)" end;
 
-# A heuristics file's text (input) with the ids of some "## H-" headings replaced: $ids maps
-# the heading's position among the file's H-headings (as a string) to its new id.
-def renumber($ids):
-  split("\n")
-  | reduce range(0; length) as $i ({lines: ., n: 0};
-      if (.lines[$i] | test("^## H-[0-9]+:")) then
+def renumber($ids): rewrite($ids; []);
+
+# A heuristics file's text (input) with some "## H-" headings renumbered ($ids maps a heading's
+# position among the file's H-headings, as a string, to its new id) and the entries at the
+# positions $drop removed (an entry runs from its heading to the next "## " heading).
+def rewrite($ids; $drop):
+  ($drop | map({(tostring): true}) | add // {}) as $gone
+  | split("\n")
+  | reduce .[] as $line ({out: [], n: 0, dropping: false};
+      if ($line | test("^## H-[0-9]+:")) then
         (.n | tostring) as $k
-        | (if $ids[$k] != null then .lines[$i] |= sub("^## H-[0-9]+:"; "## H-\($ids[$k]):") else . end)
+        | .dropping = ($gone[$k] == true)
+        | (if .dropping then .
+           elif $ids[$k] != null then .out += [$line | sub("^## H-[0-9]+:"; "## H-\($ids[$k]):")]
+           else .out += [$line] end)
         | .n += 1
-      else . end)
-  | .lines | join("\n");
+      elif ($line | test("^## ")) then .dropping = false | .out += [$line]
+      elif .dropping then .
+      else .out += [$line] end)
+  | .out | join("\n");

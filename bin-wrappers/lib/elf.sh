@@ -272,6 +272,20 @@ elf_clean_block() {
     done
 }
 
+# elf_md_block TEXT: TEXT for the body of a markdown entry, in REPLY: a line that markdown
+# would read as a heading ("#" after at most three spaces) gets a backslash before its "#", so
+# that text of the user's can never forge an entry ("## H-99: ...") or a section. Markdown
+# shows "\#" as "#"; the index keeps the text as given. (elf.jq's md_block is the same rule.)
+elf_md_block() {
+    local s=$'\n'$1 p
+    if [[ $s == *$'\n'*'#'* ]]; then
+        for p in '' ' ' '  ' '   '; do
+            s=${s//$'\n'"$p"'#'/$'\n'"$p"'\#'}
+        done
+    fi
+    REPLY=${s:1}
+}
+
 # elf_slug TEXT: the legacy slug: lower case, spaces to "-", only [a-z0-9-], at most 100
 # characters; "untitled-HASH" (eight hex digits of TEXT's SHA-256) when no ASCII letter or digit
 # is left. Sets REPLY.
@@ -455,7 +469,7 @@ elf_home_ready() {
 # for a file that is not a database or cannot be read, 77 without permission).
 elf_db_readable() {
     local err status=0
-    err=$(elf-db query --db "$ELF_DB" "SELECT count(*) FROM sqlite_master" 2>&1 >/dev/null) || status=$?
+    err=$(elf-db query --db "$ELF_DB" --busy-timeout "$ELF_TIMEOUT" "SELECT count(*) FROM sqlite_master" 2>&1 >/dev/null) || status=$?
     [ "$status" -eq 0 ] || elf_die "$status" "cannot read the ELF database $ELF_DB: $(elf_reason "$err" "$status")"
 }
 
@@ -599,13 +613,20 @@ elf_count() {
 # shellcheck disable=SC2034 # ELF_ID, ELF_PATH and ELF_COMMIT are read by the scripts
 elf_record() {
     local err status=0 drain=0 out state code message w
-    err=$(elf-db insert --journal --schema "$ELF_LIB/schema.sql" --db "$ELF_DB" \
-        --busy-timeout "$ELF_TIMEOUT" <<<"$1" 2>&1 >/dev/null) || status=$?
+    if [ -e "$ELF_DB" ]; then
+        err=$(elf-db insert --journal --schema "$ELF_LIB/schema.sql" --db "$ELF_DB" \
+            --busy-timeout "$ELF_TIMEOUT" <<<"$1" 2>&1 >/dev/null) || status=$?
+    else
+        elf_seed
+        err=$(elf-db insert --journal --schema <(printf '%s\n' "$(<"$ELF_LIB/schema.sql")" "$REPLY") \
+            --db "$ELF_DB" --busy-timeout "$ELF_TIMEOUT" <<<"$1" 2>&1 >/dev/null) || status=$?
+    fi
     if [ "$status" -ne 0 ]; then
         # A script may explain some failures better (see start-experiment.sh).
         ! declare -F elf_insert_failed >/dev/null || elf_insert_failed "$status" "$err"
         elf_exit_status "$status" "$2 failed: $(elf_reason "$err" "$status"); nothing was recorded"
     fi
+    ELF_JOURNALED=1
     elf_drain || drain=$?
     # Done: the drain's trouble with other records is theirs (their scripts say so, the journal
     # counts it, and sync-db-markdown.sh lists what is set aside).
@@ -652,6 +673,32 @@ elf_record() {
             ;;
         *) elf_exit_status 70 "$2: the journal has no record $ELF_KEY" ;;
     esac
+}
+
+# elf_seed: for a new index.db beside existing markdown (a first run, or an index deleted to
+# "reset" it), the SQL that starts the heuristics' ids above every "## H-<id>" the markdown
+# already holds, in REPLY: an id is never given twice, and sync-db-markdown.sh --fix can
+# rebuild the old rows under their own ids. Idempotent (several first runs at once may each
+# run it); the tables are AUTOINCREMENT, so sqlite_sequence holds the last id given.
+elf_seed() {
+    local files=() f max=0 id
+    for f in "$ELF_HOME"/memory/heuristics/*.md; do
+        # Regular files only: a FIFO would hang the read.
+        [ ! -f "$f" ] || [ -L "$f" ] || files+=("$f")
+    done
+    if [ ${#files[@]} -gt 0 ]; then
+        while IFS= read -r id; do
+            id=${id#"## H-"}
+            id=${id%:}
+            [ ${#id} -le 18 ] || continue
+            id=$((10#$id))
+            [ "$id" -le "$max" ] || max=$id
+        done < <(grep -hoE '^## H-[0-9]+:' -- "${files[@]}" 2>/dev/null || true)
+    fi
+    REPLY="-- Ids above the $max the markdown holds.
+INSERT INTO sqlite_sequence (name, seq) SELECT 'heuristics', $max
+    WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'heuristics');
+UPDATE sqlite_sequence SET seq = $max WHERE name = 'heuristics' AND seq < $max;"
 }
 
 # elf_exit_status STATUS MESSAGE: exit with STATUS (64, 65, 74, 75 or 77; 70 for any other).

@@ -1,0 +1,458 @@
+//! The scripts under a hostile user: each test is a family of inputs or home states that once
+//! broke them (two names of one slug, a lost index, duplicated and forged entries, records
+//! whose files are not committed, special files, timeouts, big input), tried with several
+//! members, and the invariant that must hold for all of them.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::elf_home::{git, ok, rows, run, script};
+use crate::util::{TempDir, watchdog};
+
+/// `sync-db-markdown.sh [ARGS]`: its status and its report.
+fn sync(home: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let mut c = script("sync-db-markdown.sh", home);
+    c.args(args);
+    let out = run(c);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// Runs sync --fix, then asserts that sync finds the home in sync and git has nothing left.
+fn fix_converges(home: &Path) {
+    let (code, out, err) = sync(home, &["--fix"]);
+    assert_eq!(code, Some(0), "--fix: {out}{err}");
+    let (code, out, err) = sync(home, &[]);
+    assert_eq!(code, Some(0), "after --fix: {out}{err}");
+    assert_eq!(git(home, &["status", "--porcelain"]), "");
+}
+
+fn heuristic(home: &Path, domain: &str, rule: &str, explanation: &str) -> i64 {
+    let mut c = script("record-heuristic.sh", home);
+    c.args([
+        "--domain",
+        domain,
+        "--rule",
+        rule,
+        "--explanation",
+        explanation,
+        "--confidence",
+        "0.5",
+    ]);
+    let out = run(c);
+    ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("ID: H-"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no id in {text}"))
+}
+
+/// The "## H-<id>: rule" headings of a heuristics file.
+fn headings(home: &Path, domain: &str) -> Vec<String> {
+    std::fs::read_to_string(home.join(format!("memory/heuristics/{domain}.md")))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("## "))
+        .map(String::from)
+        .collect()
+}
+
+fn sqlite(home: &Path, sql: &str) {
+    let out = Command::new("sqlite3")
+        .arg(home.join("memory/index.db"))
+        .arg(sql)
+        .output()
+        .expect("sqlite3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn names_of_one_slug_get_folders_of_their_own() {
+    let dir = TempDir::new();
+    let home = dir.join("home");
+    let names = [
+        "Retry v1",
+        "Retry v.1",
+        "retry V1",
+        "RETRY-V1",
+        "Retry  v1!",
+    ];
+    // All at once, so that most of them fall in the same second.
+    let threads: Vec<_> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let mut c = script("start-experiment.sh", &home);
+            c.args([
+                "--name",
+                name,
+                "--hypothesis",
+                &format!("hypothesis {i}"),
+                "--success-criteria",
+                "s",
+                "--failure-criteria",
+                "f",
+            ]);
+            std::thread::spawn(move || run(c))
+        })
+        .collect();
+    for t in threads {
+        ok(&t.join().expect("thread"));
+    }
+    let r = rows(
+        &home,
+        "SELECT name, folder_path FROM experiments ORDER BY id",
+    );
+    assert_eq!(r.len(), names.len());
+    let mut folders: Vec<&str> = r
+        .iter()
+        .map(|row| row["folder_path"].as_str().unwrap_or_default())
+        .collect();
+    for row in &r {
+        let name = row["name"].as_str().unwrap_or_default();
+        let i = names
+            .iter()
+            .position(|n| n.split_whitespace().collect::<Vec<_>>().join(" ") == name)
+            .expect("a name given");
+        let folder = home.join(row["folder_path"].as_str().unwrap_or_default());
+        let hyp = std::fs::read_to_string(folder.join("hypothesis.md")).expect("hypothesis.md");
+        assert!(
+            hyp.starts_with(&format!("# Experiment: {name}\n")),
+            "{name}: {hyp}"
+        );
+        assert!(hyp.contains(&format!("\nhypothesis {i}\n")), "{hyp}");
+    }
+    folders.sort();
+    folders.dedup();
+    assert_eq!(folders.len(), names.len(), "{r:?}");
+    let on_disk = std::fs::read_dir(home.join("experiments/active"))
+        .expect("active")
+        .count();
+    assert_eq!(on_disk, names.len(), "one folder per experiment, no orphan");
+    assert_eq!(git(&home, &["status", "--porcelain"]), "");
+    assert_eq!(
+        rows(
+            &home,
+            "SELECT count(*) AS n FROM elf_journal WHERE done_at IS NULL"
+        )[0]["n"],
+        Value::from(0)
+    );
+}
+
+#[test]
+fn a_lost_index_never_gives_an_id_twice() {
+    for rebuild_first in [false, true] {
+        let dir = TempDir::new();
+        let home = dir.join("home");
+        let mut before = Vec::new();
+        for (domain, rule) in [
+            ("ops", "first rule"),
+            ("ops", "second rule"),
+            ("db", "third"),
+        ] {
+            before.push((heuristic(&home, domain, rule, "why"), rule));
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(home.join(format!("memory/index.db{suffix}")));
+        }
+        if rebuild_first {
+            fix_converges(&home);
+        }
+        let new = heuristic(&home, "ops", "after the reset", "why");
+        let highest = before.iter().map(|(id, _)| *id).max().unwrap_or(0);
+        assert!(
+            new > highest,
+            "id {new} given again (markdown up to H-{highest})"
+        );
+        fix_converges(&home);
+        // Every entry kept its id, and its row is its own.
+        for (id, rule) in before.iter().chain([(new, "after the reset")].iter()) {
+            let r = rows(
+                &home,
+                &format!("SELECT rule FROM heuristics WHERE id = {id}"),
+            );
+            assert_eq!(r.len(), 1, "H-{id}");
+            assert_eq!(r[0]["rule"], Value::from(*rule), "H-{id}");
+        }
+        assert_eq!(rows(&home, "SELECT id FROM heuristics").len(), 4);
+        let ops = headings(&home, "ops");
+        assert_eq!(ops.len(), 3, "{ops:?}");
+    }
+}
+
+#[test]
+fn an_entry_is_paired_with_a_row_by_its_rule_too() {
+    // Ids that restarted (an index rebuilt elsewhere): H-1 in the markdown is not row 1.
+    let dir = TempDir::new();
+    let home = dir.join("home");
+    let id = heuristic(&home, "ops", "the real rule", "why");
+    sqlite(
+        &home,
+        &format!("UPDATE heuristics SET rule = 'another rule' WHERE id = {id}"),
+    );
+    let (code, out, _) = sync(&home, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("heuristic entry without row"), "{out}");
+    assert!(out.contains("heuristic row without entry"), "{out}");
+    fix_converges(&home);
+    let r = rows(&home, "SELECT rule FROM heuristics ORDER BY id");
+    let rules: Vec<&str> = r.iter().filter_map(|x| x["rule"].as_str()).collect();
+    assert_eq!(rules, ["another rule", "the real rule"]);
+}
+
+#[test]
+fn copies_of_an_entry_are_duplicates_not_learnings() {
+    let dir = TempDir::new();
+    let home = dir.join("home");
+    let a = heuristic(&home, "ops", "keep pipes short", "one\ntwo");
+    heuristic(&home, "ops", "another", "x");
+    let file = home.join("memory/heuristics/ops.md");
+    let text = std::fs::read_to_string(&file).expect("read");
+    let start = text.find(&format!("## H-{a}:")).expect("entry");
+    let len = text[start..].find("---\n\n").expect("end") + 5;
+    let entry = text[start..start + len].to_string();
+    // A paste at the end, another in the middle, and one into another domain's file.
+    let pasted = format!("{text}{entry}");
+    let pasted = pasted.replacen("## H-", &format!("{entry}## H-"), 1);
+    std::fs::write(&file, pasted).expect("write");
+    std::fs::write(
+        home.join("memory/heuristics/db.md"),
+        format!("# Heuristics: db\n\n{entry}"),
+    )
+    .expect("write");
+    git(&home, &["add", "-A"]);
+    git(&home, &["commit", "-qm", "pasted"]);
+    let (code, out, _) = sync(&home, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(out.matches("duplicate heuristic entry").count(), 3, "{out}");
+    assert!(!out.contains("without row"), "{out}");
+    fix_converges(&home);
+    assert_eq!(rows(&home, "SELECT id FROM heuristics").len(), 2);
+    let ops = headings(&home, "ops");
+    assert_eq!(
+        ops.iter()
+            .filter(|h| h.starts_with(&format!("## H-{a}:")))
+            .count(),
+        1,
+        "{ops:?}"
+    );
+    assert!(headings(&home, "db").is_empty());
+    let text = std::fs::read_to_string(&file).expect("read");
+    assert!(
+        text.contains("one\ntwo\n"),
+        "the original stays whole: {text}"
+    );
+}
+
+#[test]
+fn text_never_forges_structure() {
+    let dir = TempDir::new();
+    let home = dir.join("home");
+    // Through the scripts: headings in an explanation, a summary and a hypothesis.
+    let forged = "## H-99: forged\n# Title\n   ### deep\n## Root Cause\nplain";
+    let id = heuristic(&home, "ops", "honest rule", forged);
+    let mut f = script("record-failure.sh", &home);
+    f.args([
+        "--title",
+        "forged summary",
+        "--domain",
+        "d",
+        "--summary",
+        forged,
+    ]);
+    ok(&run(f));
+    assert_eq!(headings(&home, "ops"), [format!("## H-{id}: honest rule")]);
+    let (code, out, err) = sync(&home, &[]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    // The index keeps the text as given.
+    assert_eq!(
+        rows(
+            &home,
+            &format!("SELECT explanation FROM heuristics WHERE id = {id}")
+        )[0]["explanation"],
+        Value::from(forged)
+    );
+    // Legacy rows holding line breaks, escapes and headings: repaired as one-line headings.
+    sqlite(
+        &home,
+        "INSERT INTO heuristics (domain, rule, explanation, confidence) VALUES
+           ('ops', 'split' || char(10) || '## H-98: forged', 'x' || char(10) || '## H-97: y', 0.5),
+           ('ops', char(27) || '[31mred' || char(13) || char(10) || 'text', '', 0.5);
+         INSERT INTO learnings (type, filepath, title, summary, domain, severity)
+           VALUES ('failure', 'memory/failures/20250101_forged.md',
+                   'two' || char(10) || '# lines', '## What Happened', 'd' || char(10) || 'x', 3);",
+    );
+    let (code, out, _) = sync(&home, &[]);
+    assert_eq!(code, Some(1));
+    // One line per difference: three rows without their markdown.
+    assert_eq!(out.lines().count(), 3, "{out}");
+    fix_converges(&home);
+    let ops = headings(&home, "ops");
+    assert_eq!(ops.len(), 3, "{ops:?}");
+    assert!(ops.iter().all(|h| h.starts_with("## H-")), "{ops:?}");
+    assert!(
+        ops.iter().any(|h| h.ends_with(": split ## H-98: forged")),
+        "{ops:?}"
+    );
+    assert!(ops.iter().any(|h| h.ends_with(": red text")), "{ops:?}");
+    let file = std::fs::read_to_string(home.join("memory/failures/20250101_forged.md"))
+        .expect("repaired failure");
+    assert!(
+        file.starts_with("# two # lines\n\n**Domain**: d x\n"),
+        "{file}"
+    );
+    assert!(file.contains("\n\\## What Happened\n"), "{file}");
+    // And query.sh prints each item on one line.
+    let mut q = script("query.sh", &home);
+    q.args(["--domain", "ops"]);
+    let out = run(q);
+    ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let items: Vec<&str> = text.lines().filter(|l| l.starts_with("- [H-")).collect();
+    assert_eq!(items.len(), 3, "{text}");
+    assert!(!text.contains('\x1b'), "{text}");
+}
+
+#[test]
+fn rows_sharing_a_file_each_get_their_own() {
+    let dir = TempDir::new();
+    let home = dir.join("home");
+    let mut f = script("record-failure.sh", &home);
+    f.args(["--title", "same day", "--domain", "d"]);
+    ok(&run(f));
+    let path = rows(&home, "SELECT filepath FROM learnings")[0]["filepath"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    // The legacy bug: a second row, an older one, pointing at the first one's file.
+    sqlite(
+        &home,
+        &format!(
+            "INSERT INTO learnings (type, filepath, title, domain, severity)
+             VALUES ('failure', '{path}', 'an older one', 'd', 2)"
+        ),
+    );
+    let (code, out, _) = sync(&home, &[]);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("failure rows sharing one file"), "{out}");
+    fix_converges(&home);
+    let r = rows(&home, "SELECT title, filepath FROM learnings ORDER BY id");
+    assert_eq!(r[0]["filepath"], Value::from(path.clone()));
+    let other = r[1]["filepath"].as_str().unwrap_or_default();
+    assert_eq!(other, path.replace(".md", "-2.md"));
+    let text = std::fs::read_to_string(home.join(other)).expect("its own file");
+    assert!(text.starts_with("# an older one\n"), "{text}");
+    let first = std::fs::read_to_string(home.join(&path)).expect("file");
+    assert!(first.starts_with("# same day\n"), "{first}");
+}
+
+#[test]
+fn files_that_are_not_committed_are_found_and_committed() {
+    let dir = TempDir::new();
+    let home = dir.join("home");
+    heuristic(&home, "ops", "committed rule", "x");
+    let mut f = script("record-failure.sh", &home);
+    f.args(["--title", "kept", "--domain", "d"]);
+    ok(&run(f));
+    let path = rows(&home, "SELECT filepath FROM learnings")[0]["filepath"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    // Three members: a file taken out of the last commit, a changed file, a staged change.
+    git(&home, &["rm", "-q", "--cached", &path]);
+    git(&home, &["commit", "-qm", "lose it"]);
+    let heur = home.join("memory/heuristics/ops.md");
+    let mut text = std::fs::read_to_string(&heur).expect("read");
+    text.push_str("a note of the user's\n");
+    std::fs::write(&heur, &text).expect("write");
+    let (code, out, _) = sync(&home, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!("not committed (untracked): {path}")),
+        "{out}"
+    );
+    assert!(
+        out.contains("not committed (changed): memory/heuristics/ops.md"),
+        "{out}"
+    );
+    fix_converges(&home);
+    assert!(
+        git(&home, &["show", "HEAD:memory/heuristics/ops.md"]).ends_with("a note of the user's\n")
+    );
+}
+
+#[test]
+fn special_files_are_reported_and_left_alone() {
+    let dir = TempDir::new();
+    let home = dir.join("home");
+    heuristic(&home, "ops", "a rule", "x");
+    let outside = dir.join("secret.md");
+    std::fs::write(
+        &outside,
+        "# Secret\n\n## H-500: stolen\n\n**Domain**: x\n\n## Summary\n\nsecret text\n",
+    )
+    .expect("write");
+    let fifo = |p: &Path| {
+        assert!(
+            Command::new("mkfifo")
+                .arg(p)
+                .status()
+                .expect("mkfifo")
+                .success()
+        );
+    };
+    let failures = home.join("memory/failures");
+    let heuristics = home.join("memory/heuristics");
+    fifo(&failures.join("pipe.md"));
+    fifo(&heuristics.join("pipe.md"));
+    std::os::unix::fs::symlink(&outside, failures.join("link.md")).expect("symlink");
+    std::os::unix::fs::symlink(&outside, heuristics.join("link.md")).expect("symlink");
+    std::os::unix::fs::symlink("/dev/zero", heuristics.join("zero.md")).expect("symlink");
+    std::fs::create_dir(failures.join("folder.md")).expect("mkdir");
+    let socket = std::os::unix::net::UnixListener::bind(heuristics.join("sock.md"));
+    assert!(socket.is_ok());
+    let h = home.clone();
+    let (code, out, _) = watchdog(Duration::from_secs(60), move || sync(&h, &[]));
+    assert_eq!(code, Some(1));
+    for name in [
+        "failures/pipe.md",
+        "heuristics/pipe.md",
+        "failures/link.md",
+        "heuristics/link.md",
+        "heuristics/zero.md",
+        "failures/folder.md",
+        "heuristics/sock.md",
+    ] {
+        assert!(
+            out.contains(&format!("not a regular file, left alone: memory/{name}")),
+            "{name}: {out}"
+        );
+    }
+    let h = home.clone();
+    let (code, out, _) = watchdog(Duration::from_secs(60), move || sync(&h, &["--fix"]));
+    assert_eq!(code, Some(1), "the special files remain: {out}");
+    assert!(rows(&home, "SELECT id FROM heuristics WHERE id = 500").is_empty());
+    assert!(rows(&home, "SELECT id FROM learnings WHERE title = 'Secret'").is_empty());
+    let tracked = git(&home, &["ls-files"]);
+    assert!(
+        !tracked.contains("link.md") && !tracked.contains("pipe.md"),
+        "{tracked}"
+    );
+    drop(socket);
+    // A record meanwhile is not blocked by them.
+    let mut c = script("record-heuristic.sh", &home);
+    c.args(["--domain", "ops", "--rule", "still recording"]);
+    let out = watchdog(Duration::from_secs(60), move || run(c));
+    ok(&out);
+}
