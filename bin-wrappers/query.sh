@@ -12,6 +12,10 @@ elf_self=${BASH_SOURCE[0]}
 ELF_SCRIPT=query
 ELF_HOME=${ELF_HOME:-$HOME/.claude/emergent-learning}
 ELF_DB=$ELF_HOME/memory/index.db
+# The scripts' one timeout: how long a busy database is waited for.
+ELF_TIMEOUT=${ELF_LOCK_TIMEOUT:-60}
+[[ $ELF_TIMEOUT =~ ^[0-9]+(\.[0-9]+)?$ ]] ||
+    elf_die 64 "ELF_LOCK_TIMEOUT must be a number of seconds (such as 30 or 2.5), not $(elf_quote "$ELF_TIMEOUT")"
 command -v elf-db >/dev/null 2>&1 || elf_die 69 "elf-db not found on PATH (install elf-tools, see its README)"
 
 usage() {
@@ -24,7 +28,8 @@ Prints what the ELF home has learned. Read-only: nothing is created or changed.
   --stats        counts by type, by domain, and of heuristics and experiments
   --recent N     the N most recent learnings
   --limit N      how many heuristics and learnings a section shows (default 10)
-Environment: ELF_HOME (default ~/.claude/emergent-learning).
+Environment: ELF_HOME (default ~/.claude/emergent-learning), ELF_LOCK_TIMEOUT (seconds to
+wait for a busy database; default 60).
 Exit: 0 done; 64 bad usage; 66 no database; 74 the database cannot be read (a file that is not
 a database included); 75 the database stayed busy; 77 permission denied. Errors are one line.
 USAGE
@@ -71,7 +76,7 @@ done
 rows() {
     local sql=$1 out status=0
     shift
-    out=$(elf-db query --db "$ELF_DB" --format tsv "$sql" "$@" 2>&1) || status=$?
+    out=$(elf-db query --db "$ELF_DB" --busy-timeout "$ELF_TIMEOUT" --format tsv "$sql" "$@" 2>&1) || status=$?
     [ "$status" -eq 0 ] || elf_die "$status" "cannot read the ELF database $ELF_DB: $(elf_reason "$out" "$status")"
     printf '%s' "$out"
 }

@@ -24,7 +24,8 @@ with hypothesis.md and log.md, and a commit. With a name and a hypothesis it run
 prompts; otherwise it asks for what is missing.
 Environment: EXPERIMENT_NAME, EXPERIMENT_HYPOTHESIS, EXPERIMENT_SUCCESS_CRITERIA,
 EXPERIMENT_FAILURE_CRITERIA, ELF_HOME (default ~/.claude/emergent-learning),
-ELF_LOCK_TIMEOUT (seconds to wait for a lock; default 60, and 10 for git's index.lock).
+ELF_LOCK_TIMEOUT (seconds any wait may take: a lock, git's index.lock, a busy database;
+default 60).
 Exit: 0 started; 64 bad usage; 65 bad input (a name already used included); 74 I/O error
 (disk full, read-only home, a database file that is not a database); 75 busy (a lock or the
 database, past ELF_LOCK_TIMEOUT seconds); 77 permission denied. A failure is one line saying why, and whether the record is

@@ -17,17 +17,24 @@ usage() {
 Usage: sync-db-markdown.sh [--fix] [--verbose]
 
 Compares memory/failures/*.md with the failure rows, and every "## H-<id>" entry of
-memory/heuristics/*.md with the heuristic rows, and reports every difference:
-  failure file without row, failure row without file,
-  heuristic entry without row (H-0 and duplicate headings included), heuristic row without entry,
+memory/heuristics/*.md with the heuristic rows (an entry is a row's when its id and its rule
+are the row's), and reports every difference, one line each:
+  failure file without row, failure row without file, failure rows sharing one file,
+  heuristic entry without row (H-0 and misnumbered headings included), duplicate heuristic
+  entry (a copy of a row's entry), heuristic row without entry,
+  not committed (a file that differs from its last commit), not a regular file (a FIFO,
+  socket, device, folder or symbolic link named *.md: never read, left alone),
 and every record set aside because it could not be finished (with the elf-db commands that
 retry it or give it up; --fix leaves those to you). Rows of records still being recorded are
-not differences.
+not differences. It compares under the drain lock, so no record is written meanwhile.
 --fix first completes interrupted records, then repairs each difference from the data itself:
-a row is made from a file's fields, a file or an entry from a row's fields, and a renumbered
-heading takes its new row's id. Repairs are committed in one commit.
+a row is made from a file's fields, a file or an entry from a row's fields (headings one
+line), a copy is removed, a row sharing a file gets its own (NAME-2.md), an entry keeps its id
+when no row has it (a lost index.db is rebuilt under the markdown's ids) and is renumbered
+otherwise. Repairs and uncommitted files are committed in one commit.
 --verbose also prints what was compared and each repair.
-Environment: ELF_HOME (default ~/.claude/emergent-learning).
+Environment: ELF_HOME (default ~/.claude/emergent-learning), ELF_LOCK_TIMEOUT (seconds any wait
+may take: the drain lock, a file's lock, git's locks, a busy database; default 60).
 Exit: 0 in sync; 1 differences (after --fix: differences remain); 64 bad usage; >1 error:
 66 no home (or no database, without --fix); 74 I/O error (disk full, read-only home with
 --fix, a database file that is not a database); 75 busy; 77 permission denied. Errors are

@@ -157,7 +157,9 @@ elf_warn() {
 
 # elf_reason MESSAGES STATUS: the line of the tools' MESSAGES that explains a failure (the first
 # that is not a warning, its internal "line N: " dropped), for a one-line message of the
-# script's own; "exit status STATUS" when there is none.
+# script's own; "exit status STATUS" when there is none. A wait that ran out (75) says what
+# was busy and for how long, in the script's own setting (ELF_LOCK_TIMEOUT), not in the flags
+# of the tool that waited.
 elf_reason() {
     local line first=""
     while IFS= read -r line; do
@@ -168,7 +170,29 @@ elf_reason() {
     if [[ $first =~ ^([a-z-]+):\ line\ [0-9]+:\ (.*)$ ]]; then
         first="${BASH_REMATCH[1]}: ${BASH_REMATCH[2]}"
     fi
+    if [ "$2" = 75 ] && [ -n "$first" ]; then
+        elf_waited "$first"
+        first=$REPLY
+    fi
     printf '%s' "${first:-exit status $2}"
+}
+
+# elf_waited MESSAGE: a tool's message about a wait that ran out, said in the scripts' terms:
+# what was busy, and for how long (ELF_LOCK_TIMEOUT). Sets REPLY.
+elf_waited() {
+    local m=$1
+    case $m in
+        *ELF_LOCK_TIMEOUT*) ;;
+        *"database is busy"* | *"database is locked"* | *"--busy-timeout"*)
+            m="the database ${ELF_DB-} stayed busy for ${ELF_TIMEOUT-}s (ELF_LOCK_TIMEOUT)"
+            ;;
+        *)
+            m=${m%%"; gave up after"*}
+            m=${m%%" (gave up after"*}
+            m="$m: waited ${ELF_TIMEOUT-}s (ELF_LOCK_TIMEOUT)"
+            ;;
+    esac
+    REPLY=$m
 }
 
 # elf_io_status MESSAGE DEFAULT: 77 when MESSAGE says permission was denied, DEFAULT otherwise
@@ -657,17 +681,22 @@ elf_record() {
     code=${f[6]-}
     message=${f[7]-}
     message=${message%$'\n'}
+    message=${message//\\n/ }
+    if [ "$code" = 75 ]; then
+        elf_waited "$message"
+        message=$REPLY
+    fi
     case $state in
         done)
             # Warnings held until now: when the record fails, its one line says what matters.
             for w in "${ELF_WARNINGS[@]}"; do elf_warn "$w"; done
             ;;
         set-aside)
-            elf_exit_status "${code:-70}" "$2 failed: ${message//\\n/ }; the record is set aside (sync-db-markdown.sh lists it)"
+            elf_exit_status "${code:-70}" "$2 failed: $message; the record is set aside (sync-db-markdown.sh lists it)"
             ;;
         pending)
             if [ -n "$code" ]; then
-                elf_exit_status "$code" "$2: the record is journaled but not finished: ${message//\\n/ }; the next run tries again"
+                elf_exit_status "$code" "$2: the record is journaled but not finished: $message; the next run tries again"
             fi
             elf_exit_status "$drain" "$2: the record is journaled but not finished: $(elf_reason "$ELF_DRAIN_ERRORS" "$drain"); the next run completes it"
             ;;
