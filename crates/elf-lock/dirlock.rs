@@ -183,6 +183,11 @@ pub fn examine(path: &Path, me: &Me, stale_after: Duration) -> Result<Seen> {
 }
 
 impl DirLock {
+    /// The descriptor of the directory, which carries the owner's shared flock.
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        self.dir.as_raw_fd()
+    }
+
     fn still_there(&self) -> bool {
         same_file(&self.path, self.dev, self.ino)
     }

@@ -531,16 +531,22 @@ fn run(m: Matches) -> Result<u8> {
             .collect();
         elf_core::note(format_args!("running: {}", shown.join(" ")));
     }
+    // The command and what it starts hold every lock, the directory locks' own flock
+    // included (so a --mkdir lock cannot be broken while any of them runs), unless -o.
     let inherit: Vec<i32> = if o.close {
         Vec::new()
     } else {
-        files.iter().map(|f| f.file.as_raw_fd()).collect()
+        files
+            .iter()
+            .map(|f| f.file.as_raw_fd())
+            .chain(held_dirs.iter().map(dirlock::DirLock::fd))
+            .collect()
     };
     drop(clock);
     let code = if o.no_fork {
         child::exec(&o.command, &inherit)?
     } else {
-        child::run(&o.command, &inherit)?
+        child::run(&o.command, &inherit, o.close)?
     };
     drop(held_dirs);
     drop(files);
