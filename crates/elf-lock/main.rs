@@ -68,7 +68,9 @@ const FLAGS: &[Flag] = &[
          command and every process it starts hold the lock too: a daemon it starts keeps the \
          lock held after the command and elf-lock have exited, until the daemon exits or closes \
          the descriptor. With -o the lock is released when elf-lock exits (after the command), \
-         whatever the command left running, and those processes run without the lock.",
+         whatever the command left running, and those processes run without the lock; should \
+         elf-lock be killed, a keeper process holds the lock until it has killed the command's \
+         process group (see The command).",
     ),
     Flag::new("no-fork", "Run the command in place of elf-lock (exec)").short('F').doc(
         "Replace elf-lock with the command (exec) instead of running it as a child: the command \
