@@ -1060,6 +1060,52 @@ fn an_ownerless_legacy_mkdir_lock_is_broken_only_when_older_than_stale_after() {
     assert!(dir.join("ran").exists() && !dir.join("D").exists());
 }
 
+#[test]
+fn an_owner_file_that_yields_no_record_is_named_not_called_missing() {
+    let dir = TempDir::new();
+    let owner = dir.join("D/owner");
+    let shown = owner.to_str().expect("utf-8").to_string();
+    type Make = fn(&Path);
+    let cases: [(&str, Make); 3] = [
+        ("cannot be parsed as a holder record", |p| {
+            std::fs::write(p, "{not json\n").expect("owner")
+        }),
+        ("is empty, not a holder record", |p| {
+            std::fs::write(p, "").expect("owner")
+        }),
+        ("cannot be read: Is a directory", |p| {
+            std::fs::create_dir(p).expect("owner dir")
+        }),
+    ];
+    for (why, make) in cases {
+        std::fs::create_dir(dir.join("D")).expect("mkdir");
+        make(&owner);
+        let (c, err) = code(&["-n", "--mkdir", "D", "--", "touch", "ran"], dir.path());
+        assert_eq!(c, Some(75), "{err}");
+        let said = format!(
+            "elf-lock: {} is busy, not waiting: held by an unknown holder (its owner file \
+             \"{shown}\" {why}) for ",
+            dir.join("D").display()
+        );
+        assert!(
+            err.starts_with(&said) && err.ends_with("s; broken after 300s\n"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+        // It still counts as a holder without an owner: broken by age alone.
+        set_old(&dir.join("D"), 301);
+        let (c, err) = code(&["--mkdir", "D", "--", "touch", "ran"], dir.path());
+        assert_eq!(c, Some(0), "{err}");
+        assert!(
+            err.starts_with("elf-lock: warning: broke stale lock directory ")
+                && err.contains(&format!("its owner file \"{shown}\" {why}")),
+            "{err}"
+        );
+        assert!(dir.join("ran").exists() && !dir.join("D").exists());
+        std::fs::remove_file(dir.join("ran")).expect("rm ran");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Usage
 
