@@ -556,13 +556,17 @@ fn probe(dir: &Path, lock_args: &[&str], pid: i64) -> Option<Option<char>> {
 #[test]
 fn kill_9_of_elf_lock_never_frees_the_lock_while_a_process_of_the_command_runs() {
     use std::os::unix::process::CommandExt;
-    // Each form: how the holder takes the lock, and how a probe asks for it.
-    let forms: [(&[&str], &[&str]); 3] = [
-        (&["L"], &["L"]),
-        (&["-o", "L"], &["L"]),
-        (&["--mkdir", "D"], &["--mkdir", "D"]),
+    // Each form: how the holder takes the lock, how a probe asks for it, and whether the kill
+    // reaches elf-lock's whole process group (as `kill -9 -PGID` or `timeout -s KILL` do).
+    type Form<'a> = (&'a [&'a str], &'a [&'a str], bool);
+    let forms: [Form; 5] = [
+        (&["L"], &["L"], false),
+        (&["-o", "L"], &["L"], false),
+        (&["-o", "L"], &["L"], true),
+        (&["--mkdir", "D"], &["--mkdir", "D"], false),
+        (&["-o", "--mkdir", "D"], &["--mkdir", "D"], true),
     ];
-    for (flags, probe_args) in forms {
+    for (flags, probe_args, whole_group) in forms {
         let dir = TempDir::new();
         let mut c = lock();
         // A process group of its own, as a script or a service runs elf-lock.
@@ -572,8 +576,9 @@ fn kill_9_of_elf_lock_never_frees_the_lock_while_a_process_of_the_command_runs()
             .args(["-c", "sleep 120 & echo $!; wait; echo done"]);
         let h = Holder::start(c);
         let grandchild: i64 = h.first.parse().expect("grandchild pid");
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(h.child.id() as i32, libc::SIGKILL) };
+        let target = h.child.id() as i32;
+        // SAFETY: kill(2) on our own child, or on the process group it leads.
+        unsafe { libc::kill(if whole_group { -target } else { target }, libc::SIGKILL) };
         let mut holder = h.child;
         holder.wait().expect("reap elf-lock");
         // The invariant: whenever a probe gets the lock, no process of the command runs. With
@@ -590,8 +595,8 @@ fn kill_9_of_elf_lock_never_frees_the_lock_while_a_process_of_the_command_runs()
                 Some(state) => {
                     assert!(
                         matches!(state, None | Some('Z')),
-                        "{flags:?}: got the lock while the command's process {grandchild} runs \
-                     (state {state:?})"
+                        "{flags:?} (whole group: {whole_group}): got the lock while the command's \
+                     process {grandchild} runs (state {state:?})"
                     );
                     true
                 }

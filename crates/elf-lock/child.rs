@@ -287,7 +287,9 @@ unsafe fn keep(pgid: libc::pid_t, line: RawFd, close: [RawFd; 3], mask: &libc::s
         for fd in close {
             libc::close(fd);
         }
-        // Signals meant for elf-lock's job do not stop the keeper: it ends with the group.
+        // Neither the signals meant for elf-lock's job nor a kill of its whole process group
+        // (`kill -9 -PGID`, `timeout -s KILL`) stop the keeper: it ends with the command's group.
+        libc::setpgid(0, 0);
         for sig in signals::HANDLED {
             libc::signal(sig, libc::SIG_IGN);
         }
