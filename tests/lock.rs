@@ -517,6 +517,179 @@ fn the_command_inherits_the_lock_unless_o() {
     }
 }
 
+/// The state letter in a `/proc/PID/stat` text: `None` when the text is empty (no process).
+fn state_of(stat: &str) -> Option<char> {
+    stat.rfind(')')
+        .and_then(|i| stat[i + 1..].trim_start().chars().next())
+}
+
+/// Field 5, the process group, of a `/proc/PID/stat` text.
+fn pgrp_of(stat: &str) -> i64 {
+    let rest = &stat[stat.rfind(')').expect(")") + 1..];
+    rest.split_whitespace()
+        .nth(2)
+        .expect("field 5")
+        .parse()
+        .expect("pgrp")
+}
+
+/// `elf-lock -n -q LOCK -c 'cat /proc/PID/stat'`: `None` when the lock is busy, else what the
+/// process `pid` looked like while the lock was held (`None` inside when it was gone).
+fn probe(dir: &Path, lock_args: &[&str], pid: i64) -> Option<Option<char>> {
+    let out = lock()
+        .current_dir(dir)
+        .args(["-n", "-q"])
+        .args(lock_args)
+        .args(["-c", &format!("cat /proc/{pid}/stat 2>/dev/null; true")])
+        .output()
+        .expect("run probe");
+    match out.status.code() {
+        Some(75) => None,
+        Some(0) => Some(state_of(&String::from_utf8_lossy(&out.stdout))),
+        other => panic!(
+            "probe exited {other:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+#[test]
+fn kill_9_of_elf_lock_never_frees_the_lock_while_a_process_of_the_command_runs() {
+    use std::os::unix::process::CommandExt;
+    // Each form: how the holder takes the lock, how a probe asks for it, and whether the kill
+    // reaches elf-lock's whole process group (as `kill -9 -PGID` or `timeout -s KILL` do).
+    type Form<'a> = (&'a [&'a str], &'a [&'a str], bool);
+    let forms: [Form; 5] = [
+        (&["L"], &["L"], false),
+        (&["-o", "L"], &["L"], false),
+        (&["-o", "L"], &["L"], true),
+        (&["--mkdir", "D"], &["--mkdir", "D"], false),
+        (&["-o", "--mkdir", "D"], &["--mkdir", "D"], true),
+    ];
+    for (flags, probe_args, whole_group) in forms {
+        let dir = TempDir::new();
+        let mut c = lock();
+        // A process group of its own, as a script or a service runs elf-lock.
+        c.current_dir(dir.path())
+            .process_group(0)
+            .args(flags)
+            .args(["-c", "sleep 120 & echo $!; wait; echo done"]);
+        let h = Holder::start(c);
+        let grandchild: i64 = h.first.parse().expect("grandchild pid");
+        let target = h.child.id() as i32;
+        // SAFETY: kill(2) on our own child, or on the process group it leads.
+        unsafe { libc::kill(if whole_group { -target } else { target }, libc::SIGKILL) };
+        let mut holder = h.child;
+        holder.wait().expect("reap elf-lock");
+        // The invariant: whenever a probe gets the lock, no process of the command runs. With
+        // the inherited lock the grandchild may run on, holding it; it is then ended here.
+        wait_for(LIMIT, "the lock to be free", || {
+            match probe(dir.path(), probe_args, grandchild) {
+                None => {
+                    if !flags.contains(&"-o") && !process_gone(grandchild) {
+                        // SAFETY: kill(2) on a process this test started.
+                        unsafe { libc::kill(grandchild as i32, libc::SIGKILL) };
+                    }
+                    false
+                }
+                Some(state) => {
+                    assert!(
+                        matches!(state, None | Some('Z')),
+                        "{flags:?} (whole group: {whole_group}): got the lock while the command's \
+                     process {grandchild} runs (state {state:?})"
+                    );
+                    true
+                }
+            }
+        });
+    }
+}
+
+#[test]
+fn a_signal_to_elf_lock_ends_everything_the_command_started() {
+    use std::os::unix::process::CommandExt;
+    for flags in [&[][..], &["-o"][..]] {
+        let dir = TempDir::new();
+        let mut c = lock();
+        // The grandchild ignores SIGTERM, so only the SIGKILL that follows can end it.
+        c.current_dir(dir.path())
+            .process_group(0)
+            .args(flags)
+            .args([
+                "L",
+                "-c",
+                r#"sh -c 'trap "" TERM; echo $$; exec sleep 120' & wait"#,
+            ]);
+        let h = Holder::start(c);
+        let grandchild: i64 = h.first.parse().expect("grandchild pid");
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(h.child.id() as i32, libc::SIGTERM) };
+        let mut child = h.child;
+        let st = watchdog(LIMIT, move || child.wait().expect("wait"));
+        assert_eq!(st.code(), Some(143), "{flags:?}");
+        // Well before its sleep ends.
+        wait_for(
+            Duration::from_secs(20),
+            "the grandchild to be killed",
+            || process_gone(grandchild),
+        );
+        assert_eq!(code(&["-n", "-q", "L", "true"], dir.path()).0, Some(0));
+    }
+}
+
+#[test]
+fn the_command_leads_its_own_group_except_in_the_foreground_of_a_terminal() {
+    use std::os::unix::process::CommandExt;
+    let dir = TempDir::new();
+    // A pseudo-terminal, whose other side becomes elf-lock's controlling terminal.
+    // SAFETY: posix_openpt(3), grantpt(3), unlockpt(3) and ptsname_r(3) on the new master,
+    // with a buffer of the size given.
+    let (master, slave) = unsafe {
+        let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+        assert!(m >= 0, "posix_openpt");
+        assert_eq!(libc::grantpt(m), 0);
+        assert_eq!(libc::unlockpt(m), 0);
+        let mut buf = [0 as libc::c_char; 128];
+        assert_eq!(libc::ptsname_r(m, buf.as_mut_ptr(), buf.len()), 0);
+        (m, std::ffi::CStr::from_ptr(buf.as_ptr()).to_owned())
+    };
+    for tty in [false, true] {
+        let mut c = lock();
+        c.current_dir(dir.path())
+            .stdin(Stdio::null())
+            .args(["L", "-c", "cat /proc/$$/stat > st"]);
+        let slave = slave.clone();
+        // SAFETY: between fork and exec only async-signal-safe calls: setsid(2), open(2),
+        // ioctl(2) and close(2) on the terminal named by a string made before the fork.
+        unsafe {
+            c.pre_exec(move || {
+                libc::setsid();
+                if tty {
+                    let fd = libc::open(slave.as_ptr(), libc::O_RDWR);
+                    if fd < 0 || libc::ioctl(fd, libc::TIOCSCTTY, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    libc::close(fd);
+                }
+                Ok(())
+            });
+        }
+        let mut child = c.spawn().expect("spawn");
+        let elf_lock = i64::from(child.id());
+        assert!(child.wait().expect("wait").success());
+        let stat = std::fs::read_to_string(dir.join("st")).expect("st");
+        let command: i64 = stat
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("pid");
+        let want = if tty { elf_lock } else { command };
+        assert_eq!(pgrp_of(&stat), want, "terminal: {tty}");
+    }
+    // SAFETY: closing the master opened above.
+    unsafe { libc::close(master) };
+}
+
 #[test]
 fn no_fork_runs_the_command_as_the_holder() {
     let dir = TempDir::new();
@@ -890,6 +1063,52 @@ fn an_ownerless_legacy_mkdir_lock_is_broken_only_when_older_than_stale_after() {
     );
     assert!(err.contains("no owner file"), "{err}");
     assert!(dir.join("ran").exists() && !dir.join("D").exists());
+}
+
+#[test]
+fn an_owner_file_that_yields_no_record_is_named_not_called_missing() {
+    let dir = TempDir::new();
+    let owner = dir.join("D/owner");
+    let shown = owner.to_str().expect("utf-8").to_string();
+    type Make = fn(&Path);
+    let cases: [(&str, Make); 3] = [
+        ("cannot be parsed as a holder record", |p| {
+            std::fs::write(p, "{not json\n").expect("owner")
+        }),
+        ("is empty, not a holder record", |p| {
+            std::fs::write(p, "").expect("owner")
+        }),
+        ("cannot be read: Is a directory", |p| {
+            std::fs::create_dir(p).expect("owner dir")
+        }),
+    ];
+    for (why, make) in cases {
+        std::fs::create_dir(dir.join("D")).expect("mkdir");
+        make(&owner);
+        let (c, err) = code(&["-n", "--mkdir", "D", "--", "touch", "ran"], dir.path());
+        assert_eq!(c, Some(75), "{err}");
+        let said = format!(
+            "elf-lock: {} is busy, not waiting: held by an unknown holder (its owner file \
+             \"{shown}\" {why}) for ",
+            dir.join("D").display()
+        );
+        assert!(
+            err.starts_with(&said) && err.ends_with("s; broken after 300s\n"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+        // It still counts as a holder without an owner: broken by age alone.
+        set_old(&dir.join("D"), 301);
+        let (c, err) = code(&["--mkdir", "D", "--", "touch", "ran"], dir.path());
+        assert_eq!(c, Some(0), "{err}");
+        assert!(
+            err.starts_with("elf-lock: warning: broke stale lock directory ")
+                && err.contains(&format!("its owner file \"{shown}\" {why}")),
+            "{err}"
+        );
+        assert!(dir.join("ran").exists() && !dir.join("D").exists());
+        std::fs::remove_file(dir.join("ran")).expect("rm ran");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@
 //!   takes an exclusive `flock` on DIR (impossible while its elf-lock owner lives, and only one
 //!   breaker at a time), checks that the path still names the same directory, decides from the
 //!   owner file (same host and boot, and the pid gone or reused by a process with another start
-//!   time; with no owner file, a legacy holder, only when DIR is older than `--stale-after`),
+//!   time; with no owner file, a legacy holder, or one that yields no record, only when DIR is
+//!   older than `--stale-after`),
 //!   then renames DIR to a unique name, checks that it moved the directory it examined, and
 //!   deletes it. A lock is never broken by age when its owner is known, and a lock whose owner
 //!   runs on another host is never broken.
@@ -105,14 +106,16 @@ pub fn examine(path: &Path, me: &Me, stale_after: Duration) -> Result<Seen> {
     match flock(&dir, libc::LOCK_EX | libc::LOCK_NB) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {
-            let owner = read_owner(&dir);
-            let who = match owner
-                .as_ref()
-                .and_then(|r| r.get("pid"))
-                .and_then(serde_json::Value::as_u64)
-            {
-                Some(pid) => format!("held by pid {pid} (alive)"),
-                None => "held (being examined by another process)".to_string(),
+            let who = match owner(&dir) {
+                Owner::Record(r) => match r.get("pid").and_then(serde_json::Value::as_u64) {
+                    Some(pid) => format!("held by pid {pid} (alive)"),
+                    None => "held by a live process".to_string(),
+                },
+                Owner::Bad(why) => format!(
+                    "held by a live process; its owner file {} {why}",
+                    quoted(&path.join(OWNER))
+                ),
+                Owner::Missing => "held (being examined by another process)".to_string(),
             };
             return Ok(Seen::Held(who));
         }
@@ -124,9 +127,9 @@ pub fn examine(path: &Path, me: &Me, stale_after: Duration) -> Result<Seen> {
     if !same_file(path, meta.dev(), meta.ino()) {
         return Ok(Seen::Gone);
     }
-    let owner = read_owner(&dir);
+    let owner = owner(&dir);
     let verdict = match &owner {
-        Some(rec) => {
+        Owner::Record(rec) => {
             let pid = rec
                 .get("pid")
                 .and_then(serde_json::Value::as_u64)
@@ -145,17 +148,25 @@ pub fn examine(path: &Path, me: &Me, stale_after: Duration) -> Result<Seen> {
                 }
             }
         }
-        None => {
+        Owner::Missing | Owner::Bad(_) => {
+            // No owner to check: judged by age alone, as a legacy holder is.
+            let holder = match &owner {
+                Owner::Bad(why) => format!(
+                    "an unknown holder (its owner file {} {why})",
+                    quoted(&path.join(OWNER))
+                ),
+                _ => "a legacy holder (no owner file)".to_string(),
+            };
             let age = age(&meta);
             if age < stale_after {
                 return Ok(Seen::Held(format!(
-                    "held by a legacy holder (no owner file) for {:.0}s; broken after {}s",
+                    "held by {holder} for {:.0}s; broken after {}s",
                     age.as_secs_f64(),
                     stale_after.as_secs_f64()
                 )));
             }
             Some(format!(
-                "it has no owner file and is {:.0}s old (--stale-after {}s)",
+                "it is held by {holder} and is {:.0}s old (--stale-after {}s)",
                 age.as_secs_f64(),
                 stale_after.as_secs_f64()
             ))
@@ -183,6 +194,11 @@ pub fn examine(path: &Path, me: &Me, stale_after: Duration) -> Result<Seen> {
 }
 
 impl DirLock {
+    /// The descriptor of the directory, which carries the owner's shared flock.
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        self.dir.as_raw_fd()
+    }
+
     fn still_there(&self) -> bool {
         same_file(&self.path, self.dev, self.ino)
     }
@@ -247,8 +263,22 @@ fn write_owner(dir: &File, record: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// The owner record of an open lock directory, if it has one.
-pub fn read_owner(dir: &File) -> Option<serde_json::Map<String, serde_json::Value>> {
+/// What the owner file of a lock directory holds.
+pub enum Owner {
+    /// A holder record.
+    Record(serde_json::Map<String, serde_json::Value>),
+    /// No owner file: a legacy holder, or an owner that has not written it yet.
+    Missing,
+    /// An owner file that yields no record; the text says why ("cannot be read: ...").
+    Bad(String),
+}
+
+/// The largest owner file read (a record is a few hundred bytes).
+const MAX_OWNER: u64 = 64 * 1024;
+
+/// Reads the owner file of an open lock directory.
+pub fn owner(dir: &File) -> Owner {
+    use std::io::Read;
     let name = c"owner";
     // SAFETY: a directory descriptor we own and a valid name.
     let fd = unsafe {
@@ -259,11 +289,44 @@ pub fn read_owner(dir: &File) -> Option<serde_json::Map<String, serde_json::Valu
         )
     };
     if fd < 0 {
-        return None;
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENOENT) => Owner::Missing,
+            Some(libc::ELOOP) => Owner::Bad("is a symlink, not a holder record".to_string()),
+            _ => Owner::Bad(format!("cannot be read: {}", os_text(&e))),
+        };
     }
     // SAFETY: fd was just opened and is owned by nothing else.
     let f = unsafe { File::from_raw_fd(fd) };
-    holder::read(&f)
+    let mut bytes = Vec::new();
+    if let Err(e) = f.take(MAX_OWNER).read_to_end(&mut bytes) {
+        return Owner::Bad(format!("cannot be read: {}", os_text(&e)));
+    }
+    match holder::parse(&bytes) {
+        Some(rec) => Owner::Record(rec),
+        None if bytes.is_empty() => Owner::Bad("is empty, not a holder record".to_string()),
+        None => Owner::Bad("cannot be parsed as a holder record".to_string()),
+    }
+}
+
+/// The owner record of an open lock directory, if it has one that parses.
+pub fn read_owner(dir: &File) -> Option<serde_json::Map<String, serde_json::Value>> {
+    match owner(dir) {
+        Owner::Record(rec) => Some(rec),
+        Owner::Missing | Owner::Bad(_) => None,
+    }
+}
+
+/// An I/O error's text without std's " (os error N)".
+fn os_text(e: &io::Error) -> String {
+    let t = e.to_string();
+    t.rfind(" (os error ")
+        .map_or(t.clone(), |i| t[..i].to_string())
+}
+
+/// A path for a message, in double quotes, control characters escaped.
+fn quoted(path: &Path) -> String {
+    format!("\"{}\"", show(path))
 }
 
 /// Opens a directory without following a symlink; `None` when it does not exist.

@@ -68,7 +68,9 @@ const FLAGS: &[Flag] = &[
          command and every process it starts hold the lock too: a daemon it starts keeps the \
          lock held after the command and elf-lock have exited, until the daemon exits or closes \
          the descriptor. With -o the lock is released when elf-lock exits (after the command), \
-         whatever the command left running, and those processes run without the lock.",
+         whatever the command left running, and those processes run without the lock; should \
+         elf-lock be killed, a keeper process holds the lock until it has killed the command's \
+         process group (see The command).",
     ),
     Flag::new("no-fork", "Run the command in place of elf-lock (exec)").short('F').doc(
         "Replace elf-lock with the command (exec) instead of running it as a child: the command \
@@ -531,16 +533,22 @@ fn run(m: Matches) -> Result<u8> {
             .collect();
         elf_core::note(format_args!("running: {}", shown.join(" ")));
     }
+    // The command and what it starts hold every lock, the directory locks' own flock
+    // included (so a --mkdir lock cannot be broken while any of them runs), unless -o.
     let inherit: Vec<i32> = if o.close {
         Vec::new()
     } else {
-        files.iter().map(|f| f.file.as_raw_fd()).collect()
+        files
+            .iter()
+            .map(|f| f.file.as_raw_fd())
+            .chain(held_dirs.iter().map(dirlock::DirLock::fd))
+            .collect()
     };
     drop(clock);
     let code = if o.no_fork {
         child::exec(&o.command, &inherit)?
     } else {
-        child::run(&o.command, &inherit)?
+        child::run(&o.command, &inherit, o.close)?
     };
     drop(held_dirs);
     drop(files);

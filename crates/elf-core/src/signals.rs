@@ -7,7 +7,8 @@
 //!   rolled back by SQLite itself, and a file is only ever replaced by `rename(2)`, so nothing is
 //!   left half-done; a leftover temporary file is cleaned by a later run.
 //! - [`Policy::Forward`] (the tools that run a command): the signal is sent on to the running
-//!   child (see [`set_child`]) and remembered; the tool waits for the child and then stops.
+//!   child (see [`set_child`]), or to its whole process group (see [`set_group`]), and
+//!   remembered; the tool waits for the child and then stops.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
@@ -31,8 +32,9 @@ extern "C" fn on_signal(sig: libc::c_int) {
     RECEIVED.store(sig, Ordering::SeqCst);
     if FORWARD.load(Ordering::SeqCst) {
         let child = CHILD.load(Ordering::SeqCst);
-        if child > 0 {
-            // SAFETY: kill(2) is async-signal-safe; `child` is a pid we spawned and still wait for.
+        if child != 0 {
+            // SAFETY: kill(2) is async-signal-safe; `child` is a pid we spawned and still wait
+            // for, or minus the process group it leads.
             unsafe {
                 libc::kill(child, sig);
             }
@@ -64,14 +66,30 @@ pub fn install(policy: Policy) {
 ///
 /// A signal that arrived before the child was registered is forwarded here, so none is lost.
 pub fn set_child(pid: Option<u32>) {
-    let pid = pid.and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
-    CHILD.store(pid, Ordering::SeqCst);
-    if pid > 0 {
+    register(pid.and_then(|p| i32::try_from(p).ok()).unwrap_or(0));
+}
+
+/// Registers the process group (or none) that signals are forwarded to: the group a running
+/// child leads, so that everything the child started gets the signal too.
+///
+/// A signal that arrived before the group was registered is forwarded here, so none is lost.
+pub fn set_group(pgid: Option<u32>) {
+    register(
+        pgid.and_then(|p| i32::try_from(p).ok())
+            .filter(|&p| p > 0)
+            .map_or(0, |p| -p),
+    );
+}
+
+/// `target` as kill(2) takes it: a pid, minus a process group id, or 0 for none.
+fn register(target: i32) {
+    CHILD.store(target, Ordering::SeqCst);
+    if target != 0 {
         let sig = RECEIVED.load(Ordering::SeqCst);
         if sig != 0 {
-            // SAFETY: plain kill(2) to our own child.
+            // SAFETY: plain kill(2) to our own child or the group it leads.
             unsafe {
-                libc::kill(pid, sig);
+                libc::kill(target, sig);
             }
         }
     }
