@@ -110,6 +110,62 @@ fn max_time_ends_the_schedule() {
     );
 }
 
+#[test]
+fn large_durations_are_used_as_given_or_refused_naming_the_maximum() {
+    // The doubling once stopped at 2^31 times the base: 1 ms grew no further than 2^31 ms
+    // under a 10^9 s cap.
+    let d = schedule(&[
+        "-n",
+        "45",
+        "--jitter",
+        "none",
+        "--base",
+        "1ms",
+        "--max-delay",
+        "1000000000s",
+    ]);
+    let want: Vec<u64> = (0..44)
+        .map(|n| (1u64 << n).min(1_000_000_000_000))
+        .collect();
+    assert_eq!(d, want);
+    // A budget of 10^12 s cuts nothing short.
+    let d = schedule(&[
+        "-n",
+        "45",
+        "--jitter",
+        "none",
+        "--base",
+        "1ms",
+        "--max-delay",
+        "1000000000s",
+        "--max-time",
+        "1000000000000s",
+    ]);
+    assert_eq!(d, want);
+    let cases: &[(&[&str], &str, &str)] = &[
+        (&["--max-delay", "18446744074s"], "--max-delay", "584 years"),
+        (&["--base", "20000000000"], "--base", "584 years"),
+        (
+            &["--max-time", "99999999999999999999s"],
+            "--max-time",
+            "under 2^64 seconds",
+        ),
+    ];
+    for (args, flag, max) in cases {
+        let out = backoff()
+            .arg("--schedule")
+            .args(*args)
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        let line = one_line(&out.stderr);
+        assert!(
+            line.contains(flag) && line.contains(max),
+            "{args:?}: {line}"
+        );
+    }
+}
+
 /// A command that counts its attempts in `dir/count`, saves its stdin as `dir/in.N`, prints
 /// "attempt N" and fails with `status` until attempt `ok_at`.
 fn counting(dir: &TempDir, status: u8, ok_at: u32) -> Vec<String> {
