@@ -489,6 +489,9 @@ fn split_operand(path: &Path) -> Result<(Root, RelPath, PathBuf)> {
         .file_name()
         .filter(|n| *n != OsStr::new(".."))
         .ok_or_else(|| Error::usage(format!("{}: PATH must name a file", shown())))?;
+    if name.len() > target::NAME_MAX {
+        return Err(target::too_long(&shown(), name.len()));
+    }
     let folder = match target.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
