@@ -1249,3 +1249,71 @@ fn names_over_255_bytes_are_bad_records_and_unique_names_stay_within_the_limit()
             .to_string_lossy()
     );
 }
+
+/// A batch holds about three descriptors per waiting record: under `ulimit -n 64` a stream of
+/// records to distinct files once stopped with 74 at line 20. Running short of descriptors now
+/// finishes the batch held so far and goes on with smaller ones.
+#[test]
+fn few_descriptors_shrink_the_batch_instead_of_failing() {
+    for (limit, n) in [(64, 64), (64, 500), (24, 500)] {
+        let t = TempDir::new();
+        let root = t.join("root");
+        fs::create_dir(&root).expect("root");
+        let mut records = Vec::new();
+        for i in 0..n {
+            records.push(
+                json!({"write": {"path": format!("flat/f{i}.md"), "content": format!("r{i}\n")}}),
+            );
+        }
+        // Appends in folders of their own, records of several writes, creates.
+        for i in 0..8 {
+            records.push(
+                json!({"key": format!("k{i}"), "write": {"path": format!("d{i}/log.md"),
+                "content": format!("a{i}\n"), "mode": "append", "header": "# log\n"}}),
+            );
+            records.push(json!({"key": format!("m{i}"), "write": [
+                {"path": format!("d{i}/x.md"), "content": "x\n", "mode": "create"},
+                {"path": format!("d{i}/y.md"), "content": "y\n"}]}));
+        }
+        let input = t.join("in.jsonl");
+        fs::write(&input, lines(&records)).expect("input");
+        let script = format!("ulimit -n {limit} && exec '{BIN}' --root \"$1\"");
+        let out = cmd("sh")
+            .args(["-c", &script, "sh"])
+            .arg(&root)
+            .stdin(fs::File::open(&input).expect("open"))
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "ulimit -n {limit}, {n} records: {err}"
+        );
+        let got = json_lines(&out.stdout);
+        assert_eq!(got.len(), records.len());
+        for (r, want) in got.iter().zip(&records) {
+            assert_eq!(r.get("key"), want.get("key"));
+            assert!(r.get("error").is_none(), "{r:?}");
+        }
+        for i in 0..n {
+            assert_eq!(
+                fs::read_to_string(root.join(format!("flat/f{i}.md"))).expect("written"),
+                format!("r{i}\n")
+            );
+        }
+        for i in 0..8 {
+            let log = fs::read_to_string(root.join(format!("d{i}/log.md"))).expect("appended");
+            assert!(
+                log.starts_with("# log\n") && log.ends_with(&format!("a{i}\n")),
+                "{log}"
+            );
+            assert_eq!(
+                fs::read_to_string(root.join(format!("d{i}/y.md"))).expect("y"),
+                "y\n"
+            );
+            assert!(temps(&root.join(format!("d{i}"))).is_empty());
+        }
+        assert!(temps(&root.join("flat")).is_empty());
+    }
+}

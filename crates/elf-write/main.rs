@@ -309,6 +309,10 @@ fn process(files: &mut Files, rec: &mut Record) -> Result<Step> {
         None
     };
     let many = matches!(rec.get("write"), Some(Value::Array(_)));
+    if many && files.has_pending() {
+        // Its writes are done one by one, after the batch (whose descriptors it may need).
+        return Ok(Step::FlushFirst);
+    }
     if many {
         for (i, s) in specs.iter().enumerate() {
             files

@@ -67,6 +67,8 @@ pub struct Files {
     unsynced: HashMap<(u64, u64), Folder>,
     /// Writes complete in their temporary files, waiting for [`Files::flush`].
     pending: Vec<Pending>,
+    /// The most writes left pending: lowered when descriptors ran short with this many.
+    max_pending: usize,
 }
 
 /// What [`Files::apply_in_batch`] did.
@@ -139,6 +141,34 @@ impl Files {
             cleaned: HashSet::new(),
             unsynced: HashMap::new(),
             pending: Vec::new(),
+            max_pending: usize::MAX,
+        }
+    }
+
+    /// True when writes wait for [`Files::flush`].
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Runs `op`; when it finds the process out of descriptors (EMFILE, ENFILE), gives back
+    /// what can be given: the lock files not held and, with nothing pending, the folders
+    /// waiting for their sync (synced now), then tries once more. With writes pending, it
+    /// answers `None`: the batch must be flushed first, and later batches are kept smaller.
+    fn with_descriptors<T>(
+        &mut self,
+        mut op: impl FnMut(&mut Files) -> Result<T>,
+    ) -> Result<Option<T>> {
+        match op(self) {
+            Err(e) if out_of_descriptors(&e) => {
+                self.locks.shrink();
+                if !self.pending.is_empty() {
+                    self.max_pending = self.pending.len().saturating_sub(1).max(1);
+                    return Ok(None);
+                }
+                self.sync_folders()?;
+                op(self).map(Some)
+            }
+            r => r.map(Some),
         }
     }
 
@@ -157,6 +187,13 @@ impl Files {
     /// whose writes are an array checks them all first, so that a refused one leaves the
     /// others unwritten too.
     pub fn check(&mut self, spec: &Spec) -> Result<()> {
+        match self.with_descriptors(|f| f.check_once(spec))? {
+            Some(()) => Ok(()),
+            None => Err(Error::internal("a write was checked with a batch pending")),
+        }
+    }
+
+    fn check_once(&mut self, spec: &Spec) -> Result<()> {
         let shown = escape(&spec.path.display()).into_owned();
         let folder = match self.root.folder(&spec.path, false, false) {
             Ok(f) => f,
@@ -202,15 +239,27 @@ impl Files {
 
     /// Performs one write, or with `defer` (and syncing on), may leave a replace or an append
     /// complete in its temporary file for [`Files::flush`] to finish with the others.
+    ///
+    /// When the process runs out of descriptors (EMFILE) with writes pending, it answers
+    /// `FlushFirst` instead of failing, and keeps later batches smaller.
     pub fn apply_in_batch(
         &mut self,
         spec: &Spec,
         marker: Option<&[u8]>,
         defer: bool,
     ) -> Result<Applied> {
+        let applied = self.with_descriptors(|f| f.apply_once(spec, marker, defer))?;
+        Ok(applied.unwrap_or(Applied::FlushFirst))
+    }
+
+    fn apply_once(&mut self, spec: &Spec, marker: Option<&[u8]>, defer: bool) -> Result<Applied> {
         let defer = defer && self.sync && matches!(spec.mode, Mode::Replace | Mode::Append);
         if !defer && !self.pending.is_empty() {
             // Keeps the writes in record order.
+            return Ok(Applied::FlushFirst);
+        }
+        if defer && self.pending.len() >= self.max_pending {
+            // Descriptors ran short with a batch this large.
             return Ok(Applied::FlushFirst);
         }
         let shown = escape(&spec.path.display()).into_owned();
@@ -342,6 +391,11 @@ impl Files {
         }
         results
     }
+}
+
+/// True for an error of a process (or system) out of file descriptors.
+fn out_of_descriptors(e: &Error) -> bool {
+    matches!(e.os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
 /// The temporary-file name prefix and suffix.
