@@ -32,6 +32,10 @@ _elf_backoff() {
             COMPREPLY=()
             return
             ;;
+        --hold)
+            COMPREPLY=()
+            return
+            ;;
         --generate)
             mapfile -t COMPREPLY < <(compgen -W 'man complete-bash complete-zsh complete-fish' -- "$cur")
             return
@@ -46,7 +50,7 @@ _elf_backoff() {
         fi
     done
     if [[ $cur == -* ]]; then
-        mapfile -t COMPREPLY < <(compgen -W '-n --attempts --base --max-delay --max-time --jitter --retry-on --seed --schedule --stream -q --quiet -h --help -V --version --generate' -- "$cur")
+        mapfile -t COMPREPLY < <(compgen -W '-n --attempts --base --max-delay --max-time --jitter --retry-on --seed --schedule --stream --hold -q --quiet -h --help -V --version --generate' -- "$cur")
         return
     fi
     mapfile -t COMPREPLY < <(compgen -c -- "$cur")

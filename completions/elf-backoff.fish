@@ -8,6 +8,7 @@ complete -c elf-backoff -l retry-on -r -f -d 'Exit statuses to retry (default 75
 complete -c elf-backoff -l seed -r -f -d 'Seed the jitter for reproducible delays'
 complete -c elf-backoff -l schedule -d 'Print the delays as JSON lines; run nothing'
 complete -c elf-backoff -l stream -d 'Pass each attempt\'s output through live'
+complete -c elf-backoff -l hold -r -f -d 'Hold at most this much output (default 8M)'
 complete -c elf-backoff -s q -l quiet -d 'Do not announce retries'
 complete -c elf-backoff -s h -l help -d 'Print help (-h for a summary)'
 complete -c elf-backoff -s V -l version -d 'Print the version'

@@ -110,6 +110,62 @@ fn max_time_ends_the_schedule() {
     );
 }
 
+#[test]
+fn large_durations_are_used_as_given_or_refused_naming_the_maximum() {
+    // The doubling once stopped at 2^31 times the base: 1 ms grew no further than 2^31 ms
+    // under a 10^9 s cap.
+    let d = schedule(&[
+        "-n",
+        "45",
+        "--jitter",
+        "none",
+        "--base",
+        "1ms",
+        "--max-delay",
+        "1000000000s",
+    ]);
+    let want: Vec<u64> = (0..44)
+        .map(|n| (1u64 << n).min(1_000_000_000_000))
+        .collect();
+    assert_eq!(d, want);
+    // A budget of 10^12 s cuts nothing short.
+    let d = schedule(&[
+        "-n",
+        "45",
+        "--jitter",
+        "none",
+        "--base",
+        "1ms",
+        "--max-delay",
+        "1000000000s",
+        "--max-time",
+        "1000000000000s",
+    ]);
+    assert_eq!(d, want);
+    let cases: &[(&[&str], &str, &str)] = &[
+        (&["--max-delay", "18446744074s"], "--max-delay", "584 years"),
+        (&["--base", "20000000000"], "--base", "584 years"),
+        (
+            &["--max-time", "99999999999999999999s"],
+            "--max-time",
+            "under 2^64 seconds",
+        ),
+    ];
+    for (args, flag, max) in cases {
+        let out = backoff()
+            .arg("--schedule")
+            .args(*args)
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        let line = one_line(&out.stderr);
+        assert!(
+            line.contains(flag) && line.contains(max),
+            "{args:?}: {line}"
+        );
+    }
+}
+
 /// A command that counts its attempts in `dir/count`, saves its stdin as `dir/in.N`, prints
 /// "attempt N" and fails with `status` until attempt `ok_at`.
 fn counting(dir: &TempDir, status: u8, ok_at: u32) -> Vec<String> {
@@ -391,4 +447,144 @@ fn held_output_comes_out_whole_and_a_leftover_background_process_does_not_hold_t
     ok(&out);
     assert_eq!(out.stdout.len(), 3 << 20);
     assert!(out.stdout.iter().all(|&b| b == b'x'));
+}
+
+/// `elf-backoff -- yes | head` once filled the file system with held output. What is held is
+/// bounded by --hold: here under a file size limit of 2 MiB (dash counts `ulimit -f` in 512-byte
+/// blocks, bash in 1024), which kills any process that writes a file past it, yet more than
+/// that much output arrives; and when the reader goes, the command is stopped and the run ends
+/// with 141.
+#[test]
+fn held_output_is_bounded_and_a_reader_that_goes_stops_the_command() {
+    use std::io::Read;
+    let dir = TempDir::new();
+    let script = format!(
+        "ulimit -f 4096 && exec '{}' --hold 2M -- yes",
+        env!("CARGO_BIN_EXE_elf-backoff")
+    );
+    let mut child = cmd("sh")
+        .args(["-c", &script])
+        .env("TMPDIR", dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let got = watchdog(Duration::from_secs(60), move || {
+        let mut got = vec![0u8; 5 << 20];
+        stdout.read_exact(&mut got).expect("5 MiB of output");
+        got
+    });
+    assert!(got.chunks(2).all(|c| c == b"y\n"), "not yes's output");
+    let out = watchdog(Duration::from_secs(60), move || {
+        child.wait_with_output().expect("wait")
+    });
+    assert_eq!(out.status.code(), Some(141));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A command that prints `bytes` bytes and exits 75 until attempt `ok_at`, counting attempts.
+fn printing(dir: &TempDir, bytes: usize, ok_at: u32) -> Vec<String> {
+    let script = format!(
+        "cd '{}' && n=$(( $(cat count 2>/dev/null || echo 0) + 1 )) && echo $n > count && \
+         head -c {bytes} /dev/zero | tr '\\0' $n && [ $n -ge {ok_at} ] || exit 75",
+        dir.path().display()
+    );
+    vec!["sh".into(), "-c".into(), script]
+}
+
+#[test]
+fn output_past_hold_is_passed_on_and_ends_the_run() {
+    // Past the limit: passed on, not retried, one line says why.
+    let dir = TempDir::new();
+    let out = backoff()
+        .args(["--hold", "64K", "-n", "3", "--base", "1ms", "--"])
+        .args(printing(&dir, 100_000, 9))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(75));
+    assert_eq!(count(&dir), 1);
+    assert_eq!(out.stdout.len(), 100_000);
+    assert!(out.stdout.iter().all(|&b| b == b'1'));
+    let line = one_line(&out.stderr);
+    assert_eq!(
+        line,
+        "elf-backoff: attempt 1/3 exited with status 75; giving up: its output grew past \
+         --hold (64K) and was passed on as it came"
+    );
+    // Within it: held, and only the last attempt's output appears.
+    let dir = TempDir::new();
+    let out = backoff()
+        .args(["-q", "--hold", "64K", "-n", "3", "--base", "1ms", "--"])
+        .args(printing(&dir, 65_536, 3))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    ok(&out);
+    assert_eq!(count(&dir), 3);
+    assert_eq!(out.stdout.len(), 65_536);
+    assert!(out.stdout.iter().all(|&b| b == b'3'));
+    // --hold 0: retried only while nothing was written.
+    let dir = TempDir::new();
+    let out = backoff()
+        .args(["-q", "--hold", "0", "--base", "1ms", "--"])
+        .args(printing(&dir, 1, 3))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(75));
+    assert_eq!((count(&dir), out.stdout.as_slice()), (1, &b"1"[..]));
+    let out = backoff()
+        .args(["--hold", "1M", "--stream", "--", "true"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(one_line(&out.stderr).contains("--hold"));
+    let out = backoff()
+        .args(["--hold", "1.5M", "--", "true"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(one_line(&out.stderr).contains("--hold"));
+}
+
+/// A reader that has gone is noticed before a retry: no attempt runs for nobody, held or not.
+#[test]
+fn no_retry_once_the_reader_has_gone() {
+    for stream in [false, true] {
+        let dir = TempDir::new();
+        let script = format!(
+            "cd '{}' && echo x >> attempts && if [ -n \"$STREAM\" ]; then exec yes; fi; \
+             echo out; exit 3",
+            dir.path().display()
+        );
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let mut c = backoff();
+        c.args(["-q", "--retry-on", "any", "-n", "50", "--base", "1ms"]);
+        if stream {
+            c.arg("--stream").env("STREAM", "1");
+        }
+        c.args(["--", "sh", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(writer);
+        let out = watchdog(Duration::from_secs(60), move || c.output().expect("run"));
+        assert_eq!(out.status.code(), Some(141), "stream {stream}");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("attempts")).unwrap_or_default(),
+            "x\n",
+            "stream {stream}: retried for nobody"
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

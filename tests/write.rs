@@ -1141,3 +1141,179 @@ fn two_streams_batching_the_same_files_in_opposite_orders_never_deadlock() {
     }
     assert!(temps(t.path()).is_empty());
 }
+
+/// Names longer than a file system takes (255 bytes) once failed with 74 "File name too long".
+/// A path with such a name is a bad record (65, naming the line); a unique create shortens the
+/// name's stem so that its number fits, never inside a UTF-8 character.
+#[test]
+fn names_over_255_bytes_are_bad_records_and_unique_names_stay_within_the_limit() {
+    let t = TempDir::new();
+    let w = |path: &str, content: &str| json!({"write": {"path": path, "content": content, "mode": "create", "unique": true}});
+    let max_ascii = format!("{}.md", "x".repeat(252));
+    // "é" is 2 bytes, "€" 3: a name of 254 or 255 bytes whose shortened stem must not end
+    // in the middle of a character.
+    let max_e = format!("a{}.md", "é".repeat(125));
+    let max_euro = format!("{}.md", "€".repeat(84));
+    fs::write(t.join(&max_ascii), "taken\n").expect("seed");
+    fs::write(t.join(&max_e), "taken\n").expect("seed");
+    fs::write(t.join(&max_euro), "taken\n").expect("seed");
+    let records = [
+        w(&max_ascii, "one\n"),
+        w(&max_ascii, "two\n"),
+        w(&max_e, "three\n"),
+        w(&max_euro, "four\n"),
+        w(&max_ascii, "one\n"),
+    ];
+    let (code, out, err) = run_records(ew(t.path()), &records);
+    assert_eq!(code, Some(0), "{err}");
+    let paths: Vec<&str> = out
+        .iter()
+        .map(|r| r["write"]["path"].as_str().expect("path"))
+        .collect();
+    let want = [
+        format!("{}-2.md", "x".repeat(250)),
+        format!("{}-3.md", "x".repeat(250)),
+        format!("a{}-2.md", "é".repeat(124)),
+        format!("{}-2.md", "€".repeat(83)),
+        format!("{}-2.md", "x".repeat(250)),
+    ];
+    assert_eq!(paths, want);
+    assert_eq!(
+        out[4]["write"]["created"],
+        json!(false),
+        "a replay finds its file"
+    );
+    for (p, content) in want.iter().zip(["one\n", "two\n", "three\n", "four\n"]) {
+        assert!(p.len() <= 255);
+        assert_eq!(fs::read_to_string(t.join(p)).expect("written"), content);
+    }
+
+    // 256 bytes, as the file name or as a folder name: 65 naming the line, nothing written.
+    for (i, path) in [
+        "y".repeat(256),
+        format!("d/{}/f.md", "y".repeat(256)),
+        format!("{}.md", "é".repeat(127)),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let t = TempDir::new();
+        let records = [
+            json!({"write": {"path": "ok.md", "content": "ok\n"}}),
+            json!({"write": {"path": path, "content": "x"}}),
+        ];
+        let (code, out, err) = run_records(ew(t.path()), &records);
+        assert_eq!(code, Some(65), "case {i}: {err}");
+        assert_eq!(out.len(), 1, "the good record is passed on");
+        let line = one_line(err.as_bytes());
+        assert!(
+            line.starts_with("elf-write: line 2: ") && line.contains("the name is too long"),
+            "case {i}: {line}"
+        );
+        assert_eq!(listing(t.path()), ["ok.md"], "case {i}");
+    }
+
+    // The stream form too.
+    let t = TempDir::new();
+    let out = run_with_input(
+        {
+            let mut c = cmd(BIN);
+            c.arg(t.join("z".repeat(256)));
+            c
+        },
+        b"x",
+    );
+    assert_eq!(out.status.code(), Some(65));
+    assert!(one_line(&out.stderr).contains("the name is too long"));
+    let out = run_with_input(
+        {
+            let mut c = cmd(BIN);
+            c.args(["--create", "--unique"]).arg(t.join(&max_ascii));
+            c
+        },
+        b"a",
+    );
+    ok(&out);
+    let out = run_with_input(
+        {
+            let mut c = cmd(BIN);
+            c.args(["--create", "--unique"]).arg(t.join(&max_ascii));
+            c
+        },
+        b"b",
+    );
+    ok(&out);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        t.join(format!("{}-2.md", "x".repeat(250)))
+            .to_string_lossy()
+    );
+}
+
+/// A batch holds about three descriptors per waiting record: under `ulimit -n 64` a stream of
+/// records to distinct files once stopped with 74 at line 20. Running short of descriptors now
+/// finishes the batch held so far and goes on with smaller ones.
+#[test]
+fn few_descriptors_shrink_the_batch_instead_of_failing() {
+    for (limit, n) in [(64, 64), (64, 500), (24, 500)] {
+        let t = TempDir::new();
+        let root = t.join("root");
+        fs::create_dir(&root).expect("root");
+        let mut records = Vec::new();
+        for i in 0..n {
+            records.push(
+                json!({"write": {"path": format!("flat/f{i}.md"), "content": format!("r{i}\n")}}),
+            );
+        }
+        // Appends in folders of their own, records of several writes, creates.
+        for i in 0..8 {
+            records.push(
+                json!({"key": format!("k{i}"), "write": {"path": format!("d{i}/log.md"),
+                "content": format!("a{i}\n"), "mode": "append", "header": "# log\n"}}),
+            );
+            records.push(json!({"key": format!("m{i}"), "write": [
+                {"path": format!("d{i}/x.md"), "content": "x\n", "mode": "create"},
+                {"path": format!("d{i}/y.md"), "content": "y\n"}]}));
+        }
+        let input = t.join("in.jsonl");
+        fs::write(&input, lines(&records)).expect("input");
+        let script = format!("ulimit -n {limit} && exec '{BIN}' --root \"$1\"");
+        let out = cmd("sh")
+            .args(["-c", &script, "sh"])
+            .arg(&root)
+            .stdin(fs::File::open(&input).expect("open"))
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "ulimit -n {limit}, {n} records: {err}"
+        );
+        let got = json_lines(&out.stdout);
+        assert_eq!(got.len(), records.len());
+        for (r, want) in got.iter().zip(&records) {
+            assert_eq!(r.get("key"), want.get("key"));
+            assert!(r.get("error").is_none(), "{r:?}");
+        }
+        for i in 0..n {
+            assert_eq!(
+                fs::read_to_string(root.join(format!("flat/f{i}.md"))).expect("written"),
+                format!("r{i}\n")
+            );
+        }
+        for i in 0..8 {
+            let log = fs::read_to_string(root.join(format!("d{i}/log.md"))).expect("appended");
+            assert!(
+                log.starts_with("# log\n") && log.ends_with(&format!("a{i}\n")),
+                "{log}"
+            );
+            assert_eq!(
+                fs::read_to_string(root.join(format!("d{i}/y.md"))).expect("y"),
+                "y\n"
+            );
+            assert!(temps(&root.join(format!("d{i}"))).is_empty());
+        }
+        assert!(temps(&root.join("flat")).is_empty());
+    }
+}

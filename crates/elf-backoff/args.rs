@@ -1,5 +1,5 @@
 //! The values of elf-backoff's flags that need more than `elf_core`'s parsers: `--retry-on
-//! LIST` and the delays. Pure functions, fuzzed on their own (`fuzz/fuzz_targets/backoff_args.rs`).
+//! LIST`, the delays and `--hold`. Pure functions, fuzzed on their own (`fuzz/fuzz_targets/backoff_args.rs`).
 
 use std::time::Duration;
 
@@ -12,6 +12,29 @@ pub fn delay(s: &str) -> Result<Duration, String> {
         return Err("a delay may be at most 584 years (2^64 - 1 ns)".into());
     }
     Ok(d)
+}
+
+/// `--hold`: a number of bytes, with K, M or G (KiB, MiB, GiB: powers of 1024) if wanted.
+pub fn size(s: &str) -> Result<u64, String> {
+    const UNITS: &[(&str, u64)] = &[
+        ("KiB", 1 << 10),
+        ("MiB", 1 << 20),
+        ("GiB", 1 << 30),
+        ("K", 1 << 10),
+        ("M", 1 << 20),
+        ("G", 1 << 30),
+    ];
+    let (num, unit) = UNITS
+        .iter()
+        .find_map(|&(u, m)| s.strip_suffix(u).map(|n| (n, m)))
+        .unwrap_or((s, 1));
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("expected a number of bytes, with K, M or G (powers of 1024) if wanted".into());
+    }
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| "a size may be at most 2^64 - 1 bytes".into())
 }
 
 /// The statuses to retry.
@@ -73,6 +96,28 @@ mod tests {
         assert!(delay("18446744074").is_err());
         assert!(delay("20000000000").is_err());
         assert!(delay("-1").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(size("0"), Ok(0));
+        assert_eq!(size("4096"), Ok(4096));
+        assert_eq!(size("64K"), Ok(64 << 10));
+        assert_eq!(size("8MiB"), Ok(8 << 20));
+        assert_eq!(size("2G"), Ok(2 << 30));
+        for bad in [
+            "",
+            "K",
+            "-1",
+            "1.5M",
+            "1T",
+            " 1",
+            "1 M",
+            "99999999999999999999",
+            "17179869184G",
+        ] {
+            assert!(size(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //!
 //! Standard input is read once and replayed byte for byte to every attempt; the standard output
 //! of an attempt is held until its status is known and released only for the attempt that ends
-//! the run, so a failed attempt's output never reaches the pipeline.
+//! the run, so a failed attempt's output never reaches the pipeline. What is held is bounded
+//! (`--hold`): past it the output is passed on as it comes and that attempt ends the run.
 
 mod args;
+mod hold;
 mod spool;
 
 use std::io::{self, Write};
@@ -18,7 +20,11 @@ use elf_core::signals::{self, Policy as Signals};
 use elf_core::{Error, IoContext, Result, exit, text};
 
 use args::RetryOn;
-use spool::{Input, Spool};
+use hold::Output;
+use spool::Input;
+
+/// `--hold`'s default: 8 MiB.
+const DEFAULT_HOLD: u64 = 8 << 20;
 
 const FLAGS: &[Flag] = &[
     Flag::new("attempts", "Run at most N attempts in all (default 5)")
@@ -70,6 +76,15 @@ const FLAGS: &[Flag] = &[
          the reader, and a retry may write the same output again: use it only when the reader \
          can cope with duplicates or the command writes nothing before it can fail.",
     ),
+    Flag::new("hold", "Hold at most this much output (default 8M)")
+        .value("BYTES")
+        .doc(
+            "Hold at most BYTES of an attempt's output (a number, with K, M or G for powers of \
+             1024; default 8M). Past it, what is held is written out and the rest is passed \
+             through as it comes, and that attempt ends the run: it is not retried, whatever its \
+             status, since its output has already reached the reader. 0 holds nothing: an \
+             attempt is retried only while it has written nothing.",
+        ),
     Flag::new("quiet", "Do not announce retries")
         .short('q')
         .doc(
@@ -102,6 +117,7 @@ struct Options {
     seed: Option<u64>,
     schedule: bool,
     stream: bool,
+    hold: Option<u64>,
     quiet: bool,
     command: Vec<std::ffi::OsString>,
 }
@@ -115,6 +131,7 @@ fn options(m: Matches) -> Result<Options> {
         seed: None,
         schedule: false,
         stream: false,
+        hold: None,
         quiet: false,
         command: m.operands,
     };
@@ -136,9 +153,15 @@ fn options(m: Matches) -> Result<Options> {
             "seed" => o.seed = Some(g.parse::<u64>()?),
             "schedule" => o.schedule = true,
             "stream" => o.stream = true,
+            "hold" => o.hold = Some(g.with(args::size)?),
             "quiet" => o.quiet = true,
             other => return Err(Error::internal(format!("flag --{other} has no handler"))),
         }
+    }
+    if o.stream && o.hold.is_some() {
+        return Err(Error::usage(
+            "--hold sets how much output is held; --stream holds none",
+        ));
     }
     if o.schedule && !o.command.is_empty() {
         return Err(Error::usage("--schedule runs nothing; give no command"));
@@ -166,8 +189,17 @@ fn run(m: Matches) -> Result<u8> {
         }
         let (status, output) = run_attempt(&o, &input)?;
         let code = status_code(status);
+        if matches!(output, Some(Output::ReaderGone)) {
+            return Ok(exit::BROKEN_PIPE);
+        }
+        let passed_on = matches!(output, Some(Output::PassedOn));
         let stopped_by_signal = signals::received().is_some();
-        let retry = !stopped_by_signal && o.retry_on.matches(code) && attempt < o.attempts;
+        let retryable = !stopped_by_signal && o.retry_on.matches(code) && attempt < o.attempts;
+        let retry = retryable && !passed_on;
+        if retry && hold::reader_gone() {
+            // Nobody reads our output any more: another attempt would be for nothing.
+            return Ok(exit::BROKEN_PIPE);
+        }
         let delay = if retry {
             Some(schedule.next_delay())
         } else {
@@ -178,13 +210,21 @@ fn run(m: Matches) -> Result<u8> {
             _ => true,
         };
         if !(retry && within_budget) {
-            if let Some(out) = output {
+            if let Some(Output::Held(out)) = output {
                 out.copy_to(&mut io::stdout().lock())
                     .ctx("writing output")?;
             }
-            if retry && !o.quiet {
+            if retryable && !o.quiet {
+                let why = if passed_on {
+                    format!(
+                        "its output grew past --hold ({}) and was passed on as it came",
+                        show_size(o.hold.unwrap_or(DEFAULT_HOLD))
+                    )
+                } else {
+                    "the next attempt would start past --max-time".to_string()
+                };
                 elf_core::note(format_args!(
-                    "attempt {attempt}/{} exited with status {code}; giving up: the next attempt would start past --max-time",
+                    "attempt {attempt}/{} exited with status {code}; giving up: {why}",
                     o.attempts
                 ));
             }
@@ -256,17 +296,17 @@ fn status_code(status: ExitStatus) -> u32 {
     }
 }
 
-/// Runs one attempt; returns its status and, unless streaming, its held output.
-fn run_attempt(o: &Options, input: &Input) -> Result<(ExitStatus, Option<Spool>)> {
+/// Runs one attempt; returns its status and, unless streaming, what became of its output.
+fn run_attempt(o: &Options, input: &Input) -> Result<(ExitStatus, Option<Output>)> {
     let mut cmd = Command::new(&o.command[0]);
     cmd.args(&o.command[1..]);
     let feeder = input.attach(&mut cmd).ctx("preparing standard input")?;
-    let held = if o.stream {
+    let pipe = if o.stream {
         None
     } else {
-        let (spool, out) = Spool::for_output().ctx("making a file to hold the output")?;
-        cmd.stdout(Stdio::from(out));
-        Some(spool)
+        let (ours, theirs) = hold::pipe().ctx("making a pipe for the output")?;
+        cmd.stdout(Stdio::from(theirs));
+        Some(ours)
     };
     let mut child = cmd.spawn().map_err(|e| {
         let name = text::escape(&o.command[0].to_string_lossy()).into_owned();
@@ -277,23 +317,30 @@ fn run_attempt(o: &Options, input: &Input) -> Result<(ExitStatus, Option<Spool>)
         };
         Error::new(code, format!("cannot run {name}: {}", short_io(&e)))
     })?;
-    // Our copy of the child's stdout descriptor went with `cmd`'s Stdio at spawn.
+    // Our copy of the pipe's write end went with `cmd`'s Stdio: the command's exit (and that of
+    // whatever it started) is what closes it.
     drop(cmd);
     signals::set_child(Some(child.id()));
     let writer = feeder.map(|f| f.start(&mut child));
-    let status = loop {
-        match child.wait() {
-            Ok(s) => break s,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io("waiting for the command", &e)),
-        }
+    let result = match pipe {
+        Some(p) => hold::collect(&mut child, p, o.hold.unwrap_or(DEFAULT_HOLD))
+            .map(|(s, out)| (s, Some(out))),
+        None => hold::wait(&mut child).map(|s| (s, None)),
     };
     signals::set_child(None);
     if let Some(w) = writer {
         let _ = w.join();
     }
-    let output = held;
-    Ok((status, output))
+    result
+}
+
+fn show_size(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 && n % (1 << 30) == 0 => format!("{}G", n >> 30),
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{}M", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{}K", n >> 10),
+        n => format!("{n} bytes"),
+    }
 }
 
 fn short_io(e: &io::Error) -> String {

@@ -1,6 +1,5 @@
-//! Standard input captured once and replayed to every attempt (in memory up to 1 MiB, in an
-//! unnamed temporary file beyond that), and output held until an attempt's status is known
-//! (in an unnamed temporary file the attempt writes to directly).
+//! Standard input captured once and replayed to every attempt, and output held until an
+//! attempt's status is known: in memory up to 1 MiB, in an unnamed temporary file beyond that.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -23,16 +22,6 @@ pub enum Spool {
 impl Spool {
     pub fn new() -> Spool {
         Spool::Mem(Vec::new())
-    }
-
-    /// An empty spool in an unnamed temporary file, and a descriptor of it for a child's
-    /// standard output: the child writes straight into the file, and nothing has to be read
-    /// while it runs (a pipe would cost a reader woken for every write and at the end, and
-    /// would keep the wait going for as long as any grandchild holds the pipe open).
-    pub fn for_output() -> io::Result<(Spool, File)> {
-        let f = temp_file()?;
-        let child = f.try_clone()?;
-        Ok((Spool::File(f), child))
     }
 
     /// Reads `r` to its end.
@@ -60,7 +49,8 @@ impl Spool {
         }
     }
 
-    fn push(&mut self, data: &[u8]) -> io::Result<()> {
+    /// Adds `data` at the end.
+    pub fn push(&mut self, data: &[u8]) -> io::Result<()> {
         match self {
             Spool::Mem(v) if v.len() + data.len() <= MEMORY_LIMIT => {
                 v.extend_from_slice(data);

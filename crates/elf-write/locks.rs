@@ -37,7 +37,8 @@ use elf_core::{Error, IoContext, Result};
 use crate::sys;
 use crate::target::Folder;
 
-/// Lock files kept open at most, so a long stream does not reopen them for every record.
+/// Lock files kept open at most, so a long stream does not reopen them for every record
+/// (fewer once descriptors ran short: see [`Locks::shrink`]).
 const KEEP_OPEN: usize = 256;
 
 /// Finds and takes the locks of target files.
@@ -51,6 +52,8 @@ pub struct Locks {
     checked: Vec<PathBuf>,
     /// Lock files already open, by path.
     open: HashMap<PathBuf, Rc<File>>,
+    /// How many may stay open.
+    keep_open: usize,
 }
 
 /// A held lock; dropping it releases it (the lock file may stay open for the next write).
@@ -72,7 +75,15 @@ impl Locks {
             places: HashMap::new(),
             checked: Vec::new(),
             open: HashMap::new(),
+            keep_open: KEEP_OPEN,
         }
+    }
+
+    /// Closes the lock files not held now and keeps fewer open from now on: descriptors ran
+    /// short (EMFILE).
+    pub fn shrink(&mut self) {
+        self.keep_open = (self.open.len() / 2).clamp(1, self.keep_open);
+        self.open.retain(|_, f| Rc::strong_count(f) > 1);
     }
 
     /// Takes the lock of file `name` in `folder`, whose (device, inode) is `id`; `shown` names
@@ -124,7 +135,8 @@ impl Locks {
             let file = match self.open.get(&path) {
                 Some(f) => f.clone(),
                 None => {
-                    if self.open.len() >= KEEP_OPEN {
+                    if self.open.len() >= self.keep_open {
+                        // The held ones stay open through their `Held`.
                         self.open.clear();
                     }
                     let f = Rc::new(lockfile::open(&path, 0o666)?);

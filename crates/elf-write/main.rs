@@ -309,6 +309,10 @@ fn process(files: &mut Files, rec: &mut Record) -> Result<Step> {
         None
     };
     let many = matches!(rec.get("write"), Some(Value::Array(_)));
+    if many && files.has_pending() {
+        // Its writes are done one by one, after the batch (whose descriptors it may need).
+        return Ok(Step::FlushFirst);
+    }
     if many {
         for (i, s) in specs.iter().enumerate() {
             files
@@ -489,6 +493,9 @@ fn split_operand(path: &Path) -> Result<(Root, RelPath, PathBuf)> {
         .file_name()
         .filter(|n| *n != OsStr::new(".."))
         .ok_or_else(|| Error::usage(format!("{}: PATH must name a file", shown())))?;
+    if name.len() > target::NAME_MAX {
+        return Err(target::too_long(&shown(), name.len()));
+    }
     let folder = match target.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

@@ -67,6 +67,8 @@ pub struct Files {
     unsynced: HashMap<(u64, u64), Folder>,
     /// Writes complete in their temporary files, waiting for [`Files::flush`].
     pending: Vec<Pending>,
+    /// The most writes left pending: lowered when descriptors ran short with this many.
+    max_pending: usize,
 }
 
 /// What [`Files::apply_in_batch`] did.
@@ -139,6 +141,34 @@ impl Files {
             cleaned: HashSet::new(),
             unsynced: HashMap::new(),
             pending: Vec::new(),
+            max_pending: usize::MAX,
+        }
+    }
+
+    /// True when writes wait for [`Files::flush`].
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Runs `op`; when it finds the process out of descriptors (EMFILE, ENFILE), gives back
+    /// what can be given: the lock files not held and, with nothing pending, the folders
+    /// waiting for their sync (synced now), then tries once more. With writes pending, it
+    /// answers `None`: the batch must be flushed first, and later batches are kept smaller.
+    fn with_descriptors<T>(
+        &mut self,
+        mut op: impl FnMut(&mut Files) -> Result<T>,
+    ) -> Result<Option<T>> {
+        match op(self) {
+            Err(e) if out_of_descriptors(&e) => {
+                self.locks.shrink();
+                if !self.pending.is_empty() {
+                    self.max_pending = self.pending.len().saturating_sub(1).max(1);
+                    return Ok(None);
+                }
+                self.sync_folders()?;
+                op(self).map(Some)
+            }
+            r => r.map(Some),
         }
     }
 
@@ -157,6 +187,13 @@ impl Files {
     /// whose writes are an array checks them all first, so that a refused one leaves the
     /// others unwritten too.
     pub fn check(&mut self, spec: &Spec) -> Result<()> {
+        match self.with_descriptors(|f| f.check_once(spec))? {
+            Some(()) => Ok(()),
+            None => Err(Error::internal("a write was checked with a batch pending")),
+        }
+    }
+
+    fn check_once(&mut self, spec: &Spec) -> Result<()> {
         let shown = escape(&spec.path.display()).into_owned();
         let folder = match self.root.folder(&spec.path, false, false) {
             Ok(f) => f,
@@ -202,15 +239,27 @@ impl Files {
 
     /// Performs one write, or with `defer` (and syncing on), may leave a replace or an append
     /// complete in its temporary file for [`Files::flush`] to finish with the others.
+    ///
+    /// When the process runs out of descriptors (EMFILE) with writes pending, it answers
+    /// `FlushFirst` instead of failing, and keeps later batches smaller.
     pub fn apply_in_batch(
         &mut self,
         spec: &Spec,
         marker: Option<&[u8]>,
         defer: bool,
     ) -> Result<Applied> {
+        let applied = self.with_descriptors(|f| f.apply_once(spec, marker, defer))?;
+        Ok(applied.unwrap_or(Applied::FlushFirst))
+    }
+
+    fn apply_once(&mut self, spec: &Spec, marker: Option<&[u8]>, defer: bool) -> Result<Applied> {
         let defer = defer && self.sync && matches!(spec.mode, Mode::Replace | Mode::Append);
         if !defer && !self.pending.is_empty() {
             // Keeps the writes in record order.
+            return Ok(Applied::FlushFirst);
+        }
+        if defer && self.pending.len() >= self.max_pending {
+            // Descriptors ran short with a batch this large.
             return Ok(Applied::FlushFirst);
         }
         let shown = escape(&spec.path.display()).into_owned();
@@ -342,6 +391,11 @@ impl Files {
         }
         results
     }
+}
+
+/// True for an error of a process (or system) out of file descriptors.
+fn out_of_descriptors(e: &Error) -> bool {
+    matches!(e.os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
 /// The temporary-file name prefix and suffix.
@@ -512,8 +566,18 @@ struct Writing<'a> {
 impl Writing<'_> {
     fn existing(&self, name: &OsStr) -> Result<Existing> {
         let c = sys::cname(name).with_ctx(|| self.shown.to_string())?;
-        let st =
-            sys::lstatat(self.folder.dir(), &c).with_ctx(|| format!("{}: reading", self.shown))?;
+        let st = match sys::lstatat(self.folder.dir(), &c) {
+            Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) => {
+                // A file system with a lower limit than the one checked in the path.
+                return Err(Error::data(format!(
+                    "{}: the name is too long for its file system ({} bytes; at most {})",
+                    self.shown,
+                    name.len(),
+                    sys::name_max(self.folder.dir())
+                )));
+            }
+            r => r.with_ctx(|| format!("{}: reading", self.shown))?,
+        };
         Ok(match st {
             None => Existing::Missing,
             Some(st) => match sys::kind(&st) {
@@ -657,9 +721,10 @@ impl Writing<'_> {
 
     fn create_unique(&self, spec: &Spec) -> Result<Outcome> {
         let mut temp: Option<Temp<'_>> = None;
+        let max = sys::name_max(self.folder.dir());
         let mut n: u32 = 1;
         while n <= 100_000 {
-            let name = numbered(&spec.path.name, n);
+            let name = numbered(&spec.path.name, n, max);
             match self.existing(&name)? {
                 Existing::File(st) if self.same(&name, &st, &spec.content)? => {
                     return Ok(self.outcome(spec.path.with_name(name), spec, false));
@@ -724,18 +789,47 @@ impl Writing<'_> {
 
 /// The n-th candidate name: `x.md`, `x-2.md`, `x-3.md`; the number goes before the last
 /// extension (`a.tar-2.gz`), at the end for names without one (`x-2`, `.profile-2`).
-pub fn numbered(name: &OsStr, n: u32) -> OsString {
+///
+/// A candidate is at most `max` bytes: when the number does not fit, the part before the
+/// extension is shortened (never inside a UTF-8 character) until it does, so a 255-byte
+/// `x...x.md` has `x...x-2.md` of 255 bytes with two `x` fewer. An extension so long that no
+/// byte of the stem would be left is treated as part of the stem. The names depend only on
+/// the name, `n` and `max`, so a replay finds the same ones.
+pub fn numbered(name: &OsStr, n: u32, max: usize) -> OsString {
     if n <= 1 {
         return name.to_os_string();
     }
     let b = name.as_bytes();
-    let cut = match b.iter().rposition(|&c| c == b'.') {
-        Some(i) if i > 0 => i,
-        _ => b.len(),
+    let suffix = format!("-{n}");
+    let with_ext = match b.iter().rposition(|&c| c == b'.') {
+        Some(i) if i > 0 => Some(i),
+        _ => None,
     };
-    let mut out = b[..cut].to_vec();
-    out.extend_from_slice(format!("-{n}").as_bytes());
-    out.extend_from_slice(&b[cut..]);
+    let build = |cut: usize| -> Option<Vec<u8>> {
+        let (stem, ext) = b.split_at(cut);
+        let room = max.checked_sub(ext.len() + suffix.len())?;
+        let mut keep = room.min(stem.len());
+        // Back off to the start of a UTF-8 character (a continuation byte is 0b10xxxxxx).
+        while keep > 0 && keep < stem.len() && stem[keep] & 0xC0 == 0x80 {
+            keep -= 1;
+        }
+        if keep == 0 {
+            return None;
+        }
+        let mut out = stem[..keep].to_vec();
+        out.extend_from_slice(suffix.as_bytes());
+        out.extend_from_slice(ext);
+        Some(out)
+    };
+    let out = with_ext
+        .and_then(build)
+        .or_else(|| build(b.len()))
+        .unwrap_or_else(|| {
+            // Only when `max` is shorter than the number itself: no name can fit.
+            let mut out = b.to_vec();
+            out.extend_from_slice(suffix.as_bytes());
+            out
+        });
     OsString::from(OsStr::from_bytes(&out))
 }
 
@@ -745,12 +839,53 @@ mod tests {
 
     #[test]
     fn numbered_names() {
-        let n = |s: &str, k| numbered(OsStr::new(s), k).to_string_lossy().into_owned();
+        let n = |s: &str, k| {
+            numbered(OsStr::new(s), k, 255)
+                .to_string_lossy()
+                .into_owned()
+        };
         assert_eq!(n("x.md", 1), "x.md");
         assert_eq!(n("x.md", 2), "x-2.md");
         assert_eq!(n("a.tar.gz", 3), "a.tar-3.gz");
         assert_eq!(n("x", 2), "x-2");
         assert_eq!(n(".profile", 2), ".profile-2");
+    }
+
+    #[test]
+    fn numbered_names_fit_the_limit() {
+        let n = |s: &str, k, max| {
+            numbered(OsStr::new(s), k, max)
+                .into_string()
+                .expect("still UTF-8")
+        };
+        let long = format!("{}.md", "x".repeat(252));
+        assert_eq!(n(&long, 1, 255), long);
+        assert_eq!(n(&long, 2, 255), format!("{}-2.md", "x".repeat(250)));
+        assert_eq!(
+            n(&long, 100_000, 255),
+            format!("{}-100000.md", "x".repeat(245))
+        );
+        // Names near the limit keep their length under it; short ones are untouched.
+        assert_eq!(n("ab.md", 2, 7), "ab-2.md");
+        assert_eq!(n("ab.md", 2, 6), "a-2.md");
+        assert_eq!(n("abc", 2, 4), "ab-2");
+        // Never inside a character: "é" is 2 bytes, "€" 3.
+        let e = format!("{}.md", "é".repeat(126)); // 252 + 3 bytes
+        let got = n(&e, 2, 255);
+        assert!(got.len() <= 255 && got.ends_with("-2.md"), "{got}");
+        assert_eq!(got, format!("{}-2.md", "é".repeat(125)));
+        let euro = format!("{}.md", "€".repeat(84)); // 252 + 3 bytes
+        assert_eq!(n(&euro, 2, 255), format!("{}-2.md", "€".repeat(83)));
+        assert_eq!(n(&euro, 10, 255), format!("{}-10.md", "€".repeat(83)));
+        // An extension too long to keep a stem: the number goes at the end.
+        let ext = format!("a.{}", "y".repeat(253));
+        assert_eq!(n(&ext, 2, 255), format!("a.{}-2", "y".repeat(251)));
+        for k in [2, 9, 10, 99_999, 100_000] {
+            for name in [&long, &e, &euro, &ext] {
+                assert!(n(name, k, 255).len() <= 255);
+                assert_eq!(n(name, k, 255), n(name, k, 255));
+            }
+        }
     }
 
     #[test]

@@ -250,3 +250,14 @@ pub fn ignore_sigxfsz() {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
 }
+
+/// The longest name the file system of folder `dir` allows, in bytes ([`NAME_MAX`] when it
+/// does not say, and never more).
+///
+/// [`NAME_MAX`]: crate::target::NAME_MAX
+pub fn name_max(dir: BorrowedFd<'_>) -> usize {
+    // SAFETY: fpathconf only reads the borrowed descriptor.
+    let n = unsafe { libc::fpathconf(dir.as_raw_fd(), libc::_PC_NAME_MAX) };
+    let max = crate::target::NAME_MAX;
+    usize::try_from(n).map_or(max, |n| n.clamp(1, max))
+}

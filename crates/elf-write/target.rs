@@ -26,6 +26,17 @@ use elf_core::{Error, IoContext, Result};
 
 use crate::sys;
 
+/// The longest file or folder name, in bytes (Linux's NAME_MAX; most file systems allow no
+/// more).
+pub const NAME_MAX: usize = 255;
+
+/// The error for a path with a name longer than the file system allows (65: a bad record).
+pub fn too_long(shown: &str, len: usize) -> Error {
+    Error::data(format!(
+        "path \"{shown}\" has a name of {len} bytes: the name is too long (at most {NAME_MAX} bytes)"
+    ))
+}
+
 /// A path relative to the root, checked and normalised.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelPath {
@@ -39,7 +50,8 @@ impl RelPath {
     /// Checks and normalises a relative path.
     ///
     /// Absolute paths and `..` above the root are refused with 77; an empty path, a NUL byte,
-    /// or a path that does not end with a file name gives 65.
+    /// a name (file or folder) over [`NAME_MAX`] bytes, or a path that does not end with a
+    /// file name gives 65.
     pub fn parse(path: &OsStr) -> Result<RelPath> {
         let bytes = path.as_bytes();
         let shown = escape(&path.to_string_lossy()).into_owned();
@@ -58,6 +70,9 @@ impl RelPath {
         let mut last_is_name = false;
         for c in bytes.split(|&b| b == b'/') {
             last_is_name = false;
+            if c.len() > NAME_MAX {
+                return Err(too_long(&shown, c.len()));
+            }
             match c {
                 b"" | b"." => {}
                 b".." => {
@@ -320,6 +335,13 @@ mod tests {
         assert_eq!(parse("a/.."), Err(65));
         assert_eq!(parse("."), Err(65));
         assert_eq!(parse("a\0b"), Err(65));
+        let long = "n".repeat(256);
+        assert_eq!(parse(&long), Err(65));
+        assert_eq!(parse(&format!("{long}/x")), Err(65));
+        // Removed by a `..`, it is still refused: it was given.
+        assert_eq!(parse(&format!("{long}/../x")), Err(65));
+        let max = "m".repeat(255);
+        assert_eq!(parse(&format!("{max}/{max}")), Ok(format!("{max}/{max}")));
     }
 
     fn scratch(tag: &str) -> PathBuf {

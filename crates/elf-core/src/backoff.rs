@@ -70,12 +70,23 @@ impl Default for Policy {
 
 impl Policy {
     /// The exponential ceiling for attempt `n` (from 0): `min(max_delay, base * 2^n)`.
+    /// Exact for every `n`: the doubling goes on until it meets the cap, however large the cap.
     pub fn ceiling(&self, n: u32) -> Duration {
-        let factor = 1u32.checked_shl(n.min(31)).unwrap_or(u32::MAX);
-        self.base
-            .checked_mul(factor)
-            .unwrap_or(Duration::MAX)
-            .min(self.max_delay)
+        let base = self.base.as_nanos();
+        // base < 2^128 / 2^n: the shift cannot overflow (a Duration is below 2^94 ns).
+        let t = if base == 0 {
+            0
+        } else if n < 128 && base < (1u128 << (127 - n)) {
+            base << n
+        } else {
+            u128::MAX
+        };
+        if t >= self.max_delay.as_nanos() {
+            self.max_delay
+        } else {
+            // t < max_delay's nanoseconds, which fit a Duration.
+            Duration::new((t / 1_000_000_000) as u64, (t % 1_000_000_000) as u32)
+        }
     }
 
     /// The range a delay for attempt `n` may fall in, given the previous delay (used by
@@ -268,7 +279,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| "expected a number with ms, s or m (a bare number is seconds)".to_string())?;
     let secs = v * unit;
-    Duration::try_from_secs_f64(secs).map_err(|_| "duration out of range".to_string())
+    Duration::try_from_secs_f64(secs).map_err(|_| {
+        "duration out of range: it must be under 2^64 seconds (584 billion years)".to_string()
+    })
 }
 
 #[cfg(test)]
@@ -353,6 +366,33 @@ mod tests {
             (Duration::from_millis(100), Duration::from_millis(2100))
         );
         assert_eq!(p.ceiling(200), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn the_doubling_meets_any_cap_exactly() {
+        // The exponent was once held at 31: 1 ms * 2^31 stopped a 10^9 s cap at 2^31 ms.
+        let p = Policy {
+            base: Duration::from_millis(1),
+            max_delay: Duration::from_secs(1_000_000_000),
+            jitter: Jitter::None,
+        };
+        assert_eq!(p.ceiling(31), Duration::from_millis(1 << 31));
+        assert_eq!(p.ceiling(32), Duration::from_millis(1 << 32));
+        assert_eq!(p.ceiling(39), Duration::from_millis(1 << 39));
+        assert_eq!(p.ceiling(40), p.max_delay);
+        assert_eq!(p.ceiling(u32::MAX), p.max_delay);
+        let top = Policy {
+            base: Duration::from_nanos(u64::MAX),
+            max_delay: Duration::MAX,
+            jitter: Jitter::None,
+        };
+        assert_eq!(top.ceiling(0), Duration::from_nanos(u64::MAX));
+        assert_eq!(top.ceiling(90), Duration::MAX);
+        let zero = Policy {
+            base: Duration::ZERO,
+            ..p
+        };
+        assert_eq!(zero.ceiling(100), Duration::ZERO);
     }
 
     #[test]

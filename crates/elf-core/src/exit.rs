@@ -72,6 +72,8 @@ pub struct Error {
     code: u8,
     line: Option<u64>,
     message: String,
+    /// The OS error number, for an error made by [`Error::io`] from one.
+    os: Option<i32>,
 }
 
 /// The result type of every fallible function in the toolkit.
@@ -84,6 +86,7 @@ impl Error {
             code,
             line: None,
             message: message.into(),
+            os: None,
         }
     }
     /// Exit 64.
@@ -132,7 +135,14 @@ impl Error {
         if code == BROKEN_PIPE {
             return Error::broken_pipe();
         }
-        Error::new(code, format!("{context}: {}", describe_io(err)))
+        let mut e = Error::new(code, format!("{context}: {}", describe_io(err)));
+        e.os = err.raw_os_error();
+        e
+    }
+
+    /// The OS error number behind an I/O error (`EMFILE`...), when there is one.
+    pub fn os_error(&self) -> Option<i32> {
+        self.os
     }
 
     /// Attach the input line this error is about.
