@@ -20,12 +20,20 @@ struct Repo {
 
 impl Repo {
     fn new() -> Repo {
+        Repo::init(&[])
+    }
+
+    /// A repository made by `git init` with `args` too.
+    fn init(args: &[&str]) -> Repo {
         let dir = TempDir::new();
         std::fs::create_dir_all(dir.join("home")).expect("home");
         let root = dir.join("repo");
         std::fs::create_dir_all(&root).expect("repo");
         let r = Repo { dir, root };
-        r.git(&["init", "-q", "-b", "main", "."]);
+        let mut all = vec!["init", "-q", "-b", "main"];
+        all.extend_from_slice(args);
+        all.push(".");
+        r.git(&all);
         r.git(&["config", "user.name", "Test User"]);
         r.git(&["config", "user.email", "test@example.com"]);
         r
@@ -1560,4 +1568,162 @@ fn references_in_commit_are_resolved_against_the_record() {
         recs[1]
     );
     assert_eq!(r.count(), 1);
+}
+
+/// A repository elf-commit cannot work in (SHA-256 objects, reftable refs): `--check` and every
+/// commit exit 69 with one line saying what is unsupported, a status no caller retries;
+/// nothing is committed and the index is not touched.
+#[test]
+fn unsupported_repositories_exit_69_and_check_says_so() {
+    for (args, what) in [
+        (
+            &["--object-format=sha256"][..],
+            "unsupported: sha256 object format",
+        ),
+        (
+            &["--ref-format=reftable"][..],
+            "unsupported: repository extension extensions.refstorage",
+        ),
+    ] {
+        let r = Repo::init(args);
+        r.git_commit_file("seed", "seed\n", "seed");
+        r.write("memory/a.md", "a\n");
+        let index = std::fs::read(r.join(".git/index")).expect("index");
+        let head = r.head();
+        let out = r.elf(&["--check"]).output().expect("run");
+        assert_eq!(code(&out), Some(69), "{args:?}: {}", stderr(&out));
+        assert!(
+            one_line(&out.stderr).starts_with(&format!("elf-commit: {what}")),
+            "{}",
+            stderr(&out)
+        );
+        let out = r
+            .elf(&["-m", "x", "--", "memory/a.md"])
+            .output()
+            .expect("run");
+        assert_eq!(code(&out), Some(69), "{}", stderr(&out));
+        assert!(one_line(&out.stderr).contains(what), "{}", stderr(&out));
+        let rec = json!({"key": "k", "commit": {"paths": ["memory/a.md"], "message": "m"}});
+        let out = r.elf_waiting(&[], std::slice::from_ref(&rec));
+        assert_eq!(code(&out), Some(69), "{}", stderr(&out));
+        assert!(out.stdout.is_empty(), "a failed record is not passed on");
+        // The repository cannot be opened at all: no record is read, whatever --keep-going.
+        let out = r.elf_waiting(&["--keep-going"], &[rec]);
+        assert_eq!(code(&out), Some(69), "{}", stderr(&out));
+        assert!(out.stdout.is_empty());
+        assert_eq!(r.head(), head);
+        assert_eq!(std::fs::read(r.join(".git/index")).expect("index"), index);
+        assert!(!r.lock_left());
+    }
+    // --check is a question about the repository: no paths, no record flags.
+    let r = Repo::new();
+    let out = r.elf(&["--check"]).output().expect("run");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert!(out.stdout.is_empty() && out.stderr.is_empty());
+    for bad in [
+        &["--check", "--", "a"][..],
+        &["--check", "--batch"],
+        &["--check", "-m", "x"],
+    ] {
+        let out = r.elf(bad).output().expect("run");
+        assert_eq!(code(&out), Some(64), "{bad:?}: {}", stderr(&out));
+    }
+    // No identity: the status a commit would fail with.
+    r.git(&["config", "--unset", "user.name"]);
+    let out = r.elf(&["--check"]).output().expect("run");
+    assert_eq!(code(&out), Some(64), "{}", stderr(&out));
+}
+
+/// Indexes and settings git may leave that libgit2 does not read as they are (a split index,
+/// a sparse index) or reads as they are (index v4, index.skipHash, extensions.worktreeConfig,
+/// the untracked cache): `--check` says yes, a record's commit holds exactly its path, the
+/// user's staged file stays staged, `git status` is clean afterwards, and again after git has
+/// written the index its own way once more.
+#[test]
+fn split_sparse_v4_skiphash_and_worktree_config_repositories_are_committed_in() {
+    type Setup = fn(&Repo);
+    let setups: [(&str, Setup); 6] = [
+        ("splitIndex", |r| {
+            r.git(&["config", "core.splitIndex", "true"]);
+            r.git(&["update-index", "--split-index"]);
+        }),
+        ("sparse index", |r| {
+            r.git(&["sparse-checkout", "set", "--cone", "memory", "other"]);
+            r.git(&["config", "index.sparse", "true"]);
+            r.git(&["sparse-checkout", "reapply"]);
+        }),
+        ("index v4", |r| {
+            r.git(&["update-index", "--index-version", "4"]);
+        }),
+        ("skipHash", |r| {
+            r.git(&["config", "index.skipHash", "true"]);
+            r.git(&["update-index", "--really-refresh"]);
+        }),
+        ("worktreeConfig", |r| {
+            r.git(&["config", "core.repositoryformatversion", "1"]);
+            r.git(&["config", "extensions.worktreeConfig", "true"]);
+            r.git(&["config", "--worktree", "user.name", "Worktree User"]);
+        }),
+        ("untracked cache", |r| {
+            r.git(&["config", "core.untrackedCache", "true"]);
+            r.git(&["update-index", "--untracked-cache"]);
+            r.git(&["status", "--porcelain"]);
+        }),
+    ];
+    for (name, setup) in setups {
+        let r = Repo::new();
+        r.git_commit_file("memory/seed.md", "seed\n", "seed");
+        r.git_commit_file("outside/x.md", "x\n", "outside the sparse cone");
+        setup(&r);
+        let signature: &[u8] = match name {
+            "splitIndex" => b"link",
+            "sparse index" => b"sdir",
+            _ => b"",
+        };
+        let index = std::fs::read(r.join(".git/index")).expect("index");
+        assert!(
+            signature.is_empty() || index.windows(4).any(|w| w == signature),
+            "{name}: not set up"
+        );
+        if name == "index v4" {
+            assert_eq!(index[4..8], [0, 0, 0, 4]);
+        }
+        if name == "skipHash" {
+            assert!(index.ends_with(&[0; 20]), "{name}: not set up");
+        }
+        let out = r.elf(&["--check"]).output().expect("run");
+        assert_eq!(code(&out), Some(0), "{name}: {}", stderr(&out));
+        for round in 1..=2 {
+            let staged = format!("other/staged{round}.md");
+            r.write(&staged, "staged\n");
+            r.git(&["add", &staged]);
+            let index = std::fs::read(r.join(".git/index")).expect("index");
+            assert!(
+                signature.is_empty() || index.windows(4).any(|w| w == signature),
+                "{name} {round}: git wrote it whole"
+            );
+            let path = format!("memory/r{round}.md");
+            r.write(&path, "entry\n");
+            let rec =
+                json!({"key": format!("k{round}"), "commit": {"paths": [path], "message": "m"}});
+            let out = r.elf_waiting(&[], &[rec]);
+            assert_eq!(code(&out), Some(0), "{name} {round}: {}", stderr(&out));
+            assert_eq!(
+                r.git(&["show", "--name-only", "--format=", "HEAD"]).trim(),
+                path,
+                "{name} {round}"
+            );
+            assert_eq!(r.status(), [format!("A  {staged}")], "{name} {round}");
+            if name == "worktreeConfig" {
+                assert_eq!(
+                    r.git(&["log", "-1", "--format=%an"]).trim(),
+                    "Worktree User"
+                );
+            }
+            r.git(&["commit", "-q", "-m", "staged"]);
+            assert_eq!(r.status(), Vec::<String>::new(), "{name} {round}");
+            r.assert_fsck();
+            assert!(!r.lock_left(), "{name}");
+        }
+    }
 }

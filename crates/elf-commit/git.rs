@@ -151,11 +151,133 @@ pub fn open(dir: Option<&Path>, init: bool) -> Result<Repository, Error> {
                 shown(&place)
             ),
         })),
-        Err(e) => Err(git_error(
-            format_args!("opening the repository at {}", shown(&place)),
-            &e,
-        )),
+        Err(e) => Err(unsupported_repository(&e).unwrap_or_else(|| {
+            git_error(
+                format_args!("opening the repository at {}", shown(&place)),
+                &e,
+            )
+        })),
     }
+}
+
+/// The exit status of a repository elf-commit cannot work in (`EX_UNAVAILABLE`): a permanent
+/// failure, never retried, that no later run completes.
+pub const UNSUPPORTED: u8 = 69;
+
+/// `unsupported: WHAT` with exit status [`UNSUPPORTED`].
+pub fn unsupported(what: impl Display) -> Error {
+    Error::new(UNSUPPORTED, format!("unsupported: {what}"))
+}
+
+/// The repository format libgit2 refused to open, as an unsupported error; `None` when the
+/// error is of another kind.
+fn unsupported_repository(e: &git2::Error) -> Option<Error> {
+    let msg = e.message();
+    if let Some(rest) = msg.strip_prefix("unknown object format '") {
+        let format = escape(rest.trim_end_matches('\'')).into_owned();
+        return Some(unsupported(format_args!(
+            "{format} object format (extensions.objectFormat = {format}); elf-commit works in \
+             SHA-1 repositories only"
+        )));
+    }
+    if let Some(name) = msg.strip_prefix("unsupported extension name ") {
+        return Some(unsupported(format_args!(
+            "repository extension {}",
+            escape(name)
+        )));
+    }
+    if msg.starts_with("unsupported repository version") {
+        return Some(unsupported(escape(msg)));
+    }
+    None
+}
+
+/// Reads the index file at `file`, a copy elf-commit owns. An index libgit2 cannot read
+/// because git wrote it split (`core.splitIndex`: the `link` extension) or sparse
+/// (`index.sparse`: `sdir`) is first rewritten whole, in place, by git itself
+/// (`git update-index --no-split-index` with `index.sparse` off): git reads a whole index as
+/// well, and splits it or makes it sparse again the next time it writes it. Any other index
+/// libgit2 cannot read (another version, another mandatory extension) is unsupported (69).
+fn read_index(gitdir: &Path, file: &Path) -> Result<Index, Error> {
+    let e = match Index::open(file) {
+        Ok(idx) => return Ok(idx),
+        Err(e) => e,
+    };
+    let Some(ext) = mandatory_extension(&e) else {
+        return Err(index_error(&e));
+    };
+    let what = match ext.as_str() {
+        "link" => "split index (core.splitIndex)",
+        "sdir" => "sparse index (index.sparse)",
+        _ => {
+            return Err(unsupported(format_args!(
+                "index extension '{}'",
+                escape(&ext)
+            )));
+        }
+    };
+    rewrite_whole(gitdir, file).map_err(|why| unsupported(format_args!("{what}: {why}")))?;
+    Index::open(file).map_err(|e| match mandatory_extension(&e) {
+        Some(_) => unsupported(format_args!("{what}: git left it {what}")),
+        None => index_error(&e),
+    })
+}
+
+/// The mandatory index extension libgit2 refused, from its error.
+fn mandatory_extension(e: &git2::Error) -> Option<String> {
+    let rest = e
+        .message()
+        .split("unsupported mandatory extension: '")
+        .nth(1)?;
+    Some(rest.split('\'').next().unwrap_or(rest).to_string())
+}
+
+/// An index that cannot be read: unsupported when libgit2 names its version as the reason.
+fn index_error(e: &git2::Error) -> Error {
+    if e.message().contains("incorrect header version") {
+        unsupported(format_args!("index version ({})", escape(e.message())))
+    } else {
+        git_error("reading the index", e)
+    }
+}
+
+/// Has git rewrite the index file `file` of the repository at `gitdir` as one whole index,
+/// neither split nor sparse. Git is run with its hooks and helpers off (no fsmonitor), on
+/// this file only (`GIT_INDEX_FILE`): it takes `file.lock`, never `index.lock`.
+fn rewrite_whole(gitdir: &Path, file: &Path) -> Result<(), String> {
+    let out = std::process::Command::new("git")
+        .env("GIT_DIR", gitdir)
+        .env("GIT_INDEX_FILE", file)
+        .env_remove("GIT_WORK_TREE")
+        .env_remove("GIT_COMMON_DIR")
+        .env_remove("GIT_OBJECT_DIRECTORY")
+        .args([
+            "-c",
+            "core.splitIndex=false",
+            "-c",
+            "index.sparse=false",
+            "-c",
+            "core.fsmonitor=false",
+            "-c",
+            "advice.sparseIndexExpanded=false",
+            "update-index",
+            "--no-split-index",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .map_err(|e| format!("git, needed to read it, could not be run: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    Err(format!(
+        "git could not rewrite it whole ({}): {}",
+        out.status,
+        escape(line.trim())
+    ))
 }
 
 /// An open repository with its serialising lock.
@@ -590,7 +712,31 @@ impl Repo {
                 return Err(Error::io(format_args!("copying {}", shown(index_path)), &e));
             }
         }
-        Index::open(scratch).map_err(|e| git_error("reading the index", &e))
+        read_index(&self.gitdir, scratch)
+    }
+
+    /// Checks, changing nothing but creating the lock file, that a commit could be made here:
+    /// the repository's format (checked on opening) and its index are supported, and an
+    /// identity is configured. A split or sparse index is read from a copy.
+    pub fn check(&self) -> Result<(), Error> {
+        let index_path = self.gitdir.join("index");
+        if index_path.exists() {
+            match Index::open(&index_path) {
+                Ok(_) => {}
+                Err(e) if mandatory_extension(&e).is_some() => {
+                    let copy = self
+                        .gitdir
+                        .join(format!("elf-commit-check.{}", std::process::id()));
+                    let got = std::fs::copy(&index_path, &copy)
+                        .map_err(|e| Error::io(format_args!("copying {}", shown(&index_path)), &e))
+                        .and_then(|_| read_index(&self.gitdir, &copy));
+                    let _ = std::fs::remove_file(&copy);
+                    got?;
+                }
+                Err(e) => return Err(index_error(&e)),
+            }
+        }
+        self.signatures().map(drop)
     }
 
     /// Writes the commit of `tree_id` on `head` with `message`, puts the new objects on disk,
