@@ -1727,3 +1727,118 @@ fn split_sparse_v4_skiphash_and_worktree_config_repositories_are_committed_in() 
         }
     }
 }
+
+/// The user's own edits in a file records append to stay theirs: the commit of each record is
+/// HEAD's file plus exactly the record's entry, the index entry the index's file plus the same
+/// entries, so a staged hunk stays staged and an unstaged one unstaged (in the middle of the
+/// file or at its end, where the records append after it); the work tree is not touched. One
+/// record, two waiting together (one commit each) and the two as one commit (`--batch`).
+#[test]
+fn the_users_staged_and_unstaged_edits_in_an_appended_file_stay_theirs() {
+    let staged_hunk = ["-## H-1: rule k1", "+## H-1: rule k1, staged"];
+    let unstaged_hunk = ["-# Heuristics: testing", "+# Heuristics: testing, unstaged"];
+    let cases: [(&str, bool, bool, bool); 5] = [
+        ("staged", true, false, false),
+        ("unstaged", false, true, false),
+        ("both", true, true, false),
+        ("both, at the end", true, true, true),
+        ("nothing", false, false, false),
+    ];
+    for (name, staged, unstaged, at_end) in cases {
+        for (n, args) in [(1, &[][..]), (2, &[][..]), (2, &["--batch"][..])] {
+            let what = format!("{name}, {n} records {args:?}");
+            let r = Repo::new();
+            r.git_commit_file("seed", "seed\n", "seed");
+            let seeded = r.elf_write(&[heuristic("k1", 1), heuristic("k2", 2)]);
+            let out = r.elf_waiting(&[], &seeded);
+            assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+            let file = r.join(HEURISTICS);
+            let text = std::fs::read_to_string(&file).expect("read");
+            let mut want_staged: Vec<String> = Vec::new();
+            let mut want_unstaged: Vec<String> = Vec::new();
+            if staged {
+                let edited = text.replace("rule k1\n", "rule k1, staged\n");
+                std::fs::write(&file, edited).expect("edit");
+                r.git(&["add", HEURISTICS]);
+                want_staged.extend(staged_hunk.map(String::from));
+            }
+            if unstaged {
+                let now = std::fs::read_to_string(&file).expect("read");
+                let mut edited = now.replace("testing\n", "testing, unstaged\n");
+                want_unstaged.extend(unstaged_hunk.map(String::from));
+                if at_end {
+                    edited.push_str("a note of the user's, not staged\n");
+                    want_unstaged.push("+a note of the user's, not staged".into());
+                }
+                std::fs::write(&file, edited).expect("edit");
+            }
+            let head_before = r.git(&["show", &format!("HEAD:{HEURISTICS}")]);
+            let values: Vec<Value> = (3..3 + n).map(|i| heuristic(&format!("k{i}"), i)).collect();
+            let written = r.elf_write(&values);
+            let tree_before = std::fs::read(&file).expect("read");
+            let out = r.elf_waiting(args, &written);
+            assert_eq!(code(&out), Some(0), "{what}: {}", stderr(&out));
+            assert_eq!(
+                std::fs::read(&file).expect("read"),
+                tree_before,
+                "{what}: work tree"
+            );
+
+            let mut want_head = head_before.clone();
+            for i in 3..3 + n {
+                want_head.push_str(&format!("<!-- elf:k{i} -->\n## H-{i}: rule k{i}\n"));
+            }
+            assert_eq!(
+                r.git(&["show", &format!("HEAD:{HEURISTICS}")]),
+                want_head,
+                "{what}"
+            );
+            if n == 2 && args.is_empty() {
+                assert_eq!(
+                    r.diff_lines(&["HEAD~1", "HEAD"]),
+                    entry_lines("k4", 4),
+                    "{what}"
+                );
+                assert_eq!(
+                    r.diff_lines(&["HEAD~2", "HEAD~1"]),
+                    entry_lines("k3", 3),
+                    "{what}"
+                );
+            }
+            assert_eq!(r.diff_lines(&["--cached"]), want_staged, "{what}: staged");
+            assert_eq!(r.diff_lines(&[]), want_unstaged, "{what}: not staged");
+            r.assert_fsck();
+
+            // Replayed: nothing new, and the user's edits are still where they were.
+            let head = r.head();
+            let out = r.elf_waiting(args, &written);
+            assert_eq!(code(&out), Some(0), "{what}: {}", stderr(&out));
+            assert_eq!(r.head(), head, "{what}: replay");
+            assert_eq!(r.diff_lines(&["--cached"]), want_staged, "{what}: staged");
+            assert_eq!(r.diff_lines(&[]), want_unstaged, "{what}: not staged");
+        }
+    }
+}
+
+/// The user staged the file's deletion (`git rm --cached`): the record's commit still holds
+/// HEAD's file plus its entry, and the index entry is left as the user left it (absent).
+#[test]
+fn an_appended_file_whose_deletion_is_staged_keeps_the_deletion_staged() {
+    let r = Repo::new();
+    let seeded = r.elf_write(&[heuristic("k1", 1)]);
+    let out = r.elf_waiting(&[], &seeded);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let head_before = r.git(&["show", &format!("HEAD:{HEURISTICS}")]);
+    r.git(&["rm", "-q", "--cached", HEURISTICS]);
+    let written = r.elf_write(&[heuristic("k2", 2)]);
+    let out = r.elf_waiting(&[], &written);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        r.git(&["show", &format!("HEAD:{HEURISTICS}")]),
+        format!("{head_before}<!-- elf:k2 -->\n## H-2: rule k2\n")
+    );
+    assert_eq!(
+        r.status(),
+        [format!("D  {HEURISTICS}"), "?? memory/".to_string()]
+    );
+}

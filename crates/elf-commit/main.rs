@@ -32,9 +32,10 @@
 //! (65).
 //!
 //! An append elf-write reported (a `write` object with `mode` "append" and the results `path`,
-//! `end` and `bytes`, in a record with a `key`) makes the record's commit take the file's first
-//! `end` bytes instead of the whole file, when the file is longer (later records appended to
-//! it) and those bytes end with the record's marker line and content; see `git.rs`.
+//! `end` and `bytes`, in a record with a `key`) makes the record's commit take HEAD's file with
+//! the record's entry (its marker line and content, ending at `end`) appended, instead of the
+//! work tree's file, and the index entry the index's file with the entry appended: the user's
+//! edits and later records' entries stay out; see `git.rs`.
 
 mod git;
 mod indexlock;
