@@ -1842,3 +1842,149 @@ fn an_appended_file_whose_deletion_is_staged_keeps_the_deletion_staged() {
         [format!("D  {HEURISTICS}"), "?? memory/".to_string()]
     );
 }
+
+/// A home that is a linked worktree (`git worktree add`: `.git` is a file naming
+/// `.git/worktrees/NAME`): elf-commit commits on that worktree's branch with that worktree's
+/// index, takes its locks in that git directory (`--lock DIR/.git/NAME` included), and leaves
+/// the main work tree alone.
+#[test]
+fn a_linked_worktree_is_committed_in_with_its_own_index_and_locks() {
+    let r = Repo::new();
+    r.git_commit_file("seed", "seed\n", "seed");
+    let wt = r.dir.join("wt");
+    let wts = wt.to_str().expect("utf-8");
+    r.git(&["worktree", "add", "-q", "-b", "side", wts]);
+    let in_wt = |args: &[&str]| {
+        let mut all = vec!["-C", wts];
+        all.extend_from_slice(args);
+        r.git(&all)
+    };
+    std::fs::write(wt.join("staged.md"), "staged\n").expect("write");
+    in_wt(&["add", "staged.md"]);
+    let main_before = r.head();
+    let lock = wt.join(".git/claude-lock");
+    let values = [heuristic("k1", 1), heuristic("k2", 2)];
+    let mut write = cmd(WRITE_BIN);
+    r.env(&mut write);
+    write.arg("--root").arg(&wt);
+    let outs = pipeline(
+        vec![
+            write,
+            r.elf(&["--repo", wts, "--lock", lock.to_str().expect("utf-8")]),
+        ],
+        &records(&values),
+    );
+    for o in &outs {
+        assert_eq!(code(o), Some(0), "{}", stderr(o));
+    }
+    let recs = json_lines(&outs[1].stdout);
+    assert_eq!(recs.len(), 2);
+    assert_eq!(sha_of(&recs[1]), in_wt(&["rev-parse", "side"]).trim());
+    assert_eq!(in_wt(&["rev-list", "--count", "side"]).trim(), "3");
+    assert_eq!(r.head(), main_before, "main's branch did not move");
+    assert_eq!(
+        r.status(),
+        Vec::<String>::new(),
+        "main's work tree and index"
+    );
+    assert_eq!(
+        in_wt(&["status", "--porcelain"])
+            .lines()
+            .collect::<Vec<_>>(),
+        ["A  staged.md"]
+    );
+    let wt_gitdir = r.join(".git/worktrees/wt");
+    assert!(
+        wt_gitdir.join("claude-lock").is_file(),
+        "the lock in the worktree's git dir"
+    );
+    assert!(!wt_gitdir.join("index.lock").exists());
+    assert!(!r.join(".git/claude-lock").exists());
+    assert!(!r.lock_left());
+    let out = r.elf(&["--repo", wts, "--check"]).output().expect("run");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    r.assert_fsck();
+}
+
+/// A home whose `.git` is a file naming a git directory elsewhere (a submodule's checkout,
+/// `git init --separate-git-dir`) is committed in; one whose `.git` file names nothing, or is
+/// not a `gitdir:` line, is refused with 66 and a line saying so, `--init` or not, and nothing
+/// is created over it; a folder inside another repository's work tree is not that repository
+/// (66, naming the outer work tree), so nothing is committed there.
+#[test]
+fn homes_whose_git_is_a_file_and_folders_inside_another_repository() {
+    let r = Repo::new();
+    r.git(&["config", "--global", "user.name", "Test User"]);
+    r.git(&["config", "--global", "user.email", "test@example.com"]);
+    let home = r.dir.join("sep-home");
+    let gitdir = r.dir.join("sep.git");
+    let (hs, gs) = (
+        home.to_str().expect("utf-8"),
+        gitdir.to_str().expect("utf-8"),
+    );
+    r.git(&["init", "-q", "-b", "main", "--separate-git-dir", gs, hs]);
+    assert!(home.join(".git").is_file());
+    std::fs::write(home.join("a.md"), "a\n").expect("write");
+    let out = r.elf(&["--repo", hs, "--check"]).output().expect("run");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let out = r
+        .elf(&["--repo", hs, "-m", "a", "--", "a.md"])
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let sha = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(r.git(&["-C", hs, "rev-parse", "HEAD"]).trim(), sha);
+    assert_eq!(r.git(&["-C", hs, "status", "--porcelain"]), "");
+    assert!(gitdir.join("elf-commit.lock").is_file());
+
+    // A .git file naming nothing, and one that is not a gitdir line.
+    for (name, text, what) in [
+        ("gone", "gitdir: ../nowhere\n", "which is not one"),
+        ("garbled", "not a gitdir line\n", "is a file but not"),
+    ] {
+        let dir = r.dir.join(name);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join(".git"), text).expect("write");
+        std::fs::write(dir.join("a.md"), "a\n").expect("write");
+        let d = dir.to_str().expect("utf-8");
+        for args in [&["--repo", d][..], &["--repo", d, "--init"]] {
+            let mut all = args.to_vec();
+            all.extend(["-m", "a", "--", "a.md"]);
+            let out = r.elf(&all).output().expect("run");
+            assert_eq!(code(&out), Some(66), "{name} {args:?}: {}", stderr(&out));
+            assert!(one_line(&out.stderr).contains(what), "{}", stderr(&out));
+            assert_eq!(
+                std::fs::read_to_string(dir.join(".git")).expect("read"),
+                text
+            );
+            assert!(!r.dir.join("nowhere").exists());
+        }
+    }
+
+    // A folder in the work tree of `r`, without a .git of its own.
+    r.git_commit_file("seed", "seed\n", "seed");
+    r.write("inner/b.md", "b\n");
+    let head = r.head();
+    let inner = r.join("inner");
+    let i = inner.to_str().expect("utf-8");
+    let out = r
+        .elf(&["--repo", i, "-m", "b", "--", "b.md"])
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), Some(66), "{}", stderr(&out));
+    assert!(
+        one_line(&out.stderr).contains("is a folder in the work tree"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(r.head(), head);
+    // With --init it becomes a repository of its own, and the outer one gets nothing.
+    let out = r
+        .elf(&["--repo", i, "--init", "-m", "b", "--", "b.md"])
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert!(inner.join(".git").is_dir());
+    assert_eq!(r.head(), head);
+    assert_eq!(r.git(&["-C", i, "log", "--format=%s"]).trim(), "b");
+}

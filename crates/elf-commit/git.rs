@@ -69,6 +69,7 @@ use std::fmt::Display;
 use std::fs::File;
 use std::io::{ErrorKind, Write};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -138,8 +139,32 @@ pub fn open(dir: Option<&Path>, init: bool) -> Result<Repository, Error> {
             (Repository::discover(&here), here)
         }
     };
+    if found.is_err() {
+        if let Some(e) = broken_gitfile(&place) {
+            return Err(e);
+        }
+    }
     match found {
         Ok(r) => Ok(r),
+        Err(e) if e.code() == ErrorCode::NotFound && dir.is_some() && !init => {
+            // Inside another repository's work tree: say so, and commit nothing there.
+            let outer = Repository::discover(&place)
+                .ok()
+                .and_then(|r| r.workdir().map(Path::to_path_buf));
+            Err(Error::no_input(match outer {
+                Some(top) => format!(
+                    "{} is not a git repository: it is a folder in the work tree {} (give \
+                     --repo {}, or --init to make it a repository of its own)",
+                    shown(&place),
+                    shown(&top),
+                    shown(&top)
+                ),
+                None => format!(
+                    "{} is not a git repository (use --init to create one)",
+                    shown(&place)
+                ),
+            }))
+        }
         Err(e) if e.code() == ErrorCode::NotFound && init => {
             Repository::init(&place).map_err(|e| {
                 git_error(
@@ -165,6 +190,56 @@ pub fn open(dir: Option<&Path>, init: bool) -> Result<Repository, Error> {
             )
         })),
     }
+}
+
+/// A lock file named `.git/NAME` in the work tree when `.git` there is a file (a linked
+/// worktree, a submodule): `NAME` in the git directory it names, as git's own files are.
+fn through_gitfile(lock: &Path, workdir: &Path, gitdir: &Path) -> Option<PathBuf> {
+    let name = lock.file_name()?;
+    let dotgit = lock.parent()?;
+    if dotgit.file_name()? != ".git" || !std::fs::symlink_metadata(dotgit).ok()?.is_file() {
+        return None;
+    }
+    let top = match dotgit.parent()? {
+        p if p.as_os_str().is_empty() => Path::new("."),
+        p => p,
+    };
+    (top.canonicalize().ok()? == workdir).then(|| gitdir.join(name))
+}
+
+/// When `place/.git` is a file (a linked worktree, a submodule, `git init
+/// --separate-git-dir`) that names no git directory, why: the repository is broken, not
+/// missing, so nothing is created over it (git refuses too).
+fn broken_gitfile(place: &Path) -> Option<Error> {
+    use std::io::Read;
+    let dotgit = place.join(".git");
+    let mut f = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&dotgit)
+        .ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = Vec::new();
+    let _ = (&mut f).take(4096).read_to_end(&mut text);
+    let text = String::from_utf8_lossy(&text);
+    let Some(target) = text.lines().next().and_then(|l| l.strip_prefix("gitdir:")) else {
+        return Some(Error::no_input(format!(
+            "{} is a file but not a \"gitdir: PATH\" line; nothing was created",
+            shown(&dotgit)
+        )));
+    };
+    let target = place.join(target.trim());
+    if target.join("HEAD").exists() {
+        return None;
+    }
+    Some(Error::no_input(format!(
+        "{} names the git directory {}, which is not one (the worktree or submodule it \
+         belonged to is gone); nothing was created",
+        shown(&dotgit),
+        shown(&target)
+    )))
 }
 
 /// The exit status of a repository elf-commit cannot work in (`EX_UNAVAILABLE`): a permanent
@@ -319,7 +394,10 @@ impl Repo {
             .canonicalize()
             .map_err(|e| Error::io("finding the work tree", &e))?;
         let gitdir = repo.path().to_path_buf();
-        let serial_path = lock.unwrap_or_else(|| gitdir.join("elf-commit.lock"));
+        let serial_path = match lock {
+            Some(l) => through_gitfile(&l, &workdir, &gitdir).unwrap_or(l),
+            None => gitdir.join("elf-commit.lock"),
+        };
         let serial = lockfile::open(&serial_path, 0o644)?;
         Ok(Repo {
             repo,
