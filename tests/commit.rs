@@ -1988,3 +1988,113 @@ fn homes_whose_git_is_a_file_and_folders_inside_another_repository() {
     assert_eq!(r.head(), head);
     assert_eq!(r.git(&["-C", i, "log", "--format=%s"]).trim(), "b");
 }
+
+/// A path git would put through a program of the user's (a `filter=` driver with a clean or
+/// process command, git-lfs's among them, or a required one; a `working-tree-encoding`) is
+/// refused with 69 before anything of its record is committed, the other records of the group
+/// committed all the same; a driver named but not configured is no filter, as for git. The
+/// end-of-line attributes and `core.autocrlf` are applied, to whole files and to appends:
+/// `git status` shows every committed path clean.
+#[test]
+fn filter_drivers_are_refused_and_end_of_line_conversions_applied() {
+    let r = Repo::new();
+    r.git(&["config", "filter.up.clean", "tr a-z A-Z"]);
+    r.git(&["config", "filter.lfs.process", "git-lfs filter-process"]);
+    r.git(&["config", "filter.lfs.required", "true"]);
+    r.git_commit_file(
+        ".gitattributes",
+        "*.up filter=up\n*.lfs filter=lfs\n*.none filter=none\n*.u16 working-tree-encoding=UTF-16\n\
+         *.crlf text eol=crlf\n",
+        "attributes",
+    );
+    let head = r.head();
+    let index = std::fs::read(r.join(".git/index")).expect("index");
+    for (path, what) in [
+        (
+            "memory/x.up",
+            "goes through the filter driver up (.gitattributes filter=up, filter.up.clean)",
+        ),
+        (
+            "memory/x.lfs",
+            "goes through the filter driver lfs (.gitattributes filter=lfs, filter.lfs.process)",
+        ),
+        (
+            "memory/x.u16",
+            "has working-tree-encoding=UTF-16 (.gitattributes)",
+        ),
+    ] {
+        r.write(path, "lower case\n");
+        let out = r.elf(&["-m", "x", "--", path]).output().expect("run");
+        assert_eq!(code(&out), Some(69), "{path}: {}", stderr(&out));
+        assert_eq!(
+            one_line(&out.stderr),
+            format!(
+                "elf-commit: unsupported: {path} {what}, which elf-commit does not {}; commit it with git",
+                if path.ends_with("u16") {
+                    "convert"
+                } else {
+                    "run"
+                }
+            )
+        );
+        // A folder naming it is refused too, and nothing of the record is committed.
+        r.write("memory/plain.md", "plain\n");
+        let out = r.elf(&["-m", "x", "--", "memory"]).output().expect("run");
+        assert_eq!(code(&out), Some(69), "{path}: {}", stderr(&out));
+        assert_eq!(r.head(), head);
+        assert_eq!(std::fs::read(r.join(".git/index")).expect("index"), index);
+        std::fs::remove_file(r.join(path)).expect("rm");
+    }
+    // In a group: the filtered record fails on its own under --keep-going.
+    r.write("memory/x.up", "lower case\n");
+    let recs = [
+        json!({"commit": {"paths": ["memory/x.up"], "message": "up"}}),
+        json!({"commit": {"paths": ["memory/plain.md"], "message": "plain"}}),
+    ];
+    let out = r.elf_waiting(&["--keep-going"], &recs);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let got = json_lines(&out.stdout);
+    assert_eq!(got[0]["error"]["code"], 69);
+    assert!(got[1].get("error").is_none(), "{:?}", got[1]);
+    assert_eq!(r.tree_files(), [".gitattributes", "memory/plain.md"]);
+
+    // No filter configured for the driver: the file as it is, as git does.
+    r.write("memory/x.none", "lower case\n");
+    // CRLF in the work tree, LF in the repository: eol=crlf, and core.autocrlf.
+    r.write("memory/x.crlf", "one\r\ntwo\r\n");
+    let out = r
+        .elf(&["-m", "eol", "--", "memory/x.none", "memory/x.crlf"])
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert_eq!(r.git(&["show", "HEAD:memory/x.none"]), "lower case\n");
+    assert_eq!(r.git(&["show", "HEAD:memory/x.crlf"]), "one\ntwo\n");
+    r.git(&["config", "core.autocrlf", "true"]);
+    r.write("memory/auto.md", "auto\r\n");
+    let out = r
+        .elf(&["-m", "auto", "--", "memory/auto.md"])
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert_eq!(r.git(&["show", "HEAD:memory/auto.md"]), "auto\n");
+    // An append with CRLF content to an eol=crlf file, and one to an autocrlf file.
+    let appends = [
+        json!({"key": "c1", "write": {"path": "memory/log.crlf", "mode": "append",
+            "content": "entry\r\n"}, "commit": {"message": "c1"}}),
+        json!({"key": "c2", "write": {"path": "memory/auto.md", "mode": "append",
+            "content": "more\r\n"}, "commit": {"message": "c2"}}),
+    ];
+    let written = r.elf_write(&appends);
+    let out = r.elf_waiting(&[], &written);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        r.git(&["show", "HEAD~1:memory/log.crlf"]),
+        "<!-- elf:c1 -->\nentry\n"
+    );
+    assert_eq!(
+        r.git(&["show", "HEAD:memory/auto.md"]),
+        "auto\n<!-- elf:c2 -->\nmore\n"
+    );
+    assert_eq!(r.status(), ["?? memory/x.up"]);
+    r.assert_fsck();
+}

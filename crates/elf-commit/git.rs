@@ -1368,7 +1368,63 @@ impl Git<'_> {
                 Err(e) => return Err(Error::io(format_args!("reading {}", shown(p)), &e)),
             }
         }
+        for t in &out.targets {
+            if let Target::Add(p) = t {
+                self.refuse_filtered(p)?;
+            }
+        }
         Ok(out)
+    }
+
+    /// Refuses a path git would put through a program of the user's on its way in: a
+    /// `.gitattributes` `filter=DRIVER` whose `filter.DRIVER.clean` or `.process` is
+    /// configured (git-lfs among them), or that is `required`; or a `working-tree-encoding`.
+    /// libgit2 runs neither, and elf-commit does not run the user's programs, so committing
+    /// such a path would commit what git would not (69, before anything is committed).
+    fn refuse_filtered(&self, p: &Path) -> Result<(), Error> {
+        let attr = |name: &str| {
+            self.repo
+                .get_attr_bytes(p, name, git2::AttrCheckFlags::default())
+                .map_err(|e| git_error(format_args!("reading the attributes of {}", shown(p)), &e))
+                .map(|v| match git2::AttrValue::from_bytes(v) {
+                    git2::AttrValue::String(s) => Some(s.as_bytes().to_vec()),
+                    git2::AttrValue::Bytes(b) => Some(b.to_vec()),
+                    _ => None,
+                })
+        };
+        if let Some(driver) = attr("filter")? {
+            let driver = String::from_utf8_lossy(&driver).into_owned();
+            let cfg = self
+                .repo
+                .config()
+                .map_err(|e| git_error("reading git's configuration", &e))?;
+            let key = |k: &str| format!("filter.{driver}.{k}");
+            let set = |k: &str| cfg.get_string(&key(k)).is_ok_and(|v| !v.trim().is_empty());
+            let required = cfg.get_bool(&key("required")).unwrap_or(false);
+            if set("clean") || set("process") || required {
+                return Err(unsupported(format_args!(
+                    "{} goes through the filter driver {} (.gitattributes filter={}, {}), \
+                     which elf-commit does not run; commit it with git",
+                    shown(p),
+                    escape(&driver),
+                    escape(&driver),
+                    if set("process") {
+                        key("process")
+                    } else {
+                        key("clean")
+                    }
+                )));
+            }
+        }
+        if let Some(enc) = attr("working-tree-encoding")? {
+            return Err(unsupported(format_args!(
+                "{} has working-tree-encoding={} (.gitattributes), which elf-commit does not \
+                 convert; commit it with git",
+                shown(p),
+                escape(&String::from_utf8_lossy(&enc))
+            )));
+        }
+        Ok(())
     }
 
     fn skip(&self, p: &Path, out: &mut Resolved) -> Result<(), Error> {
