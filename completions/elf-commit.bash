@@ -38,7 +38,7 @@ _elf_commit() {
             ;;
     esac
     if [[ $cur == -* ]]; then
-        mapfile -t COMPREPLY < <(compgen -W '-m --message --repo --init --lock -w --timeout --stale-index-lock --ignored --batch -k --keep-going --max-line -h --help -V --version --generate' -- "$cur")
+        mapfile -t COMPREPLY < <(compgen -W '-m --message --repo --init --check --lock -w --timeout --stale-index-lock --ignored --batch -k --keep-going --max-line -h --help -V --version --generate' -- "$cur")
         return
     fi
     mapfile -t COMPREPLY < <(compgen -f -- "$cur")

@@ -2,6 +2,7 @@
 complete -c elf-commit -s m -l message -r -f -d 'The commit message'
 complete -c elf-commit -l repo -r -F -d 'The repository\'s work tree (default: discover)'
 complete -c elf-commit -l init -d 'Create the repository when there is none'
+complete -c elf-commit -l check -d 'Only check that this repository is supported'
 complete -c elf-commit -l lock -r -F -d 'The lock file serialising commits'
 complete -c elf-commit -s w -l timeout -r -f -d 'How long to wait for locks (default 10s)'
 complete -c elf-commit -l stale-index-lock -r -f -d 'Remove an unused index.lock this old (10m)'

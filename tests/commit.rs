@@ -20,12 +20,20 @@ struct Repo {
 
 impl Repo {
     fn new() -> Repo {
+        Repo::init(&[])
+    }
+
+    /// A repository made by `git init` with `args` too.
+    fn init(args: &[&str]) -> Repo {
         let dir = TempDir::new();
         std::fs::create_dir_all(dir.join("home")).expect("home");
         let root = dir.join("repo");
         std::fs::create_dir_all(&root).expect("repo");
         let r = Repo { dir, root };
-        r.git(&["init", "-q", "-b", "main", "."]);
+        let mut all = vec!["init", "-q", "-b", "main"];
+        all.extend_from_slice(args);
+        all.push(".");
+        r.git(&all);
         r.git(&["config", "user.name", "Test User"]);
         r.git(&["config", "user.email", "test@example.com"]);
         r
@@ -1560,4 +1568,533 @@ fn references_in_commit_are_resolved_against_the_record() {
         recs[1]
     );
     assert_eq!(r.count(), 1);
+}
+
+/// A repository elf-commit cannot work in (SHA-256 objects, reftable refs): `--check` and every
+/// commit exit 69 with one line saying what is unsupported, a status no caller retries;
+/// nothing is committed and the index is not touched.
+#[test]
+fn unsupported_repositories_exit_69_and_check_says_so() {
+    for (args, what) in [
+        (
+            &["--object-format=sha256"][..],
+            "unsupported: sha256 object format",
+        ),
+        (
+            &["--ref-format=reftable"][..],
+            "unsupported: repository extension extensions.refstorage",
+        ),
+    ] {
+        let r = Repo::init(args);
+        r.git_commit_file("seed", "seed\n", "seed");
+        r.write("memory/a.md", "a\n");
+        let index = std::fs::read(r.join(".git/index")).expect("index");
+        let head = r.head();
+        let out = r.elf(&["--check"]).output().expect("run");
+        assert_eq!(code(&out), Some(69), "{args:?}: {}", stderr(&out));
+        assert!(
+            one_line(&out.stderr).starts_with(&format!("elf-commit: {what}")),
+            "{}",
+            stderr(&out)
+        );
+        let out = r
+            .elf(&["-m", "x", "--", "memory/a.md"])
+            .output()
+            .expect("run");
+        assert_eq!(code(&out), Some(69), "{}", stderr(&out));
+        assert!(one_line(&out.stderr).contains(what), "{}", stderr(&out));
+        let rec = json!({"key": "k", "commit": {"paths": ["memory/a.md"], "message": "m"}});
+        let out = r.elf_waiting(&[], std::slice::from_ref(&rec));
+        assert_eq!(code(&out), Some(69), "{}", stderr(&out));
+        assert!(out.stdout.is_empty(), "a failed record is not passed on");
+        // The repository cannot be opened at all: no record is read, whatever --keep-going.
+        let out = r.elf_waiting(&["--keep-going"], &[rec]);
+        assert_eq!(code(&out), Some(69), "{}", stderr(&out));
+        assert!(out.stdout.is_empty());
+        assert_eq!(r.head(), head);
+        assert_eq!(std::fs::read(r.join(".git/index")).expect("index"), index);
+        assert!(!r.lock_left());
+    }
+    // --check is a question about the repository: no paths, no record flags.
+    let r = Repo::new();
+    let out = r.elf(&["--check"]).output().expect("run");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert!(out.stdout.is_empty() && out.stderr.is_empty());
+    for bad in [
+        &["--check", "--", "a"][..],
+        &["--check", "--batch"],
+        &["--check", "-m", "x"],
+    ] {
+        let out = r.elf(bad).output().expect("run");
+        assert_eq!(code(&out), Some(64), "{bad:?}: {}", stderr(&out));
+    }
+    // No identity: the status a commit would fail with.
+    r.git(&["config", "--unset", "user.name"]);
+    let out = r.elf(&["--check"]).output().expect("run");
+    assert_eq!(code(&out), Some(64), "{}", stderr(&out));
+}
+
+/// Indexes and settings git may leave that libgit2 does not read as they are (a split index,
+/// a sparse index) or reads as they are (index v4, index.skipHash, extensions.worktreeConfig,
+/// the untracked cache): `--check` says yes, a record's commit holds exactly its path, the
+/// user's staged file stays staged, `git status` is clean afterwards, and again after git has
+/// written the index its own way once more.
+#[test]
+fn split_sparse_v4_skiphash_and_worktree_config_repositories_are_committed_in() {
+    type Setup = fn(&Repo);
+    let setups: [(&str, Setup); 6] = [
+        ("splitIndex", |r| {
+            r.git(&["config", "core.splitIndex", "true"]);
+            r.git(&["update-index", "--split-index"]);
+        }),
+        ("sparse index", |r| {
+            r.git(&["sparse-checkout", "set", "--cone", "memory", "other"]);
+            r.git(&["config", "index.sparse", "true"]);
+            r.git(&["sparse-checkout", "reapply"]);
+        }),
+        ("index v4", |r| {
+            r.git(&["update-index", "--index-version", "4"]);
+        }),
+        ("skipHash", |r| {
+            r.git(&["config", "index.skipHash", "true"]);
+            r.git(&["update-index", "--really-refresh"]);
+        }),
+        ("worktreeConfig", |r| {
+            r.git(&["config", "core.repositoryformatversion", "1"]);
+            r.git(&["config", "extensions.worktreeConfig", "true"]);
+            r.git(&["config", "--worktree", "user.name", "Worktree User"]);
+        }),
+        ("untracked cache", |r| {
+            r.git(&["config", "core.untrackedCache", "true"]);
+            r.git(&["update-index", "--untracked-cache"]);
+            r.git(&["status", "--porcelain"]);
+        }),
+    ];
+    for (name, setup) in setups {
+        let r = Repo::new();
+        r.git_commit_file("memory/seed.md", "seed\n", "seed");
+        r.git_commit_file("outside/x.md", "x\n", "outside the sparse cone");
+        setup(&r);
+        let signature: &[u8] = match name {
+            "splitIndex" => b"link",
+            "sparse index" => b"sdir",
+            _ => b"",
+        };
+        let index = std::fs::read(r.join(".git/index")).expect("index");
+        assert!(
+            signature.is_empty() || index.windows(4).any(|w| w == signature),
+            "{name}: not set up"
+        );
+        if name == "index v4" {
+            assert_eq!(index[4..8], [0, 0, 0, 4]);
+        }
+        if name == "skipHash" {
+            assert!(index.ends_with(&[0; 20]), "{name}: not set up");
+        }
+        let out = r.elf(&["--check"]).output().expect("run");
+        assert_eq!(code(&out), Some(0), "{name}: {}", stderr(&out));
+        for round in 1..=2 {
+            let staged = format!("other/staged{round}.md");
+            r.write(&staged, "staged\n");
+            r.git(&["add", &staged]);
+            let index = std::fs::read(r.join(".git/index")).expect("index");
+            assert!(
+                signature.is_empty() || index.windows(4).any(|w| w == signature),
+                "{name} {round}: git wrote it whole"
+            );
+            let path = format!("memory/r{round}.md");
+            r.write(&path, "entry\n");
+            let rec =
+                json!({"key": format!("k{round}"), "commit": {"paths": [path], "message": "m"}});
+            let out = r.elf_waiting(&[], &[rec]);
+            assert_eq!(code(&out), Some(0), "{name} {round}: {}", stderr(&out));
+            assert_eq!(
+                r.git(&["show", "--name-only", "--format=", "HEAD"]).trim(),
+                path,
+                "{name} {round}"
+            );
+            assert_eq!(r.status(), [format!("A  {staged}")], "{name} {round}");
+            if name == "worktreeConfig" {
+                assert_eq!(
+                    r.git(&["log", "-1", "--format=%an"]).trim(),
+                    "Worktree User"
+                );
+            }
+            r.git(&["commit", "-q", "-m", "staged"]);
+            assert_eq!(r.status(), Vec::<String>::new(), "{name} {round}");
+            r.assert_fsck();
+            assert!(!r.lock_left(), "{name}");
+        }
+    }
+}
+
+/// The user's own edits in a file records append to stay theirs: the commit of each record is
+/// HEAD's file plus exactly the record's entry, the index entry the index's file plus the same
+/// entries, so a staged hunk stays staged and an unstaged one unstaged (in the middle of the
+/// file or at its end, where the records append after it); the work tree is not touched. One
+/// record, two waiting together (one commit each) and the two as one commit (`--batch`).
+#[test]
+fn the_users_staged_and_unstaged_edits_in_an_appended_file_stay_theirs() {
+    let staged_hunk = ["-## H-1: rule k1", "+## H-1: rule k1, staged"];
+    let unstaged_hunk = ["-# Heuristics: testing", "+# Heuristics: testing, unstaged"];
+    let cases: [(&str, bool, bool, bool); 5] = [
+        ("staged", true, false, false),
+        ("unstaged", false, true, false),
+        ("both", true, true, false),
+        ("both, at the end", true, true, true),
+        ("nothing", false, false, false),
+    ];
+    for (name, staged, unstaged, at_end) in cases {
+        for (n, args) in [(1, &[][..]), (2, &[][..]), (2, &["--batch"][..])] {
+            let what = format!("{name}, {n} records {args:?}");
+            let r = Repo::new();
+            r.git_commit_file("seed", "seed\n", "seed");
+            let seeded = r.elf_write(&[heuristic("k1", 1), heuristic("k2", 2)]);
+            let out = r.elf_waiting(&[], &seeded);
+            assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+            let file = r.join(HEURISTICS);
+            let text = std::fs::read_to_string(&file).expect("read");
+            let mut want_staged: Vec<String> = Vec::new();
+            let mut want_unstaged: Vec<String> = Vec::new();
+            if staged {
+                let edited = text.replace("rule k1\n", "rule k1, staged\n");
+                std::fs::write(&file, edited).expect("edit");
+                r.git(&["add", HEURISTICS]);
+                want_staged.extend(staged_hunk.map(String::from));
+            }
+            if unstaged {
+                let now = std::fs::read_to_string(&file).expect("read");
+                let mut edited = now.replace("testing\n", "testing, unstaged\n");
+                want_unstaged.extend(unstaged_hunk.map(String::from));
+                if at_end {
+                    edited.push_str("a note of the user's, not staged\n");
+                    want_unstaged.push("+a note of the user's, not staged".into());
+                }
+                std::fs::write(&file, edited).expect("edit");
+            }
+            let head_before = r.git(&["show", &format!("HEAD:{HEURISTICS}")]);
+            let values: Vec<Value> = (3..3 + n).map(|i| heuristic(&format!("k{i}"), i)).collect();
+            let written = r.elf_write(&values);
+            let tree_before = std::fs::read(&file).expect("read");
+            let out = r.elf_waiting(args, &written);
+            assert_eq!(code(&out), Some(0), "{what}: {}", stderr(&out));
+            assert_eq!(
+                std::fs::read(&file).expect("read"),
+                tree_before,
+                "{what}: work tree"
+            );
+
+            let mut want_head = head_before.clone();
+            for i in 3..3 + n {
+                want_head.push_str(&format!("<!-- elf:k{i} -->\n## H-{i}: rule k{i}\n"));
+            }
+            assert_eq!(
+                r.git(&["show", &format!("HEAD:{HEURISTICS}")]),
+                want_head,
+                "{what}"
+            );
+            if n == 2 && args.is_empty() {
+                assert_eq!(
+                    r.diff_lines(&["HEAD~1", "HEAD"]),
+                    entry_lines("k4", 4),
+                    "{what}"
+                );
+                assert_eq!(
+                    r.diff_lines(&["HEAD~2", "HEAD~1"]),
+                    entry_lines("k3", 3),
+                    "{what}"
+                );
+            }
+            assert_eq!(r.diff_lines(&["--cached"]), want_staged, "{what}: staged");
+            assert_eq!(r.diff_lines(&[]), want_unstaged, "{what}: not staged");
+            r.assert_fsck();
+
+            // Replayed: nothing new, and the user's edits are still where they were.
+            let head = r.head();
+            let out = r.elf_waiting(args, &written);
+            assert_eq!(code(&out), Some(0), "{what}: {}", stderr(&out));
+            assert_eq!(r.head(), head, "{what}: replay");
+            assert_eq!(r.diff_lines(&["--cached"]), want_staged, "{what}: staged");
+            assert_eq!(r.diff_lines(&[]), want_unstaged, "{what}: not staged");
+        }
+    }
+}
+
+/// The user staged the file's deletion (`git rm --cached`): the record's commit still holds
+/// HEAD's file plus its entry, and the index entry is left as the user left it (absent).
+#[test]
+fn an_appended_file_whose_deletion_is_staged_keeps_the_deletion_staged() {
+    let r = Repo::new();
+    let seeded = r.elf_write(&[heuristic("k1", 1)]);
+    let out = r.elf_waiting(&[], &seeded);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let head_before = r.git(&["show", &format!("HEAD:{HEURISTICS}")]);
+    r.git(&["rm", "-q", "--cached", HEURISTICS]);
+    let written = r.elf_write(&[heuristic("k2", 2)]);
+    let out = r.elf_waiting(&[], &written);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        r.git(&["show", &format!("HEAD:{HEURISTICS}")]),
+        format!("{head_before}<!-- elf:k2 -->\n## H-2: rule k2\n")
+    );
+    assert_eq!(
+        r.status(),
+        [format!("D  {HEURISTICS}"), "?? memory/".to_string()]
+    );
+}
+
+/// A home that is a linked worktree (`git worktree add`: `.git` is a file naming
+/// `.git/worktrees/NAME`): elf-commit commits on that worktree's branch with that worktree's
+/// index, takes its locks in that git directory (`--lock DIR/.git/NAME` included), and leaves
+/// the main work tree alone.
+#[test]
+fn a_linked_worktree_is_committed_in_with_its_own_index_and_locks() {
+    let r = Repo::new();
+    r.git_commit_file("seed", "seed\n", "seed");
+    let wt = r.dir.join("wt");
+    let wts = wt.to_str().expect("utf-8");
+    r.git(&["worktree", "add", "-q", "-b", "side", wts]);
+    let in_wt = |args: &[&str]| {
+        let mut all = vec!["-C", wts];
+        all.extend_from_slice(args);
+        r.git(&all)
+    };
+    std::fs::write(wt.join("staged.md"), "staged\n").expect("write");
+    in_wt(&["add", "staged.md"]);
+    let main_before = r.head();
+    let lock = wt.join(".git/claude-lock");
+    let values = [heuristic("k1", 1), heuristic("k2", 2)];
+    let mut write = cmd(WRITE_BIN);
+    r.env(&mut write);
+    write.arg("--root").arg(&wt);
+    let outs = pipeline(
+        vec![
+            write,
+            r.elf(&["--repo", wts, "--lock", lock.to_str().expect("utf-8")]),
+        ],
+        &records(&values),
+    );
+    for o in &outs {
+        assert_eq!(code(o), Some(0), "{}", stderr(o));
+    }
+    let recs = json_lines(&outs[1].stdout);
+    assert_eq!(recs.len(), 2);
+    assert_eq!(sha_of(&recs[1]), in_wt(&["rev-parse", "side"]).trim());
+    assert_eq!(in_wt(&["rev-list", "--count", "side"]).trim(), "3");
+    assert_eq!(r.head(), main_before, "main's branch did not move");
+    assert_eq!(
+        r.status(),
+        Vec::<String>::new(),
+        "main's work tree and index"
+    );
+    assert_eq!(
+        in_wt(&["status", "--porcelain"])
+            .lines()
+            .collect::<Vec<_>>(),
+        ["A  staged.md"]
+    );
+    let wt_gitdir = r.join(".git/worktrees/wt");
+    assert!(
+        wt_gitdir.join("claude-lock").is_file(),
+        "the lock in the worktree's git dir"
+    );
+    assert!(!wt_gitdir.join("index.lock").exists());
+    assert!(!r.join(".git/claude-lock").exists());
+    assert!(!r.lock_left());
+    let out = r.elf(&["--repo", wts, "--check"]).output().expect("run");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    r.assert_fsck();
+}
+
+/// A home whose `.git` is a file naming a git directory elsewhere (a submodule's checkout,
+/// `git init --separate-git-dir`) is committed in; one whose `.git` file names nothing, or is
+/// not a `gitdir:` line, is refused with 66 and a line saying so, `--init` or not, and nothing
+/// is created over it; a folder inside another repository's work tree is not that repository
+/// (66, naming the outer work tree), so nothing is committed there.
+#[test]
+fn homes_whose_git_is_a_file_and_folders_inside_another_repository() {
+    let r = Repo::new();
+    r.git(&["config", "--global", "user.name", "Test User"]);
+    r.git(&["config", "--global", "user.email", "test@example.com"]);
+    let home = r.dir.join("sep-home");
+    let gitdir = r.dir.join("sep.git");
+    let (hs, gs) = (
+        home.to_str().expect("utf-8"),
+        gitdir.to_str().expect("utf-8"),
+    );
+    r.git(&["init", "-q", "-b", "main", "--separate-git-dir", gs, hs]);
+    assert!(home.join(".git").is_file());
+    std::fs::write(home.join("a.md"), "a\n").expect("write");
+    let out = r.elf(&["--repo", hs, "--check"]).output().expect("run");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let out = r
+        .elf(&["--repo", hs, "-m", "a", "--", "a.md"])
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let sha = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(r.git(&["-C", hs, "rev-parse", "HEAD"]).trim(), sha);
+    assert_eq!(r.git(&["-C", hs, "status", "--porcelain"]), "");
+    assert!(gitdir.join("elf-commit.lock").is_file());
+
+    // A .git file naming nothing, and one that is not a gitdir line.
+    for (name, text, what) in [
+        ("gone", "gitdir: ../nowhere\n", "which is not one"),
+        ("garbled", "not a gitdir line\n", "is a file but not"),
+    ] {
+        let dir = r.dir.join(name);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join(".git"), text).expect("write");
+        std::fs::write(dir.join("a.md"), "a\n").expect("write");
+        let d = dir.to_str().expect("utf-8");
+        for args in [&["--repo", d][..], &["--repo", d, "--init"]] {
+            let mut all = args.to_vec();
+            all.extend(["-m", "a", "--", "a.md"]);
+            let out = r.elf(&all).output().expect("run");
+            assert_eq!(code(&out), Some(66), "{name} {args:?}: {}", stderr(&out));
+            assert!(one_line(&out.stderr).contains(what), "{}", stderr(&out));
+            assert_eq!(
+                std::fs::read_to_string(dir.join(".git")).expect("read"),
+                text
+            );
+            assert!(!r.dir.join("nowhere").exists());
+        }
+    }
+
+    // A folder in the work tree of `r`, without a .git of its own.
+    r.git_commit_file("seed", "seed\n", "seed");
+    r.write("inner/b.md", "b\n");
+    let head = r.head();
+    let inner = r.join("inner");
+    let i = inner.to_str().expect("utf-8");
+    let out = r
+        .elf(&["--repo", i, "-m", "b", "--", "b.md"])
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), Some(66), "{}", stderr(&out));
+    assert!(
+        one_line(&out.stderr).contains("is a folder in the work tree"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(r.head(), head);
+    // With --init it becomes a repository of its own, and the outer one gets nothing.
+    let out = r
+        .elf(&["--repo", i, "--init", "-m", "b", "--", "b.md"])
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert!(inner.join(".git").is_dir());
+    assert_eq!(r.head(), head);
+    assert_eq!(r.git(&["-C", i, "log", "--format=%s"]).trim(), "b");
+}
+
+/// A path git would put through a program of the user's (a `filter=` driver with a clean or
+/// process command, git-lfs's among them, or a required one; a `working-tree-encoding`) is
+/// refused with 69 before anything of its record is committed, the other records of the group
+/// committed all the same; a driver named but not configured is no filter, as for git. The
+/// end-of-line attributes and `core.autocrlf` are applied, to whole files and to appends:
+/// `git status` shows every committed path clean.
+#[test]
+fn filter_drivers_are_refused_and_end_of_line_conversions_applied() {
+    let r = Repo::new();
+    r.git(&["config", "filter.up.clean", "tr a-z A-Z"]);
+    r.git(&["config", "filter.lfs.process", "git-lfs filter-process"]);
+    r.git(&["config", "filter.lfs.required", "true"]);
+    r.git_commit_file(
+        ".gitattributes",
+        "*.up filter=up\n*.lfs filter=lfs\n*.none filter=none\n*.u16 working-tree-encoding=UTF-16\n\
+         *.crlf text eol=crlf\n",
+        "attributes",
+    );
+    let head = r.head();
+    let index = std::fs::read(r.join(".git/index")).expect("index");
+    for (path, what) in [
+        (
+            "memory/x.up",
+            "goes through the filter driver up (.gitattributes filter=up, filter.up.clean)",
+        ),
+        (
+            "memory/x.lfs",
+            "goes through the filter driver lfs (.gitattributes filter=lfs, filter.lfs.process)",
+        ),
+        (
+            "memory/x.u16",
+            "has working-tree-encoding=UTF-16 (.gitattributes)",
+        ),
+    ] {
+        r.write(path, "lower case\n");
+        let out = r.elf(&["-m", "x", "--", path]).output().expect("run");
+        assert_eq!(code(&out), Some(69), "{path}: {}", stderr(&out));
+        assert_eq!(
+            one_line(&out.stderr),
+            format!(
+                "elf-commit: unsupported: {path} {what}, which elf-commit does not {}; commit it with git",
+                if path.ends_with("u16") {
+                    "convert"
+                } else {
+                    "run"
+                }
+            )
+        );
+        // A folder naming it is refused too, and nothing of the record is committed.
+        r.write("memory/plain.md", "plain\n");
+        let out = r.elf(&["-m", "x", "--", "memory"]).output().expect("run");
+        assert_eq!(code(&out), Some(69), "{path}: {}", stderr(&out));
+        assert_eq!(r.head(), head);
+        assert_eq!(std::fs::read(r.join(".git/index")).expect("index"), index);
+        std::fs::remove_file(r.join(path)).expect("rm");
+    }
+    // In a group: the filtered record fails on its own under --keep-going.
+    r.write("memory/x.up", "lower case\n");
+    let recs = [
+        json!({"commit": {"paths": ["memory/x.up"], "message": "up"}}),
+        json!({"commit": {"paths": ["memory/plain.md"], "message": "plain"}}),
+    ];
+    let out = r.elf_waiting(&["--keep-going"], &recs);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let got = json_lines(&out.stdout);
+    assert_eq!(got[0]["error"]["code"], 69);
+    assert!(got[1].get("error").is_none(), "{:?}", got[1]);
+    assert_eq!(r.tree_files(), [".gitattributes", "memory/plain.md"]);
+
+    // No filter configured for the driver: the file as it is, as git does.
+    r.write("memory/x.none", "lower case\n");
+    // CRLF in the work tree, LF in the repository: eol=crlf, and core.autocrlf.
+    r.write("memory/x.crlf", "one\r\ntwo\r\n");
+    let out = r
+        .elf(&["-m", "eol", "--", "memory/x.none", "memory/x.crlf"])
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert_eq!(r.git(&["show", "HEAD:memory/x.none"]), "lower case\n");
+    assert_eq!(r.git(&["show", "HEAD:memory/x.crlf"]), "one\ntwo\n");
+    r.git(&["config", "core.autocrlf", "true"]);
+    r.write("memory/auto.md", "auto\r\n");
+    let out = r
+        .elf(&["-m", "auto", "--", "memory/auto.md"])
+        .output()
+        .expect("run");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert_eq!(r.git(&["show", "HEAD:memory/auto.md"]), "auto\n");
+    // An append with CRLF content to an eol=crlf file, and one to an autocrlf file.
+    let appends = [
+        json!({"key": "c1", "write": {"path": "memory/log.crlf", "mode": "append",
+            "content": "entry\r\n"}, "commit": {"message": "c1"}}),
+        json!({"key": "c2", "write": {"path": "memory/auto.md", "mode": "append",
+            "content": "more\r\n"}, "commit": {"message": "c2"}}),
+    ];
+    let written = r.elf_write(&appends);
+    let out = r.elf_waiting(&[], &written);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        r.git(&["show", "HEAD~1:memory/log.crlf"]),
+        "<!-- elf:c1 -->\nentry\n"
+    );
+    assert_eq!(
+        r.git(&["show", "HEAD:memory/auto.md"]),
+        "auto\n<!-- elf:c2 -->\nmore\n"
+    );
+    assert_eq!(r.status(), ["?? memory/x.up"]);
+    r.assert_fsck();
 }

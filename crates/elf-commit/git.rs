@@ -33,25 +33,31 @@
 //! # Appends
 //!
 //! Several records of one drain may append to one file, and elf-write appends them all
-//! before the first is committed. A record's own change to such a file is the file's prefix
-//! that ends with its entry (`write.end`, see [`Append`]), so its commit takes that prefix,
-//! not the file, when the file is longer than `end` and the prefix provably ends with the
-//! record's entry (its marker line at `end - bytes - marker length`, at the start of a line);
-//! otherwise it takes the file, as for any path. Invariants:
+//! before the first is committed; the user may have edited the file too, staged or not. A
+//! record's own change to such a file is its entry: the marker line and content that end at
+//! `write.end` (see [`Append`]), found there in the work tree (the marker at
+//! `end - bytes - marker length`, at the start of a line). Its commit holds HEAD's file with
+//! that entry appended (after a newline, when the file does not end with one), not the work
+//! tree's file; when the entry cannot be found so, the job takes the file whole, as for any
+//! path. Invariants:
 //!
-//! - a record's commit holds its own entry and nothing appended after it; the last record's
-//!   commit, or any commit of a file no longer than `end`, holds the whole file;
-//! - a prefix never takes a file back: when the tree already holds the prefix with more after
-//!   it (a replayed drain), the record's commit leaves the file as it is (no commit);
-//! - the index entry of every path ends as the blob of the last commit made for it (after all
-//!   the records of the group, one after the other); when that blob is a prefix, the entry has
-//!   no stat data (all zero), so git compares it with the file by content and shows the rest of
-//!   the file as a change not staged, never as staged;
-//! - a file is read for its prefixes once per group, only as far as the furthest `end` short of
-//!   its size, and is not hashed whole when every record naming it takes a prefix;
+//! - a record's commit holds exactly its own entry more than the commit before it: nothing
+//!   appended after it, none of the user's edits; a path with nothing yet (new, or empty)
+//!   gets the file as the record left it, its first `end` bytes (the header with them);
+//! - a commit that already holds the entry's marker line is left as it is (a replayed
+//!   drain): no commit;
+//! - the index entry of such a path gets the same entries appended to the index's own blob,
+//!   so what the user staged stays staged and what they did not stays unstaged; the entry has
+//!   no stat data (all zero), so git compares it with the file by content and shows the rest
+//!   (the user's unstaged edits, later appends) as a change not staged, never as staged. An
+//!   index without the path while HEAD has it (a deletion staged, a conflict) is left alone;
+//! - a file is read for its entries once per group, only as far as the furthest `end`, and is
+//!   not hashed whole when every record naming it appended to it;
 //! - elf-write may be appending to the file meanwhile (a live drain): a file hashed whole that
-//!   is not the size its prefixes were decided on is looked at again (up to three times), so
-//!   that a record whose entry was last when measured does not take the next one too.
+//!   is not the size its entries were found in is looked at again (up to three times).
+//!
+//! A whole-file write (elf-write's create or replace) owns its file: the file is committed as
+//! it is in the work tree, with whatever the user changed in it.
 //!
 //! libgit2 reads a file for as many bytes as it measured first, and fails when another
 //! version is renamed over it in between; such a file is hashed again, as it is then.
@@ -63,7 +69,9 @@ use std::fmt::Display;
 use std::fs::File;
 use std::io::{ErrorKind, Write};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use git2::{
@@ -131,8 +139,32 @@ pub fn open(dir: Option<&Path>, init: bool) -> Result<Repository, Error> {
             (Repository::discover(&here), here)
         }
     };
+    if found.is_err() {
+        if let Some(e) = broken_gitfile(&place) {
+            return Err(e);
+        }
+    }
     match found {
         Ok(r) => Ok(r),
+        Err(e) if e.code() == ErrorCode::NotFound && dir.is_some() && !init => {
+            // Inside another repository's work tree: say so, and commit nothing there.
+            let outer = Repository::discover(&place)
+                .ok()
+                .and_then(|r| r.workdir().map(Path::to_path_buf));
+            Err(Error::no_input(match outer {
+                Some(top) => format!(
+                    "{} is not a git repository: it is a folder in the work tree {} (give \
+                     --repo {}, or --init to make it a repository of its own)",
+                    shown(&place),
+                    shown(&top),
+                    shown(&top)
+                ),
+                None => format!(
+                    "{} is not a git repository (use --init to create one)",
+                    shown(&place)
+                ),
+            }))
+        }
         Err(e) if e.code() == ErrorCode::NotFound && init => {
             Repository::init(&place).map_err(|e| {
                 git_error(
@@ -151,11 +183,183 @@ pub fn open(dir: Option<&Path>, init: bool) -> Result<Repository, Error> {
                 shown(&place)
             ),
         })),
-        Err(e) => Err(git_error(
-            format_args!("opening the repository at {}", shown(&place)),
-            &e,
-        )),
+        Err(e) => Err(unsupported_repository(&e).unwrap_or_else(|| {
+            git_error(
+                format_args!("opening the repository at {}", shown(&place)),
+                &e,
+            )
+        })),
     }
+}
+
+/// A lock file named `.git/NAME` in the work tree when `.git` there is a file (a linked
+/// worktree, a submodule): `NAME` in the git directory it names, as git's own files are.
+fn through_gitfile(lock: &Path, workdir: &Path, gitdir: &Path) -> Option<PathBuf> {
+    let name = lock.file_name()?;
+    let dotgit = lock.parent()?;
+    if dotgit.file_name()? != ".git" || !std::fs::symlink_metadata(dotgit).ok()?.is_file() {
+        return None;
+    }
+    let top = match dotgit.parent()? {
+        p if p.as_os_str().is_empty() => Path::new("."),
+        p => p,
+    };
+    (top.canonicalize().ok()? == workdir).then(|| gitdir.join(name))
+}
+
+/// When `place/.git` is a file (a linked worktree, a submodule, `git init
+/// --separate-git-dir`) that names no git directory, why: the repository is broken, not
+/// missing, so nothing is created over it (git refuses too).
+fn broken_gitfile(place: &Path) -> Option<Error> {
+    use std::io::Read;
+    let dotgit = place.join(".git");
+    let mut f = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&dotgit)
+        .ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = Vec::new();
+    let _ = (&mut f).take(4096).read_to_end(&mut text);
+    let text = String::from_utf8_lossy(&text);
+    let Some(target) = text.lines().next().and_then(|l| l.strip_prefix("gitdir:")) else {
+        return Some(Error::no_input(format!(
+            "{} is a file but not a \"gitdir: PATH\" line; nothing was created",
+            shown(&dotgit)
+        )));
+    };
+    let target = place.join(target.trim());
+    if target.join("HEAD").exists() {
+        return None;
+    }
+    Some(Error::no_input(format!(
+        "{} names the git directory {}, which is not one (the worktree or submodule it \
+         belonged to is gone); nothing was created",
+        shown(&dotgit),
+        shown(&target)
+    )))
+}
+
+/// The exit status of a repository elf-commit cannot work in (`EX_UNAVAILABLE`): a permanent
+/// failure, never retried, that no later run completes.
+pub const UNSUPPORTED: u8 = 69;
+
+/// `unsupported: WHAT` with exit status [`UNSUPPORTED`].
+pub fn unsupported(what: impl Display) -> Error {
+    Error::new(UNSUPPORTED, format!("unsupported: {what}"))
+}
+
+/// The repository format libgit2 refused to open, as an unsupported error; `None` when the
+/// error is of another kind.
+fn unsupported_repository(e: &git2::Error) -> Option<Error> {
+    let msg = e.message();
+    if let Some(rest) = msg.strip_prefix("unknown object format '") {
+        let format = escape(rest.trim_end_matches('\'')).into_owned();
+        return Some(unsupported(format_args!(
+            "{format} object format (extensions.objectFormat = {format}); elf-commit works in \
+             SHA-1 repositories only"
+        )));
+    }
+    if let Some(name) = msg.strip_prefix("unsupported extension name ") {
+        return Some(unsupported(format_args!(
+            "repository extension {}",
+            escape(name)
+        )));
+    }
+    if msg.starts_with("unsupported repository version") {
+        return Some(unsupported(escape(msg)));
+    }
+    None
+}
+
+/// Reads the index file at `file`, a copy elf-commit owns. An index libgit2 cannot read
+/// because git wrote it split (`core.splitIndex`: the `link` extension) or sparse
+/// (`index.sparse`: `sdir`) is first rewritten whole, in place, by git itself
+/// (`git update-index --no-split-index` with `index.sparse` off): git reads a whole index as
+/// well, and splits it or makes it sparse again the next time it writes it. Any other index
+/// libgit2 cannot read (another version, another mandatory extension) is unsupported (69).
+fn read_index(gitdir: &Path, file: &Path) -> Result<Index, Error> {
+    let e = match Index::open(file) {
+        Ok(idx) => return Ok(idx),
+        Err(e) => e,
+    };
+    let Some(ext) = mandatory_extension(&e) else {
+        return Err(index_error(&e));
+    };
+    let what = match ext.as_str() {
+        "link" => "split index (core.splitIndex)",
+        "sdir" => "sparse index (index.sparse)",
+        _ => {
+            return Err(unsupported(format_args!(
+                "index extension '{}'",
+                escape(&ext)
+            )));
+        }
+    };
+    rewrite_whole(gitdir, file).map_err(|why| unsupported(format_args!("{what}: {why}")))?;
+    Index::open(file).map_err(|e| match mandatory_extension(&e) {
+        Some(_) => unsupported(format_args!("{what}: git left it {what}")),
+        None => index_error(&e),
+    })
+}
+
+/// The mandatory index extension libgit2 refused, from its error.
+fn mandatory_extension(e: &git2::Error) -> Option<String> {
+    let rest = e
+        .message()
+        .split("unsupported mandatory extension: '")
+        .nth(1)?;
+    Some(rest.split('\'').next().unwrap_or(rest).to_string())
+}
+
+/// An index that cannot be read: unsupported when libgit2 names its version as the reason.
+fn index_error(e: &git2::Error) -> Error {
+    if e.message().contains("incorrect header version") {
+        unsupported(format_args!("index version ({})", escape(e.message())))
+    } else {
+        git_error("reading the index", e)
+    }
+}
+
+/// Has git rewrite the index file `file` of the repository at `gitdir` as one whole index,
+/// neither split nor sparse. Git is run with its hooks and helpers off (no fsmonitor), on
+/// this file only (`GIT_INDEX_FILE`): it takes `file.lock`, never `index.lock`.
+fn rewrite_whole(gitdir: &Path, file: &Path) -> Result<(), String> {
+    let out = std::process::Command::new("git")
+        .env("GIT_DIR", gitdir)
+        .env("GIT_INDEX_FILE", file)
+        .env_remove("GIT_WORK_TREE")
+        .env_remove("GIT_COMMON_DIR")
+        .env_remove("GIT_OBJECT_DIRECTORY")
+        .args([
+            "-c",
+            "core.splitIndex=false",
+            "-c",
+            "index.sparse=false",
+            "-c",
+            "core.fsmonitor=false",
+            "-c",
+            "advice.sparseIndexExpanded=false",
+            "update-index",
+            "--no-split-index",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .map_err(|e| format!("git, needed to read it, could not be run: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    Err(format!(
+        "git could not rewrite it whole ({}): {}",
+        out.status,
+        escape(line.trim())
+    ))
 }
 
 /// An open repository with its serialising lock.
@@ -190,7 +394,10 @@ impl Repo {
             .canonicalize()
             .map_err(|e| Error::io("finding the work tree", &e))?;
         let gitdir = repo.path().to_path_buf();
-        let serial_path = lock.unwrap_or_else(|| gitdir.join("elf-commit.lock"));
+        let serial_path = match lock {
+            Some(l) => through_gitfile(&l, &workdir, &gitdir).unwrap_or(l),
+            None => gitdir.join("elf-commit.lock"),
+        };
         let serial = lockfile::open(&serial_path, 0o644)?;
         Ok(Repo {
             repo,
@@ -295,6 +502,7 @@ impl Repo {
                 opts: self.opts,
                 pack: Some(&mempack),
                 trees: &self.trees,
+                memo: RefCell::default(),
             };
             let mut idx = self.load_index(&index_path, &scratch)?;
             repo.set_index(&mut idx)
@@ -325,6 +533,7 @@ impl Repo {
                 opts: self.opts,
                 pack: None,
                 trees: &self.trees,
+                memo: RefCell::default(),
             };
             let (outcomes, written) =
                 self.run(&lock, &git, &mut idx, jobs, keep_going, separate, deadline)?;
@@ -370,16 +579,17 @@ impl Repo {
             }
         }
 
-        // The appends of the jobs' own records that their commits take alone (see `prefixes`),
-        // and the paths taken whole, hashed through git's filters into the index with stat
-        // data (a path that every job naming it takes as a prefix is not read whole). A file
-        // appended to between the two (the stage before this one still writing) is looked at
-        // again, so that a record's commit does not take an entry appended after its own.
+        // The entries the jobs' own records appended, which their commits take alone (see
+        // `tails`), and the paths taken whole, hashed through git's filters into the index
+        // with stat data (a path that every job naming it appended to is not read whole). A
+        // file appended to between the two (the stage before this one still writing) is
+        // looked at again, so that a record's commit does not take an entry appended after
+        // its own.
         let mut olds: BTreeMap<PathBuf, Option<IndexEntry>> = BTreeMap::new();
         let mut attempts = 0;
         let changes = loop {
-            let (prefixes, sizes) = git.prefixes(jobs, &resolved)?;
-            let whole = hash_whole(idx, &self.workdir, &resolved, &prefixes, &mut olds)?;
+            let (tails, sizes) = git.tails(jobs, &resolved)?;
+            let whole = hash_whole(idx, &self.workdir, &resolved, &tails, &mut olds)?;
             attempts += 1;
             // Hashed whole, and not as it was measured: another size (the index keeps sizes
             // modulo 2^32, as git does), or a blob larger than the size libgit2 saw (git's
@@ -393,13 +603,14 @@ impl Repo {
                     })
             });
             if !grew || attempts == 3 {
-                break Changes { whole, prefixes };
+                break Changes { whole, tails };
             }
         };
 
-        // Each path as the last job naming it leaves it: that is what the index must hold.
+        // Each path as the last job naming it leaves it; the index gets the same changes.
         let mut plan = git.plan(&base, &resolved, &changes)?;
-        let dirty = settle_index(idx, &olds, &changes.whole, &plan.last)?;
+        let want = git.index_plan(&base, &resolved, &changes, &olds)?;
+        let dirty = settle_index(idx, &olds, &changes.whole, &want)?;
 
         if separate {
             return self.each(
@@ -412,7 +623,7 @@ impl Repo {
             let tree_id = git.build_tree(&base, &plan.last)?;
             let changed: Vec<bool> = resolved
                 .iter()
-                .zip(&changes.prefixes)
+                .zip(&changes.tails)
                 .zip(&plan.advanced)
                 .map(|((r, mine), advanced)| {
                     r.as_ref().is_ok_and(|r| {
@@ -590,7 +801,31 @@ impl Repo {
                 return Err(Error::io(format_args!("copying {}", shown(index_path)), &e));
             }
         }
-        Index::open(scratch).map_err(|e| git_error("reading the index", &e))
+        read_index(&self.gitdir, scratch)
+    }
+
+    /// Checks, changing nothing but creating the lock file, that a commit could be made here:
+    /// the repository's format (checked on opening) and its index are supported, and an
+    /// identity is configured. A split or sparse index is read from a copy.
+    pub fn check(&self) -> Result<(), Error> {
+        let index_path = self.gitdir.join("index");
+        if index_path.exists() {
+            match Index::open(&index_path) {
+                Ok(_) => {}
+                Err(e) if mandatory_extension(&e).is_some() => {
+                    let copy = self
+                        .gitdir
+                        .join(format!("elf-commit-check.{}", std::process::id()));
+                    let got = std::fs::copy(&index_path, &copy)
+                        .map_err(|e| Error::io(format_args!("copying {}", shown(&index_path)), &e))
+                        .and_then(|_| read_index(&self.gitdir, &copy));
+                    let _ = std::fs::remove_file(&copy);
+                    got?;
+                }
+                Err(e) => return Err(index_error(&e)),
+            }
+        }
+        self.signatures().map(drop)
     }
 
     /// Writes the commit of `tree_id` on `head` with `message`, puts the new objects on disk,
@@ -660,7 +895,11 @@ struct Git<'r> {
     opts: Options,
     pack: Option<&'r Mempack<'r>>,
     trees: &'r RefCell<Trees>,
+    /// [`Git::after_tails`] by what the path held, the job and the path.
+    memo: RefCell<Memo>,
 }
+
+type Memo = BTreeMap<(Option<Oid>, usize, PathBuf), Option<(Oid, u32)>>;
 
 impl Git<'_> {
     /// Writes the objects made so far in memory as one pack (nothing for the long-lived handle,
@@ -750,22 +989,20 @@ impl Git<'_> {
         }
     }
 
-    /// For each job, the files it commits as their prefix that ends with the entry its own
-    /// record appended: for an append the record reported (`write.end`, see [`Append`]) to a
-    /// file the job commits, when the file in the work tree is longer than `end` (later
-    /// appends follow the entry) and its first `end` bytes end with the record's marker line
-    /// and `bytes` bytes after it. The file is read once for all the jobs, and only as far as
-    /// the furthest such `end`; a file no longer than `end` is not read here (it is the
-    /// record's change as it is). A file that cannot be read is simply taken whole. Also
-    /// returns the size each such file had.
-    fn prefixes(
+    /// For each job, the entries its own record appended to files it commits, found in the
+    /// work tree: for an append the record reported (`write.end`, see [`Append`]) to a file the
+    /// job commits, when the file's first `end` bytes end with the record's marker line and
+    /// `bytes` bytes after it. The file is read once for all the jobs, as far as the furthest
+    /// such `end`. A job with an append that cannot be found so takes that file whole; so does
+    /// every job when the file cannot be read. Also returns the size each such file had.
+    fn tails(
         &self,
         jobs: &[Job],
         resolved: &[Result<Resolved, Error>],
-    ) -> Result<(Prefixes, BTreeMap<PathBuf, u64>), Error> {
-        let mut out = vec![BTreeMap::new(); resolved.len()];
+    ) -> Result<(Tails, BTreeMap<PathBuf, u64>), Error> {
+        let mut out: Tails = vec![BTreeMap::new(); resolved.len()];
         let mut sizes = BTreeMap::new();
-        // By file, each job's last entry in it (a record may append to one file twice).
+        // By file, every append of every job that commits it.
         let mut claims: BTreeMap<&Path, Vec<(usize, &Append)>> = BTreeMap::new();
         for (j, (job, r)) in jobs.iter().zip(resolved).enumerate() {
             let Ok(r) = r else { continue };
@@ -774,14 +1011,8 @@ impl Git<'_> {
                     .targets
                     .iter()
                     .any(|t| matches!(t, Target::Add(p) if *p == a.path));
-                if !named {
-                    continue;
-                }
-                let file = claims.entry(a.path.as_path()).or_default();
-                match file.iter_mut().find(|(k, _)| *k == j) {
-                    Some(c) if c.1.end < a.end => c.1 = a,
-                    Some(_) => {}
-                    None => file.push((j, a)),
+                if named {
+                    claims.entry(a.path.as_path()).or_default().push((j, a));
                 }
             }
         }
@@ -790,17 +1021,37 @@ impl Git<'_> {
                 continue;
             };
             sizes.insert(path.to_path_buf(), size);
-            for (j, a) in claims {
-                if a.end >= size {
-                    continue;
-                }
-                let Some(prefix) = usize::try_from(a.end).ok().and_then(|n| data.get(..n)) else {
+            let data = Rc::new(data);
+            let mut whole = BTreeSet::new();
+            for &(j, a) in &claims {
+                let found = usize::try_from(a.end)
+                    .ok()
+                    .filter(|&end| end <= data.len())
+                    .filter(|&end| marker::ends_with_entry(&data[..end], &a.marker, a.bytes));
+                let start = found.and_then(|end| {
+                    let bytes = usize::try_from(a.bytes).ok()?;
+                    Some((end.checked_sub(bytes)?.checked_sub(a.marker.len())?, end))
+                });
+                let Some((start, end)) = start else {
+                    whole.insert(j);
                     continue;
                 };
-                if marker::ends_with_entry(prefix, &a.marker, a.bytes) {
-                    let id = self.blob_as(path, prefix)?;
-                    out[j].insert(path.to_path_buf(), Prefix { id, mode });
-                }
+                let entry = self.clean(path, &data[start..end])?;
+                out[j].entry(path.to_path_buf()).or_default().push(Tail {
+                    entry,
+                    marker: a.marker.clone(),
+                    data: Rc::clone(&data),
+                    end,
+                    mode,
+                });
+            }
+            for j in whole {
+                out[j].remove(path);
+            }
+        }
+        for mine in &mut out {
+            for tails in mine.values_mut() {
+                tails.sort_by_key(|t| t.end);
             }
         }
         Ok((out, sizes))
@@ -814,18 +1065,24 @@ impl Git<'_> {
             .map_or(0, |(n, _)| n as u64)
     }
 
-    /// The blob of `data` as the content of `path` in the work tree: through git's filters,
-    /// as the whole file is hashed.
-    fn blob_as(&self, path: &Path, data: &[u8]) -> Result<Oid, Error> {
+    /// `data`, a part of the work tree's `path`, as the repository stores it: through git's
+    /// filters when they could change it (a carriage return for the end-of-line conversions,
+    /// `$Id` for ident), else as it is.
+    fn clean(&self, path: &Path, data: &[u8]) -> Result<Vec<u8>, Error> {
+        let may_change = data.contains(&b'\r') || data.windows(3).any(|w| w == b"$Id");
+        if !may_change {
+            return Ok(data.to_vec());
+        }
         let fail = |e: git2::Error| git_error(format_args!("hashing {}", shown(path)), &e);
         let mut w = self.repo.blob_writer(Some(path)).map_err(fail)?;
         w.write_all(data)
             .map_err(|e| Error::io(format_args!("hashing {}", shown(path)), &e))?;
-        w.commit().map_err(fail)
+        let id = w.commit().map_err(fail)?;
+        Ok(self.repo.find_blob(id).map_err(fail)?.content().to_vec())
     }
 
-    /// What job `j` makes of its paths on `base`: a path it takes whole as hashed, a prefix
-    /// as [`Git::after_prefix`] says.
+    /// What job `j` makes of its paths on `base`: a path it takes whole as hashed, one it
+    /// appended to as [`Git::after_tails`] says.
     fn job_changes(
         &self,
         base: &Base,
@@ -836,8 +1093,10 @@ impl Git<'_> {
         let mut mine = BTreeMap::new();
         for t in &r.targets {
             let p = t.path();
-            let v = match changes.prefixes.get(j).and_then(|m| m.get(p)) {
-                Some(pre) => self.after_prefix(self.entry(base, p).map(|e| (e.id, e.mode)), pre)?,
+            let v = match changes.tails.get(j).and_then(|m| m.get(p)) {
+                Some(tails) => {
+                    self.after_tails(j, p, self.entry(base, p).map(|e| (e.id, e.mode)), tails)?
+                }
                 None => match changes.whole.get(p) {
                     Some(v) => *v,
                     None => continue,
@@ -849,7 +1108,7 @@ impl Git<'_> {
     }
 
     /// The jobs applied one after the other on `base`: each path as the last job naming it
-    /// leaves it, and, for each job, whether one of its prefixes changed its path.
+    /// leaves it, and, for each job, whether one of its appends changed its path.
     fn plan(
         &self,
         base: &Base,
@@ -864,13 +1123,13 @@ impl Git<'_> {
             let Ok(r) = r else { continue };
             for t in &r.targets {
                 let p = t.path();
-                let v = match changes.prefixes.get(j).and_then(|m| m.get(p)) {
-                    Some(pre) => {
+                let v = match changes.tails.get(j).and_then(|m| m.get(p)) {
+                    Some(tails) => {
                         let now = match plan.last.get(p) {
                             Some(v) => *v,
                             None => self.entry(base, p).map(|e| (e.id, e.mode)),
                         };
-                        let v = self.after_prefix(now, pre)?;
+                        let v = self.after_tails(j, p, now, tails)?;
                         plan.advanced[j] |= v != now;
                         v
                     }
@@ -885,35 +1144,98 @@ impl Git<'_> {
         Ok(plan)
     }
 
-    /// What a path that holds `now` holds once a job commits `pre` for it: `pre`, unless `now`
-    /// already holds it with more after it (the record's entry was committed, and later
-    /// ones, as when a drain is replayed): a job never takes a file back to an older state.
-    fn after_prefix(
+    /// What the index entry of each path the jobs name becomes, the jobs applied one after the
+    /// other on the index as it was (`olds`): a path taken whole, as hashed; a path appended
+    /// to, the index's blob with the entries appended ([`Git::after_tails`]), so that what the
+    /// user staged stays staged and what they did not stays unstaged. Left out (the entry
+    /// left as it is): a path appended to that the index does not hold while HEAD does (its
+    /// deletion is staged, or it is in conflict).
+    fn index_plan(
         &self,
-        now: Option<(Oid, u32)>,
-        pre: &Prefix,
-    ) -> Result<Option<(Oid, u32)>, Error> {
-        match now {
-            Some((id, _)) if id != pre.id && self.extends(id, pre.id)? => Ok(now),
-            _ => Ok(Some((pre.id, pre.mode))),
+        base: &Base,
+        resolved: &[Result<Resolved, Error>],
+        changes: &Changes,
+        olds: &BTreeMap<PathBuf, Option<IndexEntry>>,
+    ) -> Result<BTreeMap<PathBuf, Option<(Oid, u32)>>, Error> {
+        // `None`: left as it is.
+        let mut cur: BTreeMap<PathBuf, Option<Option<(Oid, u32)>>> = BTreeMap::new();
+        for (j, r) in resolved.iter().enumerate() {
+            let Ok(r) = r else { continue };
+            for t in &r.targets {
+                let p = t.path();
+                match changes.tails.get(j).and_then(|m| m.get(p)) {
+                    Some(tails) => {
+                        let state = cur.entry(p.to_path_buf()).or_insert_with(|| {
+                            let old = olds.get(p).and_then(|o| o.as_ref()).map(|e| (e.id, e.mode));
+                            (old.is_some() || self.entry(base, p).is_none()).then_some(old)
+                        });
+                        if let Some(now) = state {
+                            *now = self.after_tails(j, p, *now, tails)?;
+                        }
+                    }
+                    None => {
+                        if let Some(v) = changes.whole.get(p) {
+                            cur.insert(p.to_path_buf(), Some(*v));
+                        }
+                    }
+                }
+            }
         }
+        Ok(cur
+            .into_iter()
+            .filter_map(|(p, v)| v.map(|v| (p, v)))
+            .collect())
     }
 
-    /// True when blob `id` is longer than blob `prefix` and starts with it. Sizes are read
-    /// first (from the objects' headers), so the contents are read only when it may be so.
-    fn extends(&self, id: Oid, prefix: Oid) -> Result<bool, Error> {
-        let fail = |e: git2::Error| git_error("reading a blob", &e);
-        let odb = self.repo.odb().map_err(fail)?;
-        let Ok((size, kind)) = odb.read_header(id) else {
-            return Ok(false);
-        };
-        let (prefix_size, _) = odb.read_header(prefix).map_err(fail)?;
-        if kind != ObjectType::Blob || size <= prefix_size {
-            return Ok(false);
+    /// What a path that holds `now` holds once job `j` appends `tails` to it: each entry
+    /// after `now`'s content (and a newline, when that does not end with one), unless that
+    /// already holds the entry's marker line (the record was committed, as when a drain is
+    /// replayed); for a path with nothing yet (absent or empty), the file as the record left
+    /// it (its first `end` bytes, the header included).
+    fn after_tails(
+        &self,
+        j: usize,
+        path: &Path,
+        now: Option<(Oid, u32)>,
+        tails: &[Tail],
+    ) -> Result<Option<(Oid, u32)>, Error> {
+        let key = (now.map(|n| n.0), j, path.to_path_buf());
+        if let Some(v) = self.memo.borrow().get(&key) {
+            return Ok(*v);
         }
-        let longer = odb.read(id).map_err(fail)?;
-        let shorter = odb.read(prefix).map_err(fail)?;
-        Ok(longer.data().starts_with(shorter.data()))
+        let fail = |e: git2::Error| git_error(format_args!("reading {} in HEAD", shown(path)), &e);
+        let mut content = match now {
+            Some((id, _)) => self.repo.find_blob(id).map_err(fail)?.content().to_vec(),
+            None => Vec::new(),
+        };
+        let mut mode = now.map(|n| n.1);
+        let mut changed = false;
+        for t in tails {
+            if content.is_empty() {
+                content = self.clean(path, &t.data[..t.end])?;
+                mode.get_or_insert(t.mode);
+            } else if marker::has_marker(&content, &t.marker) {
+                continue;
+            } else {
+                if !content.ends_with(b"\n") {
+                    content.push(b'\n');
+                }
+                content.extend_from_slice(&t.entry);
+            }
+            changed = true;
+        }
+        let v = match (changed, mode) {
+            (true, Some(mode)) => {
+                let id = self
+                    .repo
+                    .blob(&content)
+                    .map_err(|e| git_error(format_args!("hashing {}", shown(path)), &e))?;
+                Some((id, mode))
+            }
+            _ => now,
+        };
+        self.memo.borrow_mut().insert(key, v);
+        Ok(v)
     }
 
     /// HEAD's tree with the changes applied; `None` when that is HEAD's tree itself.
@@ -1046,7 +1368,63 @@ impl Git<'_> {
                 Err(e) => return Err(Error::io(format_args!("reading {}", shown(p)), &e)),
             }
         }
+        for t in &out.targets {
+            if let Target::Add(p) = t {
+                self.refuse_filtered(p)?;
+            }
+        }
         Ok(out)
+    }
+
+    /// Refuses a path git would put through a program of the user's on its way in: a
+    /// `.gitattributes` `filter=DRIVER` whose `filter.DRIVER.clean` or `.process` is
+    /// configured (git-lfs among them), or that is `required`; or a `working-tree-encoding`.
+    /// libgit2 runs neither, and elf-commit does not run the user's programs, so committing
+    /// such a path would commit what git would not (69, before anything is committed).
+    fn refuse_filtered(&self, p: &Path) -> Result<(), Error> {
+        let attr = |name: &str| {
+            self.repo
+                .get_attr_bytes(p, name, git2::AttrCheckFlags::default())
+                .map_err(|e| git_error(format_args!("reading the attributes of {}", shown(p)), &e))
+                .map(|v| match git2::AttrValue::from_bytes(v) {
+                    git2::AttrValue::String(s) => Some(s.as_bytes().to_vec()),
+                    git2::AttrValue::Bytes(b) => Some(b.to_vec()),
+                    _ => None,
+                })
+        };
+        if let Some(driver) = attr("filter")? {
+            let driver = String::from_utf8_lossy(&driver).into_owned();
+            let cfg = self
+                .repo
+                .config()
+                .map_err(|e| git_error("reading git's configuration", &e))?;
+            let key = |k: &str| format!("filter.{driver}.{k}");
+            let set = |k: &str| cfg.get_string(&key(k)).is_ok_and(|v| !v.trim().is_empty());
+            let required = cfg.get_bool(&key("required")).unwrap_or(false);
+            if set("clean") || set("process") || required {
+                return Err(unsupported(format_args!(
+                    "{} goes through the filter driver {} (.gitattributes filter={}, {}), \
+                     which elf-commit does not run; commit it with git",
+                    shown(p),
+                    escape(&driver),
+                    escape(&driver),
+                    if set("process") {
+                        key("process")
+                    } else {
+                        key("clean")
+                    }
+                )));
+            }
+        }
+        if let Some(enc) = attr("working-tree-encoding")? {
+            return Err(unsupported(format_args!(
+                "{} has working-tree-encoding={} (.gitattributes), which elf-commit does not \
+                 convert; commit it with git",
+                shown(p),
+                escape(&String::from_utf8_lossy(&enc))
+            )));
+        }
+        Ok(())
     }
 
     fn skip(&self, p: &Path, out: &mut Resolved) -> Result<(), Error> {
@@ -1164,30 +1542,36 @@ fn install_index(idx: &mut Index, scratch: &Path, index_path: &Path) -> Result<(
         .map_err(|e| Error::io(format_args!("replacing {}", shown(index_path)), &e))
 }
 
-/// A file a job commits as the prefix that ends with its record's own entry.
-#[derive(Debug, Clone, Copy)]
-struct Prefix {
-    /// The blob of the prefix.
-    id: Oid,
+/// An entry a job's record appended to a file (see [`Git::tails`]).
+#[derive(Debug, Clone)]
+struct Tail {
+    /// The marker line and the content after it, as the repository stores them.
+    entry: Vec<u8>,
+    /// The marker line, by which a blob already holding the entry is known.
+    marker: Vec<u8>,
+    /// The start of the file as read, shared by the file's tails.
+    data: Rc<Vec<u8>>,
+    /// Where the entry ends in it: `data[..end]` is the file as the record left it.
+    end: usize,
     /// The file's mode, as git gives it.
     mode: u32,
 }
 
-/// For each job, the files it takes as a prefix.
-type Prefixes = Vec<BTreeMap<PathBuf, Prefix>>;
+/// For each job, the files it appended to, with its entries in them, in order.
+type Tails = Vec<BTreeMap<PathBuf, Vec<Tail>>>;
 
 /// The new content of the jobs' paths: the entries of the paths taken whole (`None`: removed),
-/// and for each job, the paths it takes as a prefix.
+/// and for each job, the files it appended to.
 struct Changes {
     whole: BTreeMap<PathBuf, Option<(Oid, u32)>>,
-    prefixes: Prefixes,
+    tails: Tails,
 }
 
 /// The jobs applied in order (see [`Git::plan`]).
 struct Plan {
     /// Each path as the last job naming it leaves it.
     last: BTreeMap<PathBuf, Option<(Oid, u32)>>,
-    /// For each job: one of its prefixes changed its path.
+    /// For each job: one of its appends changed its path.
     advanced: Vec<bool>,
 }
 
@@ -1211,7 +1595,7 @@ fn read_prefix(full: &Path, claims: &[(usize, &Append)]) -> Option<(Vec<u8>, u32
     let need = claims
         .iter()
         .map(|(_, a)| a.end)
-        .filter(|&end| end < size)
+        .filter(|&end| end <= size)
         .max()
         .unwrap_or(0);
     let mut data = vec![0; usize::try_from(need).ok()?];
@@ -1234,11 +1618,11 @@ fn hash_whole(
     idx: &mut Index,
     workdir: &Path,
     resolved: &[Result<Resolved, Error>],
-    prefixes: &[BTreeMap<PathBuf, Prefix>],
+    tails: &[BTreeMap<PathBuf, Vec<Tail>>],
     olds: &mut BTreeMap<PathBuf, Option<IndexEntry>>,
 ) -> Result<BTreeMap<PathBuf, Option<(Oid, u32)>>, Error> {
     let mut whole = BTreeMap::new();
-    for (r, mine) in resolved.iter().zip(prefixes) {
+    for (r, mine) in resolved.iter().zip(tails) {
         let Ok(r) = r else { continue };
         for t in &r.targets {
             let p = t.path();
@@ -1291,46 +1675,53 @@ fn add_path(idx: &mut Index, workdir: &Path, p: &Path) -> Result<(), Error> {
     }
 }
 
-/// Gives every path the jobs named the index entry of what the last job naming it committed
-/// (`last`): the entry of the whole file as hashed, with its stat data, when that is it; the
-/// entry it had when that was it already; else the blob with no stat data (all zero), so that
-/// git compares it with the file by content and shows the rest of the file (later appends
-/// not committed yet) as a change not staged. True when the index changed.
+/// Gives every path the jobs named its index entry as [`Git::index_plan`] planned it (`want`;
+/// a path left out keeps the entry it had): the entry of the whole file as hashed, with its
+/// stat data, when that is it; the entry it had when that was it already; else the blob with
+/// no stat data (all zero), so that git compares it with the file by content and shows what
+/// the index does not hold (the user's changes not staged, later appends not committed yet)
+/// as a change not staged. True when the index changed.
 fn settle_index(
     idx: &mut Index,
     olds: &BTreeMap<PathBuf, Option<IndexEntry>>,
     whole: &BTreeMap<PathBuf, Option<(Oid, u32)>>,
-    last: &BTreeMap<PathBuf, Option<(Oid, u32)>>,
+    want: &BTreeMap<PathBuf, Option<(Oid, u32)>>,
 ) -> Result<bool, Error> {
     let mut dirty = false;
     for (p, old) in olds {
-        if let Some(Some((id, mode))) = last.get(p) {
-            let hashed = whole.get(p) == Some(&Some((*id, *mode)));
-            if !hashed {
-                let unstat;
-                let entry = match old {
-                    Some(o) if o.id == *id && o.mode == *mode => o,
-                    _ => {
-                        unstat = IndexEntry {
-                            ctime: IndexTime::new(0, 0),
-                            mtime: IndexTime::new(0, 0),
-                            dev: 0,
-                            ino: 0,
-                            mode: *mode,
-                            uid: 0,
-                            gid: 0,
-                            file_size: 0,
-                            id: *id,
-                            flags: 0,
-                            flags_extended: 0,
-                            path: p.as_os_str().as_bytes().to_vec(),
-                        };
-                        &unstat
-                    }
-                };
-                idx.add(entry)
-                    .map_err(|e| git_error(format_args!("adding {}", shown(p)), &e))?;
+        let add = |idx: &mut Index, e: &IndexEntry| {
+            idx.add(e)
+                .map_err(|e| git_error(format_args!("adding {}", shown(p)), &e))
+        };
+        let remove = |idx: &mut Index| -> Result<(), Error> {
+            if idx.get_path(p, 0).is_some() {
+                idx.remove_path(p)
+                    .map_err(|e| git_error(format_args!("removing {}", shown(p)), &e))?;
             }
+            Ok(())
+        };
+        match (want.get(p), old) {
+            (Some(Some((id, mode))), _) if whole.get(p) == Some(&Some((*id, *mode))) => {}
+            (Some(Some((id, mode))), Some(o)) if o.id == *id && o.mode == *mode => add(idx, o)?,
+            (Some(Some((id, mode))), _) => {
+                let unstat = IndexEntry {
+                    ctime: IndexTime::new(0, 0),
+                    mtime: IndexTime::new(0, 0),
+                    dev: 0,
+                    ino: 0,
+                    mode: *mode,
+                    uid: 0,
+                    gid: 0,
+                    file_size: 0,
+                    id: *id,
+                    flags: 0,
+                    flags_extended: 0,
+                    path: p.as_os_str().as_bytes().to_vec(),
+                };
+                add(idx, &unstat)?;
+            }
+            (Some(None), _) | (None, None) => remove(idx)?,
+            (None, Some(o)) => add(idx, o)?,
         }
         dirty |= match (old, idx.get_path(p, 0)) {
             (None, None) => false,

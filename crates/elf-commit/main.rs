@@ -32,9 +32,10 @@
 //! (65).
 //!
 //! An append elf-write reported (a `write` object with `mode` "append" and the results `path`,
-//! `end` and `bytes`, in a record with a `key`) makes the record's commit take the file's first
-//! `end` bytes instead of the whole file, when the file is longer (later records appended to
-//! it) and those bytes end with the record's marker line and content; see `git.rs`.
+//! `end` and `bytes`, in a record with a `key`) makes the record's commit take HEAD's file with
+//! the record's entry (its marker line and content, ending at `end`) appended, instead of the
+//! work tree's file, and the index entry the index's file with the entry appended: the user's
+//! edits and later records' entries stay out; see `git.rs`.
 
 mod git;
 mod indexlock;
@@ -88,6 +89,13 @@ const FLAGS: &[Flag] = &[
     Flag::new("init", "Create the repository when there is none").doc(
         "Create the repository (at --repo DIR, or in the current directory) when there is none. \
          An existing repository is used as it is.",
+    ),
+    Flag::new("check", "Only check that this repository is supported").doc(
+        "Commit nothing: exit 0 when elf-commit can commit in this repository (its format and \
+         its index are supported, an identity is configured, the lock file can be opened), \
+         else the status and the one line a commit would fail with: 69 and \"unsupported: \
+         WHAT\" for a repository elf-commit cannot work in (a SHA-256 or reftable repository, \
+         an unknown index extension), 64 for no identity. Takes no PATH operands.",
     ),
     Flag::new("lock", "The lock file serialising commits")
         .value("PATH")
@@ -151,6 +159,7 @@ static TOOL: Tool = Tool {
     usage: &[
         "[OPTIONS] -m MESSAGE -- PATH...",
         "[OPTIONS] [-m MESSAGE] < records.jsonl",
+        "[--repo DIR] --check",
     ],
     flags: FLAGS,
     operands: Operands::Free,
@@ -198,6 +207,17 @@ fn run(m: Matches) -> Result<u8> {
             }
         }
     }
+    if m.has("check") {
+        let misplaced = ["message", "init", "batch", "keep-going", "max-line"]
+            .into_iter()
+            .find(|f| m.has(f));
+        if let Some(flag) = misplaced {
+            return Err(Error::usage(format!("--check does not take --{flag}")));
+        }
+        if !m.operands.is_empty() {
+            return Err(Error::usage("--check takes no PATH operands"));
+        }
+    }
     let repository = git::open(dir.as_deref(), m.has("init"))?;
     let repo = Repo::new(
         repository,
@@ -208,6 +228,10 @@ fn run(m: Matches) -> Result<u8> {
             ignored_error,
         },
     )?;
+    if m.has("check") {
+        repo.check()?;
+        return Ok(exit::OK);
+    }
     if m.operands.is_empty() {
         records(
             &repo,
