@@ -3208,3 +3208,86 @@ fn numbers_are_stored_exactly_or_refused_naming_the_line_and_the_field() {
         }
     }
 }
+
+/// Runs `c` with `input` from a regular file, reads the first line of its output and closes
+/// the pipe (as `| head -1` does); returns that line and the exit status.
+fn first_line_then_close(dir: &TempDir, mut c: Command, input: &[u8]) -> (String, Option<i32>) {
+    let path = dir.join(format!("input-{}.jsonl", rand_suffix()));
+    std::fs::write(&path, input).expect("write input");
+    let mut child = c
+        .stdin(std::fs::File::open(&path).expect("open input"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut first = String::new();
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    out.read_line(&mut first).expect("read the first line");
+    drop(out);
+    let status = watchdog(Duration::from_secs(120), move || {
+        child.wait_with_output().expect("wait")
+    });
+    assert_eq!(stderr(&status), "", "a broken pipe prints nothing");
+    (first, status.status.code())
+}
+
+#[test]
+fn a_broken_pipe_exits_141_after_the_batch_it_could_not_pass_on_was_committed() {
+    // `elf-db insert --table t | head -1`: the records of the first batch are committed before
+    // they are passed on (so that nothing is passed on that is not there); the reader goes
+    // away after one; elf-db exits 141 and reads nothing more. Those rows stay: a retry of
+    // the whole input without --journal inserts them again, one with it does not.
+    let dir = TempDir::new();
+    let db = raising_db(&dir);
+    // Rows long enough that one batch's output is more than any pipe holds.
+    let pad = "p".repeat(300);
+    let rows: String = (0..3000)
+        .map(|i| format!("{{\"v\":\"r{i}\",\"u\":\"{pad}{i}\"}}\n"))
+        .collect();
+    let (first, status) = first_line_then_close(
+        &dir,
+        db_cmd(&db, &["insert", "--table", "t", "--batch", "1000"]),
+        rows.as_bytes(),
+    );
+    assert_eq!(status, Some(141));
+    let first: Map<String, Value> = serde_json::from_str(&first).expect("a record");
+    assert_eq!(first["db"]["id"], json!(2));
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM t WHERE id > 1"),
+        1000,
+        "the first batch was committed, nothing after it was read"
+    );
+
+    // The same with --journal, then the retry: the journaled records give their first ids
+    // and insert nothing again.
+    let dir = TempDir::new();
+    let db = raising_db(&dir);
+    let records: String = (0..3000)
+        .map(|i| {
+            format!(
+                "{{\"key\":\"k{i:04}\",\"db\":{{\"table\":\"t\",\"values\":{{\"v\":\"r{i}\",\"u\":\"{pad}{i}\"}}}}}}\n"
+            )
+        })
+        .collect();
+    let (_, status) = first_line_then_close(
+        &dir,
+        db_cmd(&db, &["insert", "--journal", "--batch", "1000"]),
+        records.as_bytes(),
+    );
+    assert_eq!(status, Some(141));
+    assert_eq!(count(&db, "SELECT count(*) FROM t WHERE id > 1"), 1000);
+    assert_eq!(count(&db, "SELECT count(*) FROM elf_journal"), 1000);
+    let out = run_with_file(&dir, db_cmd(&db, &["insert", "--journal"]), records.as_bytes());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let recs = json_lines(&out.stdout);
+    assert_eq!(recs.len(), 3000);
+    assert_eq!(count(&db, "SELECT count(*) FROM t WHERE id > 1"), 3000);
+    let c = open(&db);
+    for rec in &recs {
+        let v = rec["db"]["values"]["v"].as_str().expect("v");
+        let id: i64 = c
+            .query_row("SELECT id FROM t WHERE v = ?1", [v], |r| r.get(0))
+            .expect("one row");
+        assert_eq!(rec["db"]["id"], json!(id), "{v}");
+    }
+}

@@ -17,9 +17,14 @@
 //! one too if that one is rolled back (when all its records failed), until one has committed.
 //!
 //! A bad record (exit 65) stops the run after the records before it have been committed and
-//! passed on; under `--keep-going` it is passed on with `error` instead. A busy database
-//! (75), an I/O error (74) or a permission error (77) rolls back the whole batch, none of
-//! which is passed on.
+//! passed on; under `--keep-going` it is passed on with `error` instead. A record whose failure
+//! rolls back the whole transaction (a trigger's `RAISE(ROLLBACK)`, an `ON CONFLICT ROLLBACK`
+//! constraint) is no exception: the batch runs again from its first line in a new transaction
+//! (the lines are kept, see [`crate::input::Lines`]), that record failing as it did without
+//! being run, and the batch ends after it. Each rollback marks one more line failed, so a
+//! batch is replayed at most once per such record, and the records after it go into the next
+//! transaction. A busy database (75), an I/O error (74) or a permission error (77) rolls back
+//! the whole batch, none of which is passed on.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};

@@ -18,6 +18,8 @@
 //! - `values`: an object, one row: its keys are columns of the table; or an array of such
 //!   objects, several rows;
 //! - result `id`: the new row's rowid, for one row; `ids`: the rowids in order, for an array.
+//!   A WITHOUT ROWID table has no rowid and a view gives none (its INSTEAD OF trigger takes the
+//!   row, unseen): neither result is added for them, never a stale or made-up number.
 //!
 //! Values are bound parameters, never SQL text: a string is TEXT, an integer INTEGER, a number
 //! with a fraction or exponent REAL (the nearest double), `true`/`false` 1/0, `null` NULL, and
@@ -38,8 +40,9 @@
 //!   or an array binding `?` parameters in order. Every parameter must be given and every
 //!   given one used;
 //! - results: `changes` (rows changed by an INSERT, UPDATE or DELETE; 0 for a query), `id`
-//!   (the rowid of the row inserted, when the statement inserted one), `rows` (the rows the
-//!   statement returned, with RETURNING or a SELECT, typed as by `elf-db query`).
+//!   (the rowid of the row the statement itself inserted into a rowid table), `rows` (the rows
+//!   the statement returned, with RETURNING or a SELECT, typed and named as by `elf-db query`:
+//!   a repeated column name gets `:2`, `:3` appended).
 //!
 //! With `--key NAME`, the statements are read from NAME instead of `db`, and the results
 //! added there.
