@@ -188,15 +188,15 @@ fn bad_records_stop_with_65_naming_the_line_after_passing_on_the_good_ones() {
         ),
         (
             r#"{"db":{"table":"learnings","values":{"severity":1e999}}}"#,
-            "column severity: number 1e+999 is too large for a REAL",
+            "column severity: number 1e+999 is out of range for a REAL: too large, it would be infinite",
         ),
         (
             r#"{"db":{"table":"learnings","values":{"severity":1.5e-400}}}"#,
-            "column severity: number 1.5e-400 is too small for a REAL: it would be stored as 0",
+            "column severity: number 1.5e-400 is out of range for a REAL: too small, it would be stored as 0",
         ),
         (
             r#"{"db":{"table":"learnings","values":{"severity":9223372036854775808}}}"#,
-            "column severity: integer 9223372036854775808 does not fit SQLite's 64-bit INTEGER",
+            "column severity: integer 9223372036854775808 is out of range for SQLite's 64-bit INTEGER",
         ),
         (r#"{"db": {"table":"learnings""#, "invalid JSON"),
         (r#"[1]"#, "expected a JSON object"),
@@ -1478,15 +1478,15 @@ fn bad_table_rows_stop_with_65_naming_the_line_or_become_error_records() {
         ),
         (
             r#"{"type":"x","filepath":"f","title":"t","severity":1e999}"#,
-            "column severity: number 1e+999 is too large for a REAL",
+            "column severity: number 1e+999 is out of range for a REAL: too large, it would be infinite",
         ),
         (
             r#"{"type":"x","filepath":"f","title":"t","severity":-1.5e-400}"#,
-            "column severity: number -1.5e-400 is too small for a REAL: it would be stored as 0",
+            "column severity: number -1.5e-400 is out of range for a REAL: too small, it would be stored as 0",
         ),
         (
             r#"{"type":"x","filepath":"f","title":"t","severity":-9223372036854775809}"#,
-            "column severity: integer -9223372036854775809 does not fit SQLite's 64-bit INTEGER",
+            "column severity: integer -9223372036854775809 is out of range for SQLite's 64-bit INTEGER",
         ),
         (
             r#"{"type":"x","filepath":"f","title":"t",}"#,
@@ -3137,17 +3137,23 @@ fn numbers_are_stored_exactly_or_refused_naming_the_line_and_the_field() {
         ("1.7976931348623157e308", Ok("real 1.7976931348623157e308")),
         (
             "9223372036854775808",
-            Err("integer 9223372036854775808 does not fit SQLite's 64-bit INTEGER"),
+            Err("integer 9223372036854775808 is out of range for SQLite's 64-bit INTEGER"),
         ),
         (
             "-9223372036854775809",
-            Err("integer -9223372036854775809 does not fit SQLite's 64-bit INTEGER"),
+            Err("integer -9223372036854775809 is out of range for SQLite's 64-bit INTEGER"),
         ),
-        ("1e400", Err("number 1e+400 is too large for a REAL")),
-        ("-1e400", Err("number -1e+400 is too large for a REAL")),
+        (
+            "1e400",
+            Err("number 1e+400 is out of range for a REAL: too large, it would be infinite"),
+        ),
+        (
+            "-1e400",
+            Err("number -1e+400 is out of range for a REAL: too large, it would be infinite"),
+        ),
         (
             "1.5e-400",
-            Err("number 1.5e-400 is too small for a REAL: it would be stored as 0"),
+            Err("number 1.5e-400 is out of range for a REAL: too small, it would be stored as 0"),
         ),
     ];
     let stored = |db: &Path, id: i64| -> String {
@@ -3160,7 +3166,9 @@ fn numbers_are_stored_exactly_or_refused_naming_the_line_and_the_field() {
             other => format!("{other:?}"),
         }
     };
-    let forms: [(&[&str], fn(&str) -> String, &str); 3] = [
+    // (the command, a record holding the number x, how the error names the field)
+    type NumberForm = (&'static [&'static str], fn(&str) -> String, &'static str);
+    let forms: [NumberForm; 3] = [
         (
             &["insert", "--table", "n"],
             |x| format!(r#"{{"x":{x}}}"#),
@@ -3277,7 +3285,11 @@ fn a_broken_pipe_exits_141_after_the_batch_it_could_not_pass_on_was_committed() 
     assert_eq!(status, Some(141));
     assert_eq!(count(&db, "SELECT count(*) FROM t WHERE id > 1"), 1000);
     assert_eq!(count(&db, "SELECT count(*) FROM elf_journal"), 1000);
-    let out = run_with_file(&dir, db_cmd(&db, &["insert", "--journal"]), records.as_bytes());
+    let out = run_with_file(
+        &dir,
+        db_cmd(&db, &["insert", "--journal"]),
+        records.as_bytes(),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let recs = json_lines(&out.stdout);
     assert_eq!(recs.len(), 3000);

@@ -394,8 +394,8 @@ pub fn number(text: &str) -> Result<ValueRef<'static>> {
         return match text.parse::<i64>() {
             Ok(i) => Ok(ValueRef::Integer(i)),
             Err(_) => Err(Error::data(format!(
-                "integer {text} does not fit SQLite's 64-bit INTEGER (-9223372036854775808 to \
-                 9223372036854775807); give it as a string to store its digits"
+                "integer {text} is out of range for SQLite's 64-bit INTEGER (-9223372036854775808 \
+                 to 9223372036854775807); give it as a string to store its digits"
             ))),
         };
     }
@@ -404,10 +404,10 @@ pub fn number(text: &str) -> Result<ValueRef<'static>> {
     match text.parse::<f64>() {
         Ok(f) if f.is_finite() && (f != 0.0 || zero) => Ok(ValueRef::Real(f)),
         Ok(f) if f.is_finite() => Err(Error::data(format!(
-            "number {text} is too small for a REAL: it would be stored as 0"
+            "number {text} is out of range for a REAL: too small, it would be stored as 0"
         ))),
         _ => Err(Error::data(format!(
-            "number {text} is too large for a REAL (beyond 1.7976931348623157e308)"
+            "number {text} is out of range for a REAL: too large, it would be infinite"
         ))),
     }
 }
