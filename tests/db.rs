@@ -188,7 +188,15 @@ fn bad_records_stop_with_65_naming_the_line_after_passing_on_the_good_ones() {
         ),
         (
             r#"{"db":{"table":"learnings","values":{"severity":1e999}}}"#,
-            "out of range",
+            "column severity: number 1e+999 is out of range for a REAL: too large, it would be infinite",
+        ),
+        (
+            r#"{"db":{"table":"learnings","values":{"severity":1.5e-400}}}"#,
+            "column severity: number 1.5e-400 is out of range for a REAL: too small, it would be stored as 0",
+        ),
+        (
+            r#"{"db":{"table":"learnings","values":{"severity":9223372036854775808}}}"#,
+            "column severity: integer 9223372036854775808 is out of range for SQLite's 64-bit INTEGER",
         ),
         (r#"{"db": {"table":"learnings""#, "invalid JSON"),
         (r#"[1]"#, "expected a JSON object"),
@@ -1361,7 +1369,7 @@ fn table_rows_are_stored_exactly_as_the_record_form_stores_them() {
     let rows = [
         r#"{"a":"plain","b":"","c":"12","d":"1.5","e":12}"#,
         r#"{"a":"q\"b\\s\/n\nt\tu\u00e9 \ud83d\ude00","b":"é ü 😀","c":"x","d":"y","e":"z"}"#,
-        r#"{"a":123456789012345678901234567890,"b":18446744073709551615,"c":123456789012345678901234567890,"d":-9223372036854775808,"e":9223372036854775807}"#,
+        r#"{"a":"123456789012345678901234567890","b":"18446744073709551615","c":9223372036854775807,"d":-9223372036854775808,"e":9223372036854775807}"#,
         r#"{"a":1.5,"b":-0.0,"c":1e2,"d":1E-3,"e":2.50}"#,
         r#"{"a":0.1,"b":1.7976931348623157e308,"c":5e-324,"d":-12,"e":0}"#,
         r#"{"a":null,"b":true,"c":false,"d":null,"e":true}"#,
@@ -1420,8 +1428,9 @@ fn table_rows_are_stored_exactly_as_the_record_form_stores_them() {
          Text(\"'18446744073709551615'\") Text(\"text\")"
     );
     assert_eq!(
-        stored[2][6], "Text(\"real\")",
-        "a numeric column makes it REAL"
+        stored[2][5..7].join(" "),
+        "Text(\"9223372036854775807\") Text(\"integer\")",
+        "the integers of 64 bits are exact"
     );
     assert_eq!(stored[2][7], "Text(\"-9.2233720368547758e+18\")");
     assert_eq!(stored[3][1], "Text(\"1.5\")");
@@ -1469,7 +1478,15 @@ fn bad_table_rows_stop_with_65_naming_the_line_or_become_error_records() {
         ),
         (
             r#"{"type":"x","filepath":"f","title":"t","severity":1e999}"#,
-            "is out of range",
+            "column severity: number 1e+999 is out of range for a REAL: too large, it would be infinite",
+        ),
+        (
+            r#"{"type":"x","filepath":"f","title":"t","severity":-1.5e-400}"#,
+            "column severity: number -1.5e-400 is out of range for a REAL: too small, it would be stored as 0",
+        ),
+        (
+            r#"{"type":"x","filepath":"f","title":"t","severity":-9223372036854775809}"#,
+            "column severity: integer -9223372036854775809 is out of range for SQLite's 64-bit INTEGER",
         ),
         (
             r#"{"type":"x","filepath":"f","title":"t",}"#,
@@ -2631,5 +2648,658 @@ fn a_failing_schema_statement_names_the_file_and_its_line_and_writes_nothing() {
     ] {
         let out = run_with_input(db_cmd(&db, args), b"");
         assert_eq!(out.status.code(), Some(64), "{args:?}: {}", stderr(&out));
+    }
+}
+
+/// Runs `c` with `input` as its standard input from a regular file: every line is ready at
+/// once, so all of them (up to --batch) share one transaction.
+fn run_with_file(dir: &TempDir, mut c: Command, input: &[u8]) -> std::process::Output {
+    let path = dir.join(format!("input-{}.jsonl", rand_suffix()));
+    std::fs::write(&path, input).expect("write input");
+    let stdin = std::fs::File::open(&path).expect("open input");
+    c.stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run")
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::SeqCst)
+}
+
+/// A table whose triggers refuse a row in each of SQLite's ways, by its value `v`, and a column
+/// `u` whose UNIQUE constraint rolls the whole transaction back. The AFTER triggers write to
+/// `log` before they refuse, so that a half-undone record shows.
+const RAISING: &str = "\
+CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL, u TEXT UNIQUE ON CONFLICT ROLLBACK);
+CREATE TABLE log (v TEXT);
+CREATE TRIGGER t_rollback BEFORE INSERT ON t WHEN NEW.v = 'rollback'
+    BEGIN SELECT RAISE(ROLLBACK, 'refused: rollback'); END;
+CREATE TRIGGER t_abort AFTER INSERT ON t WHEN NEW.v = 'abort'
+    BEGIN INSERT INTO log VALUES (NEW.v); SELECT RAISE(ABORT, 'refused: abort'); END;
+CREATE TRIGGER t_fail AFTER INSERT ON t WHEN NEW.v = 'fail'
+    BEGIN INSERT INTO log VALUES (NEW.v); SELECT RAISE(FAIL, 'refused: fail'); END;
+CREATE TRIGGER t_ignore BEFORE INSERT ON t WHEN NEW.v = 'ignore'
+    BEGIN SELECT RAISE(IGNORE); END;
+CREATE TRIGGER t_late AFTER INSERT ON t WHEN NEW.v = 'late'
+    BEGIN INSERT INTO log VALUES (NEW.v); SELECT RAISE(ROLLBACK, 'refused: late'); END;
+INSERT INTO t (v, u) VALUES ('seed', 'taken');
+";
+
+fn raising_db(dir: &TempDir) -> PathBuf {
+    let schema = dir.join("raising.sql");
+    std::fs::write(&schema, RAISING).expect("write schema");
+    let db = dir.join("raising.db");
+    let out = db_cmd(&db, &["exec", "--file"])
+        .arg(&schema)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", stderr(&out));
+    db
+}
+
+/// The `v` of every row of t but the seed, in id order.
+fn t_values(db: &Path) -> Vec<String> {
+    let c = open(db);
+    let mut st = c
+        .prepare("SELECT v FROM t WHERE id > 1 ORDER BY id")
+        .expect("prepare");
+    st.query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+/// How each way of refusing a row is undone, with the records of the same transaction before
+/// and after it: (the bad row, the message it gives). `dup` is a row whose UNIQUE ON CONFLICT
+/// ROLLBACK constraint fails.
+const REFUSALS: &[(&str, &str)] = &[
+    (r#"{"v":"rollback"}"#, "refused: rollback"),
+    (r#"{"v":"late"}"#, "refused: late"),
+    (
+        r#"{"v":"dup","u":"taken"}"#,
+        "UNIQUE constraint failed: t.u",
+    ),
+    (r#"{"v":"abort"}"#, "refused: abort"),
+    (r#"{"v":"fail"}"#, "refused: fail"),
+    (
+        r#"{"v":"ignore"}"#,
+        "the row was not inserted into t: an ON CONFLICT IGNORE constraint or a trigger's RAISE(IGNORE) dropped it",
+    ),
+];
+
+/// The ways a record form can carry a row of t.
+#[derive(Clone, Copy, Debug)]
+enum Form {
+    Table,
+    Record,
+    Journal,
+}
+
+impl Form {
+    fn args(self) -> &'static [&'static str] {
+        match self {
+            Form::Table => &["insert", "--table", "t"],
+            Form::Record => &["insert"],
+            Form::Journal => &["insert", "--journal"],
+        }
+    }
+
+    fn line(self, row: &str, n: usize) -> String {
+        match self {
+            Form::Table => row.to_string(),
+            Form::Record => format!(r#"{{"n":{n},"db":{{"table":"t","values":{row}}}}}"#),
+            Form::Journal => {
+                format!(r#"{{"key":"k{n}","db":{{"table":"t","values":{row}}}}}"#)
+            }
+        }
+    }
+
+    fn id(self, rec: &Map<String, Value>) -> Option<i64> {
+        rec.get("db").and_then(|d| d["id"].as_i64())
+    }
+}
+
+/// Checks that every id passed on is the row of t that holds the record's value.
+fn ids_are_true(db: &Path, form: Form, recs: &[Map<String, Value>], rows: &[&str]) {
+    let c = open(db);
+    for (rec, row) in recs.iter().zip(rows) {
+        if rec.contains_key("error") {
+            continue;
+        }
+        let id = form.id(rec).expect("an id");
+        let v: String = c
+            .query_row("SELECT v FROM t WHERE id = ?1", [id], |r| r.get(0))
+            .expect("the row of the id passed on");
+        let want: Value = serde_json::from_str(row).expect("row");
+        assert_eq!(json!(v), want["v"], "{form:?}: {rec:?}");
+    }
+}
+
+#[test]
+fn a_record_that_rolls_back_the_transaction_costs_only_itself() {
+    for form in [Form::Table, Form::Record, Form::Journal] {
+        for (bad, message) in REFUSALS {
+            let dir = TempDir::new();
+            let db = raising_db(&dir);
+            let rows = [r#"{"v":"good1"}"#, *bad, r#"{"v":"good2"}"#];
+            let input: String = rows
+                .iter()
+                .zip(1..)
+                .map(|(r, n)| form.line(r, n) + "\n")
+                .collect();
+            // Without --keep-going: the record before it is committed and passed on, the run
+            // stops at it, naming its line.
+            let out = run_with_file(&dir, db_cmd(&db, form.args()), input.as_bytes());
+            let what = format!("{form:?} {bad}");
+            assert_eq!(out.status.code(), Some(65), "{what}: {}", stderr(&out));
+            assert_eq!(
+                one_line(&out.stderr),
+                format!(
+                    "elf-db: line 2: {}{message}",
+                    if matches!(form, Form::Table) {
+                        ""
+                    } else {
+                        "db: "
+                    }
+                ),
+                "{what}"
+            );
+            let recs = json_lines(&out.stdout);
+            assert_eq!(recs.len(), 1, "{what}");
+            assert_eq!(t_values(&db), ["good1"], "{what}");
+            ids_are_true(&db, form, &recs, &rows);
+            assert_eq!(count(&db, "SELECT count(*) FROM log"), 0, "{what}");
+            if matches!(form, Form::Journal) {
+                assert_eq!(
+                    count(&db, "SELECT group_concat(key) = 'k1' FROM elf_journal"),
+                    1,
+                    "{what}"
+                );
+            }
+            // With --keep-going: it becomes an error record and the run goes on.
+            let dir = TempDir::new();
+            let db = raising_db(&dir);
+            let mut args = form.args().to_vec();
+            args.push("--keep-going");
+            let out = run_with_file(&dir, db_cmd(&db, &args), input.as_bytes());
+            assert_eq!(out.status.code(), Some(0), "{what}: {}", stderr(&out));
+            let recs = json_lines(&out.stdout);
+            assert_eq!(recs.len(), 3, "{what}");
+            let e = &recs[1]["error"];
+            assert_eq!(
+                (e["code"].as_u64(), e["line"].as_u64()),
+                (Some(65), Some(2)),
+                "{what}"
+            );
+            assert!(
+                e["message"].as_str().unwrap_or("").ends_with(message),
+                "{what}: {e}"
+            );
+            assert!(form.id(&recs[1]).is_none(), "{what}");
+            assert!(!recs[0].contains_key("error") && !recs[2].contains_key("error"));
+            assert_eq!(t_values(&db), ["good1", "good2"], "{what}");
+            ids_are_true(&db, form, &recs, &rows);
+            assert_eq!(count(&db, "SELECT count(*) FROM log"), 0, "{what}");
+            if matches!(form, Form::Journal) {
+                // Each journal row is in the transaction of its data row: the two good ones.
+                assert_eq!(
+                    count(
+                        &db,
+                        "SELECT group_concat(key, ',') = 'k1,k3' FROM (SELECT key FROM elf_journal ORDER BY key)"
+                    ),
+                    1,
+                    "{what}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn rollbacks_anywhere_in_a_batch_leave_exactly_the_good_records_each_once() {
+    // Rollbacks first, last, twice in a row, among error records and records without db, in
+    // the journal with a key seen twice: every good record is committed once, passed on once
+    // with its true id, in input order.
+    let dir = TempDir::new();
+    let db = raising_db(&dir);
+    let input = [
+        r#"{"key":"r1","db":{"table":"t","values":{"v":"rollback"}}}"#,
+        r#"{"key":"a","db":{"table":"t","values":{"v":"a"}}}"#,
+        r#"{"key":"r2","db":{"table":"t","values":{"v":"late"}}}"#,
+        r#"{"key":"r3","db":{"table":"t","values":{"v":"dup","u":"taken"}}}"#,
+        r#"not json"#,
+        r#"{"key":"b","db":[{"table":"t","values":{"v":"b"}},{"table":"t","values":[{"v":"c"},{"v":"d","u":"d"}]}]}"#,
+        r#"{"key":"x","db":{"table":"t","values":{"v":"x"}},"error":{"tool":"elf-write","code":74,"message":"earlier"}}"#,
+        r#"{"key":"a","db":{"table":"t","values":{"v":"a"}}}"#,
+        r#"{"key":"nodb"}"#,
+        r#"{"key":"r4","db":[{"table":"t","values":{"v":"e"}},{"table":"t","values":{"v":"rollback"}}]}"#,
+        r#"{"key":"f","db":{"table":"t","values":{"v":"f"}}}"#,
+        r#"{"key":"r5","db":{"table":"t","values":{"v":"late"}}}"#,
+    ]
+    .join("\n");
+    let out = run_with_file(
+        &dir,
+        db_cmd(&db, &["insert", "--journal", "--keep-going"]),
+        input.as_bytes(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let recs = json_lines(&out.stdout);
+    let keys: Vec<&str> = recs
+        .iter()
+        .map(|r| r.get("key").and_then(Value::as_str).unwrap_or("-"))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "r1", "a", "r2", "r3", "-", "b", "x", "a", "nodb", "r4", "f", "r5"
+        ]
+    );
+    let failed: Vec<u64> = recs
+        .iter()
+        .filter_map(|r| r.get("error"))
+        .filter(|e| e["tool"] == json!("elf-db"))
+        .map(|e| e["line"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(failed, [1, 3, 4, 5, 10, 12]);
+    assert_eq!(t_values(&db), ["a", "b", "c", "d", "f"]);
+    assert_eq!(count(&db, "SELECT count(*) FROM log"), 0);
+    let c = open(&db);
+    let id_of = |v: &str| -> i64 {
+        c.query_row("SELECT id FROM t WHERE v = ?1", [v], |r| r.get(0))
+            .expect("row")
+    };
+    assert_eq!(recs[1]["db"]["id"], json!(id_of("a")));
+    assert_eq!(
+        recs[7]["db"]["id"],
+        json!(id_of("a")),
+        "the first time's id"
+    );
+    assert_eq!(recs[5]["db"][0]["id"], json!(id_of("b")));
+    assert_eq!(recs[5]["db"][1]["ids"], json!([id_of("c"), id_of("d")]));
+    assert_eq!(recs[10]["db"]["id"], json!(id_of("f")));
+    let journaled: Vec<String> = c
+        .prepare("SELECT key FROM elf_journal ORDER BY key")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .expect("journal");
+    assert_eq!(journaled, ["a", "b", "f", "nodb"]);
+    // Each journaled record is the one passed on, ids included.
+    for (i, key) in [(1, "a"), (5, "b"), (10, "f")] {
+        let stored: String = c
+            .query_row(
+                "SELECT record FROM elf_journal WHERE key = ?1",
+                [key],
+                |r| r.get(0),
+            )
+            .expect("record");
+        let stored: Map<String, Value> = serde_json::from_str(&stored).expect("json");
+        assert_eq!(stored, recs[i], "{key}");
+    }
+}
+
+#[test]
+fn exec_and_done_statements_that_roll_back_cost_only_their_record() {
+    let dir = TempDir::new();
+    let db = raising_db(&dir);
+    let sql = |v: &str| {
+        format!(r#"{{"db":{{"sql":"INSERT INTO t (v) VALUES (:v)","params":{{"v":"{v}"}}}}}}"#)
+    };
+    let input = [sql("a"), sql("rollback"), sql("b")].join("\n");
+    let out = run_with_file(&dir, db_cmd(&db, &["exec"]), input.as_bytes());
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    assert_eq!(
+        one_line(&out.stderr),
+        "elf-db: line 2: db: refused: rollback"
+    );
+    let recs = json_lines(&out.stdout);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(t_values(&db), ["a"]);
+    // The id is the row's own, not what an earlier (rolled back) run of the batch left.
+    assert_eq!(
+        recs[0]["db"]["id"],
+        json!(count(&db, "SELECT id FROM t WHERE v = 'a'"))
+    );
+    let out = run_with_file(&dir, db_cmd(&db, &["exec", "-k"]), input.as_bytes());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let recs = json_lines(&out.stdout);
+    assert_eq!(recs.len(), 3);
+    assert_eq!(recs[1]["error"]["line"], json!(2));
+    assert_eq!(t_values(&db), ["a", "a", "b"]);
+    assert_eq!(
+        recs[2]["db"]["id"],
+        json!(count(&db, "SELECT id FROM t WHERE v = 'b'"))
+    );
+
+    // done --key fix: the fix that rolls back is a failed attempt; the others are done.
+    let journal: String = ["j1", "j2", "j3"]
+        .iter()
+        .map(|k| format!("{{\"key\":\"{k}\"}}\n"))
+        .collect();
+    let out = run_with_input(db_cmd(&db, &["insert", "--journal"]), journal.as_bytes());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let fix = |k: &str, v: &str| {
+        format!(
+            r#"{{"key":"{k}","fix":{{"sql":"INSERT INTO t (v) VALUES (:v)","params":{{"v":"{v}"}}}}}}"#
+        )
+    };
+    let input = [fix("j1", "d1"), fix("j2", "late"), fix("j3", "d3")].join("\n");
+    let out = run_with_file(
+        &dir,
+        db_cmd(&db, &["done", "--key", "fix", "-k"]),
+        input.as_bytes(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let recs = json_lines(&out.stdout);
+    assert_eq!(recs.len(), 3);
+    assert_eq!(recs[1]["error"]["message"], json!("fix: refused: late"));
+    assert_eq!(t_values(&db), ["a", "a", "b", "d1", "d3"]);
+    assert_eq!(count(&db, "SELECT count(*) FROM log"), 0);
+    let state = |k: &str| journal_state(&db, k);
+    assert!(state("j1").3 && state("j3").3, "j1 and j3 are done");
+    let (attempts, error, _, done, _) = state("j2");
+    assert_eq!((attempts, done), (1, false));
+    assert_eq!(error.map(|e| e["line"].clone()), Some(json!(2)));
+}
+
+#[test]
+fn a_rollback_in_the_first_transaction_runs_the_schema_again() {
+    // --schema runs in the first transaction; a record that rolls it back takes the new
+    // tables with it, and the replay makes them again.
+    let dir = TempDir::new();
+    let schema = dir.join("raising.sql");
+    std::fs::write(&schema, RAISING).expect("schema");
+    let db = dir.join("new.db");
+    let input = [
+        r#"{"v":"rollback"}"#,
+        r#"{"v":"a"}"#,
+        r#"{"v":"late"}"#,
+        r#"{"v":"b"}"#,
+    ]
+    .join("\n");
+    let mut c = db_cmd(&db, &["insert", "--table", "t", "-k", "--schema"]);
+    c.arg(&schema);
+    let out = run_with_file(&dir, c, input.as_bytes());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let recs = json_lines(&out.stdout);
+    assert_eq!(recs.len(), 4);
+    assert_eq!(t_values(&db), ["a", "b"]);
+}
+
+#[test]
+fn exec_names_repeated_columns_as_query_does() {
+    let dir = TempDir::new();
+    let db = raising_db(&dir);
+    let c = open(&db);
+    c.execute_batch(
+        "CREATE TABLE u (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO u VALUES (1, 'b');",
+    )
+    .expect("u");
+    drop(c);
+    let select = "SELECT t.v, u.v, t.v AS v FROM t, u";
+    let input = [
+        json!({"db": {"sql": select}}),
+        json!({"db": {"sql": "INSERT INTO t (v) VALUES ('x') RETURNING v, v || '2' AS v"}}),
+    ];
+    let q = db_cmd(&db, &["query", select]).output().expect("run");
+    assert!(q.status.success(), "{}", stderr(&q));
+    let queried = json_lines(&q.stdout);
+    let recs = run_ok(&db, &["exec"], &input);
+    assert_eq!(recs[0]["db"]["rows"], json!(queried));
+    assert_eq!(
+        recs[0]["db"]["rows"],
+        json!([{"v": "seed", "v:2": "b", "v:3": "seed"}])
+    );
+    assert_eq!(recs[1]["db"]["rows"], json!([{"v": "x", "v:2": "x2"}]));
+}
+
+#[test]
+fn rows_without_a_rowid_get_no_id_and_a_view_takes_rows_through_its_trigger() {
+    let dir = TempDir::new();
+    let db = new_db(&dir);
+    open(&db)
+        .execute_batch(
+            "CREATE TABLE w (k TEXT PRIMARY KEY, v) WITHOUT ROWID;
+             CREATE VIEW pv AS SELECT seq, side FROM pairs;
+             CREATE TRIGGER pv_insert INSTEAD OF INSERT ON pv
+                 BEGIN INSERT INTO pairs (seq, side) VALUES (NEW.seq, NEW.side); END;
+             CREATE VIEW bare AS SELECT seq FROM pairs;",
+        )
+        .expect("schema");
+    // A row into a rowid table first, so that a stale last_insert_rowid would show.
+    let input = [
+        failure("first"),
+        json!({"db": {"table": "w", "values": {"k": "a", "v": 1}}}),
+        json!({"db": [{"table": "w", "values": [{"k": "b"}, {"k": "c"}]}, {"table": "pv", "values": {"seq": 5, "side": "l"}}]}),
+        json!({"db": {"sql": "INSERT INTO w (k) VALUES ('d')"}}),
+    ];
+    let recs = run_ok(&db, &["insert", "--journal"], &input[..3]);
+    assert_eq!(recs[0]["db"]["id"], json!(1));
+    assert_eq!(
+        recs[1]["db"],
+        json!({"table": "w", "values": {"k": "a", "v": 1}}),
+        "no id for a WITHOUT ROWID table"
+    );
+    assert_eq!(
+        recs[2]["db"],
+        json!([{"table": "w", "values": [{"k": "b"}, {"k": "c"}]}, {"table": "pv", "values": {"seq": 5, "side": "l"}}]),
+        "no ids for a WITHOUT ROWID table, no id for a view"
+    );
+    let recs = run_ok(&db, &["exec"], &input[3..]);
+    assert_eq!(recs[0]["db"]["changes"], json!(1));
+    assert!(recs[0]["db"].get("id").is_none(), "{:?}", recs[0]);
+    assert_eq!(count(&db, "SELECT count(*) FROM w"), 4);
+    assert_eq!(count(&db, "SELECT count(*) FROM pairs WHERE seq = 5"), 1);
+    // The plain-row form: the same.
+    let out = run_with_input(db_cmd(&db, &["insert", "--table", "w"]), b"{\"k\":\"e\"}\n");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json_lines(&out.stdout)[0]["db"], json!({"table": "w"}));
+    let out = run_with_input(
+        db_cmd(&db, &["insert", "--table", "pv"]),
+        b"{\"seq\":6,\"side\":\"r\"}\n",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json_lines(&out.stdout)[0]["db"], json!({"table": "pv"}));
+    assert_eq!(count(&db, "SELECT count(*) FROM pairs WHERE seq = 6"), 1);
+    // A view without an INSTEAD OF trigger cannot take a row.
+    let out = run_with_input(
+        db_cmd(&db, &["insert", "--table", "bare"]),
+        b"{\"seq\":7}\n",
+    );
+    assert_eq!(out.status.code(), Some(65));
+    assert_eq!(
+        one_line(&out.stderr),
+        "elf-db: line 1: cannot modify bare because it is a view"
+    );
+}
+
+#[test]
+fn numbers_are_stored_exactly_or_refused_naming_the_line_and_the_field() {
+    let dir = TempDir::new();
+    let db = new_db(&dir);
+    open(&db)
+        .execute_batch("CREATE TABLE n (id INTEGER PRIMARY KEY, x)")
+        .expect("n");
+    // (JSON, what is stored: typeof and quote(), or the refusal)
+    let cases: &[(&str, Result<&str, &str>)] = &[
+        ("0", Ok("integer 0")),
+        ("-0", Ok("integer 0")),
+        ("-0.0", Ok("real -0.0")),
+        ("9223372036854775807", Ok("integer 9223372036854775807")),
+        ("-9223372036854775808", Ok("integer -9223372036854775808")),
+        ("1.0000000000000000001", Ok("real 1.0")),
+        ("0.1", Ok("real 0.1")),
+        ("1e2", Ok("real 100.0")),
+        ("5e-324", Ok("real 5e-324")),
+        ("0e-999", Ok("real 0.0")),
+        ("1.7976931348623157e308", Ok("real 1.7976931348623157e308")),
+        (
+            "9223372036854775808",
+            Err("integer 9223372036854775808 is out of range for SQLite's 64-bit INTEGER"),
+        ),
+        (
+            "-9223372036854775809",
+            Err("integer -9223372036854775809 is out of range for SQLite's 64-bit INTEGER"),
+        ),
+        (
+            "1e400",
+            Err("number 1e+400 is out of range for a REAL: too large, it would be infinite"),
+        ),
+        (
+            "-1e400",
+            Err("number -1e+400 is out of range for a REAL: too large, it would be infinite"),
+        ),
+        (
+            "1.5e-400",
+            Err("number 1.5e-400 is out of range for a REAL: too small, it would be stored as 0"),
+        ),
+    ];
+    let stored = |db: &Path, id: i64| -> String {
+        let v: rusqlite::types::Value = open(db)
+            .query_row("SELECT x FROM n WHERE id = ?1", [id], |r| r.get(0))
+            .expect("row");
+        match v {
+            rusqlite::types::Value::Integer(i) => format!("integer {i}"),
+            rusqlite::types::Value::Real(f) => format!("real {f:?}"),
+            other => format!("{other:?}"),
+        }
+    };
+    // (the command, a record holding the number x, how the error names the field)
+    type NumberForm = (&'static [&'static str], fn(&str) -> String, &'static str);
+    let forms: [NumberForm; 3] = [
+        (
+            &["insert", "--table", "n"],
+            |x| format!(r#"{{"x":{x}}}"#),
+            "column x: ",
+        ),
+        (
+            &["insert"],
+            |x| format!(r#"{{"db":{{"table":"n","values":{{"x":{x}}}}}}}"#),
+            "db: column x: ",
+        ),
+        (
+            &["exec"],
+            |x| {
+                format!(
+                    r#"{{"db":{{"sql":"INSERT INTO n (x) VALUES (:x)","params":{{"x":{x}}}}}}}"#
+                )
+            },
+            "db: params :x: ",
+        ),
+    ];
+    for (args, line, field) in forms {
+        for (json, want) in cases {
+            let input = format!("{}\n{}\n", line("1"), line(json));
+            let out = run_with_input(db_cmd(&db, args), input.as_bytes());
+            match want {
+                Ok(want) => {
+                    assert!(out.status.success(), "{args:?} {json}: {}", stderr(&out));
+                    let recs = json_lines(&out.stdout);
+                    let id = recs[1]["db"]["id"].as_i64().expect("id");
+                    assert_eq!(stored(&db, id), *want, "{args:?} {json}");
+                }
+                Err(message) => {
+                    let before = count(&db, "SELECT count(*) FROM n");
+                    assert_eq!(out.status.code(), Some(65), "{args:?} {json}");
+                    let err = one_line(&out.stderr);
+                    assert!(
+                        err.starts_with(&format!("elf-db: line 2: {field}{message}")),
+                        "{args:?} {json}: {err}"
+                    );
+                    // The record before it was committed and passed on; nothing of it kept.
+                    assert_eq!(json_lines(&out.stdout).len(), 1);
+                    assert_eq!(count(&db, "SELECT count(*) FROM n"), before);
+                }
+            }
+        }
+    }
+}
+
+/// Runs `c` with `input` from a regular file, reads the first line of its output and closes
+/// the pipe (as `| head -1` does); returns that line and the exit status.
+fn first_line_then_close(dir: &TempDir, mut c: Command, input: &[u8]) -> (String, Option<i32>) {
+    let path = dir.join(format!("input-{}.jsonl", rand_suffix()));
+    std::fs::write(&path, input).expect("write input");
+    let mut child = c
+        .stdin(std::fs::File::open(&path).expect("open input"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut first = String::new();
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    out.read_line(&mut first).expect("read the first line");
+    drop(out);
+    let status = watchdog(Duration::from_secs(120), move || {
+        child.wait_with_output().expect("wait")
+    });
+    assert_eq!(stderr(&status), "", "a broken pipe prints nothing");
+    (first, status.status.code())
+}
+
+#[test]
+fn a_broken_pipe_exits_141_after_the_batch_it_could_not_pass_on_was_committed() {
+    // `elf-db insert --table t | head -1`: the records of the first batch are committed before
+    // they are passed on (so that nothing is passed on that is not there); the reader goes
+    // away after one; elf-db exits 141 and reads nothing more. Those rows stay: a retry of
+    // the whole input without --journal inserts them again, one with it does not.
+    let dir = TempDir::new();
+    let db = raising_db(&dir);
+    // Rows long enough that one batch's output is more than any pipe holds.
+    let pad = "p".repeat(300);
+    let rows: String = (0..3000)
+        .map(|i| format!("{{\"v\":\"r{i}\",\"u\":\"{pad}{i}\"}}\n"))
+        .collect();
+    let (first, status) = first_line_then_close(
+        &dir,
+        db_cmd(&db, &["insert", "--table", "t", "--batch", "1000"]),
+        rows.as_bytes(),
+    );
+    assert_eq!(status, Some(141));
+    let first: Map<String, Value> = serde_json::from_str(&first).expect("a record");
+    assert_eq!(first["db"]["id"], json!(2));
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM t WHERE id > 1"),
+        1000,
+        "the first batch was committed, nothing after it was read"
+    );
+
+    // The same with --journal, then the retry: the journaled records give their first ids
+    // and insert nothing again.
+    let dir = TempDir::new();
+    let db = raising_db(&dir);
+    let records: String = (0..3000)
+        .map(|i| {
+            format!(
+                "{{\"key\":\"k{i:04}\",\"db\":{{\"table\":\"t\",\"values\":{{\"v\":\"r{i}\",\"u\":\"{pad}{i}\"}}}}}}\n"
+            )
+        })
+        .collect();
+    let (_, status) = first_line_then_close(
+        &dir,
+        db_cmd(&db, &["insert", "--journal", "--batch", "1000"]),
+        records.as_bytes(),
+    );
+    assert_eq!(status, Some(141));
+    assert_eq!(count(&db, "SELECT count(*) FROM t WHERE id > 1"), 1000);
+    assert_eq!(count(&db, "SELECT count(*) FROM elf_journal"), 1000);
+    let out = run_with_file(
+        &dir,
+        db_cmd(&db, &["insert", "--journal"]),
+        records.as_bytes(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let recs = json_lines(&out.stdout);
+    assert_eq!(recs.len(), 3000);
+    assert_eq!(count(&db, "SELECT count(*) FROM t WHERE id > 1"), 3000);
+    let c = open(&db);
+    for rec in &recs {
+        let v = rec["db"]["values"]["v"].as_str().expect("v");
+        let id: i64 = c
+            .query_row("SELECT id FROM t WHERE v = ?1", [v], |r| r.get(0))
+            .expect("one row");
+        assert_eq!(rec["db"]["id"], json!(id), "{v}");
     }
 }

@@ -17,9 +17,14 @@
 //! one too if that one is rolled back (when all its records failed), until one has committed.
 //!
 //! A bad record (exit 65) stops the run after the records before it have been committed and
-//! passed on; under `--keep-going` it is passed on with `error` instead. A busy database
-//! (75), an I/O error (74) or a permission error (77) rolls back the whole batch, none of
-//! which is passed on.
+//! passed on; under `--keep-going` it is passed on with `error` instead. A record whose failure
+//! rolls back the whole transaction (a trigger's `RAISE(ROLLBACK)`, an `ON CONFLICT ROLLBACK`
+//! constraint) is no exception: the batch runs again from its first line in a new transaction
+//! (the lines are kept, see [`crate::input::Lines`]), that record failing as it did without
+//! being run, and the batch ends after it. Each rollback marks one more line failed, so a
+//! batch is replayed at most once per such record, and the records after it go into the next
+//! transaction. A busy database (75), an I/O error (74) or a permission error (77) rolls back
+//! the whole batch, none of which is passed on.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -32,7 +37,7 @@ use rusqlite::types::ToSqlOutput;
 use serde_json::{Map, Value};
 
 use crate::conn::{self, Mode, Options};
-use crate::input::Input;
+use crate::input::Lines;
 use crate::journal;
 use crate::lean::Row;
 use crate::stmt::{self, Kind, Results, Schema, SqlFile};
@@ -134,16 +139,16 @@ impl Held {
     }
 
     /// Holds a record that went through, as `how` says.
-    fn emit(&mut self, input: &Input, rec: &Record, how: Emit) -> Result<()> {
+    fn emit(&mut self, text: &[u8], rec: &Record, how: Emit) -> Result<()> {
         match how {
-            Emit::Unchanged => self.push_text(input.text(), None),
+            Emit::Unchanged => self.push_text(text, None),
             Emit::Appended(key, value) => {
                 let mut add = serde_json::to_vec(key)
                     .map_err(|e| Error::internal(format!("serializing a record: {e}")))?;
                 add.push(b':');
                 serde_json::to_writer(&mut add, &value)
                     .map_err(|e| Error::internal(format!("serializing a record: {e}")))?;
-                self.push_text(input.text(), Some((&add, None)));
+                self.push_text(text, Some((&add, None)));
             }
             Emit::Changed => return self.push(rec),
         }
@@ -171,6 +176,12 @@ impl Held {
         }
         self.bytes.push(b'\n');
         self.count += 1;
+    }
+
+    /// Forgets them: their transaction was rolled back.
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.count = 0;
     }
 
     /// Writes them out and flushes.
@@ -210,7 +221,7 @@ pub fn run(o: &Options, job: Job, s: &Stream) -> Result<u8> {
         Mode::Write
     };
     let db = conn::open(o, mode)?;
-    let mut reader = Input::stdin(s.max_line)?;
+    let mut reader = Lines::stdin(s.max_line)?;
     let mut out = Out::stdout()?;
     let mut work = Work {
         conn: &db,
@@ -242,6 +253,7 @@ pub fn run(o: &Options, job: Job, s: &Stream) -> Result<u8> {
         // Whether a record of this transaction went through: one with only failed records is
         // rolled back, so a bad record leaves nothing, not even the journal table.
         let mut applied = false;
+        reader.start_batch();
         'batch: loop {
             'record: {
                 let line = match reader.next_line() {
@@ -296,19 +308,28 @@ pub fn run(o: &Options, job: Job, s: &Stream) -> Result<u8> {
                     }
                     in_tx = true;
                 }
-                let lean_id = lean.and_then(|text| work.lean_row(&row, text));
-                let result = match (lean_id, &rows_prefix) {
-                    (Some(Ok(id)), Some(prefix)) => {
+                let known = reader.known_failure();
+                let lean_id = match known {
+                    Some(_) => None,
+                    None => lean.and_then(|text| work.lean_row(&row, text)),
+                };
+                let result = match (known, lean_id, &rows_prefix) {
+                    // A record whose failure rolled back the transaction is not run again.
+                    (Some(e), _, _) => Err(e),
+                    (None, Some(Ok(Some(id))), Some(prefix)) => {
                         held.push_text(reader.text(), Some((prefix, Some(id))));
                         Ok(())
                     }
-                    (Some(Err(e)), _) => Err(e),
+                    (None, Some(Ok(None)), _) => {
+                        Err(Error::internal("a row without a rowid took the lean path"))
+                    }
+                    (None, Some(Err(e)), _) => Err(e),
                     // The general path: a record, or a row not for the lean path after all
                     // (a table with triggers, say).
                     _ => match rec.take().map_or_else(|| reader.record(), Ok) {
                         Ok(mut r) => {
                             let done = work.record(&mut r);
-                            let done = done.and_then(|how| held.emit(&reader, &r, how));
+                            let done = done.and_then(|how| held.emit(reader.text(), &r, how));
                             rec = Some(r);
                             done
                         }
@@ -317,6 +338,22 @@ pub fn run(o: &Options, job: Job, s: &Stream) -> Result<u8> {
                 };
                 match result {
                     Ok(()) => applied = true,
+                    // The record's failure took the whole transaction with it (a trigger's
+                    // RAISE(ROLLBACK), an ON CONFLICT ROLLBACK constraint): nothing of the
+                    // batch is in the database and nothing was passed on. The batch runs again
+                    // from its first line in a new transaction, this record failing without
+                    // being run, and ends after it (see `Lines::take_finished`).
+                    Err(e)
+                        if e.code() == exit::DATAERR
+                            && db.is_autocommit()
+                            && reader.rewind(e.clone()) =>
+                    {
+                        held.clear();
+                        work.rolled_back();
+                        in_tx = false;
+                        applied = false;
+                        continue 'batch;
+                    }
                     Err(e) if e.code() == exit::DATAERR && !db.is_autocommit() => {
                         let e = e.at_line(line);
                         if !s.keep_going {
@@ -338,15 +375,18 @@ pub fn run(o: &Options, job: Job, s: &Stream) -> Result<u8> {
                         held.push(&r)?;
                     }
                     Err(e) => {
-                        // Busy, I/O, permission, or a constraint that rolled back the whole
-                        // transaction (ON CONFLICT ROLLBACK, RAISE(ROLLBACK)): nothing of
-                        // this batch was committed, so none of it is passed on.
+                        // Busy, I/O or permission: nothing of this batch was committed, so none
+                        // of it is passed on.
                         conn::rollback(&db);
                         return Err(e.at_line(line));
                     }
                 }
             }
-            if held.count >= s.batch || held.bytes.len() >= HELD_BYTES || !reader.ready() {
+            if reader.take_finished()
+                || held.count >= s.batch
+                || held.bytes.len() >= HELD_BYTES
+                || !reader.ready()
+            {
                 break;
             }
         }
@@ -500,12 +540,12 @@ impl<'c> Work<'c> {
     /// `insert --table`: a row read by the lean path, inserted without a savepoint into a
     /// table where one INSERT is all or nothing (as [`Work::atomic`] requires); `None` when the
     /// general path must take it (such a table, an unknown one, keys given twice).
-    fn lean_row(&mut self, row: &Row, text: &str) -> Option<Result<i64>> {
+    fn lean_row(&mut self, row: &Row, text: &str) -> Option<Result<Option<i64>>> {
         let Command::InsertRows(name) = &self.command else {
             return None;
         };
         let table = match self.schema.table(self.conn, name) {
-            Ok(t) if t.simple() => t,
+            Ok(t) if t.simple() && t.has_rowid() => t,
             _ => return None,
         };
         if !self.schema.fits(&table, row.keys(text), row.len()) && row.has_duplicates(text) {
@@ -544,7 +584,9 @@ impl<'c> Work<'c> {
                 let id = self.schema.insert_row(self.conn, &t, rec)?;
                 let mut db = Map::new();
                 db.insert("table".into(), Value::from(table.as_str()));
-                db.insert("id".into(), Value::from(id));
+                if let Some(id) = id {
+                    db.insert("id".into(), Value::from(id));
+                }
                 Ok(Emit::Appended("db", Value::Object(db)))
             }
             Command::Done => self.done(rec),

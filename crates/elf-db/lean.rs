@@ -25,7 +25,7 @@ enum Val {
     Null,
     Int(i64),
     Real(f64),
-    /// A string, or an integer beyond 64 bits as its digits.
+    /// A string.
     Text(Span),
 }
 
@@ -219,9 +219,9 @@ impl Row {
     }
 }
 
-/// The number starting at `i` (JSON's grammar, strictly), and the index after it: an integer
-/// that fits 64 bits is INTEGER, a longer one its digits as TEXT, one with a fraction or an
-/// exponent REAL; one out of every range is left to the general path (an error).
+/// The number starting at `i` (JSON's grammar, strictly), and the index after it, bound as
+/// [`crate::stmt::number`] binds it; one it refuses is left to the general path, which reports
+/// it.
 fn number(s: &str, start: usize) -> Option<(Val, usize)> {
     let b = s.as_bytes();
     let mut i = start;
@@ -256,12 +256,12 @@ fn number(s: &str, start: usize) -> Option<(Val, usize)> {
     }
     let text = s.get(start..i)?;
     let v = if float {
-        Val::Real(text.parse::<f64>().ok().filter(|f| f.is_finite())?)
-    } else {
-        match text.parse::<i64>() {
-            Ok(n) => Val::Int(n),
-            Err(_) => Val::Text(Span::Line(start, i)),
+        match crate::stmt::number(text).ok()? {
+            ValueRef::Real(f) => Val::Real(f),
+            _ => return None,
         }
+    } else {
+        Val::Int(text.parse::<i64>().ok()?)
     };
     Some((v, i))
 }
@@ -311,7 +311,7 @@ mod tests {
         );
         assert_eq!(
             lean(
-                r#" { "k\u00e9" : "a\"b\\c\nd\ud83d\ude00" , "big" : 123456789012345678901234567890 } "#
+                r#" { "k\u00e9" : "a\"b\\c\nd\ud83d\ude00" , "big" : "123456789012345678901234567890" } "#
             ),
             pairs(&[
                 ("ké", "text a\"b\\c\nd😀"),
@@ -319,11 +319,12 @@ mod tests {
             ])
         );
         assert_eq!(
-            lean(r#"{"u":18446744073709551615,"n":-9223372036854775808,"e":1E2}"#),
+            lean(r#"{"u":9223372036854775807,"n":-9223372036854775808,"e":1E2,"z":0e-999}"#),
             pairs(&[
-                ("u", "text 18446744073709551615"),
+                ("u", "int 9223372036854775807"),
                 ("n", "int -9223372036854775808"),
-                ("e", "real 100.0")
+                ("e", "real 100.0"),
+                ("z", "real 0.0")
             ])
         );
     }
@@ -347,6 +348,10 @@ mod tests {
             r#"{"a":-}"#,
             r#"{"a":+1}"#,
             r#"{"a":1e999}"#,
+            r#"{"a":1.5e-400}"#,
+            r#"{"a":9223372036854775808}"#,
+            r#"{"a":-9223372036854775809}"#,
+            r#"{"a":18446744073709551615}"#,
             r#"{"a":tru}"#,
             r#"{"a":truex}"#,
             r#"{"a":nul}"#,

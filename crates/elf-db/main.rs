@@ -69,7 +69,8 @@ const FLAGS: &[Flag] = &[
         .value("TABLE")
         .doc(
             "insert: every record is a row of TABLE, its keys the columns (the sqlite-utils \
-         habit). The record is passed on with \"db\":{\"table\":TABLE,\"id\":ID} added.",
+         habit). The record is passed on with \"db\":{\"table\":TABLE,\"id\":ID} added \
+         (without id for a view or a WITHOUT ROWID table).",
         ),
     Flag::new("key", "insert, exec, done: statements under NAME, not db")
         .value("NAME")
@@ -107,9 +108,10 @@ const FLAGS: &[Flag] = &[
     Flag::new("keep-going", "A bad record becomes an error record; go on")
         .short('k')
         .doc(
-            "A record that fails (bad JSON, unknown table or column, a CHECK or trigger that \
-         refuses it) is passed on with an \"error\" key instead of stopping with exit 65; \
-         nothing of it is written. Busy, I/O and permission errors still stop the run.",
+            "A record that fails (bad JSON, unknown table or column, a number SQLite cannot \
+         hold, a CHECK or trigger that refuses it, RAISE(ROLLBACK) included) is passed on \
+         with an \"error\" key instead of stopping with exit 65; nothing of it is written, \
+         and the records around it are. Busy, I/O and permission errors still stop the run.",
         ),
     Flag::new("max-line", "Longest input line accepted (default 16MiB)")
         .value("BYTES")

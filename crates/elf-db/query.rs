@@ -105,7 +105,7 @@ fn write_value(out: &mut Vec<u8>, v: ValueRef<'_>) {
 }
 
 /// The column names, a repeated name made unique with `:2`, `:3`, ... appended.
-fn unique(names: &[&str]) -> Vec<String> {
+pub fn unique(names: &[&str]) -> Vec<String> {
     let mut seen: Vec<String> = Vec::with_capacity(names.len());
     for name in names {
         let mut key = (*name).to_string();

@@ -18,11 +18,14 @@
 //! - `values`: an object, one row: its keys are columns of the table; or an array of such
 //!   objects, several rows;
 //! - result `id`: the new row's rowid, for one row; `ids`: the rowids in order, for an array.
+//!   A WITHOUT ROWID table has no rowid and a view gives none (its INSTEAD OF trigger takes the
+//!   row, unseen): neither result is added for them, never a stale or made-up number.
 //!
-//! Values are bound parameters, never SQL text: a string is TEXT, an integer INTEGER (one beyond
-//! 64 bits is bound as its digits, as TEXT, which a numeric column turns into REAL like SQLite's
-//! own literal would), a number with a fraction or exponent REAL, `true`/`false` 1/0, `null`
-//! NULL, and an object or array its JSON text.
+//! Values are bound parameters, never SQL text: a string is TEXT, an integer INTEGER, a number
+//! with a fraction or exponent REAL (the nearest double), `true`/`false` 1/0, `null` NULL, and
+//! an object or array its JSON text. A number that SQLite would not store as written is a bad
+//! record naming its column or parameter: an integer beyond 64 bits, a number whose double
+//! would be infinite (`1e400`) or 0 when it is not (`1.5e-400`); see [`number`].
 //!
 //! `elf-db exec` takes SQL statements:
 //!
@@ -37,8 +40,9 @@
 //!   or an array binding `?` parameters in order. Every parameter must be given and every
 //!   given one used;
 //! - results: `changes` (rows changed by an INSERT, UPDATE or DELETE; 0 for a query), `id`
-//!   (the rowid of the row inserted, when the statement inserted one), `rows` (the rows the
-//!   statement returned, with RETURNING or a SELECT, typed as by `elf-db query`).
+//!   (the rowid of the row the statement itself inserted into a rowid table), `rows` (the rows
+//!   the statement returned, with RETURNING or a SELECT, typed and named as by `elf-db query`:
+//!   a repeated column name gets `:2`, `:3` appended).
 //!
 //! With `--key NAME`, the statements are read from NAME instead of `db`, and the results
 //! added there.
@@ -88,6 +92,8 @@ pub struct Table {
     name: String,
     columns: Vec<String>,
     simple: bool,
+    rowid: bool,
+    view: bool,
 }
 
 impl Table {
@@ -95,6 +101,12 @@ impl Table {
     /// (a trigger may write before a RAISE(FAIL)) and no ON CONFLICT FAIL clause.
     pub fn simple(&self) -> bool {
         self.simple
+    }
+
+    /// True when a row inserted into it has a rowid to report: not a view, not a WITHOUT
+    /// ROWID table.
+    pub fn has_rowid(&self) -> bool {
+        self.rowid
     }
 
     fn column(&self, key: &str) -> Option<&str> {
@@ -176,10 +188,20 @@ impl<'c> Schema<'c> {
             )
             .map_err(conn::error)?;
         let simple = triggers == 0 && !sql.to_ascii_uppercase().contains("FAIL");
+        let (kind, without_rowid): (String, bool) = conn
+            .query_row(
+                "SELECT type, wr FROM pragma_table_list WHERE schema = 'main' AND name = ?1",
+                [&real],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(conn::error)?;
+        let view = kind == "view";
         let t = Rc::new(Table {
             name: real,
             columns,
             simple,
+            rowid: !view && !without_rowid,
+            view,
         });
         self.tables.push(Rc::clone(&t));
         Ok(t)
@@ -202,22 +224,22 @@ impl<'c> Schema<'c> {
         Ok(names.into_iter().filter(|n| !is_internal(n)).collect())
     }
 
-    /// Inserts one row; returns its rowid.
+    /// Inserts one row; returns its rowid (none for a view or a WITHOUT ROWID table).
     pub fn insert_row(
         &mut self,
         conn: &'c Connection,
         table: &Rc<Table>,
         values: &Map<String, Value>,
-    ) -> Result<i64> {
+    ) -> Result<Option<i64>> {
         self.insert_with(
             conn,
             table,
             values.keys().map(String::as_str),
             values.len(),
             |st| {
-                for (i, v) in values.values().enumerate() {
-                    st.raw_bind_parameter(i + 1, Bind::new(v)?)
-                        .map_err(conn::error)?;
+                for (i, (k, v)) in values.iter().enumerate() {
+                    let b = Bind::new(v).map_err(|e| e.context(format!("column {k}")))?;
+                    st.raw_bind_parameter(i + 1, b).map_err(conn::error)?;
                 }
                 Ok(())
             },
@@ -236,7 +258,8 @@ impl<'c> Schema<'c> {
     }
 
     /// Inserts one row, given its `n` keys (distinct, in order) and a function binding its
-    /// values in the same order; returns its rowid.
+    /// values in the same order; returns its rowid, or none for a view (whose INSTEAD OF
+    /// trigger did whatever it does, unseen) or a WITHOUT ROWID table.
     pub fn insert_with<'k>(
         &mut self,
         conn: &'c Connection,
@@ -244,7 +267,7 @@ impl<'c> Schema<'c> {
         keys: impl Iterator<Item = &'k str> + Clone,
         n: usize,
         bind: impl FnOnce(&mut CachedStatement<'c>) -> Result<()>,
-    ) -> Result<i64> {
+    ) -> Result<Option<i64>> {
         let shape = match self.last.take() {
             Some(shape) if shape.fits(table, keys.clone(), n) => shape,
             _ => self.prepare(conn, table, keys)?,
@@ -252,13 +275,18 @@ impl<'c> Schema<'c> {
         let st = &mut self.last.insert(shape).stmt;
         bind(st)?;
         conn::guard(Guard::Own);
-        if st.raw_execute().map_err(conn::error)? == 0 {
+        let changes = st.raw_execute().map_err(conn::error)?;
+        // SQLite does not count the rows an INSTEAD OF trigger writes for a view.
+        if table.view {
+            return Ok(None);
+        }
+        if changes == 0 {
             return Err(Error::data(format!(
                 "the row was not inserted into {}: an ON CONFLICT IGNORE constraint or a trigger's RAISE(IGNORE) dropped it",
                 table.name
             )));
         }
-        Ok(conn.last_insert_rowid())
+        Ok(table.rowid.then(|| conn.last_insert_rowid()))
     }
 }
 
@@ -338,27 +366,49 @@ pub fn quote(out: &mut String, name: &str) {
 pub struct Bind<'a>(ValueRef<'a>, Option<String>);
 
 impl<'a> Bind<'a> {
-    /// Converts a value; a number out of every range (`1e999`) is a data error.
+    /// Converts a value; a number that SQLite cannot hold as it is written is a data error
+    /// (see [`number`]).
     pub fn new(v: &'a Value) -> Result<Bind<'a>> {
         Ok(match v {
             Value::Null => Bind(ValueRef::Null, None),
             Value::Bool(b) => Bind(ValueRef::Integer(i64::from(*b)), None),
             Value::String(s) => Bind(ValueRef::Text(s.as_bytes()), None),
-            Value::Number(n) => {
-                if let Some(i) = n.as_i64() {
-                    Bind(ValueRef::Integer(i), None)
-                } else if n.is_f64() {
-                    Bind(ValueRef::Real(n.as_f64().unwrap_or(0.0)), None)
-                } else {
-                    let text = n.to_string();
-                    if !text.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
-                        return Err(Error::data(format!("number {text} is out of range")));
-                    }
-                    Bind(ValueRef::Null, Some(text))
-                }
-            }
+            Value::Number(n) => Bind(number(&n.to_string())?, None),
             Value::Array(_) | Value::Object(_) => Bind(ValueRef::Null, Some(v.to_string())),
         })
+    }
+}
+
+/// A JSON number, as written, as SQLite stores it: an integer (no fraction, no exponent) as
+/// INTEGER, exactly; any other number as REAL, the 64-bit double nearest to it (as SQLite reads
+/// its own literals: `1.0000000000000000001` is 1.0, `0.1` the double nearest 0.1).
+///
+/// Refused, as data errors, because the value stored would not be the number given: an integer
+/// beyond 64 bits (below -2^63 or above 2^63-1), which SQLite could only keep as TEXT or round
+/// to a REAL; a number too large for a double (`1e400`, which would be infinite); a number not
+/// zero that is too small for one (`1.5e-400`, which would be 0). `-0` is the integer 0;
+/// `-0.0` is the REAL -0.0.
+pub fn number(text: &str) -> Result<ValueRef<'static>> {
+    let integer = !text.contains(['.', 'e', 'E']);
+    if integer {
+        return match text.parse::<i64>() {
+            Ok(i) => Ok(ValueRef::Integer(i)),
+            Err(_) => Err(Error::data(format!(
+                "integer {text} is out of range for SQLite's 64-bit INTEGER (-9223372036854775808 \
+                 to 9223372036854775807); give it as a string to store its digits"
+            ))),
+        };
+    }
+    let mantissa = text.split(['e', 'E']).next().unwrap_or(text);
+    let zero = !mantissa.bytes().any(|b| matches!(b, b'1'..=b'9'));
+    match text.parse::<f64>() {
+        Ok(f) if f.is_finite() && (f != 0.0 || zero) => Ok(ValueRef::Real(f)),
+        Ok(f) if f.is_finite() => Err(Error::data(format!(
+            "number {text} is out of range for a REAL: too small, it would be stored as 0"
+        ))),
+        _ => Err(Error::data(format!(
+            "number {text} is out of range for a REAL: too large, it would be infinite"
+        ))),
     }
 }
 
@@ -522,8 +572,9 @@ fn insert<'c>(
     let mut results = Map::new();
     match obj.get("values") {
         Some(Value::Object(values)) => {
-            let id = schema.insert_row(conn, &table, values)?;
-            results.insert("id".into(), Value::from(id));
+            if let Some(id) = schema.insert_row(conn, &table, values)? {
+                results.insert("id".into(), Value::from(id));
+            }
         }
         Some(Value::Array(rows)) => {
             let mut ids = Vec::with_capacity(rows.len());
@@ -537,9 +588,11 @@ fn insert<'c>(
                 let id = schema
                     .insert_row(conn, &table, values)
                     .map_err(|e| e.context(format!("values[{i}]")))?;
-                ids.push(Value::from(id));
+                ids.extend(id.map(Value::from));
             }
-            results.insert("ids".into(), Value::Array(ids));
+            if table.has_rowid() {
+                results.insert("ids".into(), Value::Array(ids));
+            }
         }
         Some(other) => {
             return Err(Error::data(format!(
@@ -606,8 +659,8 @@ fn run_sql(conn: &Connection, sql: &str, params: Option<&Value>) -> Result<Resul
                 )));
             }
             for (i, v) in items.iter().enumerate() {
-                st.raw_bind_parameter(i + 1, Bind::new(v)?)
-                    .map_err(conn::error)?;
+                let b = Bind::new(v).map_err(|e| e.context(format!("params[{i}]")))?;
+                st.raw_bind_parameter(i + 1, b).map_err(conn::error)?;
             }
         }
         Some(Value::Object(map)) => {
@@ -635,8 +688,8 @@ fn run_sql(conn: &Connection, sql: &str, params: Option<&Value>) -> Result<Resul
                     return Err(Error::data(format!("params has no value for {name}")));
                 };
                 used[at] = true;
-                st.raw_bind_parameter(i, Bind::new(v)?)
-                    .map_err(conn::error)?;
+                let b = Bind::new(v).map_err(|e| e.context(format!("params {name}")))?;
+                st.raw_bind_parameter(i, b).map_err(conn::error)?;
             }
             if let Some((k, _)) = map.iter().zip(&used).find(|(_, u)| !**u).map(|(kv, _)| kv) {
                 return Err(Error::data(format!(
@@ -651,12 +704,13 @@ fn run_sql(conn: &Connection, sql: &str, params: Option<&Value>) -> Result<Resul
             )));
         }
     }
-    let before = conn.last_insert_rowid();
+    set_last_rowid(conn, NO_ROWID);
     let mut results = Map::new();
     let readonly = st.readonly();
     let changes;
     if st.column_count() > 0 {
-        let names: Vec<String> = st.column_names().into_iter().map(String::from).collect();
+        // A repeated name gets :2, :3 appended, as `elf-db query` prints it.
+        let names = crate::query::unique(&st.column_names());
         let mut rows_out = Vec::new();
         let mut rows = st.raw_query();
         while let Some(row) = rows.next().map_err(conn::error)? {
@@ -670,12 +724,12 @@ fn run_sql(conn: &Connection, sql: &str, params: Option<&Value>) -> Result<Resul
         drop(rows);
         changes = if readonly { 0 } else { conn.changes() };
         results.insert("changes".into(), Value::from(changes));
-        add_id(conn, before, changes, &mut results);
+        add_id(conn, changes, &mut results);
         results.insert("rows".into(), Value::Array(rows_out));
     } else {
         changes = st.raw_execute().map_err(conn::error)? as u64;
         results.insert("changes".into(), Value::from(changes));
-        add_id(conn, before, changes, &mut results);
+        add_id(conn, changes, &mut results);
     }
     Ok(results)
 }
@@ -685,9 +739,23 @@ fn unsigil(key: &str) -> &str {
     key.strip_prefix([':', '@', '$']).unwrap_or(key)
 }
 
-fn add_id(conn: &Connection, before: i64, changes: u64, results: &mut Results) {
+/// What `last_insert_rowid` is set to before a statement runs, so that a statement that
+/// inserted no row into a rowid table (an UPDATE, an insert into a WITHOUT ROWID table or
+/// through a view's INSTEAD OF trigger, whose own inserts SQLite forgets when the trigger
+/// ends) is seen to have none, whatever an earlier statement (or an earlier run of this one,
+/// rolled back) left there. A row whose rowid really is this number gets no `id`.
+const NO_ROWID: i64 = i64::MIN;
+
+fn set_last_rowid(conn: &Connection, rowid: i64) {
+    // SAFETY: the handle is valid while `conn` lives, and the connection is used by this one
+    // thread only; the call only sets a number SQLite keeps for the connection.
+    unsafe { rusqlite::ffi::sqlite3_set_last_insert_rowid(conn.handle(), rowid) };
+}
+
+/// Adds `id`: the rowid of the row the statement inserted, when it inserted one.
+fn add_id(conn: &Connection, changes: u64, results: &mut Results) {
     let after = conn.last_insert_rowid();
-    if changes > 0 && after != before {
+    if changes > 0 && after != NO_ROWID {
         results.insert("id".into(), Value::from(after));
     }
 }
@@ -809,7 +877,7 @@ mod tests {
     #[test]
     fn values_bind_by_type() {
         let v: Value = serde_json::from_str(
-            r#"[null,true,7,-2.5,"s",123456789012345678901234567890,{"a":[1]},1e999]"#,
+            r#"[null,true,7,-2.5,"s",123456789012345678901234567890,{"a":[1]},1e999,1.5e-400,-0.0,-0,0e-999,5e-324,1.0000000000000000001,-9223372036854775808]"#,
         )
         .unwrap_or_default();
         let items = v.as_array().cloned().unwrap_or_default();
@@ -828,8 +896,15 @@ mod tests {
         assert_eq!(got[2], "Integer(7)");
         assert_eq!(got[3], "Real(-2.5)");
         assert!(got[4].starts_with("Text"));
-        assert!(got[5].starts_with("Text"));
+        assert_eq!(got[5], "err 65", "an integer beyond 64 bits");
         assert!(got[6].starts_with("Text"));
-        assert_eq!(got[7], "err 65");
+        assert_eq!(got[7], "err 65", "a number whose double is infinite");
+        assert_eq!(got[8], "err 65", "a number not 0 whose double is 0");
+        assert_eq!(got[9], "Real(-0.0)");
+        assert_eq!(got[10], "Integer(0)");
+        assert_eq!(got[11], "Real(0.0)");
+        assert_eq!(got[12], "Real(5e-324)");
+        assert_eq!(got[13], "Real(1.0)", "the nearest double");
+        assert_eq!(got[14], "Integer(-9223372036854775808)");
     }
 }
