@@ -271,7 +271,7 @@ elf_utf8() {
 # elf_clean_line VAR...: in place, one line: elf_clean_text, then newlines become spaces, runs
 # of spaces one space, and the ends are trimmed.
 elf_clean_line() {
-    local __v __s
+    local LC_ALL=C __v __s
     elf_clean_text "$@"
     for __v in "$@"; do
         __s=${!__v//$'\n'/ }
@@ -287,7 +287,7 @@ elf_clean_line() {
 # elf_clean_block VAR...: in place, text of several lines: elf_clean_text, then trailing
 # spaces and newlines removed.
 elf_clean_block() {
-    local __v __s
+    local LC_ALL=C __v __s
     elf_clean_text "$@"
     for __v in "$@"; do
         __s=${!__v}
@@ -301,7 +301,7 @@ elf_clean_block() {
 # that text of the user's can never forge an entry ("## H-99: ...") or a section. Markdown
 # shows "\#" as "#"; the index keeps the text as given. (elf.jq's md_block is the same rule.)
 elf_md_block() {
-    local s=$'\n'$1 p
+    local LC_ALL=C s=$'\n'$1 p
     if [[ $s == *$'\n'*'#'* ]]; then
         for p in '' ' ' '  ' '   '; do
             s=${s//$'\n'"$p"'#'/$'\n'"$p"'\#'}
@@ -340,7 +340,9 @@ elf_domain_slug() {
 # elf_json TEXT: TEXT as a JSON string (quotes included), in REPLY. TEXT is valid UTF-8 (as
 # elf_clean_text leaves it).
 elf_json() {
-    local s=$1
+    # Byte by byte (LC_ALL=C): only ASCII is replaced, and bash's replacements in a UTF-8
+    # locale are slower by a factor of forty.
+    local LC_ALL=C s=$1
     s=${s//\\/\\\\}
     s=${s//\"/\\\"}
     s=${s//$'\n'/\\n}
@@ -395,6 +397,11 @@ elf_confidence() {
     esac
 }
 
+# The longest answer taken at a prompt: 128 KiB, what the kernel lets a flag or an environment
+# variable carry (MAX_ARG_STRLEN), so that a value means the same by all three ways in. Bash
+# reads a pipe a byte at a time: reading stops at the limit, so that a flood is refused at once.
+ELF_MAX_ANSWER=131072
+
 # elf_prompt VAR LABEL: read one line from standard input into VAR, showing LABEL when standard
 # input is a terminal.
 elf_prompt() {
@@ -402,20 +409,36 @@ elf_prompt() {
     if [ -t 0 ]; then
         printf '%s' "$2" >&2
     fi
-    IFS= read -r __line || true
+    IFS= read -r -n $((ELF_MAX_ANSWER + 1)) __line || true
+    elf_answer_fits "$__line" "$2"
     printf -v "$1" '%s' "$__line"
 }
 
 # elf_prompt_lines VAR LABEL: read lines until an empty line (or end of input) into VAR.
 elf_prompt_lines() {
-    local __line="" __all=""
+    local __line="" __all="" __size=0 __lines=()
     if [ -t 0 ]; then
         printf '%s\n' "$2" >&2
     fi
-    while IFS= read -r __line && [ -n "$__line" ]; do
-        __all+=${__all:+$'\n'}$__line
+    # Lines gathered in an array and joined once (appending to a string copies it each time).
+    while IFS= read -r -n $((ELF_MAX_ANSWER + 1)) __line && [ -n "$__line" ]; do
+        __lines+=("$__line")
+        __size=$((__size + ${#__line} + 1))
+        [ "$__size" -le $((ELF_MAX_ANSWER + 1)) ] || break
     done
+    if [ ${#__lines[@]} -gt 0 ]; then
+        printf -v __all '%s\n' "${__lines[@]}"
+        __all=${__all%$'\n'}
+    fi
+    elf_answer_fits "$__all" "$2"
     printf -v "$1" '%s' "$__all"
+}
+
+# elf_answer_fits TEXT LABEL: exit 65 when TEXT is longer than ELF_MAX_ANSWER bytes.
+elf_answer_fits() {
+    local LC_ALL=C label=${2%%[:(]*}
+    [ ${#1} -le "$ELF_MAX_ANSWER" ] ||
+        elf_die 65 "the answer to \"${label% }\" is longer than $ELF_MAX_ANSWER bytes (128 KiB, the limit of a value); nothing was recorded"
 }
 
 # elf_home_ready: create a missing home (folders, git repository, .gitignore), and refuse a home
@@ -578,9 +601,11 @@ elf_tail() {
         } 2>&1
     ) || status=$?
     ELF_FINISHED=""
-    if [[ $ELF_DRAIN_ERRORS == *"$mine"* ]]; then
-        ELF_FINISHED=${ELF_DRAIN_ERRORS##*"$mine"}
-        ELF_DRAIN_ERRORS=${ELF_DRAIN_ERRORS%"$mine"*}
+    # A regular expression, not ${x##*"$mine"}: bash's pattern matching is quadratic in the
+    # length of the text, and a record may be large.
+    if [[ $ELF_DRAIN_ERRORS =~ $mine(.*)$ ]]; then
+        ELF_FINISHED=${BASH_REMATCH[1]}
+        ELF_DRAIN_ERRORS=${ELF_DRAIN_ERRORS:0:${#ELF_DRAIN_ERRORS}-${#BASH_REMATCH[0]}}
     fi
     return "$status"
 }
