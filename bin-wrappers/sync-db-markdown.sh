@@ -72,7 +72,7 @@ if [ -n "$fix" ]; then
     for w in "${ELF_WARNINGS[@]}"; do elf_warn "$w"; done
     [ ! -L "$ELF_DRAIN_LOCK" ] || elf_die 77 "$ELF_DRAIN_LOCK is a symbolic link; refusing to follow it; nothing was repaired"
     exec {drain_fd}>>"$ELF_DRAIN_LOCK" || elf_die 74 "cannot open the drain lock $ELF_DRAIN_LOCK; nothing was repaired"
-elif [ -d "$ELF_HOME/.git" ] && [ ! -L "$ELF_DRAIN_LOCK" ]; then
+elif [ -d "$ELF_GIT_DIR" ] && [ ! -L "$ELF_DRAIN_LOCK" ]; then
     { exec {drain_fd}>>"$ELF_DRAIN_LOCK"; } 2>/dev/null || drain_fd=""
 fi
 if [ -n "${drain_fd-}" ]; then
@@ -325,7 +325,7 @@ repair() {
         local n
         n=$(wc -l <"$work/diffs")
         mapfile -t paths <"$work/paths"
-        elf-commit --repo "$ELF_HOME" --lock "$ELF_HOME/.git/claude-lock" --timeout "$ELF_TIMEOUT" \
+        elf-commit --repo "$ELF_HOME" --lock "$ELF_GIT_DIR/claude-lock" --timeout "$ELF_TIMEOUT" \
             -m "sync: repair $n differences between markdown and index" -- "${paths[@]}" >/dev/null ||
             elf_warn "the repairs were made but not committed (status $?)"
     fi

@@ -456,3 +456,318 @@ fn special_files_are_reported_and_left_alone() {
     let out = watchdog(Duration::from_secs(60), move || run(c));
     ok(&out);
 }
+
+/// `git init` with more arguments, in `dir`.
+fn git_init(dir: &Path, args: &[&str]) {
+    let st = Command::new("git")
+        .arg("init")
+        .arg("-q")
+        .args(args)
+        .arg(dir)
+        .status()
+        .expect("git init");
+    assert!(st.success());
+}
+
+#[test]
+fn repositories_elf_commit_cannot_use_are_refused_before_journaling() {
+    let dir = TempDir::new();
+    for (name, args) in [
+        ("sha256", &["--object-format=sha256"][..]),
+        ("reftable", &["--ref-format=reftable"]),
+    ] {
+        let home = dir.join(name);
+        git_init(&home, args);
+        if git(&home, &["rev-parse", "--show-object-format"]).trim() == "sha1" && name == "sha256" {
+            continue;
+        }
+        let mut c = script("record-heuristic.sh", &home);
+        c.args(["--domain", "ops", "--rule", "never journaled"]);
+        let out = run(c);
+        let err = String::from_utf8_lossy(&out.stderr);
+        if name == "reftable" && out.status.code() == Some(0) {
+            // A git too old to make reftable repositories made an ordinary one.
+            continue;
+        }
+        assert_eq!(out.status.code(), Some(69), "{name}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("unsupported"), "{err}");
+        assert!(err.contains("nothing was recorded"), "{err}");
+        assert!(!home.join("memory/index.db").exists(), "{name}: journaled");
+    }
+}
+
+#[test]
+fn split_index_homes_record_and_stay_in_sync() {
+    let dir = TempDir::new();
+    let home = dir.join("home");
+    git_init(&home, &[]);
+    git(&home, &["config", "core.splitIndex", "true"]);
+    for rule in ["one", "two", "three"] {
+        heuristic(&home, "ops", rule, "x");
+    }
+    assert_eq!(git(&home, &["status", "--porcelain"]), "");
+    let (code, out, err) = sync(&home, &[]);
+    assert_eq!(code, Some(0), "{out}{err}");
+}
+
+#[test]
+fn homes_whose_git_is_elsewhere_or_outside() {
+    let dir = TempDir::new();
+    // A linked worktree, and a repository whose git folder is elsewhere (as a submodule's).
+    let main = dir.join("main");
+    git_init(&main, &[]);
+    git(&main, &["commit", "-q", "--allow-empty", "-m", "init"]);
+    let worktree = dir.join("worktree");
+    git(
+        &main,
+        &["worktree", "add", "-q", &worktree.display().to_string()],
+    );
+    let separate = dir.join("separate");
+    let gitdir = dir.join("separate.git");
+    git_init(
+        &separate,
+        &["--separate-git-dir", &gitdir.display().to_string()],
+    );
+    for home in [&worktree, &separate] {
+        let id = heuristic(home, "ops", "from a .git file", "x");
+        assert!(id > 0);
+        assert_eq!(git(home, &["status", "--porcelain"]), "", "{home:?}");
+        assert_eq!(
+            git(home, &["log", "-1", "--format=%s"]).trim(),
+            "heuristic: from a .git file"
+        );
+        assert!(home.join(".git").is_file());
+        let (code, out, err) = sync(home, &[]);
+        assert_eq!(code, Some(0), "{out}{err}");
+    }
+    // A home inside another repository's work tree: a repository of its own, said once.
+    let outer = dir.join("outer");
+    git_init(&outer, &[]);
+    let home = outer.join("deep/elf");
+    let mut c = script("record-failure.sh", &home);
+    c.args(["--title", "nested", "--domain", "d"]);
+    let out = run(c);
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("inside the git work tree of"), "{err}");
+    assert!(home.join(".git").is_dir());
+    assert_eq!(git(&outer, &["log", "--all", "--oneline"]), "");
+    let mut c = script("record-failure.sh", &home);
+    c.args(["--title", "nested again", "--domain", "d"]);
+    let out = run(c);
+    ok(&out);
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
+
+#[test]
+fn one_timeout_governs_every_wait_and_names_what_was_busy() {
+    let dir = TempDir::new();
+    let home = dir.join("home");
+    heuristic(&home, "ops", "first", "x");
+    // The database held by another program past ELF_LOCK_TIMEOUT.
+    let mut holder = Command::new("sqlite3")
+        .arg(home.join("memory/index.db"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sqlite3");
+    {
+        use std::io::{BufRead, BufReader, Write};
+        let mut stdin = holder.stdin.take().expect("stdin");
+        writeln!(stdin, "BEGIN IMMEDIATE; SELECT 'held';").expect("write");
+        let mut line = String::new();
+        BufReader::new(holder.stdout.as_mut().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read");
+        assert_eq!(line.trim(), "held");
+        for (script_name, args) in [
+            ("record-failure.sh", &["--title", "t", "--domain", "d"][..]),
+            ("record-heuristic.sh", &["--domain", "d", "--rule", "r"]),
+            (
+                "start-experiment.sh",
+                &[
+                    "--name",
+                    "n",
+                    "--hypothesis",
+                    "h",
+                    "--success-criteria",
+                    "s",
+                    "--failure-criteria",
+                    "f",
+                ],
+            ),
+        ] {
+            let mut c = script(script_name, &home);
+            c.env("ELF_LOCK_TIMEOUT", "1.5").args(args);
+            let out = run(c);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(75), "{script_name}: {err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(
+                err.contains("stayed busy for 1.5s (ELF_LOCK_TIMEOUT)"),
+                "{script_name}: {err}"
+            );
+            assert!(!err.contains("--busy-timeout"), "{err}");
+        }
+        // A wait longer than the tools' own default of 10 s is waited out.
+        let mut c = script("record-heuristic.sh", &home);
+        c.env("ELF_LOCK_TIMEOUT", "60")
+            .args(["--domain", "d", "--rule", "waited"]);
+        let waiter = std::thread::spawn(move || run(c));
+        std::thread::sleep(Duration::from_secs(12));
+        writeln!(stdin, "COMMIT;").expect("write");
+        drop(stdin);
+        ok(&waiter.join().expect("thread"));
+    }
+    let _ = holder.wait();
+    // A held drain lock and commit lock: named, with the wait.
+    for lock in ["elf-drain.lock", "claude-lock"] {
+        let path = home.join(".git").join(lock);
+        let mut hold = crate::util::cmd(env!("CARGO_BIN_EXE_elf-lock"))
+            .arg(&path)
+            .args(["--", "sleep", "30"])
+            .spawn()
+            .expect("elf-lock");
+        crate::util::wait_for(Duration::from_secs(10), "the lock held", || {
+            Command::new(env!("CARGO_BIN_EXE_elf-lock"))
+                .args(["-n"])
+                .arg(&path)
+                .arg("true")
+                .stderr(std::process::Stdio::null())
+                .status()
+                .map(|s| s.code() == Some(75))
+                .unwrap_or(false)
+        });
+        let mut c = script("record-heuristic.sh", &home);
+        c.env("ELF_LOCK_TIMEOUT", "1")
+            .args(["--domain", "d", "--rule", lock]);
+        let out = run(c);
+        let _ = hold.kill();
+        let _ = hold.wait();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(75), "{lock}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(lock), "{err}");
+        assert!(err.contains("1s (ELF_LOCK_TIMEOUT)"), "{err}");
+        assert!(!err.contains("--timeout"), "{err}");
+    }
+}
+
+#[test]
+fn big_answers_are_recorded_or_refused_at_once() {
+    let dir = TempDir::new();
+    let home = dir.join("home");
+    heuristic(&home, "ops", "first", "x");
+    let line = "word ü word ü word\n";
+    // Members: many short lines, one long line, a flag near the kernel's limit, and floods.
+    let fits = line.repeat(120_000 / line.len());
+    let long = "y".repeat(120_000);
+    for (i, summary) in [fits.trim_end(), long.as_str()].iter().enumerate() {
+        let input = format!("Big {i}\nd\n3\ntags\n{summary}\n\n");
+        let out = crate::util::run_with_input(script("record-failure.sh", &home), input.as_bytes());
+        ok(&out);
+        let r = rows(
+            &home,
+            &format!("SELECT filepath FROM learnings WHERE title = 'Big {i}'"),
+        );
+        let file = std::fs::read_to_string(home.join(r[0]["filepath"].as_str().unwrap_or("")))
+            .expect("file");
+        assert!(file.contains(summary), "the whole summary is in the file");
+    }
+    let mut c = script("record-failure.sh", &home);
+    c.args(["--title", "by flag", "--domain", "d", "--summary", &long]);
+    ok(&run(c));
+    let before = rows(&home, "SELECT count(*) AS n FROM learnings")[0]["n"].clone();
+    for flood in [
+        format!("t\nd\n3\ntags\n{}\n\n", line.repeat(200_000 / line.len())),
+        format!("t\nd\n3\ntags\n{}\n\n", "z".repeat(1 << 20)),
+        format!("{}\n", "t".repeat(1 << 20)),
+    ] {
+        let out = crate::util::run_with_input(script("record-failure.sh", &home), flood.as_bytes());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(65), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("131072 bytes"), "{err}");
+    }
+    assert_eq!(
+        rows(&home, "SELECT count(*) AS n FROM learnings")[0]["n"],
+        before
+    );
+}
+
+#[test]
+fn the_users_own_edits_stay_theirs() {
+    let dir = TempDir::new();
+    let home = dir.join("home");
+    heuristic(&home, "ops", "first", "x");
+    heuristic(&home, "ops", "second", "y");
+    let file = home.join("memory/heuristics/ops.md");
+    let committed = std::fs::read_to_string(&file).expect("read");
+    // A staged hunk in the middle, and an unstaged one at the top.
+    let staged = committed.replacen("\nx\n", "\nx, and a staged note\n", 1);
+    std::fs::write(&file, &staged).expect("write");
+    git(&home, &["add", "memory/heuristics/ops.md"]);
+    let unstaged = format!("<!-- the user's -->\n{staged}");
+    std::fs::write(&file, &unstaged).expect("write");
+    let id = heuristic(&home, "ops", "third", "z");
+    let text = std::fs::read_to_string(&file).expect("read");
+    let entry = &text[unstaged.len()..];
+    assert!(entry.contains(&format!("## H-{id}: third")), "{entry}");
+    // The commit is the last commit's file and the record's entry.
+    assert_eq!(
+        git(&home, &["show", "HEAD:memory/heuristics/ops.md"]),
+        format!("{committed}{entry}")
+    );
+    // The index keeps the user's staged hunk (and gets the entry); the work tree keeps both.
+    assert_eq!(
+        git(&home, &["show", ":memory/heuristics/ops.md"]),
+        format!("{staged}{entry}")
+    );
+    assert_eq!(text, format!("{unstaged}{entry}"));
+    let cached = git(&home, &["diff", "--cached"]);
+    assert!(cached.contains("+x, and a staged note"), "{cached}");
+    assert!(!cached.contains("the user's"), "{cached}");
+    let work = git(&home, &["diff"]);
+    assert!(work.contains("+<!-- the user's -->"), "{work}");
+    assert!(!work.contains("staged note"), "{work}");
+}
+
+#[test]
+fn small_things() {
+    let dir = TempDir::new();
+    let home = dir.join("home");
+    // A home with its own .gitignore shows nothing of the scripts' as untracked.
+    std::fs::create_dir_all(&home).expect("mkdir");
+    git_init(&home, &[]);
+    std::fs::write(home.join(".gitignore"), "memory/index.db*\nlogs/\n").expect("write");
+    git(&home, &["add", ".gitignore"]);
+    git(&home, &["commit", "-qm", "mine"]);
+    heuristic(&home, "ops", "first", "x");
+    assert_eq!(git(&home, &["status", "--porcelain"]), "");
+    // query.sh: an empty domain is refused; a database without the tables of later versions
+    // reads them as empty.
+    for args in [&["--domain", ""][..], &["--domain="]] {
+        let mut q = script("query.sh", &home);
+        q.args(args);
+        let out = run(q);
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+    }
+    sqlite(&home, "DROP TABLE experiments");
+    for args in [
+        &["--stats"][..],
+        &["--context"],
+        &["--domain", "ops"],
+        &["--recent", "3"],
+    ] {
+        let mut q = script("query.sh", &home);
+        q.args(args);
+        let out = run(q);
+        ok(&out);
+    }
+    let mut q = script("query.sh", &home);
+    q.arg("--stats");
+    let text = String::from_utf8_lossy(&run(q).stdout).to_string();
+    assert!(text.contains("experiments: 0"), "{text}");
+    assert!(text.contains("heuristics: 1"), "{text}");
+}

@@ -53,7 +53,22 @@ elf_init() {
         *) ELF_HOME=$PWD/$ELF_HOME ;;
     esac
     ELF_DB=$ELF_HOME/memory/index.db
-    ELF_DRAIN_LOCK=$ELF_HOME/.git/elf-drain.lock
+    # The git folder: .git, or the folder a .git file names (a linked worktree, a submodule,
+    # git init --separate-git-dir). The scripts' locks and stamps live there, out of the work
+    # tree.
+    ELF_GIT_DIR=$ELF_HOME/.git
+    if [ -f "$ELF_GIT_DIR" ] && [ ! -L "$ELF_GIT_DIR" ]; then
+        local gitdir=""
+        IFS= read -r gitdir <"$ELF_GIT_DIR" || true
+        [[ $gitdir == "gitdir: "?* ]] ||
+            elf_die 66 "$ELF_GIT_DIR is a file but not a \"gitdir: PATH\" line; nothing was recorded"
+        gitdir=${gitdir#gitdir: }
+        case $gitdir in
+            /*) ELF_GIT_DIR=$gitdir ;;
+            *) ELF_GIT_DIR=$ELF_HOME/$gitdir ;;
+        esac
+    fi
+    ELF_DRAIN_LOCK=$ELF_GIT_DIR/elf-drain.lock
     # One timeout for every wait of a run: the drain lock, a file's lock, git's locks and a
     # busy database.
     ELF_TIMEOUT=${ELF_LOCK_TIMEOUT:-60}
@@ -470,42 +485,62 @@ elf_home_ready() {
             elf_die "$(elf_io_status "$err" 74)" "cannot write in the ELF home $ELF_HOME: ${err##*: }; nothing was changed"
         fi
     fi
-    if [ ! -e "$ELF_HOME/.git/elf-initialized" ]; then
+    if [ ! -e "$ELF_GIT_DIR/elf-ready" ]; then
         # Several first runs at once: one creates the repository, the others wait for it. A
         # .git folder alone proves nothing (git init fills it in for a while): the stamp, made
-        # under the lock once the repository is complete, does.
+        # under the lock once the repository is complete and elf-commit can commit in it, does.
+        # The lock lives in the git folder (made first when missing; git init fills it in), so
+        # that nothing of the scripts' shows in the home's work tree.
+        #
+        # A home inside another repository's work tree gets a repository of its own (the
+        # record's three copies stay in the home), and the run says so once.
         #
         # A machine where git knows nobody (a fresh container, a CI runner): the new home's own
         # repository commits as "ELF <elf@HOST>", so that recording works out of the box. An
         # identity from git's configuration or GIT_AUTHOR_*/GIT_COMMITTER_* always wins.
+        #
+        # A repository elf-commit cannot commit in (SHA-256 objects, an unknown extension) is
+        # refused here, before anything is journaled (elf-commit --check: 69, one line).
+        if [ ! -e "$ELF_HOME/.git" ] && [ ! -L "$ELF_HOME/.git" ]; then
+            local outer
+            if outer=$(git -C "$ELF_HOME" rev-parse --show-toplevel 2>/dev/null); then
+                ELF_WARNINGS+=("$ELF_HOME is inside the git work tree of $outer; the ELF home got a git repository of its own")
+            fi
+            err=$(mkdir -- "$ELF_HOME/.git" 2>&1) || [ -d "$ELF_HOME/.git" ] ||
+                elf_die "$(elf_io_status "$err" 74)" "cannot create a git repository in $ELF_HOME: ${err##*: }; nothing was recorded"
+        fi
         # shellcheck disable=SC2016 # expanded by the inner shell
-        err=$(elf-lock -q -w "$ELF_TIMEOUT" "$ELF_HOME/.elf-init.lock" -- sh -c '
-            if [ ! -d "$1/.git" ]; then
-                git init -q "$1" || exit
+        err=$(elf-lock -q -w "$ELF_TIMEOUT" "$ELF_GIT_DIR/elf-init.lock" -- sh -c '
+            if [ ! -e "$2/HEAD" ]; then
+                git init -q "$1" >&2 || exit 74
                 if [ -z "$(git -C "$1" config user.name)" ] && [ -z "${GIT_AUTHOR_NAME-}" ]; then
                     git -C "$1" config user.name ELF &&
-                        git -C "$1" config user.email "elf@$(uname -n)" || exit
+                        git -C "$1" config user.email "elf@$(uname -n)" || exit 74
                 fi
             fi
-            : >>"$1/.git/elf-initialized"' sh "$ELF_HOME" 2>&1 >/dev/null) || status=$?
-        [ "$status" -eq 0 ] ||
-            elf_die 74 "cannot create a git repository in $ELF_HOME: $(elf_reason "$err" "$status")"
+            elf-commit --repo "$1" --check || exit
+            : >>"$2/elf-ready"' sh "$ELF_HOME" "$ELF_GIT_DIR" 2>&1 >/dev/null) || status=$?
+        case $status in
+            0) ;;
+            64 | 69) elf_die "$status" "cannot record in the git repository of $ELF_HOME: $(elf_reason "$err" "$status"); nothing was recorded" ;;
+            *) elf_exit_status "$status" "cannot create a git repository in $ELF_HOME: $(elf_reason "$err" "$status"); nothing was recorded" ;;
+        esac
     fi
     if [ ! -e "$ELF_HOME/.gitignore" ]; then
         printf '%s\n' "# The SQLite index and the logs are local to this machine; they are not tracked." \
-            "memory/index.db" "memory/index.db-wal" "memory/index.db-shm" "memory/index.db-journal" "logs/" ".elf-init.lock" |
+            "memory/index.db" "memory/index.db-wal" "memory/index.db-shm" "memory/index.db-journal" "logs/" |
             elf-write --create "$ELF_HOME/.gitignore" 2>/dev/null ||
             [ -e "$ELF_HOME/.gitignore" ] || elf_die 74 "cannot write $ELF_HOME/.gitignore"
         # Committed below, by this run or, when a held lock or a full disk stops it, by the
         # next one: the marker stays until the commit is made.
-        { : >>"$ELF_HOME/.git/elf-gitignore-uncommitted"; } 2>/dev/null || true
+        { : >>"$ELF_GIT_DIR/elf-gitignore-uncommitted"; } 2>/dev/null || true
     fi
-    if [ -e "$ELF_HOME/.git/elf-gitignore-uncommitted" ]; then
+    if [ -e "$ELF_GIT_DIR/elf-gitignore-uncommitted" ]; then
         status=0
-        err=$(elf-commit --repo "$ELF_HOME" --lock "$ELF_HOME/.git/claude-lock" --timeout "$ELF_TIMEOUT" \
+        err=$(elf-commit --repo "$ELF_HOME" --lock "$ELF_GIT_DIR/claude-lock" --timeout "$ELF_TIMEOUT" \
             -m "Start the ELF home" -- .gitignore 2>&1 >/dev/null) || status=$?
         if [ "$status" -eq 0 ]; then
-            rm -f "$ELF_HOME/.git/elf-gitignore-uncommitted"
+            rm -f "$ELF_GIT_DIR/elf-gitignore-uncommitted"
         else
             ELF_WARNINGS+=("could not commit .gitignore (the next run tries again): $(elf_reason "$err" "$status")")
         fi
@@ -547,7 +582,7 @@ elf_drain() {
     # The drain that just ended may have finished this run's record: its finished records are
     # in .git/elf-drain.out (written by elf_tail under this lock). Then there is nothing to do
     # but read the outcome, and the lock goes to the next waiter at once.
-    local out=$ELF_HOME/.git/elf-drain.out text
+    local out=$ELF_GIT_DIR/elf-drain.out text
     if [ -f "$out" ] && [ ! -L "$out" ]; then
         # read, not $(<...): no subshell to fork (a regular file is read in blocks).
         IFS= read -r -d '' text <"$out" || true
@@ -575,7 +610,7 @@ elf_mine() {
 # journaled by an earlier version of the scripts are brought to the current form first (one jq
 # run, only when there are such records). Status and ELF_DRAIN_ERRORS as elf_drain's.
 elf_tail() {
-    local status=0 mine=$'\x1e'"elf-mine " out=$ELF_HOME/.git/elf-drain.out
+    local status=0 mine=$'\x1e'"elf-mine " out=$ELF_GIT_DIR/elf-drain.out
     # The tools' messages are kept in memory (a file could not take them on a full disk). The
     # finished record of this run's key, when this drain finished it, follows them on a last
     # line of its own (printed once the tail has ended, so nothing is spliced into it). The
@@ -590,7 +625,7 @@ elf_tail() {
             elf_upgrade_pending
             finished=$(printf '%s\n' "$pending" |
                 elf-write --keep-going --root "$ELF_HOME" --timeout "$ELF_TIMEOUT" |
-                elf-commit --keep-going --repo "$ELF_HOME" --lock "$ELF_HOME/.git/claude-lock" --timeout "$ELF_TIMEOUT" |
+                elf-commit --keep-going --repo "$ELF_HOME" --lock "$ELF_GIT_DIR/claude-lock" --timeout "$ELF_TIMEOUT" |
                 elf-db "done" --keep-going --key fix --db "$ELF_DB" --busy-timeout "$ELF_TIMEOUT") || exit
             if [ ! -L "$out" ]; then
                 # A file cut short by a full disk is emptied (truncating frees room).
