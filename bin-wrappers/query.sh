@@ -84,7 +84,10 @@ rows() {
     while :; do
         status=0
         out=$(elf-db query --db "$ELF_DB" --busy-timeout "$ELF_TIMEOUT" --format tsv "${with:+WITH $with }$sql" "$@" 2>&1) || status=$?
-        [ "$status" -ne 0 ] && [[ $out =~ no\ such\ table:\ (learnings|heuristics|experiments) ]] && [ "$tries" -lt 3 ] || break
+        if [ "$status" -eq 0 ] || [ "$tries" -ge 3 ] ||
+            ! [[ $out =~ no\ such\ table:\ (learnings|heuristics|experiments) ]]; then
+            break
+        fi
         table=${BASH_REMATCH[1]}
         with+="${with:+, }${EMPTY[$table]}"
         tries=$((tries + 1))
