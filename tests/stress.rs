@@ -611,3 +611,187 @@ fn chaos_sigkill_at_random_moments() {
         next_took.as_millis()
     );
 }
+
+/// Mutual exclusion through kill -9: workers run `elf-lock L -- sh -c 'PROBE'` while a killer
+/// SIGKILLs elf-lock processes at random moments. Each command starts a grandchild that takes
+/// a second, non-blocking flock (the probe) for the time it works: the kernel frees the probe
+/// when the grandchild dies, whatever killed it, so a probe found taken means two commands'
+/// processes ran at once under L. Never, with or without -o.
+#[test]
+fn elf_lock_kill_9_never_lets_two_commands_run_at_once() {
+    let (workers, per) = (scale(4, 8), scale(15, 60));
+    let dir = TempDir::new();
+    let lock = dir.join("L");
+    let probe = dir.join("probe");
+    let log = dir.join("log");
+    let lock_bin = env!("CARGO_BIN_EXE_elf-lock");
+    let running: Arc<std::sync::Mutex<Vec<u32>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let killed = Arc::new(AtomicUsize::new(0));
+    let killer = {
+        let (running, stop, killed) = (running.clone(), stop.clone(), killed.clone());
+        std::thread::spawn(move || {
+            let mut rng = Rng(0x10c4);
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(5 + rng.below(20)));
+                let pids = running.lock().map(|v| v.clone()).unwrap_or_default();
+                if pids.is_empty() {
+                    continue;
+                }
+                let pid = pids[rng.below(pids.len() as u64) as usize];
+                // SAFETY: kill(2) with a pid of a child we spawned; a pid already reaped is
+                // at worst not ours any more, which the short window makes unlikely and which
+                // harms no invariant checked here.
+                if unsafe { libc::kill(pid as i32, libc::SIGKILL) } == 0 {
+                    killed.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        })
+    };
+    let threads: Vec<_> = (0..workers)
+        .map(|w| {
+            let (lock, probe, log, running) =
+                (lock.clone(), probe.clone(), log.clone(), running.clone());
+            std::thread::spawn(move || {
+                for i in 0..per {
+                    let mut c = cmd(lock_bin);
+                    if (w + i) % 2 == 0 {
+                        c.arg("-o");
+                    }
+                    // The grandchild holds the probe while it "works"; a taken probe is logged.
+                    let body = format!(
+                        "flock -n {probe} sh -c 'echo in >> {log}; sleep 0.03; echo out >> {log}' || echo OVERLAP >> {log}",
+                        probe = probe.display(),
+                        log = log.display()
+                    );
+                    let mut child = c
+                        .arg("-w")
+                        .arg("60")
+                        .arg(&lock)
+                        .args(["--", "sh", "-c", &body])
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .expect("spawn elf-lock");
+                    let pid = child.id();
+                    if let Ok(mut v) = running.lock() {
+                        v.push(pid);
+                    }
+                    let _ = child.wait();
+                    if let Ok(mut v) = running.lock() {
+                        v.retain(|p| *p != pid);
+                    }
+                }
+            })
+        })
+        .collect();
+    watchdog(Duration::from_secs(600), move || {
+        for t in threads {
+            t.join().expect("worker");
+        }
+    });
+    stop.store(true, Ordering::SeqCst);
+    killer.join().expect("killer");
+    // Grandchildren of killed runs end with their group; let the last ones finish.
+    std::thread::sleep(Duration::from_millis(200));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let entered = text.lines().filter(|l| *l == "in").count();
+    eprintln!(
+        "elf-lock under kill -9: {} commands, {} kills, {entered} entered",
+        workers * per,
+        killed.load(Ordering::SeqCst)
+    );
+    assert!(entered > 0, "no command ever ran");
+    assert!(
+        !text.contains("OVERLAP"),
+        "two commands ran at once:\n{text}"
+    );
+}
+
+/// Several elf-commit runs at once in one repository whose .gitattributes gives some paths a
+/// clean filter: every record of a filtered path is refused (69, an error record), every other
+/// record gets its commit, and no commit ever holds a filtered path.
+#[test]
+fn concurrent_commits_with_filtered_paths() {
+    let (writers, per) = (scale(4, 10), scale(5, 20));
+    let dir = TempDir::new();
+    let repo = dir.join("repo");
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(args)
+            .output()
+            .expect("git");
+        assert!(out.status.success(), "git {args:?}");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    std::fs::create_dir_all(&repo).expect("mkdir");
+    git(&["init", "-q"]);
+    git(&["config", "user.name", "T"]);
+    git(&["config", "user.email", "t@example.com"]);
+    git(&["config", "filter.up.clean", "tr a-z A-Z"]);
+    git(&["config", "filter.up.smudge", "cat"]);
+    std::fs::write(repo.join(".gitattributes"), "*.up filter=up\n").expect("write");
+    git(&["add", ".gitattributes"]);
+    git(&["commit", "-qm", "attributes"]);
+    let commit_bin = env!("CARGO_BIN_EXE_elf-commit");
+    let children: Vec<_> = (0..writers)
+        .map(|w| {
+            let mut input = String::new();
+            for i in 0..per {
+                let ext = if i % 2 == 0 { "md" } else { "up" };
+                let path = format!("w{w}-{i}.{ext}");
+                std::fs::write(repo.join(&path), format!("text {w} {i}\n")).expect("write");
+                input.push_str(&format!(
+                    "{{\"commit\":{{\"paths\":[\"{path}\"],\"message\":\"{path}\"}}}}\n"
+                ));
+            }
+            let file = dir.join(format!("in.{w}"));
+            std::fs::write(&file, input).expect("input");
+            cmd(commit_bin)
+                .args(["--keep-going", "--repo"])
+                .arg(&repo)
+                .stdin(std::fs::File::open(&file).expect("open"))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn elf-commit")
+        })
+        .collect();
+    let mut refused = 0;
+    for child in children {
+        let out = child.wait_with_output().expect("elf-commit");
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let v: serde_json::Value = serde_json::from_str(line).expect("a record");
+            let path = v["commit"]["paths"][0].as_str().unwrap_or("").to_string();
+            if path.ends_with(".up") {
+                assert_eq!(v["error"]["code"], 69, "{line}");
+                refused += 1;
+            } else {
+                assert!(v.get("error").is_none(), "{line}");
+            }
+        }
+    }
+    assert_eq!(refused, writers * (per / 2));
+    let subjects = git(&["log", "--format=%s"]);
+    for w in 0..writers {
+        for i in 0..per {
+            let ext = if i % 2 == 0 { "md" } else { "up" };
+            let path = format!("w{w}-{i}.{ext}");
+            let n = subjects.lines().filter(|s| *s == path).count();
+            assert_eq!(n, usize::from(ext == "md"), "{path}: {subjects}");
+        }
+    }
+    let all = git(&["log", "--name-only", "--format="]);
+    assert!(!all.contains(".up"), "a filtered path was committed: {all}");
+    git(&["fsck", "--no-progress"]);
+    let status = git(&["status", "--porcelain"]);
+    assert!(
+        status
+            .lines()
+            .all(|l| l.starts_with("?? ") && l.ends_with(".up")),
+        "{status}"
+    );
+}
