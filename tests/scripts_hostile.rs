@@ -771,3 +771,115 @@ fn small_things() {
     assert!(text.contains("experiments: 0"), "{text}");
     assert!(text.contains("heuristics: 1"), "{text}");
 }
+
+/// A copy of the real legacy home (see tests/fixtures/real-home/README.md), in git as a user's
+/// home would be after its first sync.
+fn real_home(dir: &TempDir) -> std::path::PathBuf {
+    let home = dir.join("home");
+    let st = Command::new("cp")
+        .arg("-r")
+        .arg(crate::elf_home::root().join("tests/fixtures/real-home"))
+        .arg(&home)
+        .status()
+        .expect("cp");
+    assert!(st.success());
+    git_init(&home, &[]);
+    std::fs::write(home.join(".gitignore"), "memory/index.db*\nlogs/\n").expect("write");
+    git(&home, &["add", "-A"]);
+    git(&home, &["commit", "-qm", "the legacy home"]);
+    fix_converges(&home);
+    home
+}
+
+fn all_heading_ids(home: &Path) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for e in std::fs::read_dir(home.join("memory/heuristics")).expect("heuristics") {
+        let text = std::fs::read_to_string(e.expect("entry").path()).unwrap_or_default();
+        ids.extend(
+            text.lines()
+                .filter_map(|l| l.strip_prefix("## H-"))
+                .filter_map(|l| l.split(':').next())
+                .filter_map(|n| n.parse::<i64>().ok()),
+        );
+    }
+    ids
+}
+
+#[test]
+fn the_real_home_survives_a_lost_index_pasted_entries_and_forged_rows() {
+    let dir = TempDir::new();
+    let home = real_home(&dir);
+    let before: Vec<(i64, String)> = rows(&home, "SELECT id, rule FROM heuristics ORDER BY id")
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_i64().unwrap_or(0),
+                r["rule"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let mut ids = all_heading_ids(&home);
+    let n = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "after --fix every id is unique: {ids:?}");
+
+    // Lost: the index is deleted; the next record's id is above every id of the markdown.
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(home.join(format!("memory/index.db{suffix}")));
+    }
+    let new = heuristic(&home, "agent-behavior", "recorded after the reset", "x");
+    assert!(new > *ids.last().unwrap_or(&0), "H-{new} given again");
+    fix_converges(&home);
+    let after: Vec<(i64, String)> = rows(
+        &home,
+        &format!("SELECT id, rule FROM heuristics WHERE id <> {new} ORDER BY id"),
+    )
+    .iter()
+    .map(|r| {
+        (
+            r["id"].as_i64().unwrap_or(0),
+            r["rule"].as_str().unwrap_or("").to_string(),
+        )
+    })
+    .collect();
+    assert_eq!(
+        after, before,
+        "the rebuilt index holds every heuristic under its own id"
+    );
+
+    // Pasted: a real entry copied into its own file and into another.
+    let file = home.join("memory/heuristics/agent-behavior.md");
+    let text = std::fs::read_to_string(&file).expect("read");
+    let start = text.find("\n## H-").expect("an entry") + 1;
+    let len = text[start + 3..]
+        .find("\n## ")
+        .map_or(text.len() - start, |i| i + 4);
+    let entry = text[start..start + len].to_string();
+    std::fs::write(&file, format!("{text}\n{entry}")).expect("write");
+    let other = home.join("memory/heuristics/general.md");
+    let mut t = std::fs::read_to_string(&other).unwrap_or_default();
+    t.push_str(&format!("\n{entry}"));
+    std::fs::write(&other, t).expect("write");
+    // Forged: a legacy row whose rule carries a heading.
+    sqlite(
+        &home,
+        "INSERT INTO heuristics (domain, rule, confidence) VALUES
+           ('general', 'one' || char(10) || '## H-999: forged', 0.5)",
+    );
+    let (code, out, _) = sync(&home, &[]);
+    assert_eq!(code, Some(1));
+    assert_eq!(out.matches("duplicate heuristic entry").count(), 2, "{out}");
+    assert_eq!(
+        out.matches("heuristic row without entry").count(),
+        1,
+        "{out}"
+    );
+    fix_converges(&home);
+    assert!(!all_heading_ids(&home).contains(&999));
+    let mut ids = all_heading_ids(&home);
+    let n = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "{ids:?}");
+}
