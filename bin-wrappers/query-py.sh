@@ -328,14 +328,16 @@ rows() {
 }
 # jquote TEXT: TEXT as a JSON string, in REPLY.
 jquote() {
-    local s=$1 i c
+    local s=$1 i c h u
     s=${s//\\/\\\\}
     s=${s//\"/\\\"}
     if [[ $s == *[$'\x01'-$'\x1f']* ]]; then
         for ((i = 1; i < 32; i++)); do
-            printf -v c "\\x$(printf %02x "$i")"
+            printf -v h '%02x' "$i"
+            printf -v c '%b' "\\x$h"
             [[ $s == *"$c"* ]] || continue
-            s=${s//"$c"/$(printf '\\u%04x' "$i")}
+            printf -v u '\\u%04x' "$i"
+            s=${s//"$c"/$u}
         done
     fi
     REPLY="\"$s\""
