@@ -173,26 +173,21 @@ if [ "$mode" = golden-rules ]; then
     exit 0
 fi
 
-# --- SQL. Values are bound parameters; the SQL text is fixed. Python's str() of a value:
-# None, integers, reals as repr() prints them (15, 16 or 17 significant digits, the fewest that
-# give the same number back), text as it is.
-py() {
-    echo "(CASE typeof($1) WHEN 'null' THEN 'None' WHEN 'real' THEN replace(CASE
-        WHEN CAST(printf('%!.15g', $1) AS REAL) = $1 THEN printf('%!.15g', $1)
-        WHEN CAST(printf('%!.16g', $1) AS REAL) = $1 THEN printf('%!.16g', $1)
-        ELSE printf('%!.17g', $1) END, '.0e', 'e') ELSE CAST($1 AS TEXT) END)"
-}
+# --- SQL. Values are bound parameters; the SQL text is fixed. The expressions below are
+# templates, @ standing for a column (expanded with ${T//@/col}: no subshell).
+# Python's str() of a value: None, integers, reals as repr() prints them (15, 16 or 17
+# significant digits, the fewest that give the same number back), text as it is.
+PY="(CASE typeof(@) WHEN 'null' THEN 'None' WHEN 'real' THEN replace(CASE
+    WHEN CAST(printf('%!.15g', @) AS REAL) = @ THEN printf('%!.15g', @)
+    WHEN CAST(printf('%!.16g', @) AS REAL) = @ THEN printf('%!.16g', @)
+    ELSE printf('%!.17g', @) END, '.0e', 'e') ELSE CAST(@ AS TEXT) END)"
 # Python's truth of a value: not None, not 0, not empty.
-truthy() {
-    echo "($1 IS NOT NULL AND NOT (typeof($1) IN ('integer', 'real') AND $1 = 0) AND length(CAST($1 AS BLOB)) > 0)"
-}
+TRUTHY="(@ IS NOT NULL AND NOT (typeof(@) IN ('integer', 'real') AND @ = 0) AND length(CAST(@ AS BLOB)) > 0)"
 # format(x, '.2f'): printf rounds a tie (0.125) away from zero, Python to even.
-f2() {
-    echo "(CASE WHEN typeof($1) NOT IN ('integer', 'real') THEN $(py "$1")
-        WHEN abs($1) < 1e15 AND $1 * 200 = CAST($1 * 200 AS INTEGER) AND CAST($1 * 200 AS INTEGER) % 2 <> 0
-            AND CAST(abs($1) * 100 + 0.5 AS INTEGER) % 2 <> 0
-        THEN printf('%.2f', $1 - sign($1) * 0.001) ELSE printf('%.2f', $1) END)"
-}
+F2="(CASE WHEN typeof(@) NOT IN ('integer', 'real') THEN $PY
+    WHEN abs(@) < 1e15 AND @ * 200 = CAST(@ * 200 AS INTEGER) AND CAST(@ * 200 AS INTEGER) % 2 <> 0
+        AND CAST(abs(@) * 100 + 0.5 AS INTEGER) % 2 <> 0
+    THEN printf('%.2f', @ - sign(@) * 0.001) ELSE printf('%.2f', @) END)"
 # The tags of --tags, as Python's split(',') gives them, one row each (:tags is a JSON array).
 TAG_MATCH="EXISTS (SELECT 1 FROM json_each(:tags) t WHERE l.tags LIKE '%' || t.value || '%')"
 # A table that is missing reads as empty: these stand in for them (the columns the SQL uses).
@@ -205,8 +200,8 @@ declare -A EMPTY=(
 declare -A T=([learnings]=learnings [heuristics]=heuristics [experiments]=experiments [ceo_reviews]=ceo_reviews)
 
 # query SQL [--param NAME=VALUE]...: elf-db's rows (tsv) in OUT; a missing table of the four
-# is read as empty (the SQL is built again by the caller's function $BUILD). A missing
-# database: no rows.
+# is read as empty (the SQL is built again, in SQL, by the caller's function $BUILD). A
+# missing database: no rows.
 OUT=""
 query() {
     local status err
@@ -219,7 +214,8 @@ query() {
         if [[ $err =~ no\ such\ table:\ (main\.)?(learnings|heuristics|experiments|ceo_reviews) ]] &&
             [ "${T[${BASH_REMATCH[2]}]}" = "${BASH_REMATCH[2]}" ]; then
             T[${BASH_REMATCH[2]}]=${EMPTY[${BASH_REMATCH[2]}]}
-            set -- "$($BUILD)" "${@:2}"
+            "$BUILD"
+            set -- "$SQL" "${@:2}"
             continue
         fi
         err=${err%%$'\n'*}
@@ -357,34 +353,34 @@ context)
     build_context() {
         local parts=()
         if [ -n "$domain" ]; then
-            parts+=("SELECT 'h' AS tag, e FROM (SELECT '- **' || $(py rule) || '** (confidence: ' || $(f2 confidence) || ', validated: '
-                || $(py times_validated) || 'x)' || $NL || '  ' || $(py explanation) || $NL || $NL AS e
+            parts+=("SELECT 'h' AS tag, e FROM (SELECT '- **' || ${PY//@/rule} || '** (confidence: ' || ${F2//@/confidence} || ', validated: '
+                || ${PY//@/times_validated} || 'x)' || $NL || '  ' || ${PY//@/explanation} || $NL || $NL AS e
                 FROM (SELECT * FROM ${T[heuristics]} WHERE domain = :d ORDER BY confidence DESC, times_validated DESC LIMIT 5))")
-            parts+=("SELECT 'l' AS tag, e FROM (SELECT '- **' || $(py title) || '** (' || $(py type) || ')' || $NL
-                || CASE WHEN $(truthy summary) THEN '  ' || $(py summary) || $NL ELSE '' END
-                || '  Tags: ' || $(py tags) || $NL || $NL AS e
+            parts+=("SELECT 'l' AS tag, e FROM (SELECT '- **' || ${PY//@/title} || '** (' || ${PY//@/type} || ')' || $NL
+                || CASE WHEN ${TRUTHY//@/summary} THEN '  ' || ${PY//@/summary} || $NL ELSE '' END
+                || '  Tags: ' || ${PY//@/tags} || $NL || $NL AS e
                 FROM (SELECT * FROM ${T[learnings]} WHERE domain = :d ORDER BY created_at DESC LIMIT 5))")
         fi
         if [ -n "$tags" ]; then
-            parts+=("SELECT 't' AS tag, e FROM (SELECT '- **' || $(py title) || '** (' || $(py type) || ', domain: ' || $(py domain) || ')' || $NL
-                || CASE WHEN $(truthy summary) THEN '  ' || $(py summary) || $NL ELSE '' END
-                || '  Tags: ' || $(py tags) || $NL || $NL AS e
+            parts+=("SELECT 't' AS tag, e FROM (SELECT '- **' || ${PY//@/title} || '** (' || ${PY//@/type} || ', domain: ' || ${PY//@/domain} || ')' || $NL
+                || CASE WHEN ${TRUTHY//@/summary} THEN '  ' || ${PY//@/summary} || $NL ELSE '' END
+                || '  Tags: ' || ${PY//@/tags} || $NL || $NL AS e
                 FROM (SELECT * FROM ${T[learnings]} l WHERE $TAG_MATCH ORDER BY created_at DESC LIMIT 5))")
         fi
-        parts+=("SELECT 'r' AS tag, e FROM (SELECT '- **' || $(py title) || '** (' || $(py type) || ', ' || $(py created_at) || ')' || $NL
-                || CASE WHEN $(truthy summary) THEN '  ' || $(py summary) || $NL || $NL ELSE '' END AS e
+        parts+=("SELECT 'r' AS tag, e FROM (SELECT '- **' || ${PY//@/title} || '** (' || ${PY//@/type} || ', ' || ${PY//@/created_at} || ')' || $NL
+                || CASE WHEN ${TRUTHY//@/summary} THEN '  ' || ${PY//@/summary} || $NL || $NL ELSE '' END AS e
                 FROM (SELECT * FROM ${T[learnings]} ORDER BY created_at DESC LIMIT 3))")
-        parts+=("SELECT 'e' AS tag, e FROM (SELECT '- **' || $(py name) || '** (' || $(py cycles_run) || ' cycles)' || $NL
-                || CASE WHEN $(truthy hypothesis) THEN '  Hypothesis: ' || $(py hypothesis) || $NL || $NL ELSE '' END AS e
+        parts+=("SELECT 'e' AS tag, e FROM (SELECT '- **' || ${PY//@/name} || '** (' || ${PY//@/cycles_run} || ' cycles)' || $NL
+                || CASE WHEN ${TRUTHY//@/hypothesis} THEN '  Hypothesis: ' || ${PY//@/hypothesis} || $NL || $NL ELSE '' END AS e
                 FROM (SELECT * FROM ${T[experiments]} WHERE status = 'active' ORDER BY updated_at DESC))")
-        parts+=("SELECT 'c' AS tag, e FROM (SELECT '- **' || $(py title) || '**' || $NL
-                || CASE WHEN $(truthy context) THEN '  Context: ' || $(py context) || $NL ELSE '' END
-                || CASE WHEN $(truthy recommendation) THEN '  Recommendation: ' || $(py recommendation) || $NL || $NL ELSE '' END AS e
+        parts+=("SELECT 'c' AS tag, e FROM (SELECT '- **' || ${PY//@/title} || '**' || $NL
+                || CASE WHEN ${TRUTHY//@/context} THEN '  Context: ' || ${PY//@/context} || $NL ELSE '' END
+                || CASE WHEN ${TRUTHY//@/recommendation} THEN '  Recommendation: ' || ${PY//@/recommendation} || $NL || $NL ELSE '' END AS e
                 FROM (SELECT * FROM ${T[ceo_reviews]} WHERE status = 'pending' ORDER BY created_at ASC))")
         local sql="" p
         for p in "${parts[@]}"; do sql+=${sql:+ UNION ALL }$p; done
         # Each entry with its "tokens" (characters / 4), as the budget counts them.
-        echo "SELECT tag, length(e) / 4, e FROM ($sql)"
+        SQL="SELECT tag, length(e) / 4, e FROM ($sql)"
     }
     params=()
     [ -z "$domain" ] || params+=(--param "d=$domain")
@@ -393,7 +389,8 @@ context)
         params+=(--param "tags=$REPLY")
     fi
     BUILD=build_context
-    query "$(build_context)" "${params[@]}"
+    build_context
+    query "$SQL" "${params[@]}"
     golden_rules
     LC_ALL=C.UTF-8 eval 'tokens=$((${#REPLY} / 4))'
     esc "$REPLY"
@@ -489,8 +486,8 @@ stats)
         for spec in "lt learnings type" "ld learnings domain" "hd heuristics domain" \
             "es experiments status" "cs ceo_reviews status"; do
             read -r name table col <<<"$spec"
-            part+="SELECT '$name', $(py k) || ': ' || c,
-                json_quote(CASE typeof(k) WHEN 'null' THEN 'null' ELSE $(py k) END) || ': ' || c
+            part+="SELECT '$name', ${PY//@/k} || ': ' || c,
+                json_quote(CASE typeof(k) WHEN 'null' THEN 'null' ELSE ${PY//@/k} END) || ': ' || c
                 FROM (SELECT $col AS k, COUNT(*) AS c FROM ${T[$table]} GROUP BY $col) UNION ALL "
         done
         for spec in "golden_heuristics heuristics is_golden=1" "total_learnings learnings 1" \
@@ -498,10 +495,11 @@ stats)
             read -r name table where <<<"$spec"
             part+="SELECT '$name', COUNT(*), NULL FROM ${T[$table]} WHERE $where UNION ALL "
         done
-        echo "${part% UNION ALL }"
+        SQL=${part% UNION ALL }
     }
     BUILD=build_stats
-    query "$(build_stats)"
+    build_stats
+    query "$SQL"
     declare -A text=() json=() count=()
     rest=$OUT
     [ -z "$rest" ] || rest+=$'\n'

@@ -27,7 +27,10 @@ fn count(db: &Path) -> String {
 fn a_read_of_an_idle_wal_database_creates_no_wal_or_shm() {
     let dir = TempDir::new();
     let db = dir.join("index.db");
-    sqlite(&db, "PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1);");
+    sqlite(
+        &db,
+        "PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1);",
+    );
     assert!(!dir.join("index.db-wal").exists());
     let before = std::fs::read(&db).expect("db");
     assert_eq!(count(&db), "1");
@@ -40,7 +43,10 @@ fn a_read_of_an_idle_wal_database_creates_no_wal_or_shm() {
 fn a_read_sees_what_an_open_writer_committed_to_its_wal() {
     let dir = TempDir::new();
     let db = dir.join("index.db");
-    sqlite(&db, "PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1);");
+    sqlite(
+        &db,
+        "PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1);",
+    );
     // A writer that keeps its connection (and so its WAL) open, its commit not checkpointed.
     let mut writer = cmd("sqlite3")
         .arg(&db)
@@ -59,7 +65,10 @@ fn a_read_sees_what_an_open_writer_committed_to_its_wal() {
     let mut line = String::new();
     while line.trim() != "committed" {
         line.clear();
-        assert!(out.read_line(&mut line).expect("handshake") > 0, "sqlite3 ended");
+        assert!(
+            out.read_line(&mut line).expect("handshake") > 0,
+            "sqlite3 ended"
+        );
     }
     assert_eq!(count(&db), "2");
     drop(stdin);

@@ -61,10 +61,7 @@ fn homes(dir: &TempDir) -> Vec<(&'static str, PathBuf)> {
 fn make_rich(home: &Path) {
     std::fs::create_dir_all(home.join("memory")).expect("mkdir");
     let sql = std::fs::read(fixtures().join("rich.sql")).expect("rich.sql");
-    let out = crate::util::run_with_input(
-        cmd("sqlite3").arg(home.join("memory/index.db")),
-        &sql,
-    );
+    let out = crate::util::run_with_input(cmd("sqlite3").arg(home.join("memory/index.db")), &sql);
     ok(&out);
     std::fs::copy(
         fixtures().join("rich-golden-rules.md"),
@@ -126,7 +123,10 @@ fn wants_json(args: &[String]) -> bool {
 fn same_json(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
-            let (x, y) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
+            let (x, y) = (
+                x.as_f64().unwrap_or(f64::NAN),
+                y.as_f64().unwrap_or(f64::NAN),
+            );
             x == y || (x - y).abs() <= 2.0 * f64::EPSILON * x.abs().max(y.abs())
         }
         (Value::Array(x), Value::Array(y)) => {
@@ -134,7 +134,9 @@ fn same_json(a: &Value, b: &Value) -> bool {
         }
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len()
-                && x.iter().zip(y).all(|((ka, va), (kb, vb))| ka == kb && same_json(va, vb))
+                && x.iter()
+                    .zip(y)
+                    .all(|((ka, va), (kb, vb))| ka == kb && same_json(va, vb))
         }
         _ => a == b,
     }
@@ -164,7 +166,10 @@ fn every_case_matches_the_legacy_output_and_nothing_is_written() {
                 let ours: Value = serde_json::from_slice(&out.stdout)
                     .unwrap_or_else(|e| panic!("{home}/{name}: not JSON: {e}"));
                 let legacy: Value = serde_json::from_slice(&expected).expect("recorded JSON");
-                assert!(same_json(&ours, &legacy), "{home}/{name}: {ours} != {legacy}");
+                assert!(
+                    same_json(&ours, &legacy),
+                    "{home}/{name}: {ours} != {legacy}"
+                );
             } else {
                 assert_eq!(
                     String::from_utf8_lossy(&out.stdout),
@@ -210,7 +215,10 @@ fn a_missing_table_reads_as_an_empty_one() {
     let none = dir.join("none");
     for (home, sql) in [
         (&dropped, "DROP TABLE experiments; DROP TABLE ceo_reviews;"),
-        (&emptied, "DELETE FROM experiments; DELETE FROM ceo_reviews;"),
+        (
+            &emptied,
+            "DELETE FROM experiments; DELETE FROM ceo_reviews;",
+        ),
     ] {
         make_rich(home);
         ok(&run({
@@ -361,9 +369,11 @@ fn writes_in(trace: &str, home: &Path, allow: &[&str]) -> Vec<String> {
         .filter(|l| {
             let open_w = l.contains("O_WRONLY") || l.contains("O_RDWR") || l.contains("O_CREAT");
             let open_allowed = allow.iter().any(|a| l.contains(&format!("{a}\"")));
-            let other = ["mkdir", "unlink", "rename", "rmdir", "truncate", "link(", "symlink"]
-                .iter()
-                .any(|s| l.contains(s));
+            let other = [
+                "mkdir", "unlink", "rename", "rmdir", "truncate", "link(", "symlink",
+            ]
+            .iter()
+            .any(|s| l.contains(s));
             (open_w && !open_allowed) || other
         })
         .map(String::from)
@@ -440,13 +450,14 @@ fn reads_beside_twenty_recorders_succeed_and_write_nothing() {
                 "--explanation",
                 "e",
             ]);
-            c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+            c.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
             c.spawn().expect("recorder")
         })
         .collect();
     for _ in 0..5 {
-        let (out, trace) =
-            strace_query(&dir, &home, &["--context", "--domain", "debugging"]);
+        let (out, trace) = strace_query(&dir, &home, &["--context", "--domain", "debugging"]);
         ok(&out);
         assert!(out.stdout.starts_with(b"# Task Context\n"));
         let writes = writes_in(&trace, &home, &["index.db-wal", "index.db-shm"]);
@@ -457,12 +468,17 @@ fn reads_beside_twenty_recorders_succeed_and_write_nothing() {
     }
     // Every recorded heuristic is read back.
     let mut c = query(dir.path());
-    c.arg("--base-path").arg(&home).args(["--domain", "debugging", "--limit", "-1"]);
+    c.arg("--base-path")
+        .arg(&home)
+        .args(["--domain", "debugging", "--limit", "-1"]);
     let out = run(c);
     ok(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     for i in 0..20 {
-        assert!(text.contains(&format!("rule: rule {i}\n")), "rule {i} missing");
+        assert!(
+            text.contains(&format!("rule: rule {i}\n")),
+            "rule {i} missing"
+        );
     }
 }
 
@@ -485,7 +501,10 @@ fn the_install_step_makes_the_legacy_call_work() {
         .take_while(|l| !l.starts_with("```"))
         .map(|l| format!("{l}\n"))
         .collect();
-    assert!(step.contains("query.py"), "install step not found in README");
+    assert!(
+        step.contains("query.py"),
+        "install step not found in README"
+    );
     let mut c = cmd("bash");
     c.current_dir(root())
         .env("HOME", dir.path())
