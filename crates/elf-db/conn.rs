@@ -119,6 +119,15 @@ pub fn open(o: &Options, mode: Mode) -> elf_core::Result<Connection> {
             show(&o.path)
         )));
     }
+    if mode == Mode::Read {
+        if let Some(lock) = quiet_wal(&o.path) {
+            if let Ok(conn) = open_as(o, mode, true) {
+                // Held until the process ends: elf-db opens one database a run.
+                std::mem::forget(lock);
+                return Ok(conn);
+            }
+        }
+    }
     match open_as(o, mode, false) {
         Err(Fallback::Immutable(first)) => open_as(o, mode, true).map_err(|e| match e {
             Fallback::Immutable(_) => first,
@@ -127,6 +136,57 @@ pub fn open(o: &Options, mode: Mode) -> elf_core::Result<Connection> {
         Err(Fallback::No(e)) => Err(e),
         Ok(conn) => Ok(conn),
     }
+}
+
+/// SQLite's unix locks: the range whose read lock is a SHARED lock, and whose write lock is
+/// the EXCLUSIVE one.
+const SHARED_FIRST: i64 = 0x4000_0002;
+const SHARED_SIZE: i64 = 510;
+
+/// A reader that would leave files behind: SQLite opens a WAL database's `-wal` and `-shm`
+/// even for a read-only connection, creating them when they are missing, and only a writing
+/// connection removes them again. When the database is in WAL mode and has no `-wal`, the
+/// main file holds every transaction, and the reader can read it as immutable instead,
+/// creating nothing, provided no checkpoint writes to it meanwhile: a read lock on SQLite's
+/// SHARED range is taken (and held for the process's life) so that a writer that starts now
+/// cannot take the EXCLUSIVE lock its last close needs to checkpoint and remove the WAL; its
+/// transactions stay in its WAL, which this reader does not need. Returns the file holding
+/// that lock, or None (not WAL, a `-wal` present, or a writer closing right now) for the
+/// usual open.
+fn quiet_wal(path: &Path) -> Option<std::fs::File> {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let wal = wal_path(path);
+    if wal.exists() {
+        return None;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .ok()?;
+    // Bytes 18 and 19 of the header are 2 in WAL mode.
+    let mut header = [0u8; 20];
+    file.read_exact(&mut header).ok()?;
+    if header[18] != 2 || header[19] != 2 {
+        return None;
+    }
+    // SAFETY: flock is plain old data; every field that matters is set below.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_RDLCK as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock.l_start = SHARED_FIRST;
+    lock.l_len = SHARED_SIZE;
+    // SAFETY: the descriptor is open for the call; `lock` is a valid flock.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &lock) } != 0 {
+        return None;
+    }
+    // A writer may have started between the look and the lock.
+    if wal.exists() {
+        return None;
+    }
+    Some(file)
 }
 
 /// Why [`open_as`] failed: for good, or in a way that reading the file as immutable may avoid
