@@ -9,6 +9,7 @@ mod db;
 mod db_quiet;
 mod docs;
 mod hostile;
+mod install;
 mod lock;
 mod querypy;
 mod refs;
