@@ -8,6 +8,7 @@ mod commit;
 mod db;
 mod db_quiet;
 mod docs;
+mod examples;
 mod hostile;
 mod install;
 mod lock;
