@@ -314,3 +314,28 @@ fn the_extractor_sees_every_block_and_directive() {
     };
     assert!(run(&missing).is_err());
 }
+
+/// The fuzz targets the README names exist, each with a binary and seeds.
+#[test]
+fn every_fuzz_target_has_seeds() {
+    let manifest = std::fs::read_to_string(root().join("fuzz/Cargo.toml")).expect("fuzz manifest");
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README");
+    let mut targets: Vec<String> = std::fs::read_dir(root().join("fuzz/fuzz_targets"))
+        .expect("fuzz_targets")
+        .map(|e| e.expect("entry").path())
+        .filter_map(|p| Some(p.file_stem()?.to_string_lossy().into_owned()))
+        .collect();
+    targets.sort();
+    assert!(targets.len() >= 7, "{targets:?}");
+    for t in &targets {
+        assert!(
+            manifest.contains(&format!("name = \"{t}\"")),
+            "{t}: no [[bin]]"
+        );
+        assert!(readme.contains(&format!("`{t}`")), "{t}: not in the README");
+        let seeds = std::fs::read_dir(root().join("fuzz/seeds").join(t))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert!(seeds > 0, "{t}: no seeds in fuzz/seeds/{t}");
+    }
+}
