@@ -11,6 +11,7 @@ mod docs;
 mod examples;
 mod hostile;
 mod install;
+mod litter;
 mod lock;
 mod querypy;
 mod refs;
