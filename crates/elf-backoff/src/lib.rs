@@ -6,7 +6,7 @@
 //! the run, so a failed attempt's output never reaches the pipeline. What is held is bounded
 //! (`--hold`): past it the output is passed on as it comes and that attempt ends the run.
 
-mod args;
+pub mod args;
 mod hold;
 mod spool;
 
@@ -100,11 +100,12 @@ static TOOL: Tool = Tool {
     flags: FLAGS,
     operands: Operands::StopAtFirst,
     operand_kind: "command",
-    man: include_str!("elf-backoff.1.in"),
+    man: include_str!("../elf-backoff.1.in"),
     version: env!("CARGO_PKG_VERSION"),
 };
 
-fn main() -> ExitCode {
+/// The whole program, as the `elf-backoff` binary runs it.
+pub fn main() -> ExitCode {
     elf_core::run(&TOOL, Signals::Forward, run)
 }
 

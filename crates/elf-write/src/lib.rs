@@ -33,9 +33,9 @@
 
 mod locks;
 mod ops;
-mod spec;
+pub mod spec;
 mod sys;
-mod target;
+pub mod target;
 
 use std::ffi::OsStr;
 use std::io::{Read, Write};
@@ -125,11 +125,12 @@ static TOOL: Tool = Tool {
     flags: FLAGS,
     operands: Operands::Free,
     operand_kind: "file",
-    man: include_str!("elf-write.1.in"),
+    man: include_str!("../elf-write.1.in"),
     version: env!("CARGO_PKG_VERSION"),
 };
 
-fn main() -> ExitCode {
+/// The whole program, as the `elf-write` binary runs it.
+pub fn main() -> ExitCode {
     elf_core::run(&TOOL, Policy::Exit, run)
 }
 

@@ -39,9 +39,9 @@
 
 mod git;
 mod indexlock;
-mod job;
-mod message;
-mod paths;
+pub mod job;
+pub mod message;
+pub mod paths;
 mod tree;
 
 use std::ffi::OsString;
@@ -164,11 +164,12 @@ static TOOL: Tool = Tool {
     flags: FLAGS,
     operands: Operands::Free,
     operand_kind: "file",
-    man: include_str!("elf-commit.1.in"),
+    man: include_str!("../elf-commit.1.in"),
     version: env!("CARGO_PKG_VERSION"),
 };
 
-fn main() -> ExitCode {
+/// The whole program, as the `elf-commit` binary runs it.
+pub fn main() -> ExitCode {
     elf_core::run(&TOOL, Policy::Exit, run)
 }
 

@@ -10,12 +10,12 @@
 //! [`query`] for result rows.
 
 mod batch;
-mod conn;
+pub mod conn;
 mod input;
-mod journal;
+pub mod journal;
 mod lean;
 mod query;
-mod stmt;
+pub mod stmt;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -208,11 +208,12 @@ static TOOL: Tool = Tool {
     flags: FLAGS,
     operands: Operands::Free,
     operand_kind: "",
-    man: include_str!("elf-db.1.in"),
+    man: include_str!("../elf-db.1.in"),
     version: env!("CARGO_PKG_VERSION"),
 };
 
-fn main() -> ExitCode {
+/// The whole program, as the `elf-db` binary runs it.
+pub fn main() -> ExitCode {
     elf_core::run(&TOOL, Signals::Exit, run)
 }
 

@@ -7,14 +7,10 @@
 //! `--status` reports it only when the kernel confirms it. `--mkdir DIR` takes ELF's legacy
 //! directory lock and breaks it only when its owner is provably gone.
 
-// An `elf-lock L -- true` is mostly process start-up, so elf-lock skips the part of std's
-// start-up it does not need (see `start`).
-#![cfg_attr(not(test), no_main)]
-
 mod acquire;
 mod child;
 mod dirlock;
-mod holder;
+pub mod holder;
 mod status;
 
 use std::ffi::OsString;
@@ -131,28 +127,9 @@ static TOOL: Tool = Tool {
     flags: FLAGS,
     operands: Operands::StopAtFirst,
     operand_kind: "command",
-    man: include_str!("elf-lock.1.in"),
+    man: include_str!("../elf-lock.1.in"),
     version: env!("CARGO_PKG_VERSION"),
 };
-
-// The unwinder is linked in whole from libgcc_eh.a, so the linker (which rustc runs with
-// --as-needed) drops libgcc_s.so: loading it costs a start-up of its own, whose constructor
-// probes the CPU with CPUID, an instruction a virtual machine traps (0.06 to 0.15 ms).
-// Panics and backtraces unwind as before.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[link(name = "gcc_eh", kind = "static", modifiers = "+whole-archive")]
-unsafe extern "C" {}
-
-#[cfg(not(test))]
-#[unsafe(no_mangle)]
-extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
-    std::process::exit(start())
-}
-
-#[cfg(test)]
-fn main() {
-    std::process::exit(start())
-}
 
 /// The whole program: `elf_core::run` after a lean start-up.
 ///
@@ -163,7 +140,7 @@ fn main() {
 /// be opened as descriptor 1 and become the command's standard output), and SIGPIPE is
 /// ignored, so a closed output pipe is an error that `elf_core::run` reports (141); the
 /// command gets the default disposition back, as std gives every child.
-fn start() -> i32 {
+pub fn start() -> i32 {
     let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
         fd,
         events: 0,
