@@ -13,5 +13,6 @@ mod lock;
 mod querypy;
 mod refs;
 mod scripts_hostile;
+mod shape;
 mod wrappers;
 mod write;

@@ -26,12 +26,8 @@
 //! transaction. A busy database (75), an I/O error (74) or a permission error (77) rolls back
 //! the whole batch, none of which is passed on.
 
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
-use std::os::fd::AsFd;
-
 use elf_core::record::{self, Record};
-use elf_core::{Error, IoContext, Result, exit};
+use elf_core::{Error, Result, exit};
 use rusqlite::Connection;
 use rusqlite::types::ToSqlOutput;
 use serde_json::{Map, Value};
@@ -40,6 +36,7 @@ use crate::conn::{self, Mode, Options};
 use crate::input::Lines;
 use crate::journal;
 use crate::lean::Row;
+use crate::out::Out;
 use crate::stmt::{self, Kind, Results, Schema, SqlFile};
 
 const TOOL: &str = "elf-db";
@@ -90,36 +87,6 @@ pub struct Stream {
     pub max_line: usize,
     /// `--keep-going`.
     pub keep_going: bool,
-}
-
-/// Standard output through a buffer that is flushed once per batch (all of a batch's records
-/// become durable at the same instant, so nothing is gained by writing them one by one).
-pub struct Out {
-    inner: BufWriter<File>,
-}
-
-impl Out {
-    /// Standard output.
-    pub fn stdout() -> Result<Out> {
-        let fd = io::stdout()
-            .as_fd()
-            .try_clone_to_owned()
-            .ctx("opening standard output")?;
-        Ok(Out {
-            inner: BufWriter::with_capacity(64 << 10, File::from(fd)),
-        })
-    }
-
-    /// Writes one line and a newline (buffered).
-    pub fn raw(&mut self, line: &[u8]) -> Result<()> {
-        self.inner.write_all(line).ctx("writing output")?;
-        self.inner.write_all(b"\n").ctx("writing output")
-    }
-
-    /// Flushes.
-    pub fn flush(&mut self) -> Result<()> {
-        self.inner.flush().ctx("writing output")
-    }
 }
 
 /// The records of a batch, serialized and held until the batch has committed.
@@ -186,7 +153,7 @@ impl Held {
 
     /// Writes them out and flushes.
     fn release(&mut self, out: &mut Out) -> Result<()> {
-        out.inner.write_all(&self.bytes).ctx("writing output")?;
+        out.write_all(&self.bytes)?;
         out.flush()?;
         self.bytes.clear();
         self.count = 0;

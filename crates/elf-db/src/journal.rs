@@ -366,7 +366,7 @@ pub fn pending(o: &Options, older_than: Option<Duration>, set_aside: bool) -> Re
     };
     let mut st = db.prepare(sql).map_err(conn::error)?;
     let mut rows = st.query([cutoff]).map_err(conn::error)?;
-    let mut out = crate::batch::Out::stdout()?;
+    let mut out = crate::out::Out::stdout()?;
     while let Some(row) = rows.next().map_err(conn::error)? {
         let text: String = row.get(0).map_err(conn::error)?;
         if text.contains('\n') {

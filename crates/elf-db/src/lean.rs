@@ -256,7 +256,7 @@ fn number(s: &str, start: usize) -> Option<(Val, usize)> {
     }
     let text = s.get(start..i)?;
     let v = if float {
-        match crate::stmt::number(text).ok()? {
+        match crate::value::number(text).ok()? {
             ValueRef::Real(f) => Val::Real(f),
             _ => return None,
         }

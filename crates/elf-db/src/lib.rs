@@ -14,8 +14,10 @@ pub mod conn;
 mod input;
 pub mod journal;
 mod lean;
+mod out;
 mod query;
 pub mod stmt;
+mod value;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

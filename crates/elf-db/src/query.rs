@@ -56,31 +56,10 @@ use std::io::Write;
 use elf_core::{Error, Result, exit};
 use rusqlite::ErrorCode;
 use rusqlite::types::ValueRef;
-use serde_json::Value;
 
-use crate::batch::Out;
 use crate::conn::{self, Guard, Mode, Options};
-
-/// A value as JSON (see the module documentation).
-pub fn to_json(v: ValueRef<'_>) -> Value {
-    match v {
-        ValueRef::Null => Value::Null,
-        ValueRef::Integer(i) => Value::from(i),
-        ValueRef::Real(f) => serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number),
-        ValueRef::Text(t) => Value::String(String::from_utf8_lossy(t).into_owned()),
-        ValueRef::Blob(b) => Value::String(hex(b)),
-    }
-}
-
-fn hex(b: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
-    let mut s = String::with_capacity(b.len() * 2);
-    for &byte in b {
-        s.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        s.push(char::from(DIGITS[usize::from(byte & 15)]));
-    }
-    s
-}
+use crate::out::Out;
+use crate::value::{hex, unique};
 
 /// Appends a value's JSON to `out`.
 fn write_value(out: &mut Vec<u8>, v: ValueRef<'_>) {
@@ -102,21 +81,6 @@ fn write_value(out: &mut Vec<u8>, v: ValueRef<'_>) {
             out.push(b'"');
         }
     }
-}
-
-/// The column names, a repeated name made unique with `:2`, `:3`, ... appended.
-pub fn unique(names: &[&str]) -> Vec<String> {
-    let mut seen: Vec<String> = Vec::with_capacity(names.len());
-    for name in names {
-        let mut key = (*name).to_string();
-        let mut n = 1;
-        while seen.contains(&key) {
-            n += 1;
-            key = format!("{name}:{n}");
-        }
-        seen.push(key);
-    }
-    seen
 }
 
 /// The `"name":` prefix of each column, repeated names made unique.
@@ -463,7 +427,10 @@ mod tests {
             String::from_utf8_lossy(&out),
             "null -3 1.0 null \"a\\\"\\n\" \"00AB\" "
         );
-        assert_eq!(to_json(ValueRef::Real(0.5)), serde_json::json!(0.5));
+        assert_eq!(
+            crate::value::to_json(ValueRef::Real(0.5)),
+            serde_json::json!(0.5)
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@
 //! with a fraction or exponent REAL (the nearest double), `true`/`false` 1/0, `null` NULL, and
 //! an object or array its JSON text. A number that SQLite would not store as written is a bad
 //! record naming its column or parameter: an integer beyond 64 bits, a number whose double
-//! would be infinite (`1e400`) or 0 when it is not (`1.5e-400`); see [`number`].
+//! would be infinite (`1e400`) or 0 when it is not (`1.5e-400`); see [`crate::value::number`].
 //!
 //! `elf-db exec` takes SQL statements:
 //!
@@ -73,6 +73,7 @@ use rusqlite::{CachedStatement, Connection, ToSql};
 use serde_json::{Map, Value};
 
 use crate::conn::{self, Guard, Options};
+use crate::value;
 
 /// The statements `insert` or `exec` accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -367,48 +368,15 @@ pub struct Bind<'a>(ValueRef<'a>, Option<String>);
 
 impl<'a> Bind<'a> {
     /// Converts a value; a number that SQLite cannot hold as it is written is a data error
-    /// (see [`number`]).
+    /// (see [`crate::value::number`]).
     pub fn new(v: &'a Value) -> Result<Bind<'a>> {
         Ok(match v {
             Value::Null => Bind(ValueRef::Null, None),
             Value::Bool(b) => Bind(ValueRef::Integer(i64::from(*b)), None),
             Value::String(s) => Bind(ValueRef::Text(s.as_bytes()), None),
-            Value::Number(n) => Bind(number(&n.to_string())?, None),
+            Value::Number(n) => Bind(value::number(&n.to_string())?, None),
             Value::Array(_) | Value::Object(_) => Bind(ValueRef::Null, Some(v.to_string())),
         })
-    }
-}
-
-/// A JSON number, as written, as SQLite stores it: an integer (no fraction, no exponent) as
-/// INTEGER, exactly; any other number as REAL, the 64-bit double nearest to it (as SQLite reads
-/// its own literals: `1.0000000000000000001` is 1.0, `0.1` the double nearest 0.1).
-///
-/// Refused, as data errors, because the value stored would not be the number given: an integer
-/// beyond 64 bits (below -2^63 or above 2^63-1), which SQLite could only keep as TEXT or round
-/// to a REAL; a number too large for a double (`1e400`, which would be infinite); a number not
-/// zero that is too small for one (`1.5e-400`, which would be 0). `-0` is the integer 0;
-/// `-0.0` is the REAL -0.0.
-pub fn number(text: &str) -> Result<ValueRef<'static>> {
-    let integer = !text.contains(['.', 'e', 'E']);
-    if integer {
-        return match text.parse::<i64>() {
-            Ok(i) => Ok(ValueRef::Integer(i)),
-            Err(_) => Err(Error::data(format!(
-                "integer {text} is out of range for SQLite's 64-bit INTEGER (-9223372036854775808 \
-                 to 9223372036854775807); give it as a string to store its digits"
-            ))),
-        };
-    }
-    let mantissa = text.split(['e', 'E']).next().unwrap_or(text);
-    let zero = !mantissa.bytes().any(|b| matches!(b, b'1'..=b'9'));
-    match text.parse::<f64>() {
-        Ok(f) if f.is_finite() && (f != 0.0 || zero) => Ok(ValueRef::Real(f)),
-        Ok(f) if f.is_finite() => Err(Error::data(format!(
-            "number {text} is out of range for a REAL: too small, it would be stored as 0"
-        ))),
-        _ => Err(Error::data(format!(
-            "number {text} is out of range for a REAL: too large, it would be infinite"
-        ))),
     }
 }
 
@@ -710,14 +678,14 @@ fn run_sql(conn: &Connection, sql: &str, params: Option<&Value>) -> Result<Resul
     let changes;
     if st.column_count() > 0 {
         // A repeated name gets :2, :3 appended, as `elf-db query` prints it.
-        let names = crate::query::unique(&st.column_names());
+        let names = crate::value::unique(&st.column_names());
         let mut rows_out = Vec::new();
         let mut rows = st.raw_query();
         while let Some(row) = rows.next().map_err(conn::error)? {
             let mut obj = Map::new();
             for (i, name) in names.iter().enumerate() {
                 let v = row.get_ref(i).map_err(conn::error)?;
-                obj.insert(name.clone(), crate::query::to_json(v));
+                obj.insert(name.clone(), crate::value::to_json(v));
             }
             rows_out.push(Value::Object(obj));
         }

@@ -251,13 +251,15 @@ pub fn ignore_sigxfsz() {
     }
 }
 
+/// The longest file or folder name, in bytes (Linux's NAME_MAX; most file systems allow no
+/// more).
+pub const NAME_MAX: usize = 255;
+
 /// The longest name the file system of folder `dir` allows, in bytes ([`NAME_MAX`] when it
 /// does not say, and never more).
-///
-/// [`NAME_MAX`]: crate::target::NAME_MAX
 pub fn name_max(dir: BorrowedFd<'_>) -> usize {
     // SAFETY: fpathconf only reads the borrowed descriptor.
     let n = unsafe { libc::fpathconf(dir.as_raw_fd(), libc::_PC_NAME_MAX) };
-    let max = crate::target::NAME_MAX;
+    let max = NAME_MAX;
     usize::try_from(n).map_or(max, |n| n.clamp(1, max))
 }

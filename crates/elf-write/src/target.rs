@@ -26,9 +26,7 @@ use elf_core::{Error, IoContext, Result};
 
 use crate::sys;
 
-/// The longest file or folder name, in bytes (Linux's NAME_MAX; most file systems allow no
-/// more).
-pub const NAME_MAX: usize = 255;
+pub use crate::sys::NAME_MAX;
 
 /// The error for a path with a name longer than the file system allows (65: a bad record).
 pub fn too_long(shown: &str, len: usize) -> Error {
