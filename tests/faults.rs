@@ -5,7 +5,7 @@
 //! was journaled is lost: the next run completes it.
 //!
 //! The mounts need root (or CAP_SYS_ADMIN); without them those tests say they are skipped and
-//! pass.
+//! pass, but as root (CI) a mount that fails fails the test.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -19,7 +19,7 @@ use crate::elf_home::{
     assert_db_ok, assert_git_ok, assert_started_once_and_clean, git, ok, rows, run, script,
     subjects,
 };
-use crate::util::{TempDir, cmd, one_line, watchdog};
+use crate::util::{TempDir, cmd, one_line, skip_unless_root, watchdog};
 
 /// A tmpfs mounted for one test, unmounted on drop (declare it after the TempDir holding it).
 struct Mount(PathBuf);
@@ -41,17 +41,13 @@ impl Mount {
         match out {
             Ok(o) if o.status.success() => Some(Mount(at.to_path_buf())),
             Ok(o) => {
-                eprintln!(
-                    "{test}: skipped: cannot mount a tmpfs (needs root): {}",
-                    String::from_utf8_lossy(&o.stderr)
-                        .lines()
-                        .next()
-                        .unwrap_or_default()
-                );
+                let why = String::from_utf8_lossy(&o.stderr);
+                let why = why.lines().next().unwrap_or_default();
+                skip_unless_root(test, &format!("cannot mount a tmpfs: {why}"));
                 None
             }
             Err(e) => {
-                eprintln!("{test}: skipped: cannot run mount: {e}");
+                skip_unless_root(test, &format!("cannot run mount: {e}"));
                 None
             }
         }

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::util::{TempDir, cmd, json_lines, ok, one_line, run_with_input, scale, watchdog};
+use crate::util::{
+    TempDir, cmd, json_lines, ok, one_line, run_with_input, scale, skip_unless_root, watchdog,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_elf-write");
 
@@ -748,8 +750,9 @@ fn disk_full_exits_74_leaving_the_old_content_and_no_temporary_file() {
         .status()
         .is_ok_and(|s| s.success());
     if !mounted {
-        eprintln!(
-            "SKIPPED disk_full_exits_74...: cannot mount a 1 MiB tmpfs here (needs root or CAP_SYS_ADMIN)"
+        skip_unless_root(
+            "write::disk_full_exits_74_leaving_the_old_content_and_no_temporary_file",
+            "cannot mount a 1 MiB tmpfs (needs root or CAP_SYS_ADMIN)",
         );
         return;
     }
