@@ -408,8 +408,9 @@ fn full_mid_run(m: &Mount, home: &Path, kind: Kind, name: &str, lock: &Path) -> 
     });
     // A heuristic's drain waits for the held drain lock, so the row is enough. A failure's
     // commit lock is taken by elf-commit only once its record has been written and its row
-    // fixed: wait until elf-commit is polling the lock (sleeping between tries), so that the
-    // full disk meets the commit and nothing before it.
+    // fixed: wait until elf-commit waits for the lock (blocked in flock(2), or sleeping
+    // between tries of a lock it polls), so that the full disk meets the commit and nothing
+    // before it.
     if kind == Kind::Failure {
         let pid = child.id();
         crate::util::wait_for(
@@ -419,7 +420,7 @@ fn full_mid_run(m: &Mount, home: &Path, kind: Kind, name: &str, lock: &Path) -> 
                 super::descendants(pid).iter().any(|(p, comm)| {
                     comm == "elf-commit"
                         && std::fs::read_to_string(format!("/proc/{p}/wchan"))
-                            .is_ok_and(|w| w.contains("nanosleep"))
+                            .is_ok_and(|w| w.contains("nanosleep") || w.contains("lock_inode_wait"))
                 })
             },
         );
