@@ -35,7 +35,7 @@
 //! `end` and `bytes`, in a record with a `key`) makes the record's commit take HEAD's file with
 //! the record's entry (its marker line and content, ending at `end`) appended, instead of the
 //! work tree's file, and the index entry the index's file with the entry appended: the user's
-//! edits and later records' entries stay out; see `git.rs`.
+//! edits and later records' entries stay out; see `git.rs` and `changes.rs`.
 
 mod changes;
 mod git;

@@ -22,7 +22,7 @@
 //! `elf_core::refs`), resolved against the record just before the write is parsed; the write
 //! object itself, and each element of an array, must be an object as written.
 //!
-//! Results added to the same object (see `main.rs`): `path`, `bytes`, `created`, and for
+//! Results added to the same object (see `lib.rs`): `path`, `bytes`, `created`, and for
 //! appends `header_written` and `end`.
 
 use std::ffi::OsStr;
