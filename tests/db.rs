@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rusqlite::Connection;
 use serde_json::{Map, Value, json};
@@ -638,21 +638,34 @@ impl Holder {
     }
 }
 
+/// Whether process `pid` is in a sleep system call (SQLite's busy handler sleeps between tries).
+fn sleeping(pid: u32) -> bool {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/syscall")) else {
+        return false;
+    };
+    let nr = text.split(' ').next().and_then(|n| n.parse::<i64>().ok());
+    nr == Some(libc::SYS_nanosleep) || nr == Some(libc::SYS_clock_nanosleep)
+}
+
 #[test]
 fn an_exclusive_lock_is_waited_for_and_a_short_timeout_gives_75_with_nothing_done() {
     let dir = TempDir::new();
     let db = new_db(&dir);
     watchdog(Duration::from_secs(60), move || {
-        // Held for 3 s: the default 10 s timeout waits and succeeds.
+        // Held until the writer is seen sleeping in its busy handler: the default 10 s timeout
+        // waits, and succeeds once the lock is released.
         let holder = Holder::take(&db);
-        let started = Instant::now();
-        let child = spawn_insert(&db, &["insert"], lines(&[failure("waited")]));
-        std::thread::sleep(Duration::from_secs(3));
+        let mut child = spawn_insert(&db, &["insert"], lines(&[failure("waited")]));
+        wait_for(
+            Duration::from_secs(20),
+            "elf-db to wait for the lock",
+            || sleeping(child.id()),
+        );
+        assert!(child.try_wait().expect("try_wait").is_none());
         holder.release();
         let out = child.wait_with_output().expect("wait");
         assert!(out.status.success(), "{}", stderr(&out));
         assert_eq!(json_lines(&out.stdout)[0]["db"]["id"], json!(1));
-        assert!(started.elapsed() >= Duration::from_secs(3));
         assert_eq!(count(&db, "SELECT count(*) FROM learnings"), 1);
         // With a 1 s timeout: 75, one line, nothing inserted, nothing passed on.
         let holder = Holder::take(&db);

@@ -5,7 +5,7 @@
 //! was journaled is lost: the next run completes it.
 //!
 //! The mounts need root (or CAP_SYS_ADMIN); without them those tests say they are skipped and
-//! pass.
+//! pass, but as root (CI) a mount that fails fails the test.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -19,7 +19,7 @@ use crate::elf_home::{
     assert_db_ok, assert_git_ok, assert_started_once_and_clean, git, ok, rows, run, script,
     subjects,
 };
-use crate::util::{TempDir, cmd, one_line, watchdog};
+use crate::util::{TempDir, cmd, one_line, skip_unless_root, watchdog};
 
 /// A tmpfs mounted for one test, unmounted on drop (declare it after the TempDir holding it).
 struct Mount(PathBuf);
@@ -41,17 +41,13 @@ impl Mount {
         match out {
             Ok(o) if o.status.success() => Some(Mount(at.to_path_buf())),
             Ok(o) => {
-                eprintln!(
-                    "{test}: skipped: cannot mount a tmpfs (needs root): {}",
-                    String::from_utf8_lossy(&o.stderr)
-                        .lines()
-                        .next()
-                        .unwrap_or_default()
-                );
+                let why = String::from_utf8_lossy(&o.stderr);
+                let why = why.lines().next().unwrap_or_default();
+                skip_unless_root(test, &format!("cannot mount a tmpfs: {why}"));
                 None
             }
             Err(e) => {
-                eprintln!("{test}: skipped: cannot run mount: {e}");
+                skip_unless_root(test, &format!("cannot run mount: {e}"));
                 None
             }
         }
@@ -412,8 +408,9 @@ fn full_mid_run(m: &Mount, home: &Path, kind: Kind, name: &str, lock: &Path) -> 
     });
     // A heuristic's drain waits for the held drain lock, so the row is enough. A failure's
     // commit lock is taken by elf-commit only once its record has been written and its row
-    // fixed: wait until elf-commit is polling the lock (sleeping between tries), so that the
-    // full disk meets the commit and nothing before it.
+    // fixed: wait until elf-commit waits for the lock (blocked in flock(2), or sleeping
+    // between tries of a lock it polls), so that the full disk meets the commit and nothing
+    // before it.
     if kind == Kind::Failure {
         let pid = child.id();
         crate::util::wait_for(
@@ -423,7 +420,7 @@ fn full_mid_run(m: &Mount, home: &Path, kind: Kind, name: &str, lock: &Path) -> 
                 super::descendants(pid).iter().any(|(p, comm)| {
                     comm == "elf-commit"
                         && std::fs::read_to_string(format!("/proc/{p}/wchan"))
-                            .is_ok_and(|w| w.contains("nanosleep"))
+                            .is_ok_and(|w| w.contains("nanosleep") || w.contains("lock_inode_wait"))
                 })
             },
         );

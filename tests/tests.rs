@@ -16,5 +16,6 @@ mod lock;
 mod querypy;
 mod refs;
 mod scripts_hostile;
+mod shape;
 mod wrappers;
 mod write;

@@ -219,3 +219,13 @@ pub fn scale(default: usize, full: usize) -> usize {
         default
     }
 }
+
+/// Says why a test that needs root cannot run here, for the caller to return and pass. As root
+/// (CI runs the suite as root) the test can always run, so there a reason to skip is a failure:
+/// a skip never hides a test that should have run.
+pub fn skip_unless_root(test: &str, why: &str) {
+    // SAFETY: geteuid(2) only reads the process's credentials.
+    let root = unsafe { libc::geteuid() } == 0;
+    assert!(!root, "{test}: cannot run as root: {why}");
+    eprintln!("{test}: skipped (not root): {why}");
+}

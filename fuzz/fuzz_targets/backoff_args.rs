@@ -6,10 +6,8 @@
 //! matches 0; a duration is accepted only in the documented forms; every delay of any policy
 //! a user can give lies within its formula's bounds and under the cap.
 #![no_main]
-#![allow(dead_code)]
 
-#[path = "../../crates/elf-backoff/args.rs"]
-mod args;
+use elf_backoff::args;
 
 use std::time::Duration;
 

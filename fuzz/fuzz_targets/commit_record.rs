@@ -9,14 +9,10 @@
 //! through a symlink; its message has a non-empty subject on one line and no control
 //! character but the body's newlines; a refusal is 65, 66 or 77.
 #![no_main]
-#![allow(dead_code)]
 
-#[path = "../../crates/elf-commit/job.rs"]
-mod job;
-#[path = "../../crates/elf-commit/message.rs"]
-mod message;
-#[path = "../../crates/elf-commit/paths.rs"]
-mod paths;
+use elf_commit::job;
+use elf_commit::message;
+use elf_commit::paths;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;

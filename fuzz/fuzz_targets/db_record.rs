@@ -12,22 +12,10 @@
 //! still open afterwards (no statement of a record can commit, roll back or leave it), and
 //! after the rollback the schema is as it was.
 #![no_main]
-#![allow(dead_code)]
 
-#[path = "../../crates/elf-db/batch.rs"]
-mod batch;
-#[path = "../../crates/elf-db/conn.rs"]
-mod conn;
-#[path = "../../crates/elf-db/input.rs"]
-mod input;
-#[path = "../../crates/elf-db/journal.rs"]
-mod journal;
-#[path = "../../crates/elf-db/lean.rs"]
-mod lean;
-#[path = "../../crates/elf-db/query.rs"]
-mod query;
-#[path = "../../crates/elf-db/stmt.rs"]
-mod stmt;
+use elf_db::conn;
+use elf_db::journal;
+use elf_db::stmt;
 
 use std::time::{Duration, Instant};
 

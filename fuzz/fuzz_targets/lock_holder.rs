@@ -7,10 +7,8 @@
 //! about; a record elf-lock writes, whatever the host name and command (control characters,
 //! quotes, invalid UTF-8), is one line that reads back with the same pid, host and command.
 #![no_main]
-#![allow(dead_code)]
 
-#[path = "../../crates/elf-lock/holder.rs"]
-mod holder;
+use elf_lock::holder;
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;

@@ -6,14 +6,9 @@
 //! 77 with a message free of control characters; a path's normal form parses to itself; an
 //! append marker is one line that decodes back to its key and index; base64 round-trips.
 #![no_main]
-#![allow(dead_code)]
 
-#[path = "../../crates/elf-write/spec.rs"]
-mod spec;
-#[path = "../../crates/elf-write/sys.rs"]
-mod sys;
-#[path = "../../crates/elf-write/target.rs"]
-mod target;
+use elf_write::spec;
+use elf_write::target;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
