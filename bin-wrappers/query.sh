@@ -16,7 +16,6 @@ ELF_DB=$ELF_HOME/memory/index.db
 ELF_TIMEOUT=${ELF_LOCK_TIMEOUT:-60}
 [[ $ELF_TIMEOUT =~ ^[0-9]+(\.[0-9]+)?$ ]] ||
     elf_die 64 "ELF_LOCK_TIMEOUT must be a number of seconds (such as 30 or 2.5), not $(elf_quote "$ELF_TIMEOUT")"
-command -v elf-db >/dev/null 2>&1 || elf_die 69 "elf-db not found on PATH (install elf-tools, see its README)"
 
 usage() {
     cat <<'USAGE'
@@ -61,10 +60,11 @@ while [ $# -gt 0 ]; do
             number --limit "$2"; limit=$2; shift 2 ;;
         --limit=*) number --limit "${1#*=}"; limit=${1#*=}; shift ;;
         -h | --help) usage; exit 0 ;;
-        *) elf_die 64 "unknown argument $(printf '%q' "$1") (see --help)" ;;
+        *) elf_die 64 "unknown argument $(elf_quote "$1") (see --help)" ;;
     esac
 done
 
+elf_need_tools elf-db
 if [ "$mode" = domain ] && [ -z "$domain" ]; then
     elf_die 64 "--domain needs a domain (it is empty)"
 fi

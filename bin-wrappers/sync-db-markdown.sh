@@ -52,11 +52,12 @@ while [ $# -gt 0 ]; do
             usage
             exit 0
             ;;
-        *) elf_die 64 "unknown argument $(printf '%q' "$1") (see --help)" ;;
+        *) elf_die 64 "unknown argument $(elf_quote "$1") (see --help)" ;;
     esac
     shift
 done
 
+elf_need_tools elf-db elf-write elf-commit elf-lock jq
 [ -d "$ELF_HOME/memory" ] || elf_die 66 "no ELF home at $ELF_HOME"
 # A database that is there but cannot be read stops both modes in one line (--fix makes a
 # missing one, and rows from the markdown).
@@ -366,6 +367,12 @@ fi
 
 say "$(differences) differences; repairing"
 [ -z "$verbose" ] || report
+# What is repaired, by kind, for the one line --fix prints when it is done.
+found=$(differences)
+kinds=$({
+    jq -r '.kind | sub("-"; " "; "g")' "$work/diffs"
+    sed 's/^/not committed /; s/\t.*//; s/ memory.*//' "$work/uncommitted"
+} | sort | uniq -c | sed 's/^ *\([0-9]*\) \(.*\)/\1 \2/' | paste -sd, - | sed 's/,/, /g')
 repair
 collect
 if [ "$(differences)" -ne 0 ]; then
@@ -374,4 +381,4 @@ if [ "$(differences)" -ne 0 ]; then
     exit 1
 fi
 elf_log INFO "sync --fix: index and markdown agree"
-say "in sync"
+printf 'repaired %s differences (%s); in sync\n' "$found" "$kinds"

@@ -79,8 +79,13 @@ elf_init() {
     # Warnings printed once the run's record is through (see elf_record).
     ELF_WARNINGS=()
     export ELF_HOME ELF_DB ELF_SCRIPT
+}
+
+# elf_need_tools TOOL...: exit 69 (EX_UNAVAILABLE) with one line unless each TOOL is on PATH.
+# Called once the arguments are read, so that --help works without the tools.
+elf_need_tools() {
     local tool
-    for tool in elf-db elf-write elf-commit elf-lock; do
+    for tool in "$@"; do
         command -v "$tool" >/dev/null 2>&1 || elf_die 69 "$tool not found on PATH (install elf-tools, see its README)"
     done
 }
@@ -461,6 +466,7 @@ elf_answer_fits() {
 # The database's tables are completed by the journaling itself (elf-db insert --schema).
 elf_home_ready() {
     local err status=0 d
+    elf_need_tools elf-db elf-write elf-commit elf-lock
     for d in memory/failures memory/successes memory/heuristics experiments/active logs; do
         if [ ! -d "$ELF_HOME/$d" ]; then
             err=$(mkdir -p "$ELF_HOME/memory/failures" "$ELF_HOME/memory/successes" "$ELF_HOME/memory/heuristics" \

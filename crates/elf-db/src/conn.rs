@@ -150,15 +150,18 @@ const SHARED_SIZE: i64 = 510;
 /// creating nothing, provided no checkpoint writes to it meanwhile: a read lock on SQLite's
 /// SHARED range is taken (and held for the process's life) so that a writer that starts now
 /// cannot take the EXCLUSIVE lock its last close needs to checkpoint and remove the WAL; its
-/// transactions stay in its WAL, which this reader does not need. Returns the file holding
-/// that lock, or None (not WAL, a `-wal` present, or a writer closing right now) for the
-/// usual open.
+/// transactions stay in its WAL, which this reader does not need. An empty `-wal` holds no
+/// transaction either (a connection that has not written yet, or one that failed to start on
+/// a full disk, leaving a `-shm` it could not size, which would make the usual open fail).
+/// Returns the file holding that lock, or None (not WAL, a `-wal` with frames, or a writer
+/// closing right now) for the usual open.
 fn quiet_wal(path: &Path) -> Option<std::fs::File> {
     use std::io::Read;
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
     let wal = wal_path(path);
-    if wal.exists() {
+    let has_frames = |wal: &Path| std::fs::metadata(wal).is_ok_and(|m| m.len() > 0);
+    if has_frames(&wal) {
         return None;
     }
     let mut file = std::fs::OpenOptions::new()
@@ -182,8 +185,8 @@ fn quiet_wal(path: &Path) -> Option<std::fs::File> {
     if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &lock) } != 0 {
         return None;
     }
-    // A writer may have started between the look and the lock.
-    if wal.exists() {
+    // A writer may have written between the look and the lock.
+    if has_frames(&wal) {
         return None;
     }
     Some(file)
