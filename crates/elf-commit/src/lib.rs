@@ -42,6 +42,10 @@ mod indexlock;
 pub mod job;
 pub mod message;
 pub mod paths;
+mod push;
+mod rebase;
+mod remote;
+mod renumber;
 mod tree;
 
 use std::ffi::OsString;
@@ -145,6 +149,10 @@ const FLAGS: &[Flag] = &[
          printed on standard error) and the next one is processed; the exit status is then 0. Without it, the first failure stops the run \
          with its exit status, after the records before it were committed and passed on.",
         ),
+    push::FLAG_PUSH,
+    push::FLAG_PUSH_TIMEOUT,
+    push::FLAG_DB,
+    push::FLAG_SYNC,
     Flag::new("max-line", "The longest input line accepted (16 MiB)")
         .value("BYTES")
         .doc(
@@ -160,6 +168,7 @@ static TOOL: Tool = Tool {
         "[OPTIONS] -m MESSAGE -- PATH...",
         "[OPTIONS] [-m MESSAGE] < records.jsonl",
         "[--repo DIR] --check",
+        "[OPTIONS] --push REMOTE --sync",
     ],
     flags: FLAGS,
     operands: Operands::Free,
@@ -219,10 +228,11 @@ fn run(m: Matches) -> Result<u8> {
             return Err(Error::usage("--check takes no PATH operands"));
         }
     }
+    let push = push::from_flags(&m, timeout)?;
     let repository = git::open(dir.as_deref(), m.has("init"))?;
     let repo = Repo::new(
         repository,
-        lock,
+        lock.clone(),
         Options {
             timeout,
             stale,
@@ -233,6 +243,10 @@ fn run(m: Matches) -> Result<u8> {
         repo.check()?;
         return Ok(exit::OK);
     }
+    let push = push.map(|p| p.at(&repo, lock.as_deref()));
+    if m.has("sync") {
+        return push::sync(&repo, push.as_ref());
+    }
     if m.operands.is_empty() {
         records(
             &repo,
@@ -240,9 +254,12 @@ fn run(m: Matches) -> Result<u8> {
             max_line,
             m.has("batch"),
             m.has("keep-going"),
+            push.as_ref(),
         )
     } else {
-        direct(&repo, &m.operands, message, dir.is_some())
+        let status = direct(&repo, &m.operands, message, dir.is_some())?;
+        push::after_direct(&repo, push.as_ref());
+        Ok(status)
     }
 }
 
@@ -305,6 +322,7 @@ fn records(
     max_line: usize,
     batch: bool,
     keep_going: bool,
+    push: Option<&remote::Remote>,
 ) -> Result<u8> {
     let mut reader = Reader::stdin(max_line)?;
     let mut w = Writer::stdout();
@@ -354,6 +372,7 @@ fn records(
                 }
             }
         };
+        let pushed = push.map(|p| push::after_group(&repo.workdir(), p));
         let mut results = results.into_iter();
         for slot in slots {
             match slot {
@@ -375,6 +394,9 @@ fn records(
                 Slot::Job(mut rec, line) => match results.next() {
                     Some(Ok(outcome)) => {
                         annotate(&mut rec, &outcome);
+                        if let Some(p) = &pushed {
+                            push::annotate(&mut rec, p);
+                        }
                         w.write(&rec)?;
                     }
                     Some(Err(e)) => {

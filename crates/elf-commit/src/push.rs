@@ -1,0 +1,203 @@
+//! The `--push` flags, and what a push means for the forms of elf-commit: after the direct
+//! form's commit, after each group of records (whose records then say where their entries
+//! ended up), or alone (`--sync`).
+//!
+//! A push never changes the status of what was committed: the records are safe here. A remote
+//! that cannot be reached, or a push refused (a real conflict, a rewritten remote history),
+//! is one warning line; only `--sync`, which does nothing else, exits 75 (unreachable) or 69
+//! (refused) for it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use elf_core::backoff::parse_duration;
+use elf_core::cli::{Flag, Matches};
+use elf_core::record::Record;
+use elf_core::{Error, Result, exit};
+
+use crate::git::Repo;
+use crate::remote::{self, Outcome, Remote, Report};
+
+pub const FLAG_PUSH: Flag = Flag::new("push", "Push each commit to REMOTE")
+    .value("REMOTE")
+    .doc(
+        "After the commit (of each group of records), push the current branch to the same \
+         branch of REMOTE (a remote's name or URL) with git, never forced. Rejected because \
+         the remote moved: fetch, replay this machine's unpushed commits onto the remote's \
+         head (appended entries after the remote's, colliding H-<id> headings renumbered with \
+         their rows in --db, a new file whose name the remote has as NAME-2.md) and retry with \
+         backoff (full jitter) within --push-timeout. A remote that cannot be reached: the \
+         commits stay here, one warning, exit 0; the next push takes them along. A real \
+         conflict or a rewritten remote history: refused with one warning, nothing pushed.",
+    );
+
+pub const FLAG_PUSH_TIMEOUT: Flag = Flag::new("push-timeout", "Time budget of one push (30s)")
+    .value("DURATION")
+    .doc(
+        "How long one push may take, fetches, replays and retries included (a number with ms, \
+         s or m; default 30s). Past it the commits stay here unpushed, with a warning.",
+    );
+
+pub const FLAG_DB: Flag = Flag::new("db", "The index whose rows follow renumbered entries")
+    .value("PATH")
+    .path()
+    .doc(
+        "The ELF index (SQLite) whose heuristics rows move with the entries --push renumbers, \
+         and whose failure rows follow the files it renames. Default: $ELF_DB; without either, \
+         only the markdown is changed.",
+    );
+
+pub const FLAG_SYNC: Flag = Flag::new("sync", "Only push (fetching and replaying as needed)").doc(
+    "Commit nothing: with --push, bring this branch and the remote's together (fetch, replay \
+     this machine's unpushed commits onto the remote's head, push) and exit: 0 done, 75 the \
+     remote could not be reached, 69 refused. Takes no PATH operands and reads no input.",
+);
+
+/// The flags, read before the repository is open.
+pub struct Flags {
+    name: String,
+    budget: Duration,
+    db: Option<PathBuf>,
+    timeout: Duration,
+}
+
+/// `--push` and the flags that go with it.
+pub fn from_flags(m: &Matches, timeout: Duration) -> Result<Option<Flags>> {
+    let Some(g) = m.get("push") else {
+        for f in ["push-timeout", "sync", "db"] {
+            if m.has(f) {
+                return Err(Error::usage(format!("--{f} needs --push REMOTE")));
+            }
+        }
+        return Ok(None);
+    };
+    let name = g.str()?.to_string();
+    if name.is_empty() || name.starts_with('-') {
+        return Err(g.bad(&name, "not a remote"));
+    }
+    if m.has("sync") && !m.operands.is_empty() {
+        return Err(Error::usage("--sync takes no PATH operands"));
+    }
+    let budget = match m.get("push-timeout") {
+        Some(g) => g.with(parse_duration)?,
+        None => Duration::from_secs(30),
+    };
+    let db = match m.get("db") {
+        Some(g) => Some(PathBuf::from(g.os()?)),
+        None => std::env::var_os("ELF_DB")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from),
+    };
+    Ok(Some(Flags {
+        name,
+        budget,
+        db,
+        timeout,
+    }))
+}
+
+impl Flags {
+    /// With the repository: the commit lock (`--lock`, else `.git/elf-commit.lock`).
+    pub fn at(self, repo: &Repo, lock: Option<&Path>) -> Remote {
+        let lock = match lock {
+            Some(l) => l.to_path_buf(),
+            None => git2::Repository::open(repo.workdir())
+                .map(|r| r.path().join("elf-commit.lock"))
+                .unwrap_or_else(|_| repo.workdir().join(".git/elf-commit.lock")),
+        };
+        Remote {
+            name: self.name,
+            budget: self.budget,
+            db: self.db,
+            lock,
+            timeout: self.timeout,
+        }
+    }
+}
+
+fn run(workdir: &Path, r: &Remote, only_if_ahead: bool) -> Result<(Outcome, Report)> {
+    remote::push(workdir, r, only_if_ahead)
+}
+
+fn warn(r: &Remote, o: &Outcome) {
+    match o {
+        Outcome::Pushed => {}
+        Outcome::Unreachable(why) => elf_core::warn(format_args!(
+            "not pushed to {}: {why}; the commits stay here and the next push takes them along",
+            r.name
+        )),
+        Outcome::Refused(why) => {
+            elf_core::warn(format_args!("push to {} refused: {why}", r.name))
+        }
+    }
+}
+
+/// `--sync`.
+pub fn sync(repo: &Repo, r: Option<&Remote>) -> Result<u8> {
+    let r = r.ok_or_else(|| Error::usage("--sync needs --push REMOTE"))?;
+    let (o, _) = run(repo.workdir(), r, false)?;
+    warn(r, &o);
+    Ok(match o {
+        Outcome::Pushed => exit::OK,
+        Outcome::Unreachable(_) => 75,
+        Outcome::Refused(_) => 69,
+    })
+}
+
+/// After the direct form's commit.
+pub fn after_direct(repo: &Repo, r: Option<&Remote>) {
+    if let Some(r) = r {
+        match run(repo.workdir(), r, true) {
+            Ok((o, _)) => warn(r, &o),
+            Err(e) => warn(r, &Outcome::Unreachable(e.message().to_string())),
+        }
+    }
+}
+
+/// What a group's push did.
+pub struct Pushed {
+    ok: bool,
+    report: Report,
+}
+
+/// After a group of records.
+pub fn after_group(workdir: &Path, r: &Remote) -> Pushed {
+    let (o, report) = match run(workdir, r, true) {
+        Ok(x) => x,
+        Err(e) => (Outcome::Unreachable(e.message().to_string()), Report::default()),
+    };
+    warn(r, &o);
+    Pushed {
+        ok: o == Outcome::Pushed,
+        report,
+    }
+}
+
+/// A committed record after its group's push: `commit.pushed`, and, when the push gave its
+/// entry a new id or its file a new name, `db.id` and `write.path` say where it ended up.
+pub fn annotate(rec: &mut Record, p: &Pushed) {
+    let key = rec.get("key").and_then(Value::as_str).map(str::to_string);
+    if let Some(key) = key {
+        if let Some(id) = p.report.renumbered.get(&key) {
+            if let Some(Value::Object(db)) = rec.get_mut("db") {
+                if db.contains_key("id") {
+                    db.insert("id".into(), Value::from(*id));
+                }
+            }
+        }
+        for (from, to, k) in &p.report.renames {
+            if k.as_deref() == Some(key.as_str()) {
+                if let Some(Value::Object(w)) = rec.get_mut("write") {
+                    if w.get("path").and_then(Value::as_str) == Some(from.as_str()) {
+                        w.insert("path".into(), Value::from(to.clone()));
+                    }
+                }
+            }
+        }
+    }
+    if let Some(Value::Object(c)) = rec.get_mut("commit") {
+        c.insert("pushed".into(), Value::Bool(p.ok));
+    }
+}
