@@ -55,16 +55,19 @@ pub struct Replayed {
     pub renumbered: BTreeMap<String, u64>,
 }
 
-/// The local commits from `base` (exclusive) to `head`, oldest first; a merge commit among
-/// them is refused (it cannot be replayed path by path).
+/// The local commits from `base` (exclusive; None: the whole history, unrelated to the
+/// remote's) to `head`, oldest first; a merge commit among them is refused (it cannot be
+/// replayed path by path).
 pub fn local_commits<'r>(
     repo: &'r Repository,
-    base: Oid,
+    base: Option<Oid>,
     head: Oid,
 ) -> Result<Result<Vec<Commit<'r>>, Conflict>, Error> {
     let mut walk = repo.revwalk().map_err(|e| git_error("walking history", &e))?;
     walk.push(head).map_err(|e| git_error("walking history", &e))?;
-    walk.hide(base).map_err(|e| git_error("walking history", &e))?;
+    if let Some(base) = base {
+        walk.hide(base).map_err(|e| git_error("walking history", &e))?;
+    }
     walk.set_sorting(Sort::TOPOLOGICAL | Sort::REVERSE)
         .map_err(|e| git_error("walking history", &e))?;
     let mut out = Vec::new();
@@ -73,7 +76,7 @@ pub fn local_commits<'r>(
         let c = repo
             .find_commit(id)
             .map_err(|e| git_error("reading a commit", &e))?;
-        if c.parent_count() != 1 {
+        if c.parent_count() > 1 {
             return Ok(Err(Conflict(format!(
                 "commit {id} is a merge; only plain commits can be replayed onto the remote"
             ))));
@@ -145,13 +148,17 @@ pub fn tree_ids(repo: &Repository, tree: &Tree) -> Result<BTreeSet<u64>, Error> 
 type Change = (String, Option<(Oid, Vec<u8>)>, Option<(Oid, Vec<u8>)>);
 
 fn changes(repo: &Repository, c: &Commit) -> Result<Vec<Change>, Error> {
-    let parent = c.parent(0).map_err(|e| git_error("reading a commit", &e))?;
-    let (pt, ct) = (
-        parent.tree().map_err(|e| git_error("reading a tree", &e))?,
-        c.tree().map_err(|e| git_error("reading a tree", &e))?,
-    );
+    let pt = match c.parent_count() {
+        0 => None,
+        _ => Some(
+            c.parent(0)
+                .and_then(|p| p.tree())
+                .map_err(|e| git_error("reading a commit", &e))?,
+        ),
+    };
+    let ct = c.tree().map_err(|e| git_error("reading a tree", &e))?;
     let diff = repo
-        .diff_tree_to_tree(Some(&pt), Some(&ct), None)
+        .diff_tree_to_tree(pt.as_ref(), Some(&ct), None)
         .map_err(|e| git_error("comparing trees", &e))?;
     let mut out = Vec::new();
     for d in diff.deltas() {
@@ -159,10 +166,9 @@ fn changes(repo: &Repository, c: &Commit) -> Result<Vec<Change>, Error> {
             Some(p) => p.to_string_lossy().into_owned(),
             None => continue,
         };
-        let old = if d.status() == Delta::Added {
-            None
-        } else {
-            blob_at(repo, &pt, &path)?
+        let old = match &pt {
+            Some(pt) if d.status() != Delta::Added => blob_at(repo, pt, &path)?,
+            _ => None,
         };
         let new = if d.status() == Delta::Deleted {
             None

@@ -269,10 +269,14 @@ fn integrate(
     if local == t || repo.graph_descendant_of(local, t).unwrap_or(false) {
         return Ok(Ok(Some(local)));
     }
-    let base = repo
-        .merge_base(local, t)
-        .map_err(|e| git_error("finding the common history with the remote", &e))?;
-    let new = if base == local {
+    // No common history (a home started here before it was given the remote): every local
+    // commit is replayed.
+    let base = match repo.merge_base(local, t) {
+        Ok(b) => Some(b),
+        Err(e) if e.code() == git2::ErrorCode::NotFound => None,
+        Err(e) => return Err(git_error("finding the common history with the remote", &e)),
+    };
+    let new = if base == Some(local) {
         t
     } else {
         let commits = match rebase::local_commits(repo, base, local)? {
