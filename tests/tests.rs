@@ -15,6 +15,7 @@ mod litter;
 mod lock;
 mod querypy;
 mod refs;
+mod remote;
 mod scripts_hostile;
 mod shape;
 mod wrappers;

@@ -347,6 +347,9 @@ pub fn replay(
                     }
                 },
                 (Some((oid, o)), Some((_, n))) => match &cur {
+                    // The base has it already (a run killed while moving the files committed
+                    // them as it found them).
+                    Some((_, b)) if *b == n => continue,
                     Some((bid, b)) if *bid == oid => {
                         Some(match added(Some(&o), &n) {
                             Some(a) if heur => {

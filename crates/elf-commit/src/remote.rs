@@ -132,6 +132,18 @@ fn last_line(s: &str) -> String {
     escape(line).into_owned()
 }
 
+/// A crash on purpose, for the tests: `ELF_COMMIT_CRASH=STAGE` kills this process with
+/// SIGKILL when it reaches STAGE (`fetched`, `renumbered`, `files`, `pushed`), as a power cut
+/// or a `kill -9` would stop it there.
+fn crash_point(stage: &str) {
+    if std::env::var_os("ELF_COMMIT_CRASH").is_some_and(|v| v == stage) {
+        // SAFETY: kill(2) on our own process touches no memory.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+}
+
 fn read_oid(repo: &Repository, name: &str) -> Option<Oid> {
     repo.refname_to_id(name).ok()
 }
@@ -173,6 +185,7 @@ pub fn push(workdir: &Path, r: &Remote, only_if_ahead: bool) -> Result<(Outcome,
             Ok((false, _, e)) => return Ok((Outcome::Unreachable(last_line(&e)), report)),
             Err(e) => return Ok((Outcome::Unreachable(e), report)),
         };
+        crash_point("fetched");
         if let Some(pushed) = read_oid(&repo, &pushed_ref) {
             let kept = match remote_head {
                 Some(t) => t == pushed || repo.graph_descendant_of(t, pushed).unwrap_or(false),
@@ -217,6 +230,7 @@ pub fn push(workdir: &Path, r: &Remote, only_if_ahead: bool) -> Result<(Outcome,
         let spec = format!("{new_head}:refs/heads/{branch}");
         match cli(workdir, &["push", "--porcelain", "--quiet", &r.name, &spec], deadline) {
             Ok((true, _, _)) => {
+                crash_point("pushed");
                 set_ref(&repo, &tracking, new_head);
                 set_ref(&repo, &pushed_ref, new_head);
                 return Ok((Outcome::Pushed, report));
@@ -298,7 +312,14 @@ fn integrate(
             .into_iter()
             .filter(|e| remote_ids.contains(&e.id))
             .collect();
-        let ids = renumber::move_heuristics(r.db.as_deref(), r.timeout, &collisions, &taken)?;
+        let ids = renumber::move_heuristics(
+            r.db.as_deref(),
+            r.timeout,
+            &collisions,
+            &remote_ids,
+            &taken,
+        )?;
+        crash_point("renumbered");
         let replayed = match rebase::replay(repo, &commits, t, &ids)? {
             Ok(x) => x,
             Err(c) => return Ok(Err(c)),
@@ -487,6 +508,7 @@ fn apply(
             }
         }
     }
+    crash_point("files");
     let until = Instant::now() + timeout;
     let mut schedule = Schedule::new(Policy::default(), None);
     loop {

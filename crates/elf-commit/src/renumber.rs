@@ -65,12 +65,13 @@ fn has_table(c: &Connection, name: &str) -> Result<bool, Error> {
 }
 
 /// New ids for the `collisions` (local entries whose id the remote's head holds): old id ->
-/// new id, the rows moved in one transaction. `taken` holds every heading id of the remote's
-/// head and of this machine's head.
+/// new id, the rows moved in one transaction. `remote` holds every heading id of the remote's
+/// head, `taken` those and every heading id of this machine's head.
 pub fn move_heuristics(
     db: Option<&Path>,
     timeout: Duration,
     collisions: &[LocalEntry],
+    remote: &BTreeSet<u64>,
     taken: &BTreeSet<u64>,
 ) -> Result<BTreeMap<u64, u64>, Error> {
     let mut map = BTreeMap::new();
@@ -131,11 +132,12 @@ pub fn move_heuristics(
             map.insert(e.id, next);
             continue;
         }
-        // Moved by a run that was killed before its replay: the row of this rule that no
-        // heading holds.
+        // Moved by a run that was killed before its replay: the row of this rule whose id the
+        // remote does not hold (this machine's files may hold it already, when that run was
+        // killed while it moved them).
         let moved = rows
             .iter()
-            .filter(|(id, r)| *r == rule && !taken.contains(id) && !used.contains(id))
+            .filter(|(id, r)| *r == rule && !remote.contains(id) && !used.contains(id))
             .map(|(id, _)| *id)
             .max();
         match moved {
