@@ -184,3 +184,67 @@ fn fuzz_targets_use_the_libraries() {
         );
     }
 }
+
+/// The text between `<!-- start -->` and `<!-- end -->` in the README.
+fn readme_block(readme: &str, start: &str, end: &str) -> (usize, usize) {
+    let a = readme
+        .find(start)
+        .unwrap_or_else(|| panic!("README has no {start}"))
+        + start.len();
+    let b = readme[a..]
+        .find(end)
+        .unwrap_or_else(|| panic!("README has no {end}"))
+        + a;
+    (a, b)
+}
+
+/// Checks that the README's block holds `expected`, or rewrites it under `ELF_BLESS`.
+fn readme_agrees(start: &str, end: &str, expected: &str) {
+    let path = root().join("README.md");
+    let readme = fs::read_to_string(&path).expect("README");
+    let (a, b) = readme_block(&readme, start, end);
+    if readme[a..b] == *expected {
+        return;
+    }
+    if std::env::var_os("ELF_BLESS").is_some() {
+        fs::write(&path, format!("{}{expected}{}", &readme[..a], &readme[b..])).expect("bless");
+        return;
+    }
+    panic!(
+        "README between {start} and {end} differs from its source (rerun with ELF_BLESS=1):\n{}\n---\n{expected}",
+        &readme[a..b]
+    );
+}
+
+#[test]
+fn the_readme_exit_table_is_exit_table() {
+    let mut rows = String::from("\n| code | meaning |\n|---|---|\n");
+    for (code, meaning) in elf_core::exit::TABLE {
+        rows.push_str(&format!("| {code} | {meaning} |\n"));
+    }
+    readme_agrees(
+        "<!-- exit table: a copy of elf_core::exit::TABLE, checked by a test -->",
+        "<!-- /exit table -->",
+        &rows,
+    );
+}
+
+#[test]
+fn the_readme_record_protocol_is_the_protocol() {
+    readme_agrees(
+        "<!-- protocol -->\n",
+        "<!-- /protocol -->",
+        elf_core::record::PROTOCOL,
+    );
+}
+
+#[test]
+fn the_readme_says_the_bash_the_scripts_need() {
+    // The scripts use EPOCHREALTIME (bash 5.0) and SRANDOM (bash 5.1).
+    let readme = fs::read_to_string(root().join("README.md")).expect("README");
+    assert!(
+        readme.contains("`bash` 5.1 or later"),
+        "README names another bash"
+    );
+    assert!(!readme.contains("bash` 4.4"));
+}

@@ -389,14 +389,14 @@ fn bad_records_stop_with_65_naming_the_line_after_passing_the_good_ones() {
     assert_eq!(recs[1]["error"]["line"], 2);
     assert_eq!(recs[1]["error"]["tool"], "elf-write");
     assert_eq!(recs[2]["k"], 1);
-    assert_eq!(recs[2]["error"]["code"], 77);
+    assert_eq!(recs[2]["error"]["code"], 65);
     assert_eq!(recs[2]["error"]["line"], 3);
     assert_eq!(recs[3]["write"]["created"], true);
     assert!(t.join("b").exists());
 }
 
 #[test]
-fn escapes_are_refused_with_77_and_nothing_is_written_outside() {
+fn escapes_are_refused_65_by_text_77_by_the_file_system_and_nothing_is_written_outside() {
     let t = TempDir::new();
     let root = t.join("root");
     let outside = t.join("outside");
@@ -408,20 +408,22 @@ fn escapes_are_refused_with_77_and_nothing_is_written_outside() {
     symlink("real", root.join("inside-link")).expect("symlink");
     symlink("real/x", root.join("file-link-inside")).expect("symlink");
     let abs = format!("/etc/elf-write-escape-{}", std::process::id());
-    for (path, mode) in [
-        ("../x", "replace"),
-        ("real/../../x", "create"),
-        (abs.as_str(), "replace"),
-        ("out/x", "replace"),
-        ("out/new/deeper/x", "create"),
-        ("file-link", "replace"),
-        ("file-link", "append"),
-        ("file-link-inside", "replace"),
-        ("inside-link", "replace"),
+    // A path whose text leaves the root is a bad record (65), as in elf-commit; one the file
+    // system leads out (a symlink) is refused for safety (77).
+    for (path, mode, status) in [
+        ("../x", "replace", 65),
+        ("real/../../x", "create", 65),
+        (abs.as_str(), "replace", 65),
+        ("out/x", "replace", 77),
+        ("out/new/deeper/x", "create", 77),
+        ("file-link", "replace", 77),
+        ("file-link", "append", 77),
+        ("file-link-inside", "replace", 77),
+        ("inside-link", "replace", 77),
     ] {
         let rec = json!({"key":"k","write":{"path":path,"mode":mode,"content":"pwned"}});
         let (code, recs, err) = run_records(ew(&root), &[rec]);
-        assert_eq!(code, Some(77), "{path} ({mode}): {err}");
+        assert_eq!(code, Some(status), "{path} ({mode}): {err}");
         assert!(recs.is_empty());
         assert!(err.starts_with("elf-write: line 1: "), "{err}");
     }

@@ -86,6 +86,7 @@ use crate::indexlock;
 pub use crate::job::{Append, Job};
 use crate::message::{Message, parse_date};
 use crate::tree::{Entry, Trees};
+use elf_core::paths::show as shown;
 
 /// A commit of at least this many named paths writes its objects as one pack, not loose (the
 /// number git uses for `transfer.unpackLimit`).
@@ -1339,7 +1340,7 @@ impl Git<'_> {
                 }
                 // A FIFO, socket or device: git cannot commit one, and reading a FIFO would
                 // block forever while holding the locks, with the signals that could stop us
-                // blocked (see `indexlock::SignalBlock`).
+                // blocked (see `elf_core::signals::Blocked`).
                 Ok(m) if !(m.is_file() || m.is_symlink()) => {
                     return Err(Error::data(format!(
                         "{} is not a regular file, a symbolic link or a folder; git cannot commit it",
@@ -1882,10 +1883,6 @@ impl Person {
             ))
         })
     }
-}
-
-fn shown(p: &Path) -> String {
-    escape(&p.to_string_lossy()).into_owned()
 }
 
 /// A libgit2 error with what was being done, and the exit status it stands for.

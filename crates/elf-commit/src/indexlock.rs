@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use elf_core::backoff::{Jitter, Policy, Schedule};
 use elf_core::text::escape;
-use elf_core::{Error, lockfile};
+use elf_core::{Error, lockfile, process, signals};
 
 /// A held `index.lock`, removed on drop. Termination signals stay blocked while it is held, so
 /// an interrupt lands after it is removed rather than leaving it behind.
@@ -31,7 +31,7 @@ pub struct IndexLock {
     path: PathBuf,
     /// The lock's file (this lock's own, or a [`Holder`]'s, linked).
     file: File,
-    _signals: SignalBlock,
+    _signals: signals::Blocked,
 }
 
 impl IndexLock {
@@ -127,7 +127,7 @@ pub fn acquire(gitdir: &Path, wait: Wait, holder: Option<&Holder>) -> Result<Ind
     let mut schedule = Schedule::new(policy, None);
     let mut holder = holder;
     loop {
-        let signals = SignalBlock::new();
+        let signals = signals::Blocked::handled();
         if let Some(h) = holder {
             // Its age is the lock's age for everyone who looks.
             let _ = h.file.set_modified(SystemTime::now());
@@ -518,20 +518,12 @@ fn dead_elf_commit(path: &Path) -> Option<u32> {
     }
 }
 
-/// Field 22 of `/proc/PID/stat`: when the process started, in clock ticks since boot.
 fn start_time(pid: u32) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(19).map(str::to_string)
+    process::start_time(&pid.to_string()).map(|t| t.to_string())
 }
 
 fn boot_id() -> &'static str {
-    static ID: OnceLock<String> = OnceLock::new();
-    ID.get_or_init(|| {
-        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default()
-    })
+    process::boot_id().unwrap_or_default()
 }
 
 fn pid_namespace() -> &'static str {
@@ -546,39 +538,6 @@ fn pid_namespace() -> &'static str {
             })
             .unwrap_or_default()
     })
-}
-
-/// SIGINT, SIGTERM and SIGHUP blocked until dropped; one that arrived meanwhile is delivered
-/// then (and, under the exit policy, ends the process after the lock is gone).
-pub struct SignalBlock {
-    old: libc::sigset_t,
-}
-
-impl SignalBlock {
-    /// Blocks the termination signals.
-    pub fn new() -> SignalBlock {
-        // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it, and
-        // pthread_sigmask only reads `set` and writes `old`, both valid for the call.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            let mut old: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            for sig in elf_core::signals::HANDLED {
-                libc::sigaddset(&mut set, sig);
-            }
-            libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
-            SignalBlock { old }
-        }
-    }
-}
-
-impl Drop for SignalBlock {
-    fn drop(&mut self) {
-        // SAFETY: restores the mask saved in `new`; `self.old` is a valid sigset_t.
-        unsafe {
-            libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut());
-        }
-    }
 }
 
 #[cfg(test)]

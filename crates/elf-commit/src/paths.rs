@@ -2,16 +2,16 @@
 //! through a symbolic link.
 
 use std::ffi::OsStr;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
-use elf_core::Error;
 use elf_core::text::escape;
+use elf_core::{Error, paths};
 
 /// Turns `p` into a path relative to the work tree: plain components separated by `/`, no `.`
 /// or `..`. A relative `p` starts from `base` (the work tree for records, the current
 /// directory for operands). `workdir` and `base` are canonical.
 ///
-/// Refused: a path outside the work tree, the work tree itself, a path inside `.git` or
+/// Refused: a path outside the work tree (65, see [`elf_core::paths`]), the work tree itself, a path inside `.git` or
 /// containing NUL (65); a path that goes through a symbolic link (77), since git would commit
 /// the link, not what lies behind it.
 pub fn relative(workdir: &Path, base: &Path, p: &Path) -> Result<PathBuf, Error> {
@@ -22,7 +22,7 @@ pub fn relative(workdir: &Path, base: &Path, p: &Path) -> Result<PathBuf, Error>
     if p.as_os_str().as_encoded_bytes().contains(&0) {
         return Err(Error::data(format!("path {} contains a NUL byte", shown())));
     }
-    let abs = normalize(&base.join(p));
+    let abs = paths::normalize(&base.join(p));
     let rel = match abs.strip_prefix(workdir) {
         Ok(r) => r.to_path_buf(),
         // Outside lexically; it may still be inside through a symlink on the way (a link to
@@ -31,7 +31,7 @@ pub fn relative(workdir: &Path, base: &Path, p: &Path) -> Result<PathBuf, Error>
             match physical(&abs).and_then(|a| a.strip_prefix(workdir).ok().map(Path::to_path_buf)) {
                 Some(r) => r,
                 None => {
-                    return Err(Error::data(format!(
+                    return Err(paths::outside_root(format!(
                         "path {} is outside the work tree {}",
                         shown(),
                         escape(&workdir.to_string_lossy())
@@ -79,21 +79,6 @@ pub fn relative(workdir: &Path, base: &Path, p: &Path) -> Result<PathBuf, Error>
         }
     }
     Ok(rel)
-}
-
-/// `.` and `..` removed lexically (`/..` stays `/`).
-fn normalize(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 /// The path with its parent directory resolved through symlinks, when the parent exists.

@@ -65,25 +65,45 @@ pub fn man(tool: &Tool) -> String {
             exit.push('\n');
         }
     }
-    let record = "Records are JSON objects, one per line, UTF\\-8, each ended by a newline. \
-Blank lines are skipped. A line longer than the limit (16 MiB unless \\fB\\-\\-max\\-line\\fR \
-says otherwise), not UTF\\-8, not JSON or not an object is a bad record: exit 65 and a message \
-naming the line. Each tool reads only its own key (\\fBdb\\fR, \\fBwrite\\fR, \\fBcommit\\fR), \
-adds its results under that key, and writes the whole record on with every other key kept as \
-it was, in the same order; output is flushed after every line. A record that carries \
-\\fBerror\\fR is passed on untouched. The key \\fBkey\\fR is the record's idempotency key. \
-An instruction value may take its value from the record itself: \\fB{\"$ref\": \"/db/id\"}\\fR is \
-the value at that JSON Pointer (RFC 6901), and \\fB{\"$join\": [\"## H\\-\", {\"$ref\": \"/db/id\"}]}\\fR \
-is text, its parts joined (strings, numbers as their exact text, references to them). The tool \
-that acts resolves them from the record as it reaches it, just before it acts, and passes the \
-record on with its references as written. Strings are never references; a reference that finds \
-nothing is a bad record (exit 65) naming the line and the pointer.\n";
-    let record: String = crate::cli::wrap(record, 72).join("\n");
+    let record = protocol_roff(crate::record::PROTOCOL);
     tool.man
         .replace("{{OPTIONS}}", options.trim_end())
         .replace("{{EXIT STATUS}}", exit.trim_end())
         .replace("{{RECORD FORMAT}}", record.trim_end())
         .replace("{{VERSION}}", tool.version)
+}
+
+/// The record protocol's rules (a Markdown list: `code` and **bold** spans, nothing else) as
+/// roff paragraphs with a bullet each.
+pub fn protocol_roff(markdown: &str) -> String {
+    let mut out = String::new();
+    for item in markdown.split("\n- ") {
+        let item = item.trim_start_matches("- ");
+        let text = crate::cli::wrap(item, 72).join("\n");
+        out.push_str(".IP \\(bu 2\n");
+        out.push_str(&inline_roff(&text));
+        out.push('\n');
+    }
+    out
+}
+
+/// Markdown's `code` and **bold** spans as roff bold; everything escaped.
+fn inline_roff(text: &str) -> String {
+    let mut out = String::new();
+    for (i, span) in text.split('`').enumerate() {
+        if i % 2 == 1 {
+            out.push_str(&format!("\\fB{}\\fR", roff_escape(span)));
+            continue;
+        }
+        for (j, part) in span.split("**").enumerate() {
+            if j % 2 == 1 {
+                out.push_str(&format!("\\fB{}\\fR", roff_escape(part)));
+            } else {
+                out.push_str(&roff_escape(part));
+            }
+        }
+    }
+    out
 }
 
 fn fn_name(tool: &Tool) -> String {
@@ -225,6 +245,15 @@ pub fn fish(tool: &Tool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_protocol_renders_one_bullet_per_rule_with_code_in_bold() {
+        let roff = protocol_roff("- one `a-b` rule\n- **two**\n  lines");
+        assert_eq!(
+            roff,
+            ".IP \\(bu 2\none \\fBa\\-b\\fR rule\n.IP \\(bu 2\n\\fBtwo\\fR lines\n"
+        );
+    }
 
     #[test]
     fn roff_escapes_leading_dots_and_backslashes() {

@@ -1,6 +1,6 @@
 //! The one library of elf-tools: the record protocol, exit statuses and errors, the flag table
 //! driver, the man page and completion generators, signal policy, the backoff policy and the
-//! file primitives every tool shares.
+//! file and path primitives every tool shares.
 //!
 //! Every tool's `main` is one call to [`run`].
 
@@ -10,6 +10,8 @@ pub mod docs;
 pub mod exit;
 pub mod lockfile;
 pub mod marker;
+pub mod paths;
+pub mod process;
 pub mod record;
 pub mod refs;
 pub mod signals;

@@ -2,19 +2,11 @@
 //!
 //! # Wire format
 //!
-//! Every tool reads and writes the same format:
+//! Every tool reads and writes the same format. These rules are the one source of the
+//! protocol's text: the README's copy is checked against them by a test, and every man page's
+//! RECORD FORMAT section is made from them.
 //!
-//! - one JSON object per line, UTF-8, terminated by `\n` (a final line without `\n` is accepted);
-//! - blank lines (only spaces, tabs or `\r`) are skipped and not echoed;
-//! - a line longer than the limit (16 MiB by default, `--max-line` to change), a line that is not
-//!   UTF-8, not JSON, or not an object is a *bad record*: exit 65 with `line N: reason`;
-//! - each tool reads only its own key (`db`, `write`, `commit`), adds its results under that key,
-//!   and writes the whole object on: every other key keeps its value and its place;
-//! - a record that carries `error` is passed on untouched;
-//! - output is flushed after every line, so a pipeline is live;
-//! - an instruction value may take its value from the record itself (`{"$ref": "/db/id"}`,
-//!   `{"$join": [...]}`), resolved by the stage that acts, just before it acts: see
-//!   [`crate::refs`].
+#![doc = include_str!("protocol.md")]
 //!
 //! A record after three stages:
 //!
@@ -38,6 +30,9 @@ use crate::signals;
 
 /// One record: a JSON object whose key order is kept.
 pub type Record = Map<String, Value>;
+
+/// The protocol's rules, in Markdown (see the module documentation).
+pub const PROTOCOL: &str = include_str!("protocol.md");
 
 /// The default line limit: 16 MiB.
 pub const DEFAULT_MAX_LINE: usize = 16 << 20;

@@ -131,3 +131,43 @@ pub fn sleep(d: std::time::Duration) -> bool {
         req = rem;
     }
 }
+
+/// The handled signals (SIGINT, SIGTERM, SIGHUP) blocked until dropped; one that arrives
+/// meanwhile is delivered when the mask is restored. elf-commit holds one around its
+/// `index.lock`, elf-lock across the forks that start the command.
+pub struct Blocked {
+    old: libc::sigset_t,
+}
+
+impl Blocked {
+    /// Blocks the handled signals for this thread (the whole process, for a tool that runs
+    /// one thread), saving the mask they were in.
+    pub fn handled() -> Blocked {
+        // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it, and
+        // pthread_sigmask only reads `set` and writes `old`, both valid for the call.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for sig in HANDLED {
+                libc::sigaddset(&mut set, sig);
+            }
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+            Blocked { old }
+        }
+    }
+
+    /// The mask as it was before (what a child process should get back).
+    pub fn previous(&self) -> &libc::sigset_t {
+        &self.old
+    }
+}
+
+impl Drop for Blocked {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved in `handled`; `self.old` is a valid sigset_t.
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut());
+        }
+    }
+}

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use elf_core::Error;
 use elf_core::backoff::{Jitter, Policy, Waiter};
+pub use elf_core::paths::show;
 use rusqlite::{Connection, ErrorCode, OpenFlags, ffi};
 
 /// SQLite's `synchronous` setting.
@@ -500,11 +501,6 @@ fn describe(e: &rusqlite::Error) -> String {
         E::MultipleStatement => "more than one statement in sql".into(),
         other => other.to_string(),
     }
-}
-
-/// A path for a message.
-pub fn show(p: &Path) -> String {
-    elf_core::text::escape(&p.to_string_lossy()).into_owned()
 }
 
 #[cfg(test)]

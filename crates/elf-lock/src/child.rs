@@ -77,21 +77,7 @@ pub fn run(argv: &[OsString], inherit: &[RawFd], keeper: bool) -> Result<u8> {
     // The forwarded signals are blocked across the forks: one that arrives meanwhile reaches
     // the parent after it (and is forwarded by set_group) or the child once it has its
     // default disposition back (and ends it), never a handler in a child that cannot forward.
-    // SAFETY: sigset operations on local sets, and sigprocmask(2) with valid pointers.
-    let old = unsafe {
-        let mut block: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut block);
-        for sig in signals::HANDLED {
-            libc::sigaddset(&mut block, sig);
-        }
-        libc::sigprocmask(libc::SIG_BLOCK, &block, &mut old);
-        old
-    };
-    let restore = || {
-        // SAFETY: restoring the mask saved above.
-        unsafe { libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
-    };
+    let blocked = signals::Blocked::handled();
     let start = Start {
         parent,
         group,
@@ -106,7 +92,7 @@ pub fn run(argv: &[OsString], inherit: &[RawFd], keeper: bool) -> Result<u8> {
     }
     let forked = io::Error::last_os_error();
     if pid < 0 {
-        restore();
+        drop(blocked);
         return Err(Error::io("starting the command", &forked));
     }
     if group {
@@ -116,7 +102,7 @@ pub fn run(argv: &[OsString], inherit: &[RawFd], keeper: bool) -> Result<u8> {
     }
     let keeper = match gate {
         None => None,
-        Some(gate) => match Keeper::start(pid, &old, [gate.read, gate.write]) {
+        Some(gate) => match Keeper::start(pid, blocked.previous(), [gate.read, gate.write]) {
             Ok(k) => {
                 gate.open();
                 Some(k)
@@ -127,12 +113,12 @@ pub fn run(argv: &[OsString], inherit: &[RawFd], keeper: bool) -> Result<u8> {
                 // SAFETY: kill(2) and waitpid(2) on our own child.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
                 let _ = reap(pid);
-                restore();
+                drop(blocked);
                 return Err(Error::io("starting the lock keeper", &e));
             }
         },
     };
-    restore();
+    drop(blocked);
     if group {
         signals::set_group(u32::try_from(pid).ok());
     } else {

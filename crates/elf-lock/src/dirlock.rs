@@ -29,9 +29,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use elf_core::{Error, Result, text};
+use elf_core::{Error, Result};
 
 use crate::holder::{self, Liveness, Me};
+use elf_core::paths::show;
 
 /// The owner file's name inside the lock directory.
 pub const OWNER: &str = "owner";
@@ -409,8 +410,4 @@ fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
 fn cpath(path: &Path) -> Result<CString> {
     CString::new(path.as_os_str().as_bytes())
         .map_err(|_| Error::usage(format!("path {} contains a NUL byte", show(path))))
-}
-
-fn show(path: &Path) -> String {
-    text::escape(&path.to_string_lossy()).into_owned()
 }

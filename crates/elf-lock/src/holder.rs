@@ -23,11 +23,12 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use elf_core::process;
 use serde_json::{Map, Value};
 
 /// The largest holder record read back (a longer first line is not a record).
@@ -191,7 +192,7 @@ pub fn liveness(rec: &Map<String, Value>, me: &Me) -> Liveness {
     let Some(recorded) = rec.get("start_time").and_then(Value::as_u64) else {
         return Liveness::Unknown;
     };
-    match proc_stat(&pid.to_string()) {
+    match process::stat(&pid.to_string()).map(|s| (s.state, s.start_time)) {
         None => Liveness::Gone,
         Some((state, start)) => {
             if state == b'Z' || state == b'X' || start != recorded {
@@ -385,33 +386,13 @@ pub fn describe(kernel: &Kernel, rec: Option<&Map<String, Value>>, me: &Me) -> S
     }
 }
 
-/// `(state, start time)` from `/proc/PID/stat`.
-fn proc_stat(pid: &str) -> Option<(u8, u64)> {
-    let mut buf = [0u8; 1024];
-    let mut f = File::open(format!("/proc/{pid}/stat")).ok()?;
-    let n = f.read(&mut buf).ok()?;
-    let text = &buf[..n];
-    // The command name may hold spaces and parentheses: fields resume after the last ')'.
-    let close = text.iter().rposition(|&b| b == b')')?;
-    let rest = std::str::from_utf8(&text[close + 1..]).ok()?;
-    let mut fields = rest.split_ascii_whitespace();
-    let state = fields.next()?.bytes().next()?;
-    // Field 22 of the whole line; the state is field 3.
-    let start = fields.nth(22 - 4)?.parse().ok()?;
-    Some((state, start))
-}
-
 /// The start time of `/proc/<pid>` in clock ticks since boot.
 pub fn start_time_of(pid: &str) -> Option<u64> {
-    proc_stat(pid).map(|(_, t)| t)
+    process::start_time(pid)
 }
 
 fn boot_id() -> Option<String> {
-    let mut buf = [0u8; 64];
-    let mut f = File::open("/proc/sys/kernel/random/boot_id").ok()?;
-    let n = f.read(&mut buf).ok()?;
-    let s = std::str::from_utf8(&buf[..n]).ok()?.trim();
-    (!s.is_empty()).then(|| s.to_string())
+    process::boot_id().map(str::to_string)
 }
 
 fn hostname() -> String {

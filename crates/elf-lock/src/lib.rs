@@ -22,9 +22,10 @@ use std::time::Duration;
 
 use elf_core::cli::{Flag, Matches, Operands, Tool};
 use elf_core::signals::{self, Policy as Signals};
-use elf_core::{Error, Result, exit, lockfile, text};
+use elf_core::{Error, Result, exit, lockfile};
 
 use acquire::{Clock, Got, Wait};
+use elf_core::paths::show;
 use holder::{Kernel, Me};
 
 const FLAGS: &[Flag] = &[
@@ -674,10 +675,6 @@ fn take_dir(
         acquire::nap(clock.remaining().map_or(delay, |left| delay.min(left)));
         delay = (delay * 2).min(Duration::from_millis(50));
     }
-}
-
-fn show(path: &Path) -> String {
-    text::escape(&path.to_string_lossy()).into_owned()
 }
 
 #[cfg(test)]

@@ -21,10 +21,11 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
-use elf_core::{Error, IoContext, Result, exit, text};
+use elf_core::{Error, IoContext, Result, exit};
 
 use crate::dirlock;
 use crate::holder::{self, Kernel, KernelLock, Liveness, Me};
+use elf_core::paths::show;
 
 /// Prints the status of every lock file and lock directory; the first error's status, after
 /// reporting the others.
@@ -197,8 +198,4 @@ fn probe(file: &File) -> Result<Kernel> {
         });
     }
     Ok(k)
-}
-
-fn show(path: &Path) -> String {
-    text::escape(&path.to_string_lossy()).into_owned()
 }

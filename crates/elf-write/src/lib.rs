@@ -65,8 +65,8 @@ const FLAGS: &[Flag] = &[
         .path()
         .doc(
             "The folder every path is relative to and confined to (default: the current folder). \
-             Absolute paths, .. that climbs above it and symlinks that lead out of it are refused \
-             with status 77 and nothing is written. In the stream form, PATH is then relative to \
+             Absolute paths and a .. that climbs above it are refused with status 65, symlinks \
+             that lead out of it with 77, and nothing is written. In the stream form, PATH is then relative to \
              DIR and confined the same way; without --root, PATH is used as given.",
         ),
     Flag::new("append", "Stream form: append stdin to PATH").short('a').doc(

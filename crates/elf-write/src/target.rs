@@ -2,7 +2,8 @@
 //! without any race that could lead outside the root.
 //!
 //! 1. The path is checked as text: absolute paths and a `..` that climbs above the root are
-//!    refused (77); `.`, empty components and `a/..` pairs are removed; the last component
+//!    refused (65, as every tool refuses a path whose text leaves its root: see
+//!    [`elf_core::paths`]); `.`, empty components and `a/..` pairs are removed; the last component
 //!    must be a file name.
 //! 2. The folder part is opened from the root's descriptor with `openat2(2)` and
 //!    `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS`: the kernel refuses any symlink that leads
@@ -22,7 +23,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use elf_core::text::escape;
-use elf_core::{Error, IoContext, Result};
+use elf_core::{Error, IoContext, Result, paths};
 
 use crate::sys;
 
@@ -47,7 +48,8 @@ pub struct RelPath {
 impl RelPath {
     /// Checks and normalises a relative path.
     ///
-    /// Absolute paths and `..` above the root are refused with 77; an empty path, a NUL byte,
+    /// Absolute paths and `..` above the root leave it, 65 as for every tool (see
+    /// [`elf_core::paths`]); so does an empty path, a NUL byte,
     /// a name (file or folder) over [`NAME_MAX`] bytes, or a path that does not end with a
     /// file name gives 65.
     pub fn parse(path: &OsStr) -> Result<RelPath> {
@@ -60,7 +62,7 @@ impl RelPath {
             return Err(Error::data(format!("path \"{shown}\" contains a NUL byte")));
         }
         if bytes[0] == b'/' {
-            return Err(Error::permission(format!(
+            return Err(paths::outside_root(format!(
                 "absolute path \"{shown}\" refused: paths are relative to the root"
             )));
         }
@@ -75,7 +77,7 @@ impl RelPath {
                 b"" | b"." => {}
                 b".." => {
                     if parts.pop().is_none() {
-                        return Err(Error::permission(format!(
+                        return Err(paths::outside_root(format!(
                             "path \"{shown}\" leaves the root"
                         )));
                     }
@@ -325,9 +327,9 @@ mod tests {
         assert_eq!(parse("a/b.md"), Ok("a/b.md".into()));
         assert_eq!(parse("./a//./b.md"), Ok("a/b.md".into()));
         assert_eq!(parse("a/../b.md"), Ok("b.md".into()));
-        assert_eq!(parse("../x"), Err(77));
-        assert_eq!(parse("a/../../x"), Err(77));
-        assert_eq!(parse("/etc/x"), Err(77));
+        assert_eq!(parse("../x"), Err(65));
+        assert_eq!(parse("a/../../x"), Err(65));
+        assert_eq!(parse("/etc/x"), Err(65));
         assert_eq!(parse(""), Err(65));
         assert_eq!(parse("a/"), Err(65));
         assert_eq!(parse("a/.."), Err(65));
