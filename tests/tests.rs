@@ -16,6 +16,7 @@ mod lock;
 mod querypy;
 mod refs;
 mod remote;
+mod remote_net;
 mod scripts_hostile;
 mod shape;
 mod wrappers;

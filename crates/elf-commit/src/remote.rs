@@ -280,7 +280,7 @@ fn integrate(
     let (Some(local), Some(t)) = (local, remote_head) else {
         return Ok(Ok(local));
     };
-    if local == t || repo.graph_descendant_of(local, t).unwrap_or(false) {
+    if local == t {
         return Ok(Ok(Some(local)));
     }
     // No common history (a home started here before it was given the remote): every local
@@ -308,10 +308,15 @@ fn integrate(
         let remote_ids = rebase::tree_ids(repo, &t_tree)?;
         let mut taken = remote_ids.clone();
         taken.extend(rebase::tree_ids(repo, &l_tree)?);
+        // Checked on a fast-forward too: a record journaled before this machine took the
+        // remote's entries may carry one of their ids.
         let collisions: Vec<_> = rebase::local_entries(repo, &commits)?
             .into_iter()
             .filter(|e| remote_ids.contains(&e.id))
             .collect();
+        if collisions.is_empty() && base == Some(t) {
+            return Ok(Ok(Some(local)));
+        }
         let ids = renumber::move_heuristics(
             r.db.as_deref(),
             r.timeout,
