@@ -817,6 +817,9 @@ elf_remote_sync() {
 elf_import() {
     local head last="" base files=() f n
     [ -e "$ELF_DB" ] || return 0
+    # Nothing came from the remote since the last import (elf-commit makes the file when
+    # something does): no program started.
+    [ ! -e "$ELF_GIT_DIR/elf-imported" ] || [ -e "$ELF_GIT_DIR/elf-import-pending" ] || return 0
     head=$(git -C "$ELF_HOME" rev-parse -q --verify HEAD 2>/dev/null) || return 0
     [ ! -f "$ELF_GIT_DIR/elf-imported" ] || IFS= read -r last <"$ELF_GIT_DIR/elf-imported" || true
     [ "$head" != "$last" ] || return 0
@@ -866,6 +869,7 @@ elf_import() {
         fi
     fi
     printf '%s\n' "$head" >"$ELF_GIT_DIR/elf-imported"
+    rm -f "$ELF_GIT_DIR/elf-import-pending"
 }
 
 # elf_seed: for a new index.db beside existing markdown (a first run, or an index deleted to

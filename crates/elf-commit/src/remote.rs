@@ -170,20 +170,39 @@ pub fn push(workdir: &Path, r: &Remote, only_if_ahead: bool) -> Result<(Outcome,
     }
     let start = Instant::now();
     let deadline = start + r.budget;
-    let mut schedule = Schedule::new(Policy::default(), None);
+    // Full jitter, capped at 2 s: machines that collide spread out, and a push is never
+    // idle for long.
+    let policy = Policy {
+        base: Duration::from_millis(50),
+        max_delay: Duration::from_secs(2),
+        ..Policy::default()
+    };
+    let mut schedule = Schedule::new(policy, None);
     let refspec = format!("+refs/heads/{branch}:{tracking}");
+    // The first attempt of a push trusts what this machine last saw of the remote (the
+    // remote-tracking ref, when it is the commit last pushed or taken from there) and pushes
+    // without fetching: the push names that commit as the one it replaces
+    // (--force-with-lease=BRANCH:COMMIT, a compare-and-swap; the new head descends from it,
+    // so the update is a fast-forward), and a remote that moved meanwhile refuses it.
+    let mut optimistic = only_if_ahead
+        && read_oid(&repo, &tracking).is_some()
+        && read_oid(&repo, &tracking) == read_oid(&repo, &pushed_ref);
     loop {
         // 1. What the remote has.
-        let fetch = cli(
-            workdir,
-            &["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", &r.name, &refspec],
-            deadline,
-        );
-        let remote_head = match fetch {
-            Ok((true, _, _)) => read_oid(&repo, &tracking),
-            Ok((false, _, e)) if e.contains("couldn't find remote ref") => None,
-            Ok((false, _, e)) => return Ok((Outcome::Unreachable(last_line(&e)), report)),
-            Err(e) => return Ok((Outcome::Unreachable(e), report)),
+        let remote_head = if optimistic {
+            read_oid(&repo, &tracking)
+        } else {
+            let fetch = cli(
+                workdir,
+                &["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", &r.name, &refspec],
+                deadline,
+            );
+            match fetch {
+                Ok((true, _, _)) => read_oid(&repo, &tracking),
+                Ok((false, _, e)) if e.contains("couldn't find remote ref") => None,
+                Ok((false, _, e)) => return Ok((Outcome::Unreachable(last_line(&e)), report)),
+                Err(e) => return Ok((Outcome::Unreachable(e), report)),
+            }
         };
         crash_point("fetched");
         if let Some(pushed) = read_oid(&repo, &pushed_ref) {
@@ -228,7 +247,13 @@ pub fn push(workdir: &Path, r: &Remote, only_if_ahead: bool) -> Result<(Outcome,
         }
         // 3. Push: accepted only as a fast-forward of what the remote has.
         let spec = format!("{new_head}:refs/heads/{branch}");
-        match cli(workdir, &["push", "--porcelain", "--quiet", &r.name, &spec], deadline) {
+        let lease = remote_head.map(|t| format!("--force-with-lease=refs/heads/{branch}:{t}"));
+        let mut args = vec!["push", "--porcelain", "--quiet"];
+        if let Some(l) = lease.as_deref().filter(|_| optimistic) {
+            args.push(l);
+        }
+        args.extend([r.name.as_str(), spec.as_str()]);
+        match cli(workdir, &args, deadline) {
             Ok((true, _, _)) => {
                 crash_point("pushed");
                 set_ref(&repo, &tracking, new_head);
@@ -238,12 +263,18 @@ pub fn push(workdir: &Path, r: &Remote, only_if_ahead: bool) -> Result<(Outcome,
             Ok((false, o, e)) => {
                 let text = format!("{o}\n{e}");
                 let rejected = text.contains("[rejected]")
-                    && (text.contains("fetch first") || text.contains("non-fast-forward"));
+                    && (text.contains("fetch first")
+                        || text.contains("non-fast-forward")
+                        || text.contains("stale info"));
                 if text.contains("[remote rejected]") {
                     return Ok((Outcome::Refused(format!("the remote refused the push: {}", last_line(&o))), report));
                 }
                 if !rejected {
                     return Ok((Outcome::Unreachable(last_line(&e)), report));
+                }
+                if optimistic {
+                    optimistic = false;
+                    continue; // the remote moved: fetch it, at once
                 }
             }
             Err(e) => return Ok((Outcome::Unreachable(e), report)),
@@ -290,6 +321,11 @@ fn integrate(
         Err(e) if e.code() == git2::ErrorCode::NotFound => None,
         Err(e) => return Err(git_error("finding the common history with the remote", &e)),
     };
+    // Commits came from the remote: their records' rows are for the scripts to import
+    // (elf_import), told by this file, made before anything moves.
+    if base != Some(t) {
+        let _ = std::fs::write(repo.path().join("elf-import-pending"), "");
+    }
     let new = if base == Some(local) {
         t
     } else {
