@@ -27,10 +27,16 @@ fn appends_from_two_machines_both_survive_with_unique_ids() {
     assert_eq!(id_of(&oa), 1);
     assert_eq!(id_of(&ob), 2, "{}", stdout(&ob));
     let text = remote_file(&s, "memory/heuristics/shared.md");
-    assert!(!text.contains("<<<<<<<") && !text.contains(">>>>>>>"), "{text}");
+    assert!(
+        !text.contains("<<<<<<<") && !text.contains(">>>>>>>"),
+        "{text}"
+    );
     assert_eq!(
         remote_entries(&s),
-        vec![(1, "rule from a".to_string()), (2, "rule from b".to_string())]
+        vec![
+            (1, "rule from a".to_string()),
+            (2, "rule from b".to_string())
+        ]
     );
     // b's row moved with its heading.
     let r = rows(b, "SELECT id FROM heuristics WHERE rule = 'rule from b'");
@@ -61,7 +67,11 @@ fn the_same_remote_served_by_git_daemon() {
     assert!(s.url.starts_with("git://127.0.0.1:"));
     for i in 0..2 {
         for m in &s.machines {
-            ok(&heuristic(m, "net", &format!("rule {i} of {}", m.display())));
+            ok(&heuristic(
+                m,
+                "net",
+                &format!("rule {i} of {}", m.display()),
+            ));
             ok(&failure(m, &format!("fail {i}")));
         }
     }
@@ -74,7 +84,16 @@ fn commit_by_hand(home: &Path, path: &str, text: &str) {
     sh_git(home, &["add", path]);
     sh_git(
         home,
-        &["-c", "user.name=U", "-c", "user.email=u@x", "commit", "-q", "-m", "hand edit"],
+        &[
+            "-c",
+            "user.name=U",
+            "-c",
+            "user.email=u@x",
+            "commit",
+            "-q",
+            "-m",
+            "hand edit",
+        ],
     );
 }
 
@@ -108,7 +127,11 @@ fn a_hand_edit_of_the_same_file_on_two_machines_is_refused_naming_it() {
     assert!(line.contains("refused") && line.contains(path), "{line}");
     assert_eq!(git(b, &["rev-parse", "HEAD"]), before);
     assert_eq!(git(&s.bare(), &["rev-parse", "main"]), remote_before);
-    assert!(std::fs::read_to_string(b.join(path)).expect("read").contains("edited on b"));
+    assert!(
+        std::fs::read_to_string(b.join(path))
+            .expect("read")
+            .contains("edited on b")
+    );
     // A record on b is still recorded, with the same warning.
     let o = heuristic(b, "other", "kept here");
     ok(&o);
@@ -133,7 +156,10 @@ fn an_unreachable_remote_keeps_the_records_and_the_next_run_pushes_them() {
     ok(&o);
     assert_eq!(stderr(&o), "");
     let log = git(&s.bare(), &["log", "--format=%s", "main"]);
-    assert!(log.contains("heuristic: while away") && log.contains("failure: after"), "{log}");
+    assert!(
+        log.contains("heuristic: while away") && log.contains("failure: after"),
+        "{log}"
+    );
     assert_converged(&s);
 }
 
@@ -145,7 +171,16 @@ fn a_rewritten_remote_history_is_refused_and_the_records_kept() {
     ok(&heuristic(a, "d", "two"));
     // Someone force-pushes the remote back by one commit.
     sh_git(b, &["fetch", "-q", "origin"]);
-    sh_git(b, &["push", "-q", "--force", "origin", "origin/main~1:refs/heads/main"]);
+    sh_git(
+        b,
+        &[
+            "push",
+            "-q",
+            "--force",
+            "origin",
+            "origin/main~1:refs/heads/main",
+        ],
+    );
     let forced = git(&s.bare(), &["rev-parse", "main"]);
     let o = heuristic(a, "d", "three");
     ok(&o);

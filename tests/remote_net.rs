@@ -51,7 +51,10 @@ pub fn sh_git(dir: &Path, args: &[&str]) {
 pub fn shared(n: usize, daemon: bool) -> Shared {
     let dir = TempDir::new();
     let bare = dir.join("remote.git");
-    sh_git(dir.path(), &["init", "-q", "--bare", "-b", "main", "remote.git"]);
+    sh_git(
+        dir.path(),
+        &["init", "-q", "--bare", "-b", "main", "remote.git"],
+    );
     let mut child = None;
     let url = if daemon {
         sh_git(&bare, &["config", "daemon.receivepack", "true"]);
@@ -150,14 +153,14 @@ pub fn remote_file(s: &Shared, path: &str) -> String {
 
 /// Every `## H-<id>: rule` heading of the remote's heuristics files.
 pub fn remote_entries(s: &Shared) -> Vec<(u64, String)> {
-    let list = git(&s.bare(), &["ls-tree", "--name-only", "main", "memory/heuristics/"]);
+    let list = git(
+        &s.bare(),
+        &["ls-tree", "--name-only", "main", "memory/heuristics/"],
+    );
     let mut out = Vec::new();
     for path in list.lines() {
         for line in remote_file(s, path).lines() {
-            if let Some((id, rule)) = line
-                .strip_prefix("## H-")
-                .and_then(|l| l.split_once(": "))
-            {
+            if let Some((id, rule)) = line.strip_prefix("## H-").and_then(|l| l.split_once(": ")) {
                 out.push((id.parse().expect("id"), rule.to_string()));
             }
         }
@@ -178,31 +181,44 @@ pub fn assert_converged(s: &Shared) {
     let entries = remote_entries(s);
     let ids: BTreeSet<u64> = entries.iter().map(|e| e.0).collect();
     assert_eq!(ids.len(), entries.len(), "an H-<id> twice: {entries:?}");
-    let files: BTreeSet<String> = git(&s.bare(), &["ls-tree", "--name-only", "main", "memory/failures/"])
-        .lines()
-        .map(String::from)
-        .collect();
+    let files: BTreeSet<String> = git(
+        &s.bare(),
+        &["ls-tree", "--name-only", "main", "memory/failures/"],
+    )
+    .lines()
+    .map(String::from)
+    .collect();
     let remote_head = git(&s.bare(), &["rev-parse", "main"]);
     for m in &s.machines {
         let o = run(on("sync-db-markdown.sh", m));
         assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
-        assert_eq!(git(m, &["rev-parse", "HEAD"]), remote_head, "{}", m.display());
+        assert_eq!(
+            git(m, &["rev-parse", "HEAD"]),
+            remote_head,
+            "{}",
+            m.display()
+        );
         assert_eq!(git(m, &["status", "--porcelain"]), "");
         assert_git_ok(m);
         let hrows: BTreeMap<u64, String> = rows(m, "SELECT id, rule FROM heuristics")
             .into_iter()
-            .map(|r| (r["id"].as_u64().expect("id"), r["rule"].as_str().unwrap_or("").to_string()))
+            .map(|r| {
+                (
+                    r["id"].as_u64().expect("id"),
+                    r["rule"].as_str().unwrap_or("").to_string(),
+                )
+            })
             .collect();
         for (id, rule) in &entries {
             assert_eq!(hrows.get(id), Some(rule), "{}: H-{id}", m.display());
         }
         assert_eq!(hrows.len(), entries.len(), "{}", m.display());
-        let frows: BTreeSet<String> = rows(m, "SELECT filepath FROM learnings WHERE type = 'failure'")
-            .into_iter()
-            .map(|r| r["filepath"].as_str().unwrap_or("").to_string())
-            .collect();
+        let frows: BTreeSet<String> =
+            rows(m, "SELECT filepath FROM learnings WHERE type = 'failure'")
+                .into_iter()
+                .map(|r| r["filepath"].as_str().unwrap_or("").to_string())
+                .collect();
         assert_eq!(frows, files, "{}", m.display());
     }
     assert_git_ok(&s.bare());
 }
-

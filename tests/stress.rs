@@ -820,7 +820,11 @@ fn machines_racing_their_pushes(daemon: bool) {
                     let o = if i % 2 == 0 {
                         remote_net::failure(&home, &format!("failure {w} {i}"))
                     } else {
-                        remote_net::heuristic(&home, &format!("domain-{}", i % 3), &format!("rule {m} {w} {i}"))
+                        remote_net::heuristic(
+                            &home,
+                            &format!("domain-{}", i % 3),
+                            &format!("rule {m} {w} {i}"),
+                        )
                     };
                     ok(&o);
                     lat.push(t.elapsed());
@@ -837,7 +841,10 @@ fn machines_racing_their_pushes(daemon: bool) {
     });
     let records = machines * writers * per;
     report(
-        &format!("{machines} machines sharing a remote{}", if daemon { " (git daemon)" } else { "" }),
+        &format!(
+            "{machines} machines sharing a remote{}",
+            if daemon { " (git daemon)" } else { "" }
+        ),
         records,
         started.elapsed(),
         lat,
@@ -851,17 +858,28 @@ fn machines_racing_their_pushes(daemon: bool) {
                 let rule = format!("rule {m} {w} {i}");
                 assert_eq!(entries.iter().filter(|e| e.1 == rule).count(), 1, "{rule}");
                 let subject = format!("heuristic: {rule}");
-                assert_eq!(log.lines().filter(|l| *l == subject).count(), 1, "{subject}");
+                assert_eq!(
+                    log.lines().filter(|l| *l == subject).count(),
+                    1,
+                    "{subject}"
+                );
             }
         }
     }
     for w in 0..writers {
         for i in (0..per).step_by(2) {
             let subject = format!("failure: failure {w} {i}");
-            assert_eq!(log.lines().filter(|l| *l == subject).count(), machines, "{subject}");
+            assert_eq!(
+                log.lines().filter(|l| *l == subject).count(),
+                machines,
+                "{subject}"
+            );
         }
     }
-    let files = elf_home::git(&s.bare(), &["ls-tree", "--name-only", "main", "memory/failures/"]);
+    let files = elf_home::git(
+        &s.bare(),
+        &["ls-tree", "--name-only", "main", "memory/failures/"],
+    );
     assert_eq!(files.lines().count(), machines * writers * per.div_ceil(2));
 }
 

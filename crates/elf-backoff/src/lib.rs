@@ -156,7 +156,7 @@ fn options(m: Matches) -> Result<Options> {
             "stream" => o.stream = true,
             "hold" => o.hold = Some(g.with(args::size)?),
             "quiet" => o.quiet = true,
-            other => return Err(Error::internal(format!("flag --{other} has no handler"))),
+            _ => return Err(g.unhandled()),
         }
     }
     if o.stream && o.hold.is_some() {
@@ -355,6 +355,11 @@ fn short_io(e: &io::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_flag_of_the_table_reaches_its_handler() {
+        elf_core::cli::assert_every_flag_handled(&TOOL, options);
+    }
 
     #[test]
     fn flag_table_is_valid() {

@@ -37,7 +37,9 @@
 //! work tree's file, and the index entry the index's file with the entry appended: the user's
 //! edits and later records' entries stay out; see `git.rs`.
 
+mod changes;
 mod git;
+mod ident;
 mod indexlock;
 pub mod job;
 pub mod message;
@@ -46,7 +48,9 @@ mod push;
 mod rebase;
 mod remote;
 mod renumber;
+mod repository;
 mod tree;
+mod worktree;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -63,7 +67,7 @@ use elf_core::signals::Policy;
 use elf_core::text::escape;
 use elf_core::{Error, IoContext, Result, exit};
 
-use crate::git::{Job, Options, Outcome, Repo};
+use crate::git::{Job, Mode, Options, Outcome, Repo};
 use crate::job::job_of;
 use crate::message::Message;
 
@@ -182,82 +186,109 @@ pub fn main() -> ExitCode {
     elf_core::run(&TOOL, Policy::Exit, run)
 }
 
-fn run(m: Matches) -> Result<u8> {
-    let timeout = match m.get("timeout") {
-        Some(g) => g.with(parse_duration)?,
-        None => Duration::from_secs(10),
+/// The flags, read once from the table's matches.
+#[derive(Debug)]
+struct Flags {
+    message: Option<String>,
+    repo: Option<PathBuf>,
+    init: bool,
+    check: bool,
+    lock: Option<PathBuf>,
+    timeout: Duration,
+    stale: Option<Duration>,
+    ignored_error: bool,
+    batch: bool,
+    keep_going: bool,
+    max_line: Option<usize>,
+    push: push::Given,
+    operands: Vec<OsString>,
+}
+
+fn options(m: Matches) -> Result<Flags> {
+    let mut o = Flags {
+        message: None,
+        repo: None,
+        init: false,
+        check: false,
+        lock: None,
+        timeout: Duration::from_secs(10),
+        stale: Some(Duration::from_secs(600)),
+        ignored_error: false,
+        batch: false,
+        keep_going: false,
+        max_line: None,
+        push: push::Given::default(),
+        operands: m.operands,
     };
-    let stale = match m.get("stale-index-lock") {
-        Some(g) => Some(g.with(parse_duration)?).filter(|d| !d.is_zero()),
-        None => Some(Duration::from_secs(600)),
-    };
-    let ignored_error = match m.get("ignored") {
-        Some(g) => g.str()? == "error",
-        None => false,
-    };
-    let max_line = match m.get("max-line") {
-        Some(g) => g.parse::<usize>()?,
-        None => record::DEFAULT_MAX_LINE,
-    };
-    let message = m.get("message").map(|g| g.str()).transpose()?;
-    let dir = m
-        .get("repo")
-        .map(|g| g.os().map(PathBuf::from))
-        .transpose()?;
-    let lock = m
-        .get("lock")
-        .map(|g| g.os().map(PathBuf::from))
-        .transpose()?;
-    if !m.operands.is_empty() {
-        for flag in ["batch", "keep-going", "max-line"] {
-            if m.has(flag) {
-                return Err(Error::usage(format!(
-                    "--{flag} applies to the record form only (no PATH operands)"
-                )));
-            }
+    for g in &m.flags {
+        match g.name() {
+            "message" => o.message = Some(g.str()?.to_owned()),
+            "repo" => o.repo = Some(PathBuf::from(g.os()?)),
+            "init" => o.init = true,
+            "check" => o.check = true,
+            "lock" => o.lock = Some(PathBuf::from(g.os()?)),
+            "timeout" => o.timeout = g.with(parse_duration)?,
+            "stale-index-lock" => o.stale = Some(g.with(parse_duration)?).filter(|d| !d.is_zero()),
+            "ignored" => o.ignored_error = g.str()? == "error",
+            "batch" => o.batch = true,
+            "keep-going" => o.keep_going = true,
+            "max-line" => o.max_line = Some(g.parse::<usize>()?),
+            "push" | "push-timeout" | "db" | "sync" => o.push.read(g)?,
+            _ => return Err(g.unhandled()),
         }
     }
-    if m.has("check") {
-        let misplaced = ["message", "init", "batch", "keep-going", "max-line"]
+    Ok(o)
+}
+
+fn run(m: Matches) -> Result<u8> {
+    let o = options(m)?;
+    let record_only = [
+        ("batch", o.batch),
+        ("keep-going", o.keep_going),
+        ("max-line", o.max_line.is_some()),
+    ];
+    if !o.operands.is_empty() {
+        if let Some((flag, _)) = record_only.iter().find(|(_, given)| *given) {
+            return Err(Error::usage(format!(
+                "--{flag} applies to the record form only (no PATH operands)"
+            )));
+        }
+    }
+    if o.check {
+        let misplaced = [("message", o.message.is_some()), ("init", o.init)]
             .into_iter()
-            .find(|f| m.has(f));
-        if let Some(flag) = misplaced {
+            .chain(record_only)
+            .find(|(_, given)| *given);
+        if let Some((flag, _)) = misplaced {
             return Err(Error::usage(format!("--check does not take --{flag}")));
         }
-        if !m.operands.is_empty() {
+        if !o.operands.is_empty() {
             return Err(Error::usage("--check takes no PATH operands"));
         }
     }
-    let push = push::from_flags(&m, timeout)?;
-    let repository = git::open(dir.as_deref(), m.has("init"))?;
+    let push = o.push.check(o.timeout, !o.operands.is_empty())?;
+    let repository = repository::open(o.repo.as_deref(), o.init)?;
     let repo = Repo::new(
         repository,
-        lock.clone(),
+        o.lock.clone(),
         Options {
-            timeout,
-            stale,
-            ignored_error,
+            timeout: o.timeout,
+            stale: o.stale,
+            ignored_error: o.ignored_error,
         },
     )?;
-    if m.has("check") {
+    if o.check {
         repo.check()?;
         return Ok(exit::OK);
     }
-    let push = push.map(|p| p.at(&repo, lock.as_deref()));
-    if m.has("sync") {
+    let push = push.map(|p| p.at(&repo, o.lock.as_deref()));
+    if o.push.sync {
         return push::sync(&repo, push.as_ref());
     }
-    if m.operands.is_empty() {
-        records(
-            &repo,
-            message,
-            max_line,
-            m.has("batch"),
-            m.has("keep-going"),
-            push.as_ref(),
-        )
+    if o.operands.is_empty() {
+        records(&repo, &o, push.as_ref())
     } else {
-        let status = direct(&repo, &m.operands, message, dir.is_some())?;
+        let status = direct(&repo, &o.operands, o.message.as_deref(), o.repo.is_some())?;
         push::after_direct(&repo, push.as_ref());
         Ok(status)
     }
@@ -289,7 +320,13 @@ fn direct(
         appends: Vec::new(),
     };
     let outcome = repo
-        .commit(std::slice::from_ref(&job), false, false)?
+        .commit(
+            std::slice::from_ref(&job),
+            Mode {
+                keep_going: false,
+                separate: false,
+            },
+        )?
         .pop()
         .ok_or_else(|| Error::internal("no outcome for the commit"))??;
     for p in &outcome.skipped {
@@ -316,15 +353,10 @@ enum Slot {
 }
 
 /// The record form.
-fn records(
-    repo: &Repo,
-    message: Option<&str>,
-    max_line: usize,
-    batch: bool,
-    keep_going: bool,
-    push: Option<&remote::Remote>,
-) -> Result<u8> {
-    let mut reader = Reader::stdin(max_line)?;
+fn records(repo: &Repo, o: &Flags, push: Option<&remote::Remote>) -> Result<u8> {
+    let message = o.message.as_deref();
+    let (batch, keep_going) = (o.batch, o.keep_going);
+    let mut reader = Reader::stdin(o.max_line.unwrap_or(record::DEFAULT_MAX_LINE))?;
     let mut w = Writer::stdout();
     while let Some(first) = reader.next_record() {
         let mut group = vec![first];
@@ -357,7 +389,11 @@ fn records(
         let results = if jobs.is_empty() {
             Vec::new()
         } else {
-            match repo.commit(&jobs, keep_going, !batch) {
+            let mode = Mode {
+                keep_going,
+                separate: !batch,
+            };
+            match repo.commit(&jobs, mode) {
                 Ok(r) => r,
                 Err(e) if keep_going => vec![Err(e); jobs.len()],
                 Err(e) => {
@@ -372,7 +408,7 @@ fn records(
                 }
             }
         };
-        let pushed = push.map(|p| push::after_group(&repo.workdir(), p));
+        let pushed = push.map(|p| push::after_group(repo.workdir(), p));
         let mut results = results.into_iter();
         for slot in slots {
             match slot {
@@ -456,6 +492,11 @@ fn annotate(rec: &mut Record, o: &Outcome) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_flag_of_the_table_reaches_its_handler() {
+        elf_core::cli::assert_every_flag_handled(&TOOL, options);
+    }
 
     #[test]
     fn flag_table_is_valid() {

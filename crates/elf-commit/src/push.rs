@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use elf_core::backoff::parse_duration;
-use elf_core::cli::{Flag, Matches};
+use elf_core::cli::Flag;
 use elf_core::record::Record;
 use elf_core::{Error, Result, exit};
 
@@ -55,47 +55,71 @@ pub const FLAG_SYNC: Flag = Flag::new("sync", "Only push (fetching and replaying
      remote could not be reached, 69 refused. Takes no PATH operands and reads no input.",
 );
 
-/// The flags, read before the repository is open.
+/// The push flags as given.
+#[derive(Debug, Default)]
+pub struct Given {
+    name: Option<String>,
+    budget: Option<Duration>,
+    db: Option<PathBuf>,
+    /// `--sync`.
+    pub sync: bool,
+}
+
+impl Given {
+    /// Reads one of `--push`, `--push-timeout`, `--db`, `--sync`.
+    pub fn read(&mut self, g: &elf_core::cli::Given) -> Result<()> {
+        match g.name() {
+            "push" => {
+                let name = g.str()?;
+                if name.is_empty() || name.starts_with('-') {
+                    return Err(g.bad(name, "not a remote"));
+                }
+                self.name = Some(name.to_owned());
+            }
+            "push-timeout" => self.budget = Some(g.with(parse_duration)?),
+            "db" => self.db = Some(PathBuf::from(g.os()?)),
+            "sync" => self.sync = true,
+            _ => return Err(g.unhandled()),
+        }
+        Ok(())
+    }
+
+    /// The push asked for, checked against the other flags; `timeout` is `--timeout`.
+    pub fn check(&self, timeout: Duration, operands: bool) -> Result<Option<Flags>> {
+        let Some(name) = self.name.clone() else {
+            let given = [
+                ("push-timeout", self.budget.is_some()),
+                ("db", self.db.is_some()),
+                ("sync", self.sync),
+            ];
+            if let Some((f, _)) = given.iter().find(|(_, g)| *g) {
+                return Err(Error::usage(format!("--{f} needs --push REMOTE")));
+            }
+            return Ok(None);
+        };
+        if self.sync && operands {
+            return Err(Error::usage("--sync takes no PATH operands"));
+        }
+        let db = self.db.clone().or_else(|| {
+            std::env::var_os("ELF_DB")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        });
+        Ok(Some(Flags {
+            name,
+            budget: self.budget.unwrap_or(Duration::from_secs(30)),
+            db,
+            timeout,
+        }))
+    }
+}
+
+/// The push flags, checked.
 pub struct Flags {
     name: String,
     budget: Duration,
     db: Option<PathBuf>,
     timeout: Duration,
-}
-
-/// `--push` and the flags that go with it.
-pub fn from_flags(m: &Matches, timeout: Duration) -> Result<Option<Flags>> {
-    let Some(g) = m.get("push") else {
-        for f in ["push-timeout", "sync", "db"] {
-            if m.has(f) {
-                return Err(Error::usage(format!("--{f} needs --push REMOTE")));
-            }
-        }
-        return Ok(None);
-    };
-    let name = g.str()?.to_string();
-    if name.is_empty() || name.starts_with('-') {
-        return Err(g.bad(&name, "not a remote"));
-    }
-    if m.has("sync") && !m.operands.is_empty() {
-        return Err(Error::usage("--sync takes no PATH operands"));
-    }
-    let budget = match m.get("push-timeout") {
-        Some(g) => g.with(parse_duration)?,
-        None => Duration::from_secs(30),
-    };
-    let db = match m.get("db") {
-        Some(g) => Some(PathBuf::from(g.os()?)),
-        None => std::env::var_os("ELF_DB")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from),
-    };
-    Ok(Some(Flags {
-        name,
-        budget,
-        db,
-        timeout,
-    }))
 }
 
 impl Flags {
@@ -128,9 +152,7 @@ fn warn(r: &Remote, o: &Outcome) {
             "not pushed to {}: {why}; the commits stay here and the next push takes them along",
             r.name
         )),
-        Outcome::Refused(why) => {
-            elf_core::warn(format_args!("push to {} refused: {why}", r.name))
-        }
+        Outcome::Refused(why) => elf_core::warn(format_args!("push to {} refused: {why}", r.name)),
     }
 }
 
@@ -166,7 +188,10 @@ pub struct Pushed {
 pub fn after_group(workdir: &Path, r: &Remote) -> Pushed {
     let (o, report) = match run(workdir, r, true) {
         Ok(x) => x,
-        Err(e) => (Outcome::Unreachable(e.message().to_string()), Report::default()),
+        Err(e) => (
+            Outcome::Unreachable(e.message().to_string()),
+            Report::default(),
+        ),
     };
     warn(r, &o);
     Pushed {

@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use git2::build::TreeUpdateBuilder;
 use git2::{Commit, Delta, FileMode, ObjectType, Oid, Repository, Sort, Tree};
 
-use crate::git::git_error;
+use crate::repository::git_error;
 use elf_core::Error;
 
 /// The folder of the heuristics files.
@@ -63,10 +63,14 @@ pub fn local_commits<'r>(
     base: Option<Oid>,
     head: Oid,
 ) -> Result<Result<Vec<Commit<'r>>, Conflict>, Error> {
-    let mut walk = repo.revwalk().map_err(|e| git_error("walking history", &e))?;
-    walk.push(head).map_err(|e| git_error("walking history", &e))?;
+    let mut walk = repo
+        .revwalk()
+        .map_err(|e| git_error("walking history", &e))?;
+    walk.push(head)
+        .map_err(|e| git_error("walking history", &e))?;
     if let Some(base) = base {
-        walk.hide(base).map_err(|e| git_error("walking history", &e))?;
+        walk.hide(base)
+            .map_err(|e| git_error("walking history", &e))?;
     }
     walk.set_sorting(Sort::TOPOLOGICAL | Sort::REVERSE)
         .map_err(|e| git_error("walking history", &e))?;
@@ -87,7 +91,11 @@ pub fn local_commits<'r>(
 }
 
 /// The blob at `path` in `tree`, as bytes.
-pub fn blob_at(repo: &Repository, tree: &Tree, path: &str) -> Result<Option<(Oid, Vec<u8>)>, Error> {
+pub fn blob_at(
+    repo: &Repository,
+    tree: &Tree,
+    path: &str,
+) -> Result<Option<(Oid, Vec<u8>)>, Error> {
     match tree.get_path(std::path::Path::new(path)) {
         Ok(e) if e.kind() == Some(ObjectType::Blob) => {
             let b = repo
@@ -119,7 +127,9 @@ fn heading(line: &[u8]) -> Option<(u64, String)> {
         return None;
     }
     let id = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
-    let rule = String::from_utf8_lossy(&rest[digits + 1..]).trim().to_string();
+    let rule = String::from_utf8_lossy(&rest[digits + 1..])
+        .trim()
+        .to_string();
     Some((id, rule))
 }
 
@@ -222,7 +232,7 @@ fn marker_key(line: &[u8]) -> Option<String> {
 
 /// The key of the last marker line in `text`.
 pub fn last_key(text: &[u8]) -> Option<String> {
-    text.split(|&b| b == b'\n').filter_map(marker_key).last()
+    text.split(|&b| b == b'\n').rev().find_map(marker_key)
 }
 
 /// `bytes` with the headings in `ids` renumbered; the keys of the entries renumbered go to
@@ -318,7 +328,11 @@ pub fn replay(
                     Some(_) => return Ok(Err(conflict())),
                 },
                 (None, Some((_, n))) => match &cur {
-                    None => Some(if heur { renumber(&n, ids, &mut out.renumbered) } else { n }),
+                    None => Some(if heur {
+                        renumber(&n, ids, &mut out.renumbered)
+                    } else {
+                        n
+                    }),
                     Some((_, b)) if *b == n => continue,
                     Some((_, b)) if heur => {
                         let h = header_len(&n);
@@ -334,8 +348,7 @@ pub fn replay(
                     }
                     Some(_) => {
                         let taken = |p: &str| {
-                            added_names.contains(p)
-                                || bt.get_path(std::path::Path::new(p)).is_ok()
+                            added_names.contains(p) || bt.get_path(std::path::Path::new(p)).is_ok()
                         };
                         let to = free_name(&path, &taken);
                         added_names.insert(to.clone());
@@ -350,16 +363,14 @@ pub fn replay(
                     // The base has it already (a run killed while moving the files committed
                     // them as it found them).
                     Some((_, b)) if *b == n => continue,
-                    Some((bid, b)) if *bid == oid => {
-                        Some(match added(Some(&o), &n) {
-                            Some(a) if heur => {
-                                let mut v = b.clone();
-                                v.extend(renumber(a, ids, &mut out.renumbered));
-                                v
-                            }
-                            _ => n,
-                        })
-                    }
+                    Some((bid, b)) if *bid == oid => Some(match added(Some(&o), &n) {
+                        Some(a) if heur => {
+                            let mut v = b.clone();
+                            v.extend(renumber(a, ids, &mut out.renumbered));
+                            v
+                        }
+                        _ => n,
+                    }),
                     Some((_, b)) => match added(Some(&o), &n) {
                         Some(a) => {
                             let mut v = b.clone();
@@ -409,7 +420,8 @@ pub fn replay(
 }
 
 fn blob(repo: &Repository, bytes: &[u8]) -> Result<Oid, Error> {
-    repo.blob(bytes).map_err(|e| git_error("writing a blob", &e))
+    repo.blob(bytes)
+        .map_err(|e| git_error("writing a blob", &e))
 }
 
 #[cfg(test)]
@@ -443,9 +455,6 @@ mod tests {
     fn header_ends_at_the_first_entry() {
         let t = b"# Heuristics: d\n\n---\n\n<!-- elf:k -->\n## H-1: r\n";
         assert_eq!(&t[..header_len(t)], b"# Heuristics: d\n\n---\n\n");
-        assert_eq!(
-            headings(t),
-            vec![(1, "r".to_string())]
-        );
+        assert_eq!(headings(t), vec![(1, "r".to_string())]);
     }
 }

@@ -36,9 +36,9 @@ use elf_core::backoff::{Policy, Schedule};
 use elf_core::text::escape;
 use elf_core::{Error, lockfile};
 
-use crate::git::git_error;
 use crate::rebase::{self, Conflict};
 use crate::renumber;
+use crate::repository::git_error;
 
 /// What `--push` was given.
 #[derive(Debug, Clone)]
@@ -155,7 +155,10 @@ pub fn push(workdir: &Path, r: &Remote, only_if_ahead: bool) -> Result<(Outcome,
     let mut report = Report::default();
     let repo = Repository::open(workdir).map_err(|e| git_error("opening the repository", &e))?;
     let head = repo.head().map_err(|e| git_error("reading HEAD", &e))?;
-    let Some(branch_ref) = head.name().filter(|n| n.starts_with("refs/heads/")).map(String::from)
+    let Some(branch_ref) = head
+        .name()
+        .filter(|n| n.starts_with("refs/heads/"))
+        .map(String::from)
     else {
         return Ok((Outcome::Refused("HEAD is not on a branch".into()), report));
     };
@@ -163,10 +166,11 @@ pub fn push(workdir: &Path, r: &Remote, only_if_ahead: bool) -> Result<(Outcome,
     let branch = branch_ref.trim_start_matches("refs/heads/").to_string();
     let tracking = format!("refs/remotes/{}/{branch}", r.name);
     let pushed_ref = format!("refs/elf/pushed/{}/{branch}", r.name);
-    if only_if_ahead && read_oid(&repo, &branch_ref) == read_oid(&repo, &tracking) {
-        if read_oid(&repo, &branch_ref).is_some() {
-            return Ok((Outcome::Pushed, report));
-        }
+    if only_if_ahead
+        && read_oid(&repo, &branch_ref).is_some()
+        && read_oid(&repo, &branch_ref) == read_oid(&repo, &tracking)
+    {
+        return Ok((Outcome::Pushed, report));
     }
     let start = Instant::now();
     let deadline = start + r.budget;
@@ -194,7 +198,14 @@ pub fn push(workdir: &Path, r: &Remote, only_if_ahead: bool) -> Result<(Outcome,
         } else {
             let fetch = cli(
                 workdir,
-                &["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", &r.name, &refspec],
+                &[
+                    "fetch",
+                    "--quiet",
+                    "--no-tags",
+                    "--no-write-fetch-head",
+                    &r.name,
+                    &refspec,
+                ],
                 deadline,
             );
             match fetch {
@@ -267,7 +278,10 @@ pub fn push(workdir: &Path, r: &Remote, only_if_ahead: bool) -> Result<(Outcome,
                         || text.contains("non-fast-forward")
                         || text.contains("stale info"));
                 if text.contains("[remote rejected]") {
-                    return Ok((Outcome::Refused(format!("the remote refused the push: {}", last_line(&o))), report));
+                    return Ok((
+                        Outcome::Refused(format!("the remote refused the push: {}", last_line(&o))),
+                        report,
+                    ));
                 }
                 if !rejected {
                     return Ok((Outcome::Unreachable(last_line(&e)), report));
@@ -412,7 +426,12 @@ fn write_lock(workdir: &Path, rel: &str) -> Option<File> {
 /// What a file (or index entry) with `have` becomes when its commit moves from `old` to
 /// `new` (`also`: the version an interrupted move left): `new`, or `new` with what was
 /// appended after `old` (entries not committed yet). None: changes of its own.
-fn carried(have: Option<&[u8]>, old: Option<&[u8]>, new: Option<&[u8]>, also: Option<&[u8]>) -> Option<Option<Vec<u8>>> {
+fn carried(
+    have: Option<&[u8]>,
+    old: Option<&[u8]>,
+    new: Option<&[u8]>,
+    also: Option<&[u8]>,
+) -> Option<Option<Vec<u8>>> {
     if have == old || have == new || (also.is_some() && have == also) {
         return Some(new.map(<[u8]>::to_vec));
     }
@@ -457,14 +476,19 @@ fn apply(
         .filter_map(|d| d.new_file().path().or(d.old_file().path()))
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
-    std::fs::write(&marker, format!("{new}\n")).map_err(|e| Error::io("writing .git/elf-rebase", &e))?;
-    let mut index = repo.index().map_err(|e| git_error("reading the index", &e))?;
+    std::fs::write(&marker, format!("{new}\n"))
+        .map_err(|e| Error::io("writing .git/elf-rebase", &e))?;
+    let mut index = repo
+        .index()
+        .map_err(|e| git_error("reading the index", &e))?;
     let mut held = Vec::new();
     let mut plan = Vec::new();
     for p in &paths {
         if let Some(l) = write_lock(workdir, p) {
             if !lockfile::lock_timeout(&l, true, timeout).unwrap_or(false) {
-                return Err(Error::temporary(format!("{p}: elf-write's lock stayed held")));
+                return Err(Error::temporary(format!(
+                    "{p}: elf-write's lock stayed held"
+                )));
             }
             held.push(l);
         }
@@ -497,7 +521,8 @@ fn apply(
             ),
             None => None,
         };
-        let Some(entry) = carried(staged.as_deref(), o.as_deref(), n.as_deref(), a.as_deref()) else {
+        let Some(entry) = carried(staged.as_deref(), o.as_deref(), n.as_deref(), a.as_deref())
+        else {
             return Ok(Err(own()));
         };
         plan.push((p.clone(), full, file, entry));
@@ -506,18 +531,23 @@ fn apply(
         match file {
             Some(bytes) => {
                 if let Some(dir) = full.parent() {
-                    std::fs::create_dir_all(dir).map_err(|e| Error::io(format_args!("making the folder of {p}"), &e))?;
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| Error::io(format_args!("making the folder of {p}"), &e))?;
                 }
                 let tmp = full.with_file_name(format!(
                     ".{}.elf-rebase-{}",
-                    full.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+                    full.file_name()
+                        .map(|n| n.to_string_lossy())
+                        .unwrap_or_default(),
                     std::process::id()
                 ));
-                let mut f = File::create(&tmp).map_err(|e| Error::io(format_args!("writing {p}"), &e))?;
+                let mut f =
+                    File::create(&tmp).map_err(|e| Error::io(format_args!("writing {p}"), &e))?;
                 f.write_all(bytes)
                     .and_then(|()| f.sync_all())
                     .map_err(|e| Error::io(format_args!("writing {p}"), &e))?;
-                std::fs::rename(&tmp, full).map_err(|e| Error::io(format_args!("writing {p}"), &e))?;
+                std::fs::rename(&tmp, full)
+                    .map_err(|e| Error::io(format_args!("writing {p}"), &e))?;
             }
             None => match std::fs::remove_file(full) {
                 Ok(()) => {}
@@ -527,7 +557,9 @@ fn apply(
         }
         match entry {
             Some(bytes) => {
-                let id = repo.blob(bytes).map_err(|e| git_error("writing a blob", &e))?;
+                let id = repo
+                    .blob(bytes)
+                    .map_err(|e| git_error("writing a blob", &e))?;
                 let e = IndexEntry {
                     ctime: IndexTime::new(0, 0),
                     mtime: IndexTime::new(0, 0),
@@ -542,7 +574,9 @@ fn apply(
                     flags_extended: 0,
                     path: Path::new(p).as_os_str().as_bytes().to_vec(),
                 };
-                index.add(&e).map_err(|e| git_error("updating the index", &e))?;
+                index
+                    .add(&e)
+                    .map_err(|e| git_error("updating the index", &e))?;
             }
             None => {
                 let _ = index.remove_path(Path::new(p));
@@ -561,8 +595,14 @@ fn apply(
             Err(e) => return Err(git_error("writing the index", &e)),
         }
     }
-    repo.reference_matching(branch_ref, new, true, old, "elf-commit --push: onto the remote's head")
-        .map_err(|e| git_error("moving the branch", &e))?;
+    repo.reference_matching(
+        branch_ref,
+        new,
+        true,
+        old,
+        "elf-commit --push: onto the remote's head",
+    )
+    .map_err(|e| git_error("moving the branch", &e))?;
     drop(held);
     let _ = std::fs::remove_file(&marker);
     Ok(Ok(()))
@@ -579,6 +619,9 @@ mod tests {
         assert_eq!(c(b"a\nr\n"), Some(Some(b"a\nr\n".to_vec())));
         assert_eq!(c(b"a\nx\n"), Some(Some(b"a\nr\nx\n".to_vec())));
         assert_eq!(c(b"b\n"), None);
-        assert_eq!(carried(None, None, Some(b"n"), None), Some(Some(b"n".to_vec())));
+        assert_eq!(
+            carried(None, None, Some(b"n"), None),
+            Some(Some(b"n".to_vec()))
+        );
     }
 }

@@ -101,7 +101,9 @@ pub fn move_heuristics(
         )
         .map_err(|e| db_error(&e))?;
     let max_row: i64 = tx
-        .query_row("SELECT coalesce(max(id), 0) FROM heuristics", [], |r| r.get(0))
+        .query_row("SELECT coalesce(max(id), 0) FROM heuristics", [], |r| {
+            r.get(0)
+        })
         .map_err(|e| db_error(&e))?;
     next = next.max(seq.max(max_row).max(0) as u64);
     let rows: Vec<(u64, String)> = {
@@ -109,7 +111,9 @@ pub fn move_heuristics(
             .prepare("SELECT id, rule FROM heuristics")
             .map_err(|e| db_error(&e))?;
         let it = st
-            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?)))
+            .query_map([], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?))
+            })
             .map_err(|e| db_error(&e))?;
         let mut v = Vec::new();
         for r in it {

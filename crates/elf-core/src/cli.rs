@@ -338,19 +338,52 @@ where
     Ok(Parsed::Run(m))
 }
 
-impl Matches {
-    /// True when the flag was given.
-    pub fn has(&self, long: &str) -> bool {
-        self.flags.iter().any(|g| g.flag.long == long)
+/// [`check_handlers`] for a tool's unit test: panics naming the flag without a handler.
+pub fn assert_every_flag_handled<T>(tool: &Tool, read: impl Fn(Matches) -> Result<T>) {
+    match check_handlers(tool, read) {
+        Ok(n) => assert_eq!(n, tool.flags.len(), "{}: a flag was not checked", tool.name),
+        Err(e) => panic!("{}: {e}", tool.name),
     }
-    /// The last value of a flag.
-    pub fn get(&self, long: &str) -> Option<&Given> {
-        self.flags.iter().rev().find(|g| g.flag.long == long)
+}
+
+/// The message of [`Given::unhandled`], which [`check_handlers`] looks for.
+const UNHANDLED: &str = "has no handler";
+
+impl Given {
+    /// The error for a flag of the table that a tool's options reader does not handle (an
+    /// internal error: every tool reads its flags with one exhaustive `match` on the name,
+    /// and this is its last arm).
+    pub fn unhandled(&self) -> Error {
+        Error::internal(format!("flag --{} {UNHANDLED}", self.flag.long))
     }
-    /// Every value of a repeatable flag.
-    pub fn all<'a>(&'a self, long: &'a str) -> impl Iterator<Item = &'a Given> + 'a {
-        self.flags.iter().filter(move |g| g.flag.long == long)
+}
+
+/// Checks that a tool's options reader handles every flag of its table: each flag is parsed
+/// alone (with its first choice, or `1`, as its value) and given to `read`, which may accept
+/// it or refuse it, but must not answer [`Given::unhandled`]. For each tool's unit tests.
+pub fn check_handlers<T>(
+    tool: &Tool,
+    read: impl Fn(Matches) -> Result<T>,
+) -> std::result::Result<usize, String> {
+    let mut checked = 0;
+    for flag in tool.flags {
+        let mut args = vec![OsString::from(format!("--{}", flag.long))];
+        if flag.value.is_some() {
+            args.push(OsString::from(flag.choices.first().copied().unwrap_or("1")));
+        }
+        let m = match parse(tool, args) {
+            Ok(Parsed::Run(m)) => m,
+            Ok(_) => continue,
+            Err(e) => return Err(format!("--{}: {e}", flag.long)),
+        };
+        if let Err(e) = read(m) {
+            if e.message().contains(UNHANDLED) {
+                return Err(e.message().to_string());
+            }
+        }
+        checked += 1;
     }
+    Ok(checked)
 }
 
 /// Help text: `-h` prints one line per flag, `--help` adds each flag's description.
@@ -455,6 +488,59 @@ pub fn check_table(tool: &Tool) -> std::result::Result<(), String> {
 mod tests {
     use super::*;
 
+    fn get<'a>(m: &'a Matches, long: &str) -> Option<&'a Given> {
+        m.flags.iter().rev().find(|g| g.flag.long == long)
+    }
+
+    fn has(m: &Matches, long: &str) -> bool {
+        get(m, long).is_some()
+    }
+
+    fn all<'a>(m: &'a Matches, long: &'a str) -> impl Iterator<Item = &'a Given> + 'a {
+        m.flags.iter().filter(move |g| g.flag.long == long)
+    }
+
+    #[test]
+    fn check_handlers_finds_a_flag_without_a_handler() {
+        static FLAGS: &[Flag] = &[Flag::new("one", "x"), Flag::new("two", "y").value("N")];
+        static T: Tool = Tool {
+            name: "t",
+            about: "t",
+            usage: &[],
+            flags: FLAGS,
+            operands: Operands::Free,
+            operand_kind: "",
+            man: "",
+            version: "0",
+        };
+        let only_one = |m: Matches| -> Result<()> {
+            for g in &m.flags {
+                match g.name() {
+                    "one" => {}
+                    _ => return Err(g.unhandled()),
+                }
+            }
+            Ok(())
+        };
+        assert_eq!(
+            check_handlers(&T, only_one),
+            Err("flag --two has no handler".to_string())
+        );
+        let both = |m: Matches| -> Result<()> {
+            for g in &m.flags {
+                match g.name() {
+                    "one" => {}
+                    "two" => {
+                        g.parse::<u32>()?;
+                    }
+                    _ => return Err(g.unhandled()),
+                }
+            }
+            Ok(())
+        };
+        assert_eq!(check_handlers(&T, both), Ok(2));
+    }
+
     const FLAGS: &[Flag] = &[
         Flag::new("attempts", "How many attempts")
             .short('n')
@@ -494,10 +580,10 @@ mod tests {
     fn stops_at_first_operand() {
         let m = run(&["-n3", "-q", "cmd", "-n", "5", "--", "x"]).unwrap_or_default();
         assert_eq!(
-            m.get("attempts").and_then(|g| g.parse::<u32>().ok()),
+            get(&m, "attempts").and_then(|g| g.parse::<u32>().ok()),
             Some(3)
         );
-        assert!(m.has("quiet"));
+        assert!(has(&m, "quiet"));
         assert_eq!(m.operands, ["cmd", "-n", "5", "--", "x"]);
         let m = run(&["--attempts=4", "--", "-q"]).unwrap_or_default();
         assert_eq!(m.operands, ["-q"]);
@@ -533,9 +619,7 @@ mod tests {
         let e = run(&["--quiet=yes"]).err().map(|e| e.code());
         assert_eq!(e, Some(64));
         let m = run(&["-n", "x"]).unwrap_or_default();
-        let e = m
-            .get("attempts")
-            .map(|g| g.parse::<u32>().map_err(|e| e.to_string()));
+        let e = get(&m, "attempts").map(|g| g.parse::<u32>().map_err(|e| e.to_string()));
         assert_eq!(
             e,
             Some(Err(
@@ -549,9 +633,9 @@ mod tests {
     fn repeatable_flags_keep_every_value_and_others_keep_the_last() {
         let m =
             run(&["--param", "a=1", "-n", "1", "--param", "b=2", "-n", "2"]).unwrap_or_default();
-        let params: Vec<&str> = m.all("param").filter_map(|g| g.str().ok()).collect();
+        let params: Vec<&str> = all(&m, "param").filter_map(|g| g.str().ok()).collect();
         assert_eq!(params, ["a=1", "b=2"]);
-        assert_eq!(m.all("attempts").count(), 1);
-        assert_eq!(m.get("attempts").and_then(|g| g.str().ok()), Some("2"));
+        assert_eq!(all(&m, "attempts").count(), 1);
+        assert_eq!(get(&m, "attempts").and_then(|g| g.str().ok()), Some("2"));
     }
 }

@@ -7,8 +7,10 @@
 
 use std::fs::File;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use crate::exit::{Error, Result};
@@ -52,7 +54,6 @@ pub fn open(path: &Path, mode: u32) -> Result<File> {
 }
 
 fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
     loop {
         // SAFETY: flock(2) on a file descriptor we own for the duration of the call.
         let r = unsafe { libc::flock(file.as_raw_fd(), op) };
@@ -92,21 +93,129 @@ pub fn try_lock(file: &File, exclusive: bool) -> io::Result<bool> {
     }
 }
 
-/// Takes the lock, polling with short growing sleeps (1 ms up to 20 ms) until `timeout`;
-/// `Ok(false)` when it could not.
+/// Takes the lock, waiting at most `timeout`; `Ok(false)` when it could not.
+///
+/// The wait is a blocking `flock(2)`, so the kernel hands the lock over the moment it is free
+/// (no polling, no sleep to oversleep). The deadline is a timer whose SIGALRM
+/// interrupts the call (the handler is installed without `SA_RESTART`); the timer keeps firing
+/// every millisecond after it first expires, so a signal that lands between the deadline check
+/// and the call cannot leave the call blocked: at worst the wait ends a millisecond late. The
+/// timer signals the waiting thread alone, and is deleted before returning. elf-lock's waits use
+/// the same SIGALRM handler with the process's interval timer ([`set_timer`]).
 pub fn lock_timeout(file: &File, exclusive: bool, timeout: Duration) -> io::Result<bool> {
-    let start = Instant::now();
-    let mut delay = Duration::from_millis(1);
+    if try_lock(file, exclusive)? {
+        return Ok(true);
+    }
+    let Some(deadline) = Instant::now().checked_add(timeout) else {
+        lock(file, exclusive)?;
+        return Ok(true);
+    };
+    if timeout.is_zero() {
+        return Ok(false);
+    }
+    install_alarm_handler();
+    let _timer = Timer::set(timeout, Duration::from_millis(1))?;
+    let op = if exclusive {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_SH
+    };
     loop {
-        if try_lock(file, exclusive)? {
-            return Ok(true);
-        }
-        let spent = start.elapsed();
-        if spent >= timeout {
+        if Instant::now() >= deadline {
             return Ok(false);
         }
-        std::thread::sleep(delay.min(timeout - spent));
-        delay = (delay * 2).min(Duration::from_millis(20));
+        // SAFETY: flock(2) on a descriptor we own for the duration of the call.
+        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted || crate::signals::received().is_some() {
+            return Err(e);
+        }
+    }
+}
+
+extern "C" fn on_alarm(_: libc::c_int) {}
+
+/// Installs the SIGALRM handler that timed waits rely on: it does nothing, and without
+/// `SA_RESTART` a blocked `flock(2)` returns EINTR when the timer fires.
+pub fn install_alarm_handler() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: a zeroed sigaction is valid; the handler does nothing, so it is trivially
+        // async-signal-safe. No SA_RESTART: the blocked flock(2) returns EINTR.
+        unsafe {
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = on_alarm as *const () as libc::sighandler_t;
+            libc::sigemptyset(&mut act.sa_mask);
+            act.sa_flags = 0;
+            libc::sigaction(libc::SIGALRM, &act, std::ptr::null_mut());
+        }
+    });
+}
+
+/// Sets the process's real-time interval timer: SIGALRM after `value`, then every `interval`
+/// (a zero `value` disarms it).
+pub fn set_timer(value: Duration, interval: Duration) -> io::Result<()> {
+    let tv = |d: Duration| libc::timeval {
+        tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_usec: libc::suseconds_t::from(d.subsec_micros()),
+    };
+    let it = libc::itimerval {
+        it_interval: tv(interval),
+        it_value: tv(value),
+    };
+    // SAFETY: a valid itimerval; the old value is not wanted.
+    if unsafe { libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// A timer that sends SIGALRM to the calling thread alone (a process-wide timer's signal may
+/// go to any thread, and leave a waiting one blocked), deleted on drop.
+struct Timer(libc::timer_t);
+
+impl Timer {
+    /// SIGALRM to this thread after `value`, then every `interval`.
+    fn set(value: Duration, interval: Duration) -> io::Result<Timer> {
+        // SAFETY: sigevent is plain data, zeroed then filled; timer_create writes the id.
+        let id = unsafe {
+            let mut ev: libc::sigevent = std::mem::zeroed();
+            ev.sigev_notify = libc::SIGEV_THREAD_ID;
+            ev.sigev_signo = libc::SIGALRM;
+            ev.sigev_notify_thread_id = libc::gettid();
+            let mut id: libc::timer_t = std::mem::zeroed();
+            if libc::timer_create(libc::CLOCK_MONOTONIC, &mut ev, &mut id) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            id
+        };
+        let timer = Timer(id);
+        let ts = |d: Duration| libc::timespec {
+            tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
+            tv_nsec: libc::c_long::from(d.subsec_nanos()),
+        };
+        let spec = libc::itimerspec {
+            it_interval: ts(interval),
+            // A zero value would disarm it.
+            it_value: ts(value.max(Duration::from_nanos(1))),
+        };
+        // SAFETY: a timer we created, and a valid itimerspec; the old value is not wanted.
+        if unsafe { libc::timer_settime(timer.0, 0, &spec, std::ptr::null_mut()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(timer)
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        // SAFETY: deletes the timer created in `set`, once.
+        unsafe {
+            libc::timer_delete(self.0);
+        }
     }
 }
 
@@ -151,6 +260,32 @@ mod tests {
         ));
         assert!(unlock(&a).is_ok());
         assert!(matches!(try_lock(&b, true), Ok(true)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_timed_wait_on_another_thread_ends_at_its_deadline() {
+        // The timer must interrupt the waiting thread itself: a process-wide SIGALRM may be
+        // taken by any thread (here the one waiting on the channel), and the wait would then
+        // last until the lock is released.
+        let dir = std::env::temp_dir().join(format!("elf-core-timed-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("l");
+        let a = open(&path, 0o600).expect("open a");
+        let b = open(&path, 0o600).expect("open b");
+        assert!(matches!(try_lock(&a, true), Ok(true)));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(lock_timeout(&b, true, Duration::from_millis(50)).ok());
+        });
+        let got = rx.recv_timeout(Duration::from_secs(30));
+        assert_eq!(
+            got,
+            Ok(Some(false)),
+            "the timed wait did not end (deadlock)"
+        );
+        drop(a);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

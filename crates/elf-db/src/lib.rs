@@ -305,87 +305,75 @@ fn run(m: Matches) -> Result<u8> {
             )),
         });
     }
-    let opts = options(&m)?;
+    let f = flags(&m)?;
+    let opts = connection(&f)?;
     match *command {
         "insert" => {
-            if m.has("journal") && m.has("table") {
+            if f.journal && f.table.is_some() {
                 return Err(Error::usage(
                     "--journal works with the record form, not with --table",
                 ));
             }
-            if m.has("key") && m.has("table") {
+            if f.key.is_some() && f.table.is_some() {
                 return Err(Error::usage(
                     "--key works with the record form, not with --table (its result is always db)",
                 ));
             }
-            let schema = match m.get("schema") {
-                Some(g) => Some(stmt::SqlFile::read(&PathBuf::from(g.os()?))?),
+            let schema = match &f.schema {
+                Some(path) => Some(stmt::SqlFile::read(path)?),
                 None => None,
             };
-            let job = match m.get("table") {
-                Some(g) => batch::Job {
-                    command: batch::Command::InsertRows(g.str()?.to_string()),
+            let job = match &f.table {
+                Some(table) => batch::Job {
+                    command: batch::Command::InsertRows(table.clone()),
                     key: None,
                     attempts: DEFAULT_ATTEMPTS,
                     schema,
                 },
                 None => batch::Job {
-                    command: batch::Command::Insert {
-                        journal: m.has("journal"),
-                    },
-                    key: Some(statement_key(&m)?),
+                    command: batch::Command::Insert { journal: f.journal },
+                    key: Some(f.statement_key()),
                     attempts: DEFAULT_ATTEMPTS,
                     schema,
                 },
             };
-            batch::run(&opts, job, &stream_options(&m)?)
+            batch::run(&opts, job, &f.stream())
         }
-        "exec" => match m.get("file") {
-            Some(g) => {
-                for f in ["batch", "keep-going", "max-line", "key"] {
-                    if m.has(f) {
-                        return Err(Error::usage(format!(
-                            "flag --{f} does not apply to exec --file"
-                        )));
-                    }
+        "exec" => match &f.file {
+            Some(file) => {
+                let misplaced = [
+                    ("batch", f.batch.is_some()),
+                    ("keep-going", f.keep_going),
+                    ("max-line", f.max_line.is_some()),
+                    ("key", f.key.is_some()),
+                ];
+                if let Some((flag, _)) = misplaced.iter().find(|(_, given)| *given) {
+                    return Err(Error::usage(format!(
+                        "flag --{flag} does not apply to exec --file"
+                    )));
                 }
-                stmt::exec_file(&opts, &PathBuf::from(g.os()?))
+                stmt::exec_file(&opts, file)
             }
             None => {
                 let job = batch::Job {
                     command: batch::Command::Exec,
-                    key: Some(statement_key(&m)?),
+                    key: Some(f.statement_key()),
                     attempts: DEFAULT_ATTEMPTS,
                     schema: None,
                 };
-                batch::run(&opts, job, &stream_options(&m)?)
+                batch::run(&opts, job, &f.stream())
             }
         },
         "done" => {
-            let key = if m.has("key") {
-                Some(statement_key(&m)?)
-            } else {
-                None
-            };
-            let attempts = match m.get("attempts") {
-                Some(g) => g.with(|s| match s.parse::<i64>() {
-                    Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
-                    _ => Err("expected a number from 1 to 1000000"),
-                })?,
-                None => DEFAULT_ATTEMPTS,
-            };
             let job = batch::Job {
                 command: batch::Command::Done,
-                key,
-                attempts,
+                key: f.key.clone(),
+                attempts: f.attempts.unwrap_or(DEFAULT_ATTEMPTS),
                 schema: None,
             };
-            batch::run(&opts, job, &stream_options(&m)?)
+            batch::run(&opts, job, &f.stream())
         }
-        "pending" => {
-            let older = m.get("older-than").map(|g| g.with(parse_age)).transpose()?;
-            journal::pending(&opts, older, m.has("set-aside"))
-        }
+        "pending" => journal::pending(&opts, f.older_than, f.set_aside),
         "retry" | "drop" => {
             let keys = rest
                 .iter()
@@ -409,104 +397,163 @@ fn run(m: Matches) -> Result<u8> {
             let sql = rest[0]
                 .to_str()
                 .ok_or_else(|| Error::usage("the SQL is not UTF-8"))?;
-            let params = m.all("param").map(param).collect::<Result<Vec<_>>>()?;
-            query::run(&opts, sql, &params, shape(&m)?)
+            query::run(&opts, sql, &f.params, f.shape()?)
         }
         "check" => query::check(&opts),
         _ => query::checkpoint(&opts),
     }
 }
 
+/// The flags, read once from the table's matches (which command each applies to is checked
+/// before, against [`COMMANDS`]).
+#[derive(Debug, Default)]
+struct Flags {
+    db: Option<PathBuf>,
+    busy_timeout: Option<Duration>,
+    sync: Option<Sync>,
+    batch: Option<usize>,
+    table: Option<String>,
+    /// `--key NAME`, checked: the key holding a record's statements.
+    key: Option<String>,
+    schema: Option<PathBuf>,
+    journal: bool,
+    keep_going: bool,
+    max_line: Option<usize>,
+    file: Option<PathBuf>,
+    older_than: Option<Duration>,
+    set_aside: bool,
+    attempts: Option<i64>,
+    params: Vec<(String, String)>,
+    format: Option<query::Format>,
+    header: bool,
+    /// `--null`, checked against the format once every flag is read.
+    null: Option<Given>,
+}
+
+fn flags(m: &Matches) -> Result<Flags> {
+    let mut f = Flags::default();
+    for g in &m.flags {
+        match g.name() {
+            "db" => f.db = Some(PathBuf::from(g.os()?)),
+            "busy-timeout" => f.busy_timeout = Some(g.with(backoff::parse_duration)?),
+            "synchronous" => {
+                f.sync = Some(match g.str()? {
+                    "normal" => Sync::Normal,
+                    _ => Sync::Full,
+                });
+            }
+            "batch" => {
+                f.batch = Some(g.with(|s| match s.parse::<usize>() {
+                    Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+                    _ => Err("expected a number from 1 to 1000000"),
+                })?);
+            }
+            "table" => f.table = Some(g.str()?.to_string()),
+            "key" => {
+                f.key = Some(g.with(|s| match s {
+                    "" => Err("the key name is empty"),
+                    "key" | "error" => {
+                        Err("key and error are the record's own keys, not statements")
+                    }
+                    _ => Ok(s.to_string()),
+                })?);
+            }
+            "schema" => f.schema = Some(PathBuf::from(g.os()?)),
+            "journal" => f.journal = true,
+            "keep-going" => f.keep_going = true,
+            "max-line" => {
+                f.max_line = Some(g.with(|s| match s.parse::<usize>() {
+                    Ok(n) if n > 0 => Ok(n),
+                    _ => Err("expected a positive number of bytes"),
+                })?);
+            }
+            "file" => f.file = Some(PathBuf::from(g.os()?)),
+            "older-than" => f.older_than = Some(g.with(parse_age)?),
+            "set-aside" => f.set_aside = true,
+            "attempts" => {
+                f.attempts = Some(g.with(|s| match s.parse::<i64>() {
+                    Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+                    _ => Err("expected a number from 1 to 1000000"),
+                })?);
+            }
+            "param" => f.params.push(param(g)?),
+            "format" => {
+                f.format = Some(match g.str()? {
+                    "tsv" => query::Format::Tsv,
+                    "csv" => query::Format::Csv,
+                    _ => query::Format::Json,
+                });
+            }
+            "header" => f.header = true,
+            "null" => f.null = Some(g.clone()),
+            _ => return Err(g.unhandled()),
+        }
+    }
+    Ok(f)
+}
+
 /// The connection options every command shares.
-fn options(m: &Matches) -> Result<Options> {
-    let path = match m.get("db") {
-        Some(g) => PathBuf::from(g.os()?),
+fn connection(f: &Flags) -> Result<Options> {
+    let path = match &f.db {
+        Some(p) => p.clone(),
         None => match std::env::var_os("ELF_DB") {
             Some(p) if !p.is_empty() => PathBuf::from(p),
             _ => return Err(Error::usage("no database: give --db PATH or set ELF_DB")),
         },
     };
-    let busy = match m.get("busy-timeout") {
-        Some(g) => g.with(backoff::parse_duration)?,
-        None => Duration::from_secs(10),
-    };
-    let sync = match m.get("synchronous").map(Given::str).transpose()? {
-        Some("normal") => Sync::Normal,
-        _ => Sync::Full,
-    };
-    Ok(Options { path, busy, sync })
-}
-
-fn stream_options(m: &Matches) -> Result<batch::Stream> {
-    let batch = match m.get("batch") {
-        Some(g) => g.with(|s| match s.parse::<usize>() {
-            Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
-            _ => Err("expected a number from 1 to 1000000"),
-        })?,
-        None => DEFAULT_BATCH,
-    };
-    let max_line = match m.get("max-line") {
-        Some(g) => g.with(|s| match s.parse::<usize>() {
-            Ok(n) if n > 0 => Ok(n),
-            _ => Err("expected a positive number of bytes"),
-        })?,
-        None => record::DEFAULT_MAX_LINE,
-    };
-    Ok(batch::Stream {
-        batch,
-        max_line,
-        keep_going: m.has("keep-going"),
+    Ok(Options {
+        path,
+        busy: f.busy_timeout.unwrap_or(Duration::from_secs(10)),
+        sync: f.sync.unwrap_or(Sync::Full),
     })
 }
 
-/// `--key NAME`: the key holding a record's statements (`db` when not given).
-fn statement_key(m: &Matches) -> Result<String> {
-    match m.get("key") {
-        None => Ok("db".to_string()),
-        Some(g) => g.with(|s| match s {
-            "" => Err("the key name is empty"),
-            "key" | "error" => Err("key and error are the record's own keys, not statements"),
-            _ => Ok(s.to_string()),
-        }),
+impl Flags {
+    fn stream(&self) -> batch::Stream {
+        batch::Stream {
+            batch: self.batch.unwrap_or(DEFAULT_BATCH),
+            max_line: self.max_line.unwrap_or(record::DEFAULT_MAX_LINE),
+            keep_going: self.keep_going,
+        }
     }
-}
 
-/// `--format`, `--header` and `--null` of `query`.
-fn shape(m: &Matches) -> Result<query::Shape> {
-    let format = match m.get("format").map(Given::str).transpose()? {
-        Some("tsv") => query::Format::Tsv,
-        Some("csv") => query::Format::Csv,
-        _ => query::Format::Json,
-    };
-    if format == query::Format::Json {
-        for f in ["header", "null"] {
-            if m.has(f) {
+    /// The key holding a record's statements (`db` when `--key` is not given).
+    fn statement_key(&self) -> String {
+        self.key.clone().unwrap_or_else(|| "db".to_string())
+    }
+
+    /// `--format`, `--header` and `--null` of `query`.
+    fn shape(&self) -> Result<query::Shape> {
+        let format = self.format.unwrap_or(query::Format::Json);
+        if format == query::Format::Json {
+            let misplaced = [("header", self.header), ("null", self.null.is_some())];
+            if let Some((flag, _)) = misplaced.iter().find(|(_, given)| *given) {
                 return Err(Error::usage(format!(
-                    "--{f} applies to --format tsv or csv"
+                    "--{flag} applies to --format tsv or csv"
                 )));
             }
+            return Ok(query::Shape::json());
         }
-        return Ok(query::Shape::json());
+        let null = match &self.null {
+            None => String::new(),
+            Some(g) => g.with(|s| {
+                let bad: &[char] = if format == query::Format::Csv {
+                    &['\t', '\r', '\n', ',', '"']
+                } else {
+                    &['\t', '\r', '\n']
+                };
+                match s.find(bad) {
+                    Some(_) => Err("it would not stay one field of one line"),
+                    None => Ok(s.to_string()),
+                }
+            })?,
+        };
+        Ok(query::Shape {
+            format,
+            header: self.header,
+            null,
+        })
     }
-    let null = match m.get("null") {
-        None => String::new(),
-        Some(g) => g.with(|s| {
-            let bad: &[char] = if format == query::Format::Csv {
-                &['\t', '\r', '\n', ',', '"']
-            } else {
-                &['\t', '\r', '\n']
-            };
-            match s.find(bad) {
-                Some(_) => Err("it would not stay one field of one line"),
-                None => Ok(s.to_string()),
-            }
-        })?,
-    };
-    Ok(query::Shape {
-        format,
-        header: m.has("header"),
-        null,
-    })
 }
 
 /// `--older-than`: the shared duration syntax plus hours and days.
@@ -543,6 +590,11 @@ fn param(g: &Given) -> Result<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_flag_of_the_table_reaches_its_handler() {
+        elf_core::cli::assert_every_flag_handled(&TOOL, |m| flags(&m));
+    }
     use elf_core::cli;
 
     #[test]

@@ -9,9 +9,9 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::sync::Once;
 use std::time::{Duration, Instant};
 
+use elf_core::lockfile::{install_alarm_handler, set_timer};
 use elf_core::signals;
 use elf_core::{Error, Result};
 
@@ -196,39 +196,5 @@ pub fn nap(d: Duration) {
     // SAFETY: a valid timespec; the remainder is not wanted.
     unsafe {
         libc::nanosleep(&ts, std::ptr::null_mut());
-    }
-}
-
-extern "C" fn on_alarm(_: libc::c_int) {}
-
-fn install_alarm_handler() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: a zeroed sigaction is valid; the handler does nothing, so it is trivially
-        // async-signal-safe. No SA_RESTART: the blocked flock(2) returns EINTR.
-        unsafe {
-            let mut act: libc::sigaction = std::mem::zeroed();
-            act.sa_sigaction = on_alarm as *const () as libc::sighandler_t;
-            libc::sigemptyset(&mut act.sa_mask);
-            act.sa_flags = 0;
-            libc::sigaction(libc::SIGALRM, &act, std::ptr::null_mut());
-        }
-    });
-}
-
-fn set_timer(value: Duration, interval: Duration) -> io::Result<()> {
-    let tv = |d: Duration| libc::timeval {
-        tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
-        tv_usec: libc::suseconds_t::from(d.subsec_micros()),
-    };
-    let it = libc::itimerval {
-        it_interval: tv(interval),
-        it_value: tv(value),
-    };
-    // SAFETY: a valid itimerval; the old value is not wanted.
-    if unsafe { libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut()) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }

@@ -134,43 +134,77 @@ pub fn main() -> ExitCode {
     elf_core::run(&TOOL, Policy::Exit, run)
 }
 
+/// The flags, read once from the table's matches.
+#[derive(Debug, Default)]
+struct Options {
+    root: Option<PathBuf>,
+    append: bool,
+    create: bool,
+    unique: bool,
+    key: Option<String>,
+    file_mode: Option<u32>,
+    no_sync: bool,
+    timeout: Option<Duration>,
+    lock_dir: Option<PathBuf>,
+    keep_going: bool,
+    max_line: Option<usize>,
+    operands: Vec<std::ffi::OsString>,
+}
+
+fn options(m: Matches) -> Result<Options> {
+    let mut o = Options {
+        operands: m.operands,
+        ..Options::default()
+    };
+    for g in &m.flags {
+        match g.name() {
+            "root" => o.root = Some(PathBuf::from(g.os()?)),
+            "append" => o.append = true,
+            "create" => o.create = true,
+            "unique" => o.unique = true,
+            "key" => o.key = Some(g.str()?.to_owned()),
+            "file-mode" => o.file_mode = Some(g.with(spec::parse_file_mode)?),
+            "no-sync" => o.no_sync = true,
+            "timeout" => o.timeout = Some(g.with(elf_core::backoff::parse_duration)?),
+            "lock-dir" => o.lock_dir = Some(PathBuf::from(g.os()?)),
+            "keep-going" => o.keep_going = true,
+            "max-line" => o.max_line = Some(g.parse::<usize>()?),
+            _ => return Err(g.unhandled()),
+        }
+    }
+    Ok(o)
+}
+
 fn run(m: Matches) -> Result<u8> {
     sys::ignore_sigxfsz();
-    let sync = !m.has("no-sync");
-    let timeout = match m.get("timeout") {
-        Some(g) => g.with(elf_core::backoff::parse_duration)?,
-        None => Duration::from_secs(60),
-    };
-    let lock_dir = m
-        .get("lock-dir")
-        .map(|g| g.os().map(PathBuf::from))
-        .transpose()?;
-    let locks = Locks::new(lock_dir, Some(timeout));
-    match m.operands.as_slice() {
-        [] => records(&m, locks, sync),
-        [path] => stream(&m, path, locks, sync),
+    let mut o = options(m)?;
+    let sync = !o.no_sync;
+    let timeout = o.timeout.unwrap_or(Duration::from_secs(60));
+    let locks = Locks::new(o.lock_dir.take(), Some(timeout));
+    match std::mem::take(&mut o.operands).as_slice() {
+        [] => records(&o, locks, sync),
+        [path] => stream(&o, path, locks, sync),
         _ => Err(Error::usage("give at most one PATH (see --help)")),
     }
 }
 
 /// The record form.
-fn records(m: &Matches, locks: Locks, sync: bool) -> Result<u8> {
-    for f in ["append", "create", "unique", "key", "file-mode"] {
-        if m.has(f) {
-            return Err(Error::usage(format!(
-                "--{f} is for the stream form (elf-write PATH)"
-            )));
-        }
+fn records(o: &Options, locks: Locks, sync: bool) -> Result<u8> {
+    let stream_only = [
+        ("append", o.append),
+        ("create", o.create),
+        ("unique", o.unique),
+        ("key", o.key.is_some()),
+        ("file-mode", o.file_mode.is_some()),
+    ];
+    if let Some((f, _)) = stream_only.iter().find(|(_, given)| *given) {
+        return Err(Error::usage(format!(
+            "--{f} is for the stream form (elf-write PATH)"
+        )));
     }
-    let limit = match m.get("max-line") {
-        Some(g) => g.parse::<usize>()?,
-        None => record::DEFAULT_MAX_LINE,
-    };
-    let keep_going = m.has("keep-going");
-    let root = match m.get("root") {
-        Some(g) => PathBuf::from(g.os()?),
-        None => PathBuf::from("."),
-    };
+    let limit = o.max_line.unwrap_or(record::DEFAULT_MAX_LINE);
+    let keep_going = o.keep_going;
+    let root = o.root.clone().unwrap_or_else(|| PathBuf::from("."));
     let mut files = Files::new(Root::open(&root)?, locks, sync);
     let mut input = Reader::stdin(limit)?;
     let mut out = Writer::stdout();
@@ -385,34 +419,30 @@ fn put_results(obj: &mut serde_json::Map<String, Value>, o: &Outcome) {
 }
 
 /// The stream form: `elf-write [-a | --create [--unique]] PATH < CONTENT`.
-fn stream(m: &Matches, operand: &OsStr, locks: Locks, sync: bool) -> Result<u8> {
-    for f in ["keep-going", "max-line"] {
-        if m.has(f) {
-            return Err(Error::usage(format!(
-                "--{f} is for the record form (elf-write without PATH)"
-            )));
-        }
+fn stream(o: &Options, operand: &OsStr, locks: Locks, sync: bool) -> Result<u8> {
+    let record_only = [
+        ("keep-going", o.keep_going),
+        ("max-line", o.max_line.is_some()),
+    ];
+    if let Some((f, _)) = record_only.iter().find(|(_, given)| *given) {
+        return Err(Error::usage(format!(
+            "--{f} is for the record form (elf-write without PATH)"
+        )));
     }
-    let (append, create, unique) = (m.has("append"), m.has("create"), m.has("unique"));
+    let (append, create, unique) = (o.append, o.create, o.unique);
     if append && create {
         return Err(Error::usage("--append and --create do not go together"));
     }
     if unique && !create {
         return Err(Error::usage("--unique needs --create"));
     }
-    if m.has("key") && !append {
+    if o.key.is_some() && !append {
         return Err(Error::usage("--key needs --append"));
     }
-    let key = m
-        .get("key")
-        .map(|g| g.str().map(str::to_owned))
-        .transpose()?;
-    let file_mode = m
-        .get("file-mode")
-        .map(|g| g.with(spec::parse_file_mode))
-        .transpose()?;
-    let confined = match m.get("root") {
-        Some(g) => Some((PathBuf::from(g.os()?), RelPath::parse(operand)?)),
+    let key = o.key.as_deref();
+    let file_mode = o.file_mode;
+    let confined = match &o.root {
+        Some(dir) => Some((dir.clone(), RelPath::parse(operand)?)),
         None => None,
     };
     let content = read_stdin()?;
@@ -440,7 +470,7 @@ fn stream(m: &Matches, operand: &OsStr, locks: Locks, sync: bool) -> Result<u8> 
         file_mode,
     };
     let mut files = Files::new(root, locks, sync);
-    let marker = key.as_deref().map(|k| marker(k, None));
+    let marker = key.map(|k| marker(k, None));
     let outcome = files.apply(&spec, marker.as_deref())?;
     files.sync_folders()?;
     if unique {
@@ -511,6 +541,11 @@ fn split_operand(path: &Path) -> Result<(Root, RelPath, PathBuf)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_flag_of_the_table_reaches_its_handler() {
+        elf_core::cli::assert_every_flag_handled(&TOOL, options);
+    }
 
     #[test]
     fn flag_table_is_valid() {

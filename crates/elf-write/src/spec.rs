@@ -261,8 +261,8 @@ mod tests {
             code(json!({"path":"a","content":"x","file_mode":644})),
             Some(65)
         );
-        assert_eq!(code(json!({"path":"../a","content":"x"})), Some(77));
-        assert_eq!(code(json!({"path":"/etc/a","content":"x"})), Some(77));
+        assert_eq!(code(json!({"path":"../a","content":"x"})), Some(65));
+        assert_eq!(code(json!({"path":"/etc/a","content":"x"})), Some(65));
         let e = parse(&json!([{"path":"a","content":"x"},{"path":"b"}]))
             .err()
             .map(|e| e.to_string());
