@@ -830,9 +830,10 @@ elf_import() {
     fi
     local keep=()
     for f in "${files[@]}"; do
-        [[ $f =~ ^memory/(failures|heuristics)/[^/]+\.md$ ]] && [ "${f##*/}" != TEMPLATE.md ] || continue
-        [ -f "$ELF_HOME/$f" ] && [ ! -L "$ELF_HOME/$f" ] || continue
-        keep+=("$f")
+        if [[ $f =~ ^memory/(failures|heuristics)/[^/]+\.md$ ]] && [ "${f##*/}" != TEMPLATE.md ] &&
+            [ -f "$ELF_HOME/$f" ] && [ ! -L "$ELF_HOME/$f" ]; then
+            keep+=("$f")
+        fi
     done
     if [ ${#keep[@]} -gt 0 ]; then
         # shellcheck disable=SC2016 # SQL and jq text
