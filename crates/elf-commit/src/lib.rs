@@ -358,6 +358,7 @@ fn records(repo: &Repo, o: &Flags, push: Option<&remote::Remote>) -> Result<u8> 
     let (batch, keep_going) = (o.batch, o.keep_going);
     let mut reader = Reader::stdin(o.max_line.unwrap_or(record::DEFAULT_MAX_LINE))?;
     let mut w = Writer::stdout();
+    let mut shifts = push::Shifts::default();
     while let Some(first) = reader.next_record() {
         let mut group = vec![first];
         let most = if batch { BATCH_MAX } else { GROUP_MAX };
@@ -393,6 +394,7 @@ fn records(repo: &Repo, o: &Flags, push: Option<&remote::Remote>) -> Result<u8> 
                 keep_going,
                 separate: !batch,
             };
+            shifts.adjust(&mut jobs);
             match repo.commit(&jobs, mode) {
                 Ok(r) => r,
                 Err(e) if keep_going => vec![Err(e); jobs.len()],
@@ -409,6 +411,9 @@ fn records(repo: &Repo, o: &Flags, push: Option<&remote::Remote>) -> Result<u8> 
             }
         };
         let pushed = push.map(|p| push::after_group(repo.workdir(), p));
+        if let Some(p) = &pushed {
+            shifts.record(p);
+        }
         let mut results = results.into_iter();
         for slot in slots {
             match slot {

@@ -226,3 +226,32 @@ pub fn annotate(rec: &mut Record, p: &Pushed) {
         c.insert("pushed".into(), Value::Bool(p.ok));
     }
 }
+
+/// The appends elf-write made before a push moved their files (see [`Report::shifts`]):
+/// their `end` is moved as the file was, so that each record's commit still holds exactly its
+/// own entry.
+#[derive(Debug, Default)]
+pub struct Shifts(Vec<(std::path::PathBuf, u64, u64)>);
+
+impl Shifts {
+    /// Keeps what a push moved.
+    pub fn record(&mut self, p: &Pushed) {
+        for (path, size, by) in &p.report.shifts {
+            self.0.push((PathBuf::from(path), *size, *by));
+        }
+    }
+
+    /// Moves the ends of `jobs`' appends written before each move. Files only grow between
+    /// two moves, so an end at or below a file's size at a move was written before it.
+    pub fn adjust(&self, jobs: &mut [crate::job::Job]) {
+        for job in jobs {
+            for a in &mut job.appends {
+                for (path, size, by) in &self.0 {
+                    if a.path == *path && a.end <= *size {
+                        a.end += by;
+                    }
+                }
+            }
+        }
+    }
+}

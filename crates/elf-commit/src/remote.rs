@@ -73,6 +73,9 @@ pub struct Report {
     pub renumbered: BTreeMap<String, u64>,
     /// Files renamed: (from, to, record key).
     pub renames: Vec<(String, String, Option<String>)>,
+    /// Files moved under entries appended and not committed yet: (path, the file's size
+    /// before, how much longer it became). Those entries' `write.end` moved by as much.
+    pub shifts: Vec<(String, u64, u64)>,
 }
 
 fn cli(workdir: &Path, args: &[&str], deadline: Instant) -> Result<(bool, String, String), String> {
@@ -384,7 +387,15 @@ fn integrate(
         report.renames.extend(replayed.renames);
         replayed.head.unwrap_or(t)
     };
-    match apply(repo, workdir, branch_ref, local, new, r.timeout)? {
+    match apply(
+        repo,
+        workdir,
+        branch_ref,
+        local,
+        new,
+        r.timeout,
+        &mut report.shifts,
+    )? {
         Ok(()) => Ok(Ok(Some(new))),
         Err(c) => Ok(Err(c)),
     }
@@ -454,6 +465,7 @@ fn apply(
     old: Oid,
     new: Oid,
     timeout: Duration,
+    shifts: &mut Vec<(String, u64, u64)>,
 ) -> Result<Result<(), Conflict>, Error> {
     let gitdir = repo.path().to_path_buf();
     let marker = gitdir.join("elf-rebase");
@@ -525,6 +537,11 @@ fn apply(
         else {
             return Ok(Err(own()));
         };
+        if let (Some(h), Some(o), Some(f)) = (&have, &o, &file) {
+            if h.len() > o.len() && f.len() > h.len() && h.starts_with(o) {
+                shifts.push((p.clone(), h.len() as u64, (f.len() - h.len()) as u64));
+            }
+        }
         plan.push((p.clone(), full, file, entry));
     }
     for (p, full, file, entry) in &plan {
