@@ -42,6 +42,12 @@ fn appends_from_two_machines_both_survive_with_unique_ids() {
     let r = rows(b, "SELECT id FROM heuristics WHERE rule = 'rule from b'");
     assert_eq!(r[0]["id"].as_u64(), Some(2));
     assert_converged(&s);
+    // query.sh on a answers from b's learnings too.
+    let mut q = on("query.sh", a);
+    q.args(["--domain", "shared"]);
+    let o = run(q);
+    ok(&o);
+    assert!(stdout(&o).contains("rule from b"), "{}", stdout(&o));
 }
 
 #[test]

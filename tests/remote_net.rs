@@ -198,6 +198,15 @@ pub fn assert_converged(s: &Shared) {
             "{}",
             m.display()
         );
+        // Nothing is left to import, and the next import starts from a commit of this history
+        // (it reads only what comes after it).
+        assert!(
+            !m.join(".git/elf-import-pending").exists(),
+            "{}",
+            m.display()
+        );
+        let imported = std::fs::read_to_string(m.join(".git/elf-imported")).unwrap_or_default();
+        git(m, &["merge-base", "--is-ancestor", imported.trim(), "HEAD"]);
         assert_eq!(git(m, &["status", "--porcelain"]), "");
         assert_git_ok(m);
         let hrows: BTreeMap<u64, String> = rows(m, "SELECT id, rule FROM heuristics")
