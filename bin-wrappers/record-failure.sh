@@ -23,8 +23,9 @@ With a title and a domain it runs without prompts; otherwise it asks for what is
 (Title, Domain, Severity, Tags, then Summary lines until an empty line).
 Environment: FAILURE_TITLE, FAILURE_DOMAIN, FAILURE_SEVERITY, FAILURE_TAGS, FAILURE_SUMMARY,
 ELF_HOME (default ~/.claude/emergent-learning),
-ELF_LOCK_TIMEOUT (seconds any wait may take: a lock, git's index.lock, a busy database;
-default 60).
+ELF_LOCK_TIMEOUT (seconds any wait may take: a lock, git's index.lock, a busy database, a
+push; default 60), ELF_REMOTE (a git remote shared with other machines: each record is pushed
+there; unreachable, the record stays committed here with a warning and the next run pushes it).
 Exit: 0 recorded; 64 bad usage; 65 bad input; 74 I/O error (disk full, read-only home,
 a database file that is not a database); 75 busy (a lock or the database, past ELF_LOCK_TIMEOUT
 seconds); 77 permission denied. A failure is one line saying why, and whether the record is

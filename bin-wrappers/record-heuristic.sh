@@ -26,8 +26,9 @@ Confidence: a number from 0 to 1 (.5 is 0.5), or low (0.3), medium (0.6), high (
 empty means 0.7. Source defaults to "observation".
 Environment: HEURISTIC_DOMAIN, HEURISTIC_RULE, HEURISTIC_EXPLANATION, HEURISTIC_SOURCE,
 HEURISTIC_CONFIDENCE, ELF_HOME (default ~/.claude/emergent-learning),
-ELF_LOCK_TIMEOUT (seconds any wait may take: a lock, git's index.lock, a busy database;
-default 60).
+ELF_LOCK_TIMEOUT (seconds any wait may take: a lock, git's index.lock, a busy database, a
+push; default 60), ELF_REMOTE (a git remote shared with other machines: each record is pushed
+there; unreachable, the record stays committed here with a warning and the next run pushes it).
 Exit: 0 recorded; 64 bad usage; 65 bad input; 74 I/O error (disk full, read-only home,
 a database file that is not a database); 75 busy (a lock or the database, past ELF_LOCK_TIMEOUT
 seconds); 77 permission denied. A failure is one line saying why, and whether the record is

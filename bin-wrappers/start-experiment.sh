@@ -24,8 +24,9 @@ with hypothesis.md and log.md, and a commit. With a name and a hypothesis it run
 prompts; otherwise it asks for what is missing.
 Environment: EXPERIMENT_NAME, EXPERIMENT_HYPOTHESIS, EXPERIMENT_SUCCESS_CRITERIA,
 EXPERIMENT_FAILURE_CRITERIA, ELF_HOME (default ~/.claude/emergent-learning),
-ELF_LOCK_TIMEOUT (seconds any wait may take: a lock, git's index.lock, a busy database;
-default 60).
+ELF_LOCK_TIMEOUT (seconds any wait may take: a lock, git's index.lock, a busy database, a
+push; default 60), ELF_REMOTE (a git remote shared with other machines: each record is pushed
+there; unreachable, the record stays committed here with a warning and the next run pushes it).
 Exit: 0 started; 64 bad usage; 65 bad input (a name already used included); 74 I/O error
 (disk full, read-only home, a database file that is not a database); 75 busy (a lock or the
 database, past ELF_LOCK_TIMEOUT seconds); 77 permission denied. A failure is one line saying why, and whether the record is

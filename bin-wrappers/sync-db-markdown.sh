@@ -34,7 +34,9 @@ when no row has it (a lost index.db is rebuilt under the markdown's ids) and is 
 otherwise. Repairs and uncommitted files are committed in one commit.
 --verbose also prints what was compared and each repair.
 Environment: ELF_HOME (default ~/.claude/emergent-learning), ELF_LOCK_TIMEOUT (seconds any wait
-may take: the drain lock, a file's lock, git's locks, a busy database; default 60).
+may take: the drain lock, a file's lock, git's locks, a busy database; default 60), ELF_REMOTE
+(a git remote shared with other machines: --fix first fetches, replays and pushes, and adds
+the other machines' records to the index).
 Exit: 0 in sync; 1 differences (after --fix: differences remain); 64 bad usage; >1 error:
 66 no home (or no database, without --fix); 74 I/O error (disk full, read-only home with
 --fix, a database file that is not a database); 75 busy; 77 permission denied. Errors are
@@ -354,6 +356,12 @@ if [ -n "$fix" ]; then
     esac
 fi
 
+if [ -n "$fix" ] && [ -n "${ELF_REMOTE-}" ]; then
+    # A shared home: the other machines' records first (fetch, replay, push, import). A
+    # remote that cannot be reached, or a refused push, is said (one line) and the home is
+    # repaired as it is here.
+    elf_remote_sync || true
+fi
 collect
 if [ "$(differences)" -eq 0 ]; then
     say "in sync"

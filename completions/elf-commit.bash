@@ -28,6 +28,18 @@ _elf_commit() {
             mapfile -t COMPREPLY < <(compgen -W 'skip error' -- "$cur")
             return
             ;;
+        --push)
+            COMPREPLY=()
+            return
+            ;;
+        --push-timeout)
+            COMPREPLY=()
+            return
+            ;;
+        --db)
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            return
+            ;;
         --max-line)
             COMPREPLY=()
             return
@@ -38,7 +50,7 @@ _elf_commit() {
             ;;
     esac
     if [[ $cur == -* ]]; then
-        mapfile -t COMPREPLY < <(compgen -W '-m --message --repo --init --check --lock -w --timeout --stale-index-lock --ignored --batch -k --keep-going --max-line -h --help -V --version --generate' -- "$cur")
+        mapfile -t COMPREPLY < <(compgen -W '-m --message --repo --init --check --lock -w --timeout --stale-index-lock --ignored --batch -k --keep-going --push --push-timeout --db --sync --max-line -h --help -V --version --generate' -- "$cur")
         return
     fi
     mapfile -t COMPREPLY < <(compgen -f -- "$cur")

@@ -7,6 +7,8 @@
 
 #[path = "elf_home.rs"]
 mod elf_home;
+#[path = "remote_net.rs"]
+mod remote_net;
 #[path = "util.rs"]
 mod util;
 
@@ -794,4 +796,99 @@ fn concurrent_commits_with_filtered_paths() {
             .all(|l| l.starts_with("?? ") && l.ends_with(".up")),
         "{status}"
     );
+}
+
+/// Three machines sharing one home through a remote, each with writers racing their pushes
+/// (failures with the same titles and heuristics on the same domains on every machine), then
+/// one final sync per machine: every record exactly once in the remote's history and
+/// markdown, every H-<id> unique and its row's id on every machine, every index complete,
+/// sync clean and git fsck clean everywhere.
+fn machines_racing_their_pushes(daemon: bool) {
+    let machines = 3;
+    let writers = scale(2, 5);
+    let per = scale(2, 10);
+    let s = remote_net::shared(machines, daemon);
+    let started = Instant::now();
+    let mut threads = Vec::new();
+    for (m, home) in s.machines.iter().enumerate() {
+        for w in 0..writers {
+            let home = home.clone();
+            threads.push(std::thread::spawn(move || {
+                let mut lat = Vec::new();
+                for i in 0..per {
+                    let t = Instant::now();
+                    let o = if i % 2 == 0 {
+                        remote_net::failure(&home, &format!("failure {w} {i}"))
+                    } else {
+                        remote_net::heuristic(
+                            &home,
+                            &format!("domain-{}", i % 3),
+                            &format!("rule {m} {w} {i}"),
+                        )
+                    };
+                    ok(&o);
+                    lat.push(t.elapsed());
+                }
+                lat
+            }));
+        }
+    }
+    let lat: Vec<Duration> = watchdog(Duration::from_secs(1800), move || {
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().expect("writer"))
+            .collect()
+    });
+    let records = machines * writers * per;
+    report(
+        &format!(
+            "{machines} machines sharing a remote{}",
+            if daemon { " (git daemon)" } else { "" }
+        ),
+        records,
+        started.elapsed(),
+        lat,
+    );
+    remote_net::assert_converged(&s);
+    let log = elf_home::git(&s.bare(), &["log", "--format=%s", "main"]);
+    let entries = remote_net::remote_entries(&s);
+    for m in 0..machines {
+        for w in 0..writers {
+            for i in (1..per).step_by(2) {
+                let rule = format!("rule {m} {w} {i}");
+                assert_eq!(entries.iter().filter(|e| e.1 == rule).count(), 1, "{rule}");
+                let subject = format!("heuristic: {rule}");
+                assert_eq!(
+                    log.lines().filter(|l| *l == subject).count(),
+                    1,
+                    "{subject}"
+                );
+            }
+        }
+    }
+    for w in 0..writers {
+        for i in (0..per).step_by(2) {
+            let subject = format!("failure: failure {w} {i}");
+            assert_eq!(
+                log.lines().filter(|l| *l == subject).count(),
+                machines,
+                "{subject}"
+            );
+        }
+    }
+    let files = elf_home::git(
+        &s.bare(),
+        &["ls-tree", "--name-only", "main", "memory/failures/"],
+    );
+    assert_eq!(files.lines().count(), machines * writers * per.div_ceil(2));
+}
+
+#[test]
+fn three_machines_racing_their_pushes_over_file_url() {
+    machines_racing_their_pushes(false);
+}
+
+#[test]
+fn three_machines_racing_their_pushes_over_git_daemon() {
+    machines_racing_their_pushes(true);
 }

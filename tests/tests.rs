@@ -15,6 +15,8 @@ mod litter;
 mod lock;
 mod querypy;
 mod refs;
+mod remote;
+mod remote_net;
 mod scripts_hostile;
 mod shape;
 mod wrappers;

@@ -631,8 +631,10 @@ elf_tail() {
             elf_upgrade_pending
             finished=$(printf '%s\n' "$pending" |
                 elf-write --keep-going --root "$ELF_HOME" --timeout "$ELF_TIMEOUT" |
-                elf-commit --keep-going --repo "$ELF_HOME" --lock "$ELF_GIT_DIR/claude-lock" --timeout "$ELF_TIMEOUT" |
+                elf-commit --keep-going --repo "$ELF_HOME" --lock "$ELF_GIT_DIR/claude-lock" --timeout "$ELF_TIMEOUT" \
+                    ${ELF_REMOTE:+--push "$ELF_REMOTE" --push-timeout "$ELF_TIMEOUT" --db "$ELF_DB"} |
                 elf-db "done" --keep-going --key fix --db "$ELF_DB" --busy-timeout "$ELF_TIMEOUT") || exit
+            [ -z "${ELF_REMOTE-}" ] || elf_import || true
             if [ ! -L "$out" ]; then
                 # A file cut short by a full disk is emptied (truncating frees room).
                 { printf '%s\n' "$finished" >"$out"; } 2>/dev/null || { : >"$out"; } 2>/dev/null
@@ -718,6 +720,8 @@ elf_record() {
     fi
     ELF_JOURNALED=1
     elf_drain || drain=$?
+    # A push that did not happen (ELF_REMOTE) is a warning: the record is committed here.
+    elf_push_warning "$ELF_DRAIN_ERRORS"
     # Done: the drain's trouble with other records is theirs (their scripts say so, the journal
     # counts it, and sync-db-markdown.sh lists what is set aside).
     if elf_finished; then
@@ -768,6 +772,105 @@ elf_record() {
             ;;
         *) elf_exit_status 70 "$2: the journal has no record $ELF_KEY" ;;
     esac
+}
+
+# ---- Sharing a home across machines (ELF_REMOTE) ----
+#
+# The drain's elf-commit pushes each group of records to ELF_REMOTE (elf-commit --push: a push
+# rejected because another machine pushed first fetches, replays this machine's unpushed
+# commits onto the remote's head and retries). Then elf_import adds the rows of the records
+# the remote brought (the other machines') to this machine's index, so that query.sh and
+# sync-db-markdown.sh see everything. sync-db-markdown.sh --fix runs elf_remote_sync first.
+
+# elf_push_warning MESSAGES: the last push warning of the tools' MESSAGES, if any, added to
+# ELF_WARNINGS (without the tool's prefix).
+elf_push_warning() {
+    local line last=""
+    [ -n "${ELF_REMOTE-}" ] || return 0
+    while IFS= read -r line; do
+        case $line in
+            "elf-commit: warning: not pushed to "* | "elf-commit: warning: push to "*) last=${line#elf-commit: warning: } ;;
+        esac
+    done <<<"$1"
+    [ -z "$last" ] || ELF_WARNINGS+=("$last")
+}
+
+# elf_remote_sync: bring the home and ELF_REMOTE together (fetch, replay, push: elf-commit
+# --sync), then import the rows of what came. Status: elf-commit's (0; 75 unreachable; 69
+# refused), its line on stderr.
+elf_remote_sync() {
+    local status=0
+    elf-commit --repo "$ELF_HOME" --lock "$ELF_GIT_DIR/claude-lock" --timeout "$ELF_TIMEOUT" \
+        --push "$ELF_REMOTE" --push-timeout "$ELF_TIMEOUT" --db "$ELF_DB" --sync || status=$?
+    elf_import || true
+    return "$status"
+}
+
+# elf_import: the rows of the records that came from the other machines, added to this
+# machine's index, incrementally: the markdown files changed between the last commit imported
+# (.git/elf-imported; where its history and HEAD's meet, after a replay) and HEAD, read with
+# elf.jq's parsers. A heuristic row keeps its entry's H-<id> (sqlite_sequence follows it up);
+# a failure row comes from its file's fields, or, when the file is a record of this machine's
+# renamed by a replay (its key is in the journal), that row follows it. Entries whose id a
+# row of another rule still has here (a record journaled while the remote's entry came) wait:
+# the mark is not moved, and a later run imports them once the push has renumbered ours.
+elf_import() {
+    local head last="" base files=() f n
+    [ -e "$ELF_DB" ] || return 0
+    # Nothing came from the remote since the last import (elf-commit makes the file when
+    # something does): no program started.
+    [ ! -e "$ELF_GIT_DIR/elf-imported" ] || [ -e "$ELF_GIT_DIR/elf-import-pending" ] || return 0
+    head=$(git -C "$ELF_HOME" rev-parse -q --verify HEAD 2>/dev/null) || return 0
+    [ ! -f "$ELF_GIT_DIR/elf-imported" ] || IFS= read -r last <"$ELF_GIT_DIR/elf-imported" || true
+    [ "$head" != "$last" ] || return 0
+    if [ -n "$last" ] && base=$(git -C "$ELF_HOME" merge-base "$last" "$head" 2>/dev/null); then
+        mapfile -t files < <(git -C "$ELF_HOME" diff --name-only --no-renames --diff-filter=AM "$base" "$head" -- memory/failures memory/heuristics)
+    else
+        mapfile -t files < <(git -C "$ELF_HOME" ls-tree -r --name-only "$head" -- memory/failures memory/heuristics)
+    fi
+    local keep=()
+    for f in "${files[@]}"; do
+        if [[ $f =~ ^memory/(failures|heuristics)/[^/]+\.md$ ]] && [ "${f##*/}" != TEMPLATE.md ] &&
+            [ -f "$ELF_HOME/$f" ] && [ ! -L "$ELF_HOME/$f" ]; then
+            keep+=("$f")
+        fi
+    done
+    if [ ${#keep[@]} -gt 0 ]; then
+        # shellcheck disable=SC2016 # SQL and jq text
+        (cd "$ELF_HOME" && jq -Rn -c -L "$ELF_LIB" 'include "elf";
+            reduce inputs as $l ({}; .[input_filename] += $l + "\n")
+            | to_entries[] | .key as $p | .value as $text
+            | if ($p | startswith("memory/heuristics/")) then
+                ($p | sub("^.*/"; "") | sub("\\.md$"; "")) as $d
+                | $text | heuristic_entries[]
+                | {db: {sql: "INSERT INTO heuristics (id, domain, rule, explanation, source_type, confidence, created_at) SELECT :id, :domain, :rule, :explanation, :source, :confidence, coalesce(:created, CURRENT_TIMESTAMP) WHERE NOT EXISTS (SELECT 1 FROM heuristics WHERE id = :id)",
+                        params: {id, domain: $d, rule, explanation, source, confidence,
+                                 created: (if (.created // "" | test("^[0-9]{4}-[0-9]{2}-[0-9]{2}$")) then "\(.created) 00:00:00" else null end)}},
+                   check: {id, rule}}
+              else
+                ($text | failure_fields) as $f
+                | ([$text | split("\n")[] | capture("^<!-- elf:(?<k>[^ ]+)( [0-9]+)? -->$")? | .k] | last) as $k
+                | {db: {sql: "UPDATE learnings SET filepath = :p WHERE type = '\''failure'\'' AND id = (SELECT json_extract(ids, '\''$[0].id'\'') FROM elf_journal WHERE key = :k) AND NOT EXISTS (SELECT 1 FROM learnings WHERE filepath = :p)",
+                        params: {p: $p, k: ($k // "")}}},
+                  {db: {sql: "INSERT INTO learnings (type, filepath, title, summary, tags, domain, severity, created_at) SELECT '\''failure'\'', :p, :title, :summary, :tags, :domain, :severity, coalesce(:created, CURRENT_TIMESTAMP) WHERE NOT EXISTS (SELECT 1 FROM learnings WHERE filepath = :p)",
+                        params: {p: $p, title: ($f.title // ($p | sub("^.*/"; "") | sub("\\.md$"; ""))),
+                                 summary: (($f.summary // "") | split("\n") | .[0] // ""),
+                                 tags: $f.tags, domain: $f.domain, severity: $f.severity,
+                                 created: (if ($f.date // "" | test("^[0-9]{4}-[0-9]{2}-[0-9]{2}$")) then "\($f.date) 00:00:00" else null end)}}}
+              end' "${keep[@]}") >"$ELF_GIT_DIR/elf-import.jsonl" || return
+        elf-db exec --db "$ELF_DB" --busy-timeout "$ELF_TIMEOUT" <"$ELF_GIT_DIR/elf-import.jsonl" >"$ELF_GIT_DIR/elf-import.out" || return
+        # Every entry now has its row (its id and its rule), or the mark stays.
+        n=$(jq -c -s 'map(select(.check) | .check)' "$ELF_GIT_DIR/elf-import.jsonl" |
+            elf-db query --db "$ELF_DB" --busy-timeout "$ELF_TIMEOUT" --format tsv -p "e=$(cat)" \
+                "SELECT count(*) FROM json_each(:e) AS e WHERE NOT EXISTS (SELECT 1 FROM heuristics h WHERE h.id = json_extract(e.value, '\$.id') AND lower(trim(h.rule)) = lower(trim(json_extract(e.value, '\$.rule'))))") || return
+        rm -f "$ELF_GIT_DIR/elf-import.jsonl" "$ELF_GIT_DIR/elf-import.out"
+        if [ "$n" != 0 ]; then
+            elf_warn "$n entries from $ELF_REMOTE wait for their ids here (a record of this machine's has them until its push); the next run imports them"
+            return 0
+        fi
+    fi
+    printf '%s\n' "$head" >"$ELF_GIT_DIR/elf-imported"
+    rm -f "$ELF_GIT_DIR/elf-import-pending"
 }
 
 # elf_seed: for a new index.db beside existing markdown (a first run, or an index deleted to

@@ -44,6 +44,10 @@ mod indexlock;
 pub mod job;
 pub mod message;
 pub mod paths;
+mod push;
+mod rebase;
+mod remote;
+mod renumber;
 mod repository;
 mod tree;
 mod worktree;
@@ -149,6 +153,10 @@ const FLAGS: &[Flag] = &[
          printed on standard error) and the next one is processed; the exit status is then 0. Without it, the first failure stops the run \
          with its exit status, after the records before it were committed and passed on.",
         ),
+    push::FLAG_PUSH,
+    push::FLAG_PUSH_TIMEOUT,
+    push::FLAG_DB,
+    push::FLAG_SYNC,
     Flag::new("max-line", "The longest input line accepted (16 MiB)")
         .value("BYTES")
         .doc(
@@ -164,6 +172,7 @@ static TOOL: Tool = Tool {
         "[OPTIONS] -m MESSAGE -- PATH...",
         "[OPTIONS] [-m MESSAGE] < records.jsonl",
         "[--repo DIR] --check",
+        "[OPTIONS] --push REMOTE --sync",
     ],
     flags: FLAGS,
     operands: Operands::Free,
@@ -191,6 +200,7 @@ struct Flags {
     batch: bool,
     keep_going: bool,
     max_line: Option<usize>,
+    push: push::Given,
     operands: Vec<OsString>,
 }
 
@@ -207,6 +217,7 @@ fn options(m: Matches) -> Result<Flags> {
         batch: false,
         keep_going: false,
         max_line: None,
+        push: push::Given::default(),
         operands: m.operands,
     };
     for g in &m.flags {
@@ -222,6 +233,7 @@ fn options(m: Matches) -> Result<Flags> {
             "batch" => o.batch = true,
             "keep-going" => o.keep_going = true,
             "max-line" => o.max_line = Some(g.parse::<usize>()?),
+            "push" | "push-timeout" | "db" | "sync" => o.push.read(g)?,
             _ => return Err(g.unhandled()),
         }
     }
@@ -254,6 +266,7 @@ fn run(m: Matches) -> Result<u8> {
             return Err(Error::usage("--check takes no PATH operands"));
         }
     }
+    let push = o.push.check(o.timeout, !o.operands.is_empty())?;
     let repository = repository::open(o.repo.as_deref(), o.init)?;
     let repo = Repo::new(
         repository,
@@ -268,10 +281,16 @@ fn run(m: Matches) -> Result<u8> {
         repo.check()?;
         return Ok(exit::OK);
     }
+    let push = push.map(|p| p.at(&repo, o.lock.as_deref()));
+    if o.push.sync {
+        return push::sync(&repo, push.as_ref());
+    }
     if o.operands.is_empty() {
-        records(&repo, &o)
+        records(&repo, &o, push.as_ref())
     } else {
-        direct(&repo, &o.operands, o.message.as_deref(), o.repo.is_some())
+        let status = direct(&repo, &o.operands, o.message.as_deref(), o.repo.is_some())?;
+        push::after_direct(&repo, push.as_ref());
+        Ok(status)
     }
 }
 
@@ -334,11 +353,12 @@ enum Slot {
 }
 
 /// The record form.
-fn records(repo: &Repo, o: &Flags) -> Result<u8> {
+fn records(repo: &Repo, o: &Flags, push: Option<&remote::Remote>) -> Result<u8> {
     let message = o.message.as_deref();
     let (batch, keep_going) = (o.batch, o.keep_going);
     let mut reader = Reader::stdin(o.max_line.unwrap_or(record::DEFAULT_MAX_LINE))?;
     let mut w = Writer::stdout();
+    let mut shifts = push::Shifts::default();
     while let Some(first) = reader.next_record() {
         let mut group = vec![first];
         let most = if batch { BATCH_MAX } else { GROUP_MAX };
@@ -374,6 +394,7 @@ fn records(repo: &Repo, o: &Flags) -> Result<u8> {
                 keep_going,
                 separate: !batch,
             };
+            shifts.adjust(&mut jobs);
             match repo.commit(&jobs, mode) {
                 Ok(r) => r,
                 Err(e) if keep_going => vec![Err(e); jobs.len()],
@@ -389,6 +410,10 @@ fn records(repo: &Repo, o: &Flags) -> Result<u8> {
                 }
             }
         };
+        let pushed = push.map(|p| push::after_group(repo.workdir(), p));
+        if let Some(p) = &pushed {
+            shifts.record(p);
+        }
         let mut results = results.into_iter();
         for slot in slots {
             match slot {
@@ -410,6 +435,9 @@ fn records(repo: &Repo, o: &Flags) -> Result<u8> {
                 Slot::Job(mut rec, line) => match results.next() {
                     Some(Ok(outcome)) => {
                         annotate(&mut rec, &outcome);
+                        if let Some(p) = &pushed {
+                            push::annotate(&mut rec, p);
+                        }
                         w.write(&rec)?;
                     }
                     Some(Err(e)) => {

@@ -1,0 +1,245 @@
+//! One ELF home shared by several machines through a git remote (ELF_REMOTE, elf-commit
+//! --push): two machines racing, conflicts, faults and kill -9 at each stage of a push.
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+
+use crate::elf_home::{git, ok, rows, run};
+use crate::remote_net::*;
+
+fn id_of(o: &Output) -> u64 {
+    let text = stdout(o);
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("ID: H-"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no id in {text}"))
+}
+
+#[test]
+fn appends_from_two_machines_both_survive_with_unique_ids() {
+    let s = shared(2, false);
+    let (a, b) = (&s.machines[0], &s.machines[1]);
+    let oa = heuristic(a, "shared", "rule from a");
+    ok(&oa);
+    // b's own index gives 1 too; its push is rejected, its entry renumbered above the remote's.
+    let ob = heuristic(b, "shared", "rule from b");
+    ok(&ob);
+    assert_eq!(id_of(&oa), 1);
+    assert_eq!(id_of(&ob), 2, "{}", stdout(&ob));
+    let text = remote_file(&s, "memory/heuristics/shared.md");
+    assert!(
+        !text.contains("<<<<<<<") && !text.contains(">>>>>>>"),
+        "{text}"
+    );
+    assert_eq!(
+        remote_entries(&s),
+        vec![
+            (1, "rule from a".to_string()),
+            (2, "rule from b".to_string())
+        ]
+    );
+    // b's row moved with its heading.
+    let r = rows(b, "SELECT id FROM heuristics WHERE rule = 'rule from b'");
+    assert_eq!(r[0]["id"].as_u64(), Some(2));
+    assert_converged(&s);
+    // query.sh on a answers from b's learnings too.
+    let mut q = on("query.sh", a);
+    q.args(["--domain", "shared"]);
+    let o = run(q);
+    ok(&o);
+    assert!(stdout(&o).contains("rule from b"), "{}", stdout(&o));
+}
+
+#[test]
+fn a_failure_title_taken_on_the_remote_takes_name_2_and_its_row_follows() {
+    let s = shared(2, false);
+    let (a, b) = (&s.machines[0], &s.machines[1]);
+    ok(&failure(a, "Disk full"));
+    let ob = failure(b, "Disk full");
+    ok(&ob);
+    let path = stdout(&ob)
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("File: ").map(String::from))
+        .expect("File:");
+    assert!(path.ends_with("_disk-full-2.md"), "{path}");
+    let r = rows(b, "SELECT filepath FROM learnings WHERE type = 'failure'");
+    assert_eq!(r[0]["filepath"].as_str(), Some(path.as_str()));
+    assert_converged(&s);
+}
+
+#[test]
+fn the_same_remote_served_by_git_daemon() {
+    let s = shared(2, true);
+    assert!(s.url.starts_with("git://127.0.0.1:"));
+    for i in 0..2 {
+        for m in &s.machines {
+            ok(&heuristic(
+                m,
+                "net",
+                &format!("rule {i} of {}", m.display()),
+            ));
+            ok(&failure(m, &format!("fail {i}")));
+        }
+    }
+    assert_eq!(remote_entries(&s).len(), 4);
+    assert_converged(&s);
+}
+
+fn commit_by_hand(home: &Path, path: &str, text: &str) {
+    std::fs::write(home.join(path), text).expect("write");
+    sh_git(home, &["add", path]);
+    sh_git(
+        home,
+        &[
+            "-c",
+            "user.name=U",
+            "-c",
+            "user.email=u@x",
+            "commit",
+            "-q",
+            "-m",
+            "hand edit",
+        ],
+    );
+}
+
+fn push_sync(home: &Path) -> Output {
+    let mut c = crate::util::cmd(env!("CARGO_BIN_EXE_elf-commit"));
+    c.arg("--repo")
+        .arg(home)
+        .args(["--push", "origin", "--sync", "--push-timeout", "20s"])
+        .env("GIT_CONFIG_NOSYSTEM", "1");
+    c.stdin(Stdio::null()).output().expect("elf-commit")
+}
+
+#[test]
+fn a_hand_edit_of_the_same_file_on_two_machines_is_refused_naming_it() {
+    let s = shared(2, false);
+    let (a, b) = (&s.machines[0], &s.machines[1]);
+    ok(&heuristic(a, "shared", "first"));
+    ok(&heuristic(b, "other", "b's own"));
+    ok(&push_sync(a));
+    let path = "memory/heuristics/shared.md";
+    let base = std::fs::read_to_string(a.join(path)).expect("read");
+    commit_by_hand(a, path, &base.replace("first", "first, edited on a"));
+    ok(&push_sync(a));
+    commit_by_hand(b, path, &base.replace("first", "first, edited on b"));
+    let before = git(b, &["rev-parse", "HEAD"]);
+    let remote_before = git(&s.bare(), &["rev-parse", "main"]);
+    let o = push_sync(b);
+    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    let line = stderr(&o);
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(line.contains("refused") && line.contains(path), "{line}");
+    assert_eq!(git(b, &["rev-parse", "HEAD"]), before);
+    assert_eq!(git(&s.bare(), &["rev-parse", "main"]), remote_before);
+    assert!(
+        std::fs::read_to_string(b.join(path))
+            .expect("read")
+            .contains("edited on b")
+    );
+    // A record on b is still recorded, with the same warning.
+    let o = heuristic(b, "other", "kept here");
+    ok(&o);
+    assert!(stderr(&o).contains("refused"), "{}", stderr(&o));
+}
+
+#[test]
+fn an_unreachable_remote_keeps_the_records_and_the_next_run_pushes_them() {
+    let s = shared(1, false);
+    let a = &s.machines[0];
+    ok(&heuristic(a, "d", "before"));
+    let away = s.dir.join("away.git");
+    std::fs::rename(s.bare(), &away).expect("take the remote away");
+    let o = heuristic(a, "d", "while away");
+    ok(&o);
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("warning: not pushed to origin"), "{err}");
+    assert!(git(a, &["log", "--format=%s"]).contains("heuristic: while away"));
+    std::fs::rename(&away, s.bare()).expect("bring it back");
+    let o = failure(a, "after");
+    ok(&o);
+    assert_eq!(stderr(&o), "");
+    let log = git(&s.bare(), &["log", "--format=%s", "main"]);
+    assert!(
+        log.contains("heuristic: while away") && log.contains("failure: after"),
+        "{log}"
+    );
+    assert_converged(&s);
+}
+
+#[test]
+fn a_rewritten_remote_history_is_refused_and_the_records_kept() {
+    let s = shared(2, false);
+    let (a, b) = (&s.machines[0], &s.machines[1]);
+    ok(&heuristic(a, "d", "one"));
+    ok(&heuristic(a, "d", "two"));
+    // Someone force-pushes the remote back by one commit.
+    sh_git(b, &["fetch", "-q", "origin"]);
+    sh_git(
+        b,
+        &[
+            "push",
+            "-q",
+            "--force",
+            "origin",
+            "origin/main~1:refs/heads/main",
+        ],
+    );
+    let forced = git(&s.bare(), &["rev-parse", "main"]);
+    let o = heuristic(a, "d", "three");
+    ok(&o);
+    let err = stderr(&o);
+    assert!(err.contains("rewritten"), "{err}");
+    assert_eq!(git(&s.bare(), &["rev-parse", "main"]), forced);
+    assert!(git(a, &["log", "--format=%s"]).contains("heuristic: three"));
+    let o = push_sync(a);
+    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+}
+
+/// Records on two machines, one of them crashing (SIGKILL) at `stage` of its push; the next
+/// run finishes: every record exactly once on the remote, ids unique, indexes complete.
+fn crash_at(stage: &str) {
+    let s = shared(2, false);
+    let (a, b) = (&s.machines[0], &s.machines[1]);
+    ok(&heuristic(a, "d", "a one"));
+    ok(&failure(a, "same"));
+    let mut c = on("record-heuristic.sh", b);
+    c.args(["--domain", "d", "--rule", "b one", "--explanation", "x"])
+        .env("ELF_COMMIT_CRASH", stage);
+    let o = run(c);
+    assert_ne!(o.status.code(), None);
+    let mut c = on("record-failure.sh", b);
+    c.args(["--title", "same", "--domain", "d", "--summary", "x"]);
+    ok(&run(c));
+    assert_converged(&s);
+    let log = git(&s.bare(), &["log", "--format=%s", "main"]);
+    for subject in ["heuristic: a one", "heuristic: b one", "failure: same"] {
+        let n = log.lines().filter(|l| *l == subject).count();
+        let want = if subject == "failure: same" { 2 } else { 1 };
+        assert_eq!(n, want, "{subject} in {log}");
+    }
+    let rules: Vec<String> = remote_entries(&s).into_iter().map(|e| e.1).collect();
+    assert_eq!(rules, ["a one", "b one"]);
+}
+
+#[test]
+fn kill_9_after_the_fetch_is_finished_by_the_next_run() {
+    crash_at("fetched");
+}
+
+#[test]
+fn kill_9_after_the_rows_moved_is_finished_by_the_next_run() {
+    crash_at("renumbered");
+}
+
+#[test]
+fn kill_9_while_the_files_move_is_finished_by_the_next_run() {
+    crash_at("files");
+}
+
+#[test]
+fn kill_9_after_the_remote_took_the_push_pushes_nothing_twice() {
+    crash_at("pushed");
+}
