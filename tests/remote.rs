@@ -2,7 +2,8 @@
 //! --push): two machines racing, conflicts, faults and kill -9 at each stage of a push.
 
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use crate::elf_home::{git, ok, rows, run};
 use crate::remote_net::*;
@@ -242,4 +243,109 @@ fn kill_9_while_the_files_move_is_finished_by_the_next_run() {
 #[test]
 fn kill_9_after_the_remote_took_the_push_pushes_nothing_twice() {
     crash_at("pushed");
+}
+
+#[test]
+fn an_experiment_started_on_one_machine_is_in_every_index() {
+    let s = shared(2, false);
+    let (a, b) = (&s.machines[0], &s.machines[1]);
+    let mut c = on("start-experiment.sh", a);
+    c.args([
+        "--name",
+        "Shared cache",
+        "--hypothesis",
+        "## a heading in it\nwarm caches halve latency",
+        "--success-criteria",
+        "s",
+        "--failure-criteria",
+        "f",
+    ]);
+    ok(&run(c));
+    ok(&heuristic(b, "shared", "after the experiment"));
+    assert_converged(&s);
+    let r = rows(
+        b,
+        "SELECT name, hypothesis, status, folder_path FROM experiments",
+    );
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0]["name"].as_str(), Some("Shared cache"));
+    assert_eq!(
+        r[0]["hypothesis"].as_str(),
+        Some("## a heading in it\nwarm caches halve latency")
+    );
+    assert_eq!(r[0]["status"].as_str(), Some("active"));
+    let folder = r[0]["folder_path"].as_str().unwrap_or_default();
+    assert!(b.join(folder).join("hypothesis.md").is_file(), "{folder}");
+}
+
+/// A `git` first on PATH that, for `verb` (fetch or push), says it is there and waits to be
+/// killed, so that a test can SIGKILL a record in the middle of that git command.
+fn stalling_git(dir: &Path, verb: &str) -> std::path::PathBuf {
+    let bin = dir.join(format!("stall-{verb}"));
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    let real = String::from_utf8_lossy(
+        &Command::new("sh")
+            .args(["-c", "command -v git"])
+            .output()
+            .expect("which git")
+            .stdout,
+    )
+    .trim()
+    .to_string();
+    let script = format!(
+        "#!/bin/sh\nfor a in \"$@\"; do\n  if [ \"$a\" = {verb} ]; then : > {mark}; sleep 60; fi\ndone\nexec {real} \"$@\"\n",
+        mark = bin.join("reached").display()
+    );
+    let path = bin.join("git");
+    std::fs::write(&path, script).expect("write");
+    let mut perm = std::fs::metadata(&path).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&path, perm).expect("chmod");
+    bin
+}
+
+/// A record on b killed (the script, elf-commit and git, the whole process group) while its
+/// `git VERB` runs; the next run finishes: every record once on the remote, nothing lost.
+fn killed_during(verb: &str) {
+    use std::os::unix::process::CommandExt;
+    let s = shared(2, false);
+    let (a, b) = (&s.machines[0], &s.machines[1]);
+    ok(&heuristic(a, "d", "a one"));
+    let bin = stalling_git(&s.dir.join("bin"), verb);
+    let mut c = on("record-heuristic.sh", b);
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        c.get_envs()
+            .find(|(k, _)| *k == "PATH")
+            .and_then(|(_, v)| v)
+            .map(|v| v.to_string_lossy().to_string())
+            .unwrap_or_default()
+    );
+    c.args(["--domain", "d", "--rule", "b one", "--explanation", "x"])
+        .env("PATH", path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0);
+    let mut child = c.spawn().expect("spawn");
+    let reached = bin.join("reached");
+    crate::util::wait_for(Duration::from_secs(60), "git to start", || reached.exists());
+    // SAFETY: kill(2) of the process group this test made.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+    let _ = child.wait();
+    ok(&heuristic(b, "d", "b two"));
+    assert_converged(&s);
+    let log = git(&s.bare(), &["log", "--format=%s", "main"]);
+    for subject in ["heuristic: a one", "heuristic: b one", "heuristic: b two"] {
+        let n = log.lines().filter(|l| *l == subject).count();
+        assert_eq!(n, 1, "{subject} in {log}");
+    }
+    let rules: Vec<String> = remote_entries(&s).into_iter().map(|e| e.1).collect();
+    assert_eq!(rules, ["a one", "b one", "b two"]);
+}
+
+#[test]
+fn kill_9_during_git_fetch_is_finished_by_the_next_run() {
+    killed_during("fetch");
 }

@@ -824,13 +824,13 @@ elf_import() {
     [ ! -f "$ELF_GIT_DIR/elf-imported" ] || IFS= read -r last <"$ELF_GIT_DIR/elf-imported" || true
     [ "$head" != "$last" ] || return 0
     if [ -n "$last" ] && base=$(git -C "$ELF_HOME" merge-base "$last" "$head" 2>/dev/null); then
-        mapfile -t files < <(git -C "$ELF_HOME" diff --name-only --no-renames --diff-filter=AM "$base" "$head" -- memory/failures memory/heuristics)
+        mapfile -t files < <(git -C "$ELF_HOME" diff --name-only --no-renames --diff-filter=AM "$base" "$head" -- memory/failures memory/heuristics experiments/active)
     else
-        mapfile -t files < <(git -C "$ELF_HOME" ls-tree -r --name-only "$head" -- memory/failures memory/heuristics)
+        mapfile -t files < <(git -C "$ELF_HOME" ls-tree -r --name-only "$head" -- memory/failures memory/heuristics experiments/active)
     fi
     local keep=()
     for f in "${files[@]}"; do
-        if [[ $f =~ ^memory/(failures|heuristics)/[^/]+\.md$ ]] && [ "${f##*/}" != TEMPLATE.md ] &&
+        if [[ $f =~ ^(memory/(failures|heuristics)/[^/]+\.md|experiments/active/[^/]+/hypothesis\.md)$ ]] && [ "${f##*/}" != TEMPLATE.md ] &&
             [ -f "$ELF_HOME/$f" ] && [ ! -L "$ELF_HOME/$f" ]; then
             keep+=("$f")
         fi
@@ -847,6 +847,20 @@ elf_import() {
                         params: {id, domain: $d, rule, explanation, source, confidence,
                                  created: (if (.created // "" | test("^[0-9]{4}-[0-9]{2}-[0-9]{2}$")) then "\(.created) 00:00:00" else null end)}},
                    check: {id, rule}}
+              elif ($p | startswith("experiments/")) then
+                # An experiment: its name and hypothesis from hypothesis.md; a name this
+                # machine already has stays as it is here (names are unique in the index).
+                ($text | split("\n")) as $lines
+                | ([$lines[] | capture("^# Experiment: (?<n>.*)$")? | .n] | .[0]) as $name
+                | ([range(0; $lines | length) | select($lines[.] | test("^## Hypothesis\\s*$"))] | .[0]) as $h
+                | (if $h == null then null
+                   else [$lines[$h + 1:][]] | (map(test("^## ")) | index(true)) as $stop
+                        | (if $stop == null then . else .[:$stop] end)
+                        | join("\n") | sub("^[ \n]+"; "") | sub("[ \n]+$"; "") | md_unblock
+                   end) as $hyp
+                | select($name != null)
+                | {db: {sql: "INSERT INTO experiments (name, hypothesis, status, folder_path) SELECT :name, :hyp, '\''active'\'', :folder WHERE NOT EXISTS (SELECT 1 FROM experiments WHERE name = :name OR folder_path = :folder)",
+                        params: {name: $name, hyp: $hyp, folder: ($p | sub("/hypothesis\\.md$"; ""))}}}
               else
                 ($text | failure_fields) as $f
                 | ([$text | split("\n")[] | capture("^<!-- elf:(?<k>[^ ]+)( [0-9]+)? -->$")? | .k] | last) as $k
