@@ -5,6 +5,7 @@ mod util;
 
 mod backoff;
 mod commit;
+mod completions;
 mod db;
 mod db_quiet;
 mod docs;

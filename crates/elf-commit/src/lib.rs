@@ -61,7 +61,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use elf_core::backoff::parse_duration;
-use elf_core::cli::{Flag, Matches, Operands, Tool};
+use elf_core::cli::{Flag, Kind, Matches, Operand, Operands, Tool};
 use elf_core::record::{self, Reader, Record, Writer};
 use elf_core::signals::Policy;
 use elf_core::text::escape;
@@ -176,7 +176,12 @@ static TOOL: Tool = Tool {
     ],
     flags: FLAGS,
     operands: Operands::Free,
-    operand_kind: "file",
+    args: &[Operand::many(
+        "PATH",
+        Kind::File,
+        "the paths to commit (with -m, instead of records)",
+    )],
+    commands: &[],
     man: include_str!("../elf-commit.1.in"),
     version: env!("CARGO_PKG_VERSION"),
 };

@@ -45,7 +45,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use elf_core::cli::{Flag, Matches, Operands, Tool};
+use elf_core::cli::{Flag, Kind, Matches, Operand, Operands, Tool};
 use elf_core::marker::marker;
 use elf_core::record::{self, Reader, Record, Writer};
 use elf_core::refs;
@@ -124,7 +124,12 @@ static TOOL: Tool = Tool {
     ],
     flags: FLAGS,
     operands: Operands::Free,
-    operand_kind: "file",
+    args: &[Operand::one(
+        "PATH",
+        Kind::File,
+        "the file to write standard input to (the stream form)",
+    )],
+    commands: &[],
     man: include_str!("../elf-write.1.in"),
     version: env!("CARGO_PKG_VERSION"),
 };
