@@ -91,7 +91,7 @@ complete -c elf-db -n '__elf_db_at_flag insert' -s t -l table -x -d 'insert: pla
 complete -c elf-db -n '__elf_db_at_flag insert exec done' -l key -x -d 'insert, exec, done: statements under NAME, not db'
 complete -c elf-db -n '__elf_db_at_flag insert' -l schema -r -F -d 'insert: run this schema file first (creates the database)'
 complete -c elf-db -n '__elf_db_at_flag insert' -s j -l journal -d 'insert: journal each record under its key'
-complete -c elf-db -n '__elf_db_at_flag insert exec done' -s k -l keep-going -d 'A bad record becomes an error record; go on'
+complete -c elf-db -n '__elf_db_at_flag insert exec done' -s k -l keep-going -d 'Turn a failed record into an error record'
 complete -c elf-db -n '__elf_db_at_flag insert exec done' -l max-line -x -d 'Longest input line accepted (default 16MiB)'
 complete -c elf-db -n '__elf_db_at_flag exec' -s f -l file -r -F -d 'exec: run this SQL file in one transaction'
 complete -c elf-db -n '__elf_db_at_flag pending' -l older-than -x -d 'pending: only records at least this old'

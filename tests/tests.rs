@@ -14,6 +14,7 @@ mod hostile;
 mod install;
 mod litter;
 mod lock;
+mod meanings;
 mod querypy;
 mod refs;
 mod remote;

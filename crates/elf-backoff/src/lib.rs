@@ -105,6 +105,7 @@ static TOOL: Tool = Tool {
         "the command to run and retry, with its arguments",
     )],
     commands: &[],
+    exits: &["0", "64", "66", "70", "74", "75", "77", "128+N", "141"],
     man: include_str!("../elf-backoff.1.in"),
     version: env!("CARGO_PKG_VERSION"),
 };

@@ -93,6 +93,11 @@ impl Flag {
     }
 }
 
+/// `--keep-going`, one flag with one meaning in every tool that has it.
+pub const KEEP_GOING: Flag = Flag::new("keep-going", "Turn a failed record into an error record")
+    .short('k')
+    .doc(crate::keep_going_doc!());
+
 /// The flags every tool has.
 pub const COMMON: &[Flag] = &[
     Flag::new("help", "Print help (-h for a summary)")
@@ -213,6 +218,9 @@ pub struct Tool {
     pub args: &'static [Operand],
     /// The subcommands, when the first operand names one (`elf-db insert`); empty otherwise.
     pub commands: &'static [Command],
+    /// The exit statuses it can give, each a code of [`crate::exit::TABLE`] (`--help` and the
+    /// man page's EXIT STATUS list them; a test checks the tool's code against them).
+    pub exits: &'static [&'static str],
     /// The man page skeleton (roff) with `{{OPTIONS}}`, `{{EXIT STATUS}}`, `{{VERSION}}`,
     /// `{{RECORD FORMAT}}`.
     pub man: &'static str,
@@ -596,7 +604,7 @@ pub fn help(tool: &Tool, long: bool) -> String {
     }
     if long {
         s.push_str("\nExit status:\n");
-        for (code, what) in crate::exit::TABLE {
+        for (code, what) in exits_of(tool) {
             s.push_str(&format!("  {code:>5}  {what}\n"));
         }
     } else {
@@ -606,6 +614,13 @@ pub fn help(tool: &Tool, long: bool) -> String {
         ));
     }
     s
+}
+
+/// The rows of [`crate::exit::TABLE`] a tool can exit with.
+pub fn exits_of(tool: &Tool) -> impl Iterator<Item = &'static (&'static str, &'static str)> + '_ {
+    crate::exit::TABLE
+        .iter()
+        .filter(|(code, _)| tool.exits.contains(code))
 }
 
 /// `NAME` or `NAME...`.
@@ -645,6 +660,16 @@ pub fn wrap(text: &str, width: usize) -> Vec<String> {
 /// flags. Each tool has a unit test calling it.
 pub fn check_table(tool: &Tool) -> std::result::Result<(), String> {
     let flags: Vec<&Flag> = tool.all_flags().collect();
+    for code in tool.exits {
+        if !crate::exit::TABLE.iter().any(|(c, _)| c == code) {
+            return Err(format!("exit status {code} is not in the exit table"));
+        }
+    }
+    for code in crate::exit::SHARED {
+        if !tool.exits.contains(code) {
+            return Err(format!("exit status {code} (every tool's) is missing"));
+        }
+    }
     for c in tool.commands {
         for f in c.flags {
             if !tool.flags.iter().any(|x| x.long == *f) {
@@ -716,6 +741,7 @@ mod tests {
             operands: Operands::Free,
             args: &[],
             commands: &[],
+            exits: &[],
             man: "",
             version: "0",
         };
@@ -767,6 +793,7 @@ mod tests {
         operands: Operands::StopAtFirst,
         args: &[Operand::one("COMMAND", Kind::Command, "the command")],
         commands: &[],
+        exits: crate::exit::SHARED,
         man: "",
         version: "0.0.0",
     };

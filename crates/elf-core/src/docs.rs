@@ -74,7 +74,7 @@ pub fn man(tool: &Tool) -> String {
         }
     }
     let mut exit = String::new();
-    for (code, what) in crate::exit::TABLE {
+    for (code, what) in crate::cli::exits_of(tool) {
         exit.push_str(&format!(".TP\n.B {}\n", roff_escape(code)));
         for line in crate::cli::wrap(what, 72) {
             exit.push_str(&roff_escape(&line));

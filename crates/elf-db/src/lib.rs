@@ -46,7 +46,7 @@ const FLAGS: &[Flag] = &[
     .value("DURATION")
     .doc(
         "How long to wait for a database that another process has locked, before giving up \
-             with exit 75 and nothing done (default 10s; ms, s or m, a bare number is seconds; \
+             with exit 75 and nothing done (default 10s; ms, s, m, h or d, a bare number is seconds; \
              0 fails at once).",
     ),
     Flag::new("synchronous", "full (default) or normal")
@@ -107,14 +107,14 @@ const FLAGS: &[Flag] = &[
          key already journaled inserts nothing and gets the ids of the first time. See \
          pending and done.",
         ),
-    Flag::new("keep-going", "A bad record becomes an error record; go on")
-        .short('k')
-        .doc(
-            "A record that fails (bad JSON, unknown table or column, a number SQLite cannot \
-         hold, a CHECK or trigger that refuses it, RAISE(ROLLBACK) included) is passed on \
-         with an \"error\" key instead of stopping with exit 65; nothing of it is written, \
-         and the records around it are. Busy, I/O and permission errors still stop the run.",
-        ),
+    elf_core::cli::KEEP_GOING.doc(concat!(
+        elf_core::keep_going_doc!(),
+        "\n\ninsert, exec, done. A bad record becomes an error record (bad JSON, unknown table \
+         or column, a number SQLite cannot hold, a CHECK or trigger that refuses it, \
+         RAISE(ROLLBACK) included); nothing of it is written, and the records around it are. \
+         Busy, I/O and permission errors concern the database, not the record: they still stop \
+         the run with their status."
+    )),
     Flag::new("max-line", "Longest input line accepted (default 16MiB)")
         .value("BYTES")
         .doc(
@@ -211,6 +211,9 @@ static TOOL: Tool = Tool {
     operands: Operands::Free,
     args: &[],
     commands: COMMANDS,
+    exits: &[
+        "0", "1", "64", "65", "66", "70", "74", "75", "77", "128+N", "141",
+    ],
     man: include_str!("../elf-db.1.in"),
     version: env!("CARGO_PKG_VERSION"),
 };
@@ -490,7 +493,7 @@ fn flags(m: &Matches) -> Result<Flags> {
                 })?);
             }
             "file" => f.file = Some(PathBuf::from(g.os()?)),
-            "older-than" => f.older_than = Some(g.with(parse_age)?),
+            "older-than" => f.older_than = Some(g.with(backoff::parse_duration)?),
             "set-aside" => f.set_aside = true,
             "attempts" => {
                 f.attempts = Some(g.with(|s| match s.parse::<i64>() {
@@ -578,25 +581,6 @@ impl Flags {
     }
 }
 
-/// `--older-than`: the shared duration syntax plus hours and days.
-fn parse_age(s: &str) -> std::result::Result<Duration, String> {
-    let t = s.trim();
-    let scaled = |n: &str, unit: u64| {
-        backoff::parse_duration(n)
-            .ok()
-            .and_then(|d| d.checked_mul(u32::try_from(unit).ok()?))
-            .ok_or_else(|| "expected a number with ms, s, m, h or d".to_string())
-    };
-    if let Some(n) = t.strip_suffix('h') {
-        scaled(n, 3600)
-    } else if let Some(n) = t.strip_suffix('d') {
-        scaled(n, 86_400)
-    } else {
-        backoff::parse_duration(t)
-            .map_err(|_| "expected a number with ms, s, m, h or d".to_string())
-    }
-}
-
 /// `--param NAME=VALUE`.
 fn param(g: &Given) -> Result<(String, String)> {
     let s = g.str()?;
@@ -625,13 +609,14 @@ mod tests {
     }
 
     #[test]
-    fn ages() {
-        assert_eq!(parse_age("2h"), Ok(Duration::from_secs(7200)));
-        assert_eq!(parse_age("1.5d"), Ok(Duration::from_secs(129_600)));
-        assert_eq!(parse_age("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_age("250ms"), Ok(Duration::from_millis(250)));
+    fn ages_are_the_shared_durations() {
+        use elf_core::backoff::parse_duration;
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("1.5d"), Ok(Duration::from_secs(129_600)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         for bad in ["", "h", "-1h", "1w", "xd"] {
-            assert!(parse_age(bad).is_err(), "{bad:?}");
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -145,6 +145,7 @@ static TOOL: Tool = Tool {
         ),
     ],
     commands: &[],
+    exits: &["0", "64", "66", "70", "74", "75", "77", "128+N", "141"],
     man: include_str!("../elf-lock.1.in"),
     version: env!("CARGO_PKG_VERSION"),
 };
