@@ -537,7 +537,7 @@ const ARGS: &[ArgCase] = &[
     a(BACKOFF, &["-n", "0", "--", "touch", "ran"], 64, "--attempts: invalid value '0'"),
     a(BACKOFF, &["-n", "4294967296", "--", "touch", "ran"], 64, "--attempts"),
     a(BACKOFF, &["--base", "-1", "--", "touch", "ran"], 64, "--base: invalid value '-1'"),
-    a(BACKOFF, &["--base", "1h", "--", "touch", "ran"], 64, "--base: invalid value '1h'"),
+    a(BACKOFF, &["--base", "1w", "--", "touch", "ran"], 64, "--base: invalid value '1w'"),
     a(BACKOFF, &["--base", "99999999999999999999", "--", "touch", "ran"], 64, "duration out of range"),
     a(BACKOFF, &["--max-delay", "1e3", "--", "touch", "ran"], 64, "--max-delay"),
     a(BACKOFF, &["--base", "20000000000", "--", "touch", "ran"], 64, "a delay may be at most 584 years"),

@@ -300,10 +300,13 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration(".5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("1.5d"), Ok(Duration::from_secs(129_600)));
         for bad in [
             "",
             "-1",
-            "1h",
+            "1w",
+            "h",
             "ms",
             "1e3",
             "nan",
