@@ -15,7 +15,7 @@ fn bad_flag_values_are_usage_errors_naming_the_flag() {
         (&["-n", "0", "--", "true"], "--attempts"),
         (&["--attempts", "x", "--", "true"], "--attempts"),
         (&["--base", "-1", "--", "true"], "--base"),
-        (&["--base", "1h", "--", "true"], "--base"),
+        (&["--base", "1w", "--", "true"], "--base"),
         (&["--max-delay", "", "--", "true"], "--max-delay"),
         (&["--max-time", "soon", "--", "true"], "--max-time"),
         (&["--jitter", "some", "--", "true"], "--jitter"),

@@ -5,6 +5,7 @@ mod util;
 
 mod backoff;
 mod commit;
+mod completions;
 mod db;
 mod db_quiet;
 mod docs;
@@ -13,6 +14,7 @@ mod hostile;
 mod install;
 mod litter;
 mod lock;
+mod meanings;
 mod querypy;
 mod refs;
 mod remote;

@@ -15,7 +15,7 @@ use std::process::{Command, ExitCode, ExitStatus, Stdio};
 use std::time::Duration;
 
 use elf_core::backoff::{self, Clock, Jitter, Policy, Schedule};
-use elf_core::cli::{Flag, Matches, Operands, Tool};
+use elf_core::cli::{Flag, Kind, Matches, Operand, Operands, Tool};
 use elf_core::signals::{self, Policy as Signals};
 use elf_core::{Error, IoContext, Result, exit, text};
 
@@ -99,7 +99,13 @@ static TOOL: Tool = Tool {
     usage: &["[OPTIONS] [--] COMMAND [ARGS...]", "--schedule [OPTIONS]"],
     flags: FLAGS,
     operands: Operands::StopAtFirst,
-    operand_kind: "command",
+    args: &[Operand::one(
+        "COMMAND",
+        Kind::Command,
+        "the command to run and retry, with its arguments",
+    )],
+    commands: &[],
+    exits: &["0", "64", "66", "70", "74", "75", "77", "128+N", "141"],
     man: include_str!("../elf-backoff.1.in"),
     version: env!("CARGO_PKG_VERSION"),
 };

@@ -61,7 +61,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use elf_core::backoff::parse_duration;
-use elf_core::cli::{Flag, Matches, Operands, Tool};
+use elf_core::cli::{Flag, Kind, Matches, Operand, Operands, Tool};
 use elf_core::record::{self, Reader, Record, Writer};
 use elf_core::signals::Policy;
 use elf_core::text::escape;
@@ -118,7 +118,7 @@ const FLAGS: &[Flag] = &[
         .value("DURATION")
         .doc(
             "How long one commit may wait, in all, for the lock file, for .git/index.lock held by \
-         another git process, and for the branch's ref lock: a number with ms, s or m (a bare \
+         another git process, and for the branch's ref lock: a number with ms, s, m, h or d (a bare \
          number is seconds). Default 10s. Past it: exit 75, nothing committed, and a message \
          naming the lock, its age and which process on this machine has it open.",
         ),
@@ -146,13 +146,11 @@ const FLAGS: &[Flag] = &[
          subject is the first record's with \"and N more\" and whose body holds every record's \
          message. Each record gets that commit's id. A live pipeline never waits for more input.",
     ),
-    Flag::new("keep-going", "Turn a failed record into an error record")
-        .short('k')
-        .doc(
-            "A record that fails becomes an error record (its error key says why, and the reason is \
-         printed on standard error) and the next one is processed; the exit status is then 0. Without it, the first failure stops the run \
-         with its exit status, after the records before it were committed and passed on.",
-        ),
+    elf_core::cli::KEEP_GOING.doc(concat!(
+        elf_core::keep_going_doc!(),
+        "\n\nRecord form. A repository elf-commit cannot open or work in concerns every record: \
+         it stops the run (69, 66...) with or without the flag."
+    )),
     push::FLAG_PUSH,
     push::FLAG_PUSH_TIMEOUT,
     push::FLAG_DB,
@@ -176,7 +174,15 @@ static TOOL: Tool = Tool {
     ],
     flags: FLAGS,
     operands: Operands::Free,
-    operand_kind: "file",
+    args: &[Operand::many(
+        "PATH",
+        Kind::File,
+        "the paths to commit (with -m, instead of records)",
+    )],
+    commands: &[],
+    exits: &[
+        "0", "64", "65", "66", "69", "70", "74", "75", "77", "128+N", "141",
+    ],
     man: include_str!("../elf-commit.1.in"),
     version: env!("CARGO_PKG_VERSION"),
 };

@@ -164,7 +164,7 @@ pub fn sync(repo: &Repo, r: Option<&Remote>) -> Result<u8> {
     Ok(match o {
         Outcome::Pushed => exit::OK,
         Outcome::Unreachable(_) => 75,
-        Outcome::Refused(_) => 69,
+        Outcome::Refused(_) => elf_core::exit::UNAVAILABLE,
     })
 }
 

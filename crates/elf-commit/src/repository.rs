@@ -144,7 +144,7 @@ fn broken_gitfile(place: &Path) -> Option<Error> {
 
 /// The exit status of a repository elf-commit cannot work in (`EX_UNAVAILABLE`): a permanent
 /// failure, never retried, that no later run completes.
-pub const UNSUPPORTED: u8 = 69;
+pub const UNSUPPORTED: u8 = elf_core::exit::UNAVAILABLE;
 
 /// `unsupported: WHAT` with exit status [`UNSUPPORTED`].
 pub fn unsupported(what: impl Display) -> Error {

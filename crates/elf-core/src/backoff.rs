@@ -258,8 +258,9 @@ impl Waiter {
     }
 }
 
-/// Parses a duration: a number with `ms`, `s` or `m`, or a bare number of seconds. Fractions
-/// are allowed (`0.5`, `1.5s`); negative, empty or non-finite values are not.
+/// Parses a duration, the one syntax of every tool's duration flags: a number with `ms`, `s`,
+/// `m`, `h` or `d`, or a bare number of seconds. Fractions are allowed (`0.5`, `1.5s`);
+/// negative, empty or non-finite values are not.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     let (num, unit) = if let Some(n) = t.strip_suffix("ms") {
@@ -268,16 +269,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         (n, 1.0)
     } else if let Some(n) = t.strip_suffix('m') {
         (n, 60.0)
+    } else if let Some(n) = t.strip_suffix('h') {
+        (n, 3600.0)
+    } else if let Some(n) = t.strip_suffix('d') {
+        (n, 86_400.0)
     } else {
         (t, 1.0)
     };
     let num = num.trim();
     if num.is_empty() || !num.chars().all(|c| c.is_ascii_digit() || c == '.') {
-        return Err("expected a number with ms, s or m (a bare number is seconds)".into());
+        return Err("expected a number with ms, s, m, h or d (a bare number is seconds)".into());
     }
-    let v: f64 = num
-        .parse()
-        .map_err(|_| "expected a number with ms, s or m (a bare number is seconds)".to_string())?;
+    let v: f64 = num.parse().map_err(|_| {
+        "expected a number with ms, s, m, h or d (a bare number is seconds)".to_string()
+    })?;
     let secs = v * unit;
     Duration::try_from_secs_f64(secs).map_err(|_| {
         "duration out of range: it must be under 2^64 seconds (584 billion years)".to_string()
@@ -295,10 +300,13 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration(".5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("1.5d"), Ok(Duration::from_secs(129_600)));
         for bad in [
             "",
             "-1",
-            "1h",
+            "1w",
+            "h",
             "ms",
             "1e3",
             "nan",

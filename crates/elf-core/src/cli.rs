@@ -93,6 +93,11 @@ impl Flag {
     }
 }
 
+/// `--keep-going`, one flag with one meaning in every tool that has it.
+pub const KEEP_GOING: Flag = Flag::new("keep-going", "Turn a failed record into an error record")
+    .short('k')
+    .doc(crate::keep_going_doc!());
+
 /// The flags every tool has.
 pub const COMMON: &[Flag] = &[
     Flag::new("help", "Print help (-h for a summary)")
@@ -121,6 +126,81 @@ pub enum Operands {
     StopAtFirst,
 }
 
+/// What an operand is, for completions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A file name.
+    File,
+    /// Text completions cannot guess (SQL, a key).
+    Text,
+    /// A command to run: this operand and every word after it are the command's line.
+    Command,
+}
+
+/// One operand of a tool or of a subcommand.
+#[derive(Debug, Clone, Copy)]
+pub struct Operand {
+    /// Its name in the synopsis, `LOCKFILE`.
+    pub name: &'static str,
+    /// What it is.
+    pub kind: Kind,
+    /// The last operand may be repeated (`PATH...`).
+    pub many: bool,
+    /// One line for `--help` and the man page.
+    pub help: &'static str,
+}
+
+impl Operand {
+    /// An operand given once.
+    pub const fn one(name: &'static str, kind: Kind, help: &'static str) -> Operand {
+        Operand {
+            name,
+            kind,
+            many: false,
+            help,
+        }
+    }
+    /// An operand that may be repeated (only the last one of a list).
+    pub const fn many(name: &'static str, kind: Kind, help: &'static str) -> Operand {
+        Operand {
+            name,
+            kind,
+            many: true,
+            help,
+        }
+    }
+}
+
+/// A subcommand (`elf-db query`): its name, the tool's flags it accepts and its operands.
+///
+/// A flag of the tool's table that no command names applies to every command (`elf-db
+/// --db`); a flag that some commands name applies only to those.
+#[derive(Debug)]
+pub struct Command {
+    /// Its name, the tool's first operand.
+    pub name: &'static str,
+    /// One line saying what it does.
+    pub help: &'static str,
+    /// The long names of the tool's flags that only some commands accept and this one does.
+    pub flags: &'static [&'static str],
+    /// Its operands, after its name.
+    pub operands: &'static [Operand],
+}
+
+/// The operand at position `n` (0-based) of `list`: the last one again when it is `many`, or
+/// the command operand's for every word after it.
+pub fn operand_at(list: &[Operand], n: usize) -> Option<&Operand> {
+    if let Some(i) = list.iter().position(|o| o.kind == Kind::Command) {
+        if n >= i {
+            return list.get(i);
+        }
+    }
+    match list.get(n) {
+        Some(o) => Some(o),
+        None => list.last().filter(|o| o.many),
+    }
+}
+
 /// A tool: its name, its help text, its flags, its man page skeleton.
 #[derive(Debug)]
 pub struct Tool {
@@ -134,8 +214,13 @@ pub struct Tool {
     pub flags: &'static [Flag],
     /// How operands are read.
     pub operands: Operands,
-    /// What completions offer for operands: "file", "command" or "" for nothing.
-    pub operand_kind: &'static str,
+    /// The operands, in order (for a tool with [`Tool::commands`], each command has its own).
+    pub args: &'static [Operand],
+    /// The subcommands, when the first operand names one (`elf-db insert`); empty otherwise.
+    pub commands: &'static [Command],
+    /// The exit statuses it can give, each a code of [`crate::exit::TABLE`] (`--help` and the
+    /// man page's EXIT STATUS list them; a test checks the tool's code against them).
+    pub exits: &'static [&'static str],
     /// The man page skeleton (roff) with `{{OPTIONS}}`, `{{EXIT STATUS}}`, `{{VERSION}}`,
     /// `{{RECORD FORMAT}}`.
     pub man: &'static str,
@@ -148,6 +233,66 @@ impl Tool {
     pub fn all_flags(&self) -> impl Iterator<Item = &'static Flag> + use<> {
         let own: &'static [Flag] = self.flags;
         own.iter().chain(COMMON.iter())
+    }
+
+    /// Whether `flag` (a long name of the table) is one that only some commands accept.
+    fn command_specific(&self, flag: &str) -> bool {
+        self.commands.iter().any(|c| c.flags.contains(&flag))
+    }
+
+    /// The flags `command` accepts (with no command: those every command accepts), in table
+    /// order, the common ones last.
+    pub fn flags_of(&self, command: Option<&Command>) -> Vec<&'static Flag> {
+        self.all_flags()
+            .filter(|f| {
+                !self.command_specific(f.long) || command.is_some_and(|c| c.flags.contains(&f.long))
+            })
+            .collect()
+    }
+
+    /// The operands of `command`, or the tool's own without one.
+    pub fn operands_of<'a>(&'a self, command: Option<&'a Command>) -> &'a [Operand] {
+        match command {
+            Some(c) => c.operands,
+            None => self.args,
+        }
+    }
+
+    /// For a tool with commands: the command named by the first operand, checked with the
+    /// flags given (a flag that does not apply to it is a usage error).
+    pub fn command(&self, m: &Matches) -> Result<&'static Command> {
+        let names = || {
+            let n: Vec<&str> = self.commands.iter().map(|c| c.name).collect();
+            match n.split_last() {
+                Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+                None => String::new(),
+            }
+        };
+        let commands: &'static [Command] = self.commands;
+        let Some(first) = m.operands.first() else {
+            return Err(Error::usage(format!(
+                "a command is required: {} (see --help)",
+                names()
+            )));
+        };
+        let name = first.to_str().unwrap_or("");
+        let Some(command) = commands.iter().find(|c| c.name == name) else {
+            return Err(Error::usage(format!(
+                "unknown command '{}': expected {}",
+                crate::text::escape(&first.to_string_lossy()),
+                names()
+            )));
+        };
+        for g in &m.flags {
+            let f = g.name();
+            if self.command_specific(f) && !command.flags.contains(&f) {
+                return Err(Error::usage(format!(
+                    "flag --{f} does not apply to {}",
+                    command.name
+                )));
+            }
+        }
+        Ok(command)
     }
 
     fn find_long(&self, name: &str) -> Option<&'static Flag> {
@@ -396,6 +541,43 @@ pub fn help(tool: &Tool, long: bool) -> String {
     for u in tool.usage {
         s.push_str(&format!("  {} {u}\n", tool.name));
     }
+    if !tool.commands.is_empty() {
+        s.push_str("\nCommands:\n");
+        let heads: Vec<String> = tool
+            .commands
+            .iter()
+            .map(|c| {
+                let mut h = c.name.to_string();
+                for o in c.operands {
+                    h.push(' ');
+                    h.push_str(&operand_synopsis(o));
+                }
+                h
+            })
+            .collect();
+        let col = heads.iter().map(String::len).max().unwrap_or(0);
+        for (c, head) in tool.commands.iter().zip(&heads) {
+            s.push_str(&format!("  {head:col$}  {}\n", c.help));
+            if long && !c.flags.is_empty() {
+                let flags: Vec<String> = c.flags.iter().map(|f| format!("--{f}")).collect();
+                for line in wrap(&format!("also takes {}", flags.join(", ")), 68) {
+                    s.push_str(&format!("  {:col$}    {line}\n", ""));
+                }
+            }
+        }
+    }
+    if !tool.args.is_empty() {
+        s.push_str("\nOperands:\n");
+        let col = tool
+            .args
+            .iter()
+            .map(|o| operand_synopsis(o).len())
+            .max()
+            .unwrap_or(0);
+        for o in tool.args {
+            s.push_str(&format!("  {:col$}  {}\n", operand_synopsis(o), o.help));
+        }
+    }
     s.push_str("\nOptions:\n");
     let pad_of = |f: &Flag| if f.short.is_some() { "" } else { "    " };
     let col = tool
@@ -422,7 +604,7 @@ pub fn help(tool: &Tool, long: bool) -> String {
     }
     if long {
         s.push_str("\nExit status:\n");
-        for (code, what) in crate::exit::TABLE {
+        for (code, what) in exits_of(tool) {
             s.push_str(&format!("  {code:>5}  {what}\n"));
         }
     } else {
@@ -432,6 +614,22 @@ pub fn help(tool: &Tool, long: bool) -> String {
         ));
     }
     s
+}
+
+/// The rows of [`crate::exit::TABLE`] a tool can exit with.
+pub fn exits_of(tool: &Tool) -> impl Iterator<Item = &'static (&'static str, &'static str)> + '_ {
+    crate::exit::TABLE
+        .iter()
+        .filter(|(code, _)| tool.exits.contains(code))
+}
+
+/// `NAME` or `NAME...`.
+pub fn operand_synopsis(o: &Operand) -> String {
+    match (o.kind, o.many) {
+        (Kind::Command, _) => format!("{} [ARGS...]", o.name),
+        (_, true) => format!("{}...", o.name),
+        (_, false) => o.name.to_string(),
+    }
 }
 
 /// Wraps paragraphs (split by blank lines) to `width` columns.
@@ -462,6 +660,38 @@ pub fn wrap(text: &str, width: usize) -> Vec<String> {
 /// flags. Each tool has a unit test calling it.
 pub fn check_table(tool: &Tool) -> std::result::Result<(), String> {
     let flags: Vec<&Flag> = tool.all_flags().collect();
+    for code in tool.exits {
+        if !crate::exit::TABLE.iter().any(|(c, _)| c == code) {
+            return Err(format!("exit status {code} is not in the exit table"));
+        }
+    }
+    for code in crate::exit::SHARED {
+        if !tool.exits.contains(code) {
+            return Err(format!("exit status {code} (every tool's) is missing"));
+        }
+    }
+    for c in tool.commands {
+        for f in c.flags {
+            if !tool.flags.iter().any(|x| x.long == *f) {
+                return Err(format!("command {}: --{f} is not in the table", c.name));
+            }
+        }
+    }
+    let lists = std::iter::once(tool.args).chain(tool.commands.iter().map(|c| c.operands));
+    for list in lists {
+        for (i, o) in list.iter().enumerate() {
+            let last = i + 1 == list.len();
+            if (o.many || o.kind == Kind::Command) && !last {
+                return Err(format!(
+                    "operand {}: only the last may repeat or be a command",
+                    o.name
+                ));
+            }
+        }
+    }
+    if !tool.commands.is_empty() && !tool.args.is_empty() {
+        return Err("a tool with commands has its operands on its commands".into());
+    }
     for (i, a) in flags.iter().enumerate() {
         if a.long.is_empty() || a.long.starts_with('-') {
             return Err(format!("bad long name {:?}", a.long));
@@ -509,7 +739,9 @@ mod tests {
             usage: &[],
             flags: FLAGS,
             operands: Operands::Free,
-            operand_kind: "",
+            args: &[],
+            commands: &[],
+            exits: &[],
             man: "",
             version: "0",
         };
@@ -559,7 +791,9 @@ mod tests {
         usage: &["[OPTIONS] -- COMMAND"],
         flags: FLAGS,
         operands: Operands::StopAtFirst,
-        operand_kind: "command",
+        args: &[Operand::one("COMMAND", Kind::Command, "the command")],
+        commands: &[],
+        exits: crate::exit::SHARED,
         man: "",
         version: "0.0.0",
     };

@@ -17,6 +17,8 @@ pub const USAGE: u8 = 64;
 pub const DATAERR: u8 = 65;
 /// A named input file is missing (`EX_NOINPUT`).
 pub const NOINPUT: u8 = 66;
+/// A repository or service the tool cannot work with, a permanent failure (`EX_UNAVAILABLE`).
+pub const UNAVAILABLE: u8 = 69;
 /// Internal error (`EX_SOFTWARE`).
 pub const SOFTWARE: u8 = 70;
 /// I/O error, disk full included (`EX_IOERR`).
@@ -44,6 +46,10 @@ pub const TABLE: &[(&str, &str)] = &[
         "bad input record: malformed JSON, a wrong type, a path outside the root; the message names the line",
     ),
     ("66", "a named input file is missing"),
+    (
+        "69",
+        "unavailable: a repository or a remote the tool cannot work with; permanent, not retried",
+    ),
     ("70", "internal error"),
     ("74", "I/O error, disk full included"),
     (
@@ -63,6 +69,24 @@ pub const TABLE: &[(&str, &str)] = &[
         "the output pipe was closed by the reader; nothing more was done",
     ),
 ];
+
+/// The statuses every tool can exit with, whatever it does: success, a usage error, an
+/// internal error, an I/O error (writing its output), a signal, a closed output pipe.
+pub const SHARED: &[&str] = &["0", "64", "70", "74", "128+N", "141"];
+
+/// The meaning of `--keep-going`, the same in every tool that has it (the flag's text in
+/// `--help` and the man pages).
+#[macro_export]
+macro_rules! keep_going_doc {
+    () => {
+        "A record that fails is passed on with an \"error\" key (tool, code, message, line), \
+         its reason printed on standard error, and the next record is processed; later stages \
+         pass it on untouched and elf-db done counts it as a failed attempt. The exit status \
+         is 0 when every failure became an error record: the failures travel in the records, \
+         so a pipeline under set -o pipefail goes on to its last stage. A failure that \
+         concerns no single record stops the run with its own status, as without the flag."
+    };
+}
 
 /// An error that knows the exit status it stands for.
 ///

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use elf_core::cli::{Flag, Given, Matches, Operands, Tool};
+use elf_core::cli::{Command, Flag, Given, Kind, Matches, Operand, Operands, Tool};
 use elf_core::signals::Policy as Signals;
 use elf_core::{Error, Result, backoff, record};
 
@@ -46,7 +46,7 @@ const FLAGS: &[Flag] = &[
     .value("DURATION")
     .doc(
         "How long to wait for a database that another process has locked, before giving up \
-             with exit 75 and nothing done (default 10s; ms, s or m, a bare number is seconds; \
+             with exit 75 and nothing done (default 10s; ms, s, m, h or d, a bare number is seconds; \
              0 fails at once).",
     ),
     Flag::new("synchronous", "full (default) or normal")
@@ -107,14 +107,14 @@ const FLAGS: &[Flag] = &[
          key already journaled inserts nothing and gets the ids of the first time. See \
          pending and done.",
         ),
-    Flag::new("keep-going", "A bad record becomes an error record; go on")
-        .short('k')
-        .doc(
-            "A record that fails (bad JSON, unknown table or column, a number SQLite cannot \
-         hold, a CHECK or trigger that refuses it, RAISE(ROLLBACK) included) is passed on \
-         with an \"error\" key instead of stopping with exit 65; nothing of it is written, \
-         and the records around it are. Busy, I/O and permission errors still stop the run.",
-        ),
+    elf_core::cli::KEEP_GOING.doc(concat!(
+        elf_core::keep_going_doc!(),
+        "\n\ninsert, exec, done. A bad record becomes an error record (bad JSON, unknown table \
+         or column, a number SQLite cannot hold, a CHECK or trigger that refuses it, \
+         RAISE(ROLLBACK) included); nothing of it is written, and the records around it are. \
+         Busy, I/O and permission errors concern the database, not the record: they still stop \
+         the run with their status."
+    )),
     Flag::new("max-line", "Longest input line accepted (default 16MiB)")
         .value("BYTES")
         .doc(
@@ -209,7 +209,11 @@ static TOOL: Tool = Tool {
     ],
     flags: FLAGS,
     operands: Operands::Free,
-    operand_kind: "",
+    args: &[],
+    commands: COMMANDS,
+    exits: &[
+        "0", "1", "64", "65", "66", "70", "74", "75", "77", "128+N", "141",
+    ],
     man: include_str!("../elf-db.1.in"),
     version: env!("CARGO_PKG_VERSION"),
 };
@@ -219,49 +223,89 @@ pub fn main() -> ExitCode {
     elf_core::run(&TOOL, Signals::Exit, run)
 }
 
-/// The commands, and the flags each accepts besides --db and --busy-timeout.
-const COMMANDS: &[(&str, &[&str])] = &[
-    (
-        "insert",
-        &[
-            "synchronous",
-            "batch",
+/// The record commands' flags.
+const RECORD_FLAGS: [&str; 4] = ["synchronous", "batch", "keep-going", "max-line"];
+
+/// The commands, the flags each accepts besides --db and --busy-timeout (which every command
+/// takes), and their operands.
+const COMMANDS: &[Command] = &[
+    Command {
+        name: "insert",
+        help: "Insert the rows of each record's db key (or --table rows), ids added",
+        flags: &[
+            RECORD_FLAGS[0],
+            RECORD_FLAGS[1],
+            RECORD_FLAGS[2],
+            RECORD_FLAGS[3],
             "table",
             "key",
             "schema",
             "journal",
-            "keep-going",
-            "max-line",
         ],
-    ),
-    (
-        "exec",
-        &[
-            "synchronous",
-            "batch",
-            "keep-going",
-            "max-line",
+        operands: &[],
+    },
+    Command {
+        name: "exec",
+        help: "Run each record's statements (or a SQL --file) in transactions",
+        flags: &[
+            RECORD_FLAGS[0],
+            RECORD_FLAGS[1],
+            RECORD_FLAGS[2],
+            RECORD_FLAGS[3],
             "file",
             "key",
         ],
-    ),
-    (
-        "done",
-        &[
-            "synchronous",
-            "batch",
-            "keep-going",
-            "max-line",
+        operands: &[],
+    },
+    Command {
+        name: "done",
+        help: "Mark each record's key finished in the journal",
+        flags: &[
+            RECORD_FLAGS[0],
+            RECORD_FLAGS[1],
+            RECORD_FLAGS[2],
+            RECORD_FLAGS[3],
             "key",
             "attempts",
         ],
-    ),
-    ("pending", &["older-than", "set-aside"]),
-    ("retry", &[]),
-    ("drop", &[]),
-    ("query", &["param", "format", "header", "null"]),
-    ("check", &[]),
-    ("checkpoint", &[]),
+        operands: &[],
+    },
+    Command {
+        name: "pending",
+        help: "Print the journaled records not yet done",
+        flags: &["older-than", "set-aside"],
+        operands: &[],
+    },
+    Command {
+        name: "retry",
+        help: "Put set-aside (or pending) records back to pending",
+        flags: &[],
+        operands: &[Operand::many("KEY", Kind::Text, "a journaled record's key")],
+    },
+    Command {
+        name: "drop",
+        help: "Mark records finished without replaying them",
+        flags: &[],
+        operands: &[Operand::many("KEY", Kind::Text, "a journaled record's key")],
+    },
+    Command {
+        name: "query",
+        help: "Run one read-only SQL statement and print its rows",
+        flags: &["param", "format", "header", "null"],
+        operands: &[Operand::one("SQL", Kind::Text, "the statement")],
+    },
+    Command {
+        name: "check",
+        help: "Check the database (PRAGMA integrity_check)",
+        flags: &[],
+        operands: &[],
+    },
+    Command {
+        name: "checkpoint",
+        help: "Move the write-ahead log into the database file",
+        flags: &[],
+        operands: &[],
+    },
 ];
 
 /// The default number of records per transaction.
@@ -271,31 +315,12 @@ const DEFAULT_BATCH: usize = 10_000;
 const DEFAULT_ATTEMPTS: i64 = 3;
 
 fn run(m: Matches) -> Result<u8> {
-    let Some(first) = m.operands.first() else {
-        return Err(Error::usage(
-            "a command is required: insert, exec, done, pending, retry, drop, query, check or checkpoint (see --help)",
-        ));
-    };
-    let name = first.to_str().unwrap_or("");
-    let Some((command, allowed)) = COMMANDS.iter().find(|(c, _)| *c == name) else {
-        return Err(Error::usage(format!(
-            "unknown command '{}': expected insert, exec, done, pending, retry, drop, query, check or checkpoint",
-            elf_core::text::escape(&first.to_string_lossy())
-        )));
-    };
-    for g in &m.flags {
-        let f = g.name();
-        if f != "db" && f != "busy-timeout" && !allowed.contains(&f) {
-            return Err(Error::usage(format!(
-                "flag --{f} does not apply to {command}"
-            )));
-        }
-    }
+    let command = TOOL.command(&m)?.name;
     let rest = &m.operands[1..];
-    let wanted = usize::from(*command == "query");
-    let keys = matches!(*command, "retry" | "drop");
+    let wanted = usize::from(command == "query");
+    let keys = matches!(command, "retry" | "drop");
     if (keys && rest.is_empty()) || (!keys && rest.len() != wanted) {
-        return Err(match (*command, rest.len()) {
+        return Err(match (command, rest.len()) {
             ("query", 0) => Error::usage("query needs the SQL to run (elf-db query 'SELECT ...')"),
             ("query", _) => Error::usage("query takes one SQL operand; quote it as one argument"),
             (_, 0) => Error::usage(format!("{command} needs the keys of journaled records")),
@@ -307,7 +332,7 @@ fn run(m: Matches) -> Result<u8> {
     }
     let f = flags(&m)?;
     let opts = connection(&f)?;
-    match *command {
+    match command {
         "insert" => {
             if f.journal && f.table.is_some() {
                 return Err(Error::usage(
@@ -386,7 +411,7 @@ fn run(m: Matches) -> Result<u8> {
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let action = if *command == "retry" {
+            let action = if command == "retry" {
                 journal::Action::Retry
             } else {
                 journal::Action::Drop
@@ -468,7 +493,7 @@ fn flags(m: &Matches) -> Result<Flags> {
                 })?);
             }
             "file" => f.file = Some(PathBuf::from(g.os()?)),
-            "older-than" => f.older_than = Some(g.with(parse_age)?),
+            "older-than" => f.older_than = Some(g.with(backoff::parse_duration)?),
             "set-aside" => f.set_aside = true,
             "attempts" => {
                 f.attempts = Some(g.with(|s| match s.parse::<i64>() {
@@ -556,25 +581,6 @@ impl Flags {
     }
 }
 
-/// `--older-than`: the shared duration syntax plus hours and days.
-fn parse_age(s: &str) -> std::result::Result<Duration, String> {
-    let t = s.trim();
-    let scaled = |n: &str, unit: u64| {
-        backoff::parse_duration(n)
-            .ok()
-            .and_then(|d| d.checked_mul(u32::try_from(unit).ok()?))
-            .ok_or_else(|| "expected a number with ms, s, m, h or d".to_string())
-    };
-    if let Some(n) = t.strip_suffix('h') {
-        scaled(n, 3600)
-    } else if let Some(n) = t.strip_suffix('d') {
-        scaled(n, 86_400)
-    } else {
-        backoff::parse_duration(t)
-            .map_err(|_| "expected a number with ms, s, m, h or d".to_string())
-    }
-}
-
 /// `--param NAME=VALUE`.
 fn param(g: &Given) -> Result<(String, String)> {
     let s = g.str()?;
@@ -603,25 +609,14 @@ mod tests {
     }
 
     #[test]
-    fn every_command_flag_exists() {
-        for (_, flags) in COMMANDS {
-            for f in *flags {
-                assert!(
-                    FLAGS.iter().any(|x| x.long == *f),
-                    "--{f} is not in the table"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn ages() {
-        assert_eq!(parse_age("2h"), Ok(Duration::from_secs(7200)));
-        assert_eq!(parse_age("1.5d"), Ok(Duration::from_secs(129_600)));
-        assert_eq!(parse_age("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_age("250ms"), Ok(Duration::from_millis(250)));
+    fn ages_are_the_shared_durations() {
+        use elf_core::backoff::parse_duration;
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("1.5d"), Ok(Duration::from_secs(129_600)));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         for bad in ["", "h", "-1h", "1w", "xd"] {
-            assert!(parse_age(bad).is_err(), "{bad:?}");
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -21,7 +21,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
-use elf_core::cli::{Flag, Matches, Operands, Tool};
+use elf_core::cli::{Flag, Kind, Matches, Operand, Operands, Tool};
 use elf_core::signals::Policy as Signals;
 use elf_core::{Error, Result, exit};
 
@@ -132,7 +132,20 @@ static TOOL: Tool = Tool {
     ],
     flags: FLAGS,
     operands: Operands::StopAtFirst,
-    operand_kind: "command",
+    args: &[
+        Operand::one(
+            "LOCKFILE",
+            Kind::File,
+            "the lock file (or an open descriptor FD); several before --",
+        ),
+        Operand::one(
+            "COMMAND",
+            Kind::Command,
+            "the command to run under the locks, with its arguments",
+        ),
+    ],
+    commands: &[],
+    exits: &["0", "64", "66", "70", "74", "75", "77", "128+N", "141"],
     man: include_str!("../elf-lock.1.in"),
     version: env!("CARGO_PKG_VERSION"),
 };

@@ -45,7 +45,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use elf_core::cli::{Flag, Matches, Operands, Tool};
+use elf_core::cli::{Flag, Kind, Matches, Operand, Operands, Tool};
 use elf_core::marker::marker;
 use elf_core::record::{self, Reader, Record, Writer};
 use elf_core::refs;
@@ -96,7 +96,7 @@ const FLAGS: &[Flag] = &[
     ),
     Flag::new("timeout", "How long to wait for a file's lock").short('w').value("DURATION").doc(
         "How long to wait for the lock of a file that another writer holds, as a number of \
-         seconds or with ms, s or m (default 60s; 0 tries once). Past it the record fails with \
+         seconds or with ms, s, m, h or d (default 60s; 0 tries once). Past it the record fails with \
          status 75, which elf-backoff retries.",
     ),
     Flag::new("lock-dir", "Folder for the lock files").value("DIR").path().doc(
@@ -104,11 +104,11 @@ const FLAGS: &[Flag] = &[
          same files must use the same folder; a folder shared by several users lets their \
          writers exclude each other.",
     ),
-    Flag::new("keep-going", "Turn a failed record into an error record").short('k').doc(
-        "Record form: when a record fails (bad write object, refused path, I/O error, lock \
-         timeout), pass it on with an error key instead of stopping, and go on with the next \
-         one. The exit status is then that of the first failure, after all input is read.",
-    ),
+    elf_core::cli::KEEP_GOING.doc(concat!(
+        elf_core::keep_going_doc!(),
+        "\n\nRecord form only. Every failure of a record becomes an error record: a bad write \
+         object, a refused path, an I/O error, a lock timeout."
+    )),
     Flag::new("max-line", "Longest input line accepted").value("BYTES").doc(
         "Record form: the longest input line accepted, in bytes (default 16777216). A longer line \
          is a bad record (status 65).",
@@ -124,7 +124,15 @@ static TOOL: Tool = Tool {
     ],
     flags: FLAGS,
     operands: Operands::Free,
-    operand_kind: "file",
+    args: &[Operand::one(
+        "PATH",
+        Kind::File,
+        "the file to write standard input to (the stream form)",
+    )],
+    commands: &[],
+    exits: &[
+        "0", "64", "65", "66", "70", "74", "75", "77", "128+N", "141",
+    ],
     man: include_str!("../elf-write.1.in"),
     version: env!("CARGO_PKG_VERSION"),
 };
@@ -208,7 +216,6 @@ fn records(o: &Options, locks: Locks, sync: bool) -> Result<u8> {
     let mut files = Files::new(Root::open(&root)?, locks, sync);
     let mut input = Reader::stdin(limit)?;
     let mut out = Writer::stdout();
-    let mut status = elf_core::exit::OK;
     // Records done but not yet passed on. Their replaces and appends wait in temporary files
     // and their folders wait unsynced, so that a stream of records that are already waiting
     // costs one syncfs and one folder fsync per batch, not an fsync of each.
@@ -218,7 +225,7 @@ fn records(o: &Options, locks: Locks, sync: bool) -> Result<u8> {
             Ok((line, mut rec)) => loop {
                 match process(&mut files, &mut rec) {
                     Ok(Step::FlushFirst) => {
-                        pass_on(&mut files, &mut out, &mut batch, keep_going, &mut status)?;
+                        pass_on(&mut files, &mut out, &mut batch, keep_going)?;
                     }
                     Ok(Step::Done) => {
                         batch.push(Done {
@@ -243,7 +250,7 @@ fn records(o: &Options, locks: Locks, sync: bool) -> Result<u8> {
         };
         if let Some((e, rec)) = failure {
             if !keep_going || e.is_broken_pipe() {
-                pass_on(&mut files, &mut out, &mut batch, keep_going, &mut status)?;
+                pass_on(&mut files, &mut out, &mut batch, keep_going)?;
                 return Err(e);
             }
             elf_core::note(&e);
@@ -254,16 +261,14 @@ fn records(o: &Options, locks: Locks, sync: bool) -> Result<u8> {
                 line: 0,
                 deferred: None,
             });
-            if status == elf_core::exit::OK {
-                status = e.code();
-            }
         }
         if batch.len() >= BATCH || !input.ready() {
-            pass_on(&mut files, &mut out, &mut batch, keep_going, &mut status)?;
+            pass_on(&mut files, &mut out, &mut batch, keep_going)?;
         }
     }
-    pass_on(&mut files, &mut out, &mut batch, keep_going, &mut status)?;
-    Ok(status)
+    pass_on(&mut files, &mut out, &mut batch, keep_going)?;
+    // Under --keep-going every failure became an error record: the run succeeded.
+    Ok(elf_core::exit::OK)
 }
 
 /// The most records done before they are synced and passed on.
@@ -286,7 +291,6 @@ fn pass_on(
     out: &mut Writer<std::io::StdoutLock<'static>>,
     batch: &mut Vec<Done>,
     keep_going: bool,
-    status: &mut u8,
 ) -> Result<()> {
     let mut results = files.flush(!keep_going).into_iter();
     files.sync_folders()?;
@@ -306,9 +310,6 @@ fn pass_on(
                     }
                     elf_core::note(&e);
                     record::set_error(&mut rec, TOOL.name, &e);
-                    if *status == elf_core::exit::OK {
-                        *status = e.code();
-                    }
                 }
                 None => return Err(Error::internal("a pending write without its result")),
             }
@@ -527,15 +528,32 @@ fn split_operand(path: &Path) -> Result<(Root, RelPath, PathBuf)> {
     if name.len() > target::NAME_MAX {
         return Err(target::too_long(&shown(), name.len()));
     }
-    let folder = match target.parent() {
+    let mut folder = match target.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
+    // Missing folders are made, as in the record form: the nearest folder that exists is the
+    // one opened, and the rest of the way is made beneath it.
+    let mut missing = Vec::new();
+    while let Err(e) = std::fs::symlink_metadata(folder) {
+        let (Some(up), Some(last), std::io::ErrorKind::NotFound) =
+            (folder.parent(), folder.file_name(), e.kind())
+        else {
+            break;
+        };
+        missing.push(last.to_os_string());
+        folder = if up.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            up
+        };
+    }
+    missing.reverse();
     let rel = RelPath {
-        parents: Vec::new(),
+        parents: missing,
         name: name.to_os_string(),
     };
-    Ok((Root::open(folder)?, rel, target.clone()))
+    Ok((Root::open_as(folder, "folder")?, rel, target.clone()))
 }
 
 #[cfg(test)]

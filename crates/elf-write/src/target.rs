@@ -179,11 +179,17 @@ impl Folder {
 impl Root {
     /// Opens the root folder (the root itself may be reached through symlinks).
     pub fn open(path: &Path) -> Result<Root> {
+        Root::open_as(path, "root folder")
+    }
+
+    /// [`Root::open`], naming the folder `what` in an error (the stream form's target folder
+    /// is not a root to the user).
+    pub fn open_as(path: &Path, what: &str) -> Result<Root> {
         let file = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
             .open(path)
-            .with_ctx(|| format!("opening root folder {}", escape(&path.to_string_lossy())))?;
+            .with_ctx(|| format!("opening {what} {}", escape(&path.to_string_lossy())))?;
         Ok(Root {
             fd: OwnedFd::from(file),
             path: path.to_path_buf(),
