@@ -312,6 +312,26 @@ fn timeout_gives_up_after_about_the_time_and_releases_a_partial_set() {
 }
 
 #[test]
+fn the_timeout_takes_the_durations_the_other_tools_take() {
+    let dir = TempDir::new();
+    let h = hold(&[dir.join("L").to_str().expect("utf-8")]);
+    for w in ["500ms", "0.5s"] {
+        let (c, err) = code(&["-w", w, "L", "true"], dir.path());
+        assert_eq!(c, Some(75), "-w {w}: {err}");
+        assert!(
+            err.starts_with("elf-lock: L not locked within 0.5s: held by pid "),
+            "-w {w}: {err}"
+        );
+    }
+    assert!(h.release().success());
+    let (c, err) = code(&["-w", "500ms", "L", "true"], dir.path());
+    assert_eq!((c, err.as_str()), (Some(0), ""));
+    let (c, err) = code(&["-w", "5x", "L", "true"], dir.path());
+    assert_eq!(c, Some(64), "{err}");
+    assert!(err.contains("--timeout") && err.contains("'5x'"), "{err}");
+}
+
+#[test]
 fn a_long_wait_says_once_who_holds_the_lock() {
     let dir = TempDir::new();
     let h = hold(&[dir.join("L").to_str().expect("utf-8")]);

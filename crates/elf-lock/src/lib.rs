@@ -47,8 +47,9 @@ const FLAGS: &[Flag] = &[
             "Do not wait: if a lock is held by someone else, release the ones already taken and \
              exit at once with the conflict status (75, or the -E value). Overrides -w.",
         ),
-    Flag::new("timeout", "Give up after SECONDS (fractional)").short('w').value("SECONDS").doc(
-        "Wait at most SECONDS (fractional, for example 0.5) for all the locks together; then \
+    Flag::new("timeout", "Give up after DURATION (0.5, 500ms, 2s, 1m)").short('w').value("DURATION").doc(
+        "Wait at most DURATION for all the locks together, as a number of seconds (fractional, \
+         for example 0.5) or with ms, s or m, as the other tools take it (500ms); then \
          release the ones already taken and exit with the conflict status. The wait is a \
          blocking flock(2) cut by a timer, so the lock is taken the instant it is free and the \
          wait ends within a millisecond of the deadline. -w 0 is -n.",
@@ -127,7 +128,7 @@ static TOOL: Tool = Tool {
         "[OPTIONS] LOCKFILE COMMAND [ARGS...]",
         "[OPTIONS] LOCKFILE -c STRING",
         "[OPTIONS] --mkdir DIR [LOCKFILE...] -- COMMAND [ARGS...]",
-        "[-s|-x|-u] [-n] [-w SECONDS] [-E N] FD",
+        "[-s|-x|-u] [-n] [-w DURATION] [-E N] FD",
         "--status [--mkdir DIR] [LOCKFILE...]",
     ],
     flags: FLAGS,
