@@ -13,6 +13,7 @@ mod hostile;
 mod install;
 mod litter;
 mod lock;
+mod nested;
 mod querypy;
 mod refs;
 mod remote;

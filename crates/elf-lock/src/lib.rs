@@ -23,7 +23,7 @@ use std::path::PathBuf;
 
 use elf_core::cli::{Flag, Matches, Operands, Tool};
 use elf_core::signals::Policy as Signals;
-use elf_core::{Error, Result, exit};
+use elf_core::{Error, Result, exit, held};
 
 use acquire::{Clock, Got};
 use args::options;
@@ -201,21 +201,32 @@ fn run(m: Matches) -> Result<u8> {
     // Who we are is read before waiting, not while holding the lock and others wait.
     let mut me: Option<Me> = (o.exclusive || !dirs.is_empty()).then(Me::get);
     let mut clock = Clock::new(o.wait, !o.quiet);
+    // Whether each lock was taken here (not held for us by an enclosing elf-lock).
+    let mut taken = Vec::with_capacity(files.len());
     for lf in &files {
         let mut notice = || {
             let who = lf.describe(me.get_or_insert_with(Me::get));
             elf_core::note(format_args!("waiting for {}: {who}", show(&lf.path)));
         };
-        if let Got::No = acquire::lock(&lf.file, o.exclusive, o.wait, &mut clock, &mut notice)? {
-            if !o.quiet {
-                let who = lf.describe(me.get_or_insert_with(Me::get));
-                elf_core::note(format_args!(
-                    "{} {}: {who}",
-                    show(&lf.path),
-                    gave_up(o.wait)
-                ));
+        match acquire::lock(&lf.file, o.exclusive, o.wait, &mut clock, &mut notice)? {
+            Got::Yes => taken.push(true),
+            Got::Enclosed => taken.push(false),
+            Got::No => {
+                if !o.quiet {
+                    let who = lf.describe(me.get_or_insert_with(Me::get));
+                    elf_core::note(format_args!(
+                        "{} {}: {who}",
+                        show(&lf.path),
+                        gave_up(o.wait)
+                    ));
+                }
+                return Ok(o.conflict);
             }
-            return Ok(o.conflict);
+            Got::Ancestor(why) => {
+                // Not a conflict to wait out but a mistake to fix: said even with -q.
+                elf_core::note(format_args!("{}: {why}", show(&lf.path)));
+                return Ok(o.conflict);
+            }
         }
     }
     clock.disarm();
@@ -240,7 +251,8 @@ fn run(m: Matches) -> Result<u8> {
     }
     clock.disarm();
     if let Some(line) = &record {
-        for lf in files.iter().filter(|f| f.writable) {
+        // A lock held for us by an enclosing elf-lock keeps its holder's record.
+        for (lf, _) in files.iter().zip(&taken).filter(|(f, t)| f.writable && **t) {
             if let Err(e) = holder::write(&lf.file, line) {
                 elf_core::warn(format_args!(
                     "could not write the holder record into {}: {e}",
@@ -277,6 +289,9 @@ fn run(m: Matches) -> Result<u8> {
             .chain(held_dirs.iter().map(dirlock::DirLock::fd))
             .collect()
     };
+    if !o.close {
+        pass_down(&files, &taken);
+    }
     drop(clock);
     let code = if o.no_fork {
         child::exec(&o.command, &inherit)?
@@ -286,6 +301,27 @@ fn run(m: Matches) -> Result<u8> {
     drop(held_dirs);
     drop(files);
     Ok(code)
+}
+
+/// Names the locks taken here in the command's `ELF_LOCK_HELD` (see `elf_core::held`), so a
+/// nested elf-lock, elf-commit or elf-write asked for one of them counts it as held instead of
+/// waiting on its own ancestor. Only when the command inherits the locks: with `-o` what the
+/// command leaves running does not hold them.
+fn pass_down(files: &[LockFile], taken: &[bool]) {
+    let added: Vec<held::Entry> = files
+        .iter()
+        .zip(taken)
+        .filter(|(_, t)| **t)
+        .filter_map(|(f, _)| f.file.metadata().ok())
+        .map(|m| held::Entry::mine(&m))
+        .collect();
+    if added.is_empty() {
+        return;
+    }
+    let value = held::pass_down(&added);
+    // SAFETY: elf-lock is single-threaded, so nothing reads the environment meanwhile; the
+    // command gets it through execvp(3).
+    unsafe { std::env::set_var(held::VAR, value) };
 }
 
 #[cfg(test)]
