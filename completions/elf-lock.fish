@@ -80,7 +80,7 @@ complete -c elf-lock -f
 complete -c elf-lock -n __elf_lock_at_flag -s s -l shared -d 'Take shared locks'
 complete -c elf-lock -n __elf_lock_at_flag -s x -l exclusive -d 'Take exclusive locks (the default)'
 complete -c elf-lock -n __elf_lock_at_flag -s n -l nonblock -d 'Do not wait: exit 75 (or -E) at once if held'
-complete -c elf-lock -n __elf_lock_at_flag -s w -l timeout -x -d 'Give up after SECONDS (fractional)'
+complete -c elf-lock -n __elf_lock_at_flag -s w -l timeout -x -d 'Give up after DURATION (0.5, 500ms, 2s, 1m)'
 complete -c elf-lock -n __elf_lock_at_flag -s E -l conflict-exit-code -x -d 'Status when a lock is not obtained (default 75)'
 complete -c elf-lock -n __elf_lock_at_flag -s u -l unlock -d 'Release the lock on descriptor FD'
 complete -c elf-lock -n __elf_lock_at_flag -s o -l close -d 'Do not pass the locks to the command'

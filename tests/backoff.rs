@@ -323,7 +323,55 @@ fn max_time_stops_new_attempts_on_a_fake_clock() {
         .last()
         .unwrap_or_default()
         .to_string();
-    assert!(last.contains("giving up"), "{last}");
+    assert_eq!(
+        last,
+        "elf-backoff: attempt 3/10 exited with status 75; giving up: the next attempt would \
+         start past --max-time (1.000s in all; 900ms spent)"
+    );
+}
+
+#[test]
+fn giving_up_says_why_in_one_line_unless_quiet() {
+    // Out of attempts: the last failed attempt's status, and why there is no other.
+    for quiet in [false, true] {
+        let dir = TempDir::new();
+        let mut c = backoff();
+        c.env("ELF_FAKE_CLOCK", "1")
+            .args(["-n", "3", "--jitter", "none", "--base", "1ms"]);
+        if quiet {
+            c.arg("-q");
+        }
+        let out = c
+            .arg("--")
+            .args(counting(&dir, 75, 99))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(75));
+        assert_eq!(count(&dir), 3);
+        let err = String::from_utf8_lossy(&out.stderr);
+        if quiet {
+            assert_eq!(err, "");
+        } else {
+            assert_eq!(
+                err.lines().last(),
+                Some(
+                    "elf-backoff: attempt 3/3 exited with status 75; giving up: no attempt left \
+                     (--attempts 3)"
+                ),
+                "{err}"
+            );
+            assert_eq!(err.matches("giving up").count(), 1, "{err}");
+        }
+    }
+    // A status not to retry ends the run without a word: nothing was given up.
+    let out = backoff()
+        .args(["-n", "3", "--", "sh", "-c", "exit 3"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
 }
 
 #[test]

@@ -312,6 +312,26 @@ fn timeout_gives_up_after_about_the_time_and_releases_a_partial_set() {
 }
 
 #[test]
+fn the_timeout_takes_the_durations_the_other_tools_take() {
+    let dir = TempDir::new();
+    let h = hold(&[dir.join("L").to_str().expect("utf-8")]);
+    for w in ["500ms", "0.5s"] {
+        let (c, err) = code(&["-w", w, "L", "true"], dir.path());
+        assert_eq!(c, Some(75), "-w {w}: {err}");
+        assert!(
+            err.starts_with("elf-lock: L not locked within 0.5s: held by pid "),
+            "-w {w}: {err}"
+        );
+    }
+    assert!(h.release().success());
+    let (c, err) = code(&["-w", "500ms", "L", "true"], dir.path());
+    assert_eq!((c, err.as_str()), (Some(0), ""));
+    let (c, err) = code(&["-w", "5x", "L", "true"], dir.path());
+    assert_eq!(c, Some(64), "{err}");
+    assert!(err.contains("--timeout") && err.contains("'5x'"), "{err}");
+}
+
+#[test]
 fn a_long_wait_says_once_who_holds_the_lock() {
     let dir = TempDir::new();
     let h = hold(&[dir.join("L").to_str().expect("utf-8")]);
@@ -1223,4 +1243,131 @@ fn a_directory_is_locked_as_flock1_locks_it() {
     assert_eq!(status_one(&dir, "D")["held"], true);
     assert!(h.release().success());
     assert_eq!(code(&["-n", "D", "true"], dir.path()).0, Some(0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Nested locks: a lock an enclosing elf-lock holds for this process tree
+
+/// `DEV:INO` of a file, as ELF_LOCK_HELD names it.
+fn dev_ino(path: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).expect("stat lock file");
+    format!("{}:{}", m.dev(), m.ino())
+}
+
+#[test]
+fn a_lock_an_enclosing_elf_lock_holds_counts_as_held() {
+    let dir = TempDir::new();
+    let inner = format!("{BIN} -w 30 L -- touch ran");
+    for args in [
+        // elf-lock inside elf-lock's command, directly and through a shell
+        vec!["L", "--", BIN, "-w", "30", "L", "--", "touch", "ran"],
+        vec!["L", "--", "sh", "-c", "\"$0\" -n L touch ran", BIN],
+        vec!["-c", &inner, "L"],
+        // -F: the command took over the holder's pid
+        vec!["-F", "L", "--", BIN, "-n", "L", "--", "touch", "ran"],
+        // shared under exclusive, shared under shared
+        vec!["L", "--", BIN, "-s", "-n", "L", "--", "touch", "ran"],
+        vec!["-s", "L", "--", BIN, "-s", "-n", "L", "--", "touch", "ran"],
+        // descriptor form
+        vec!["L", "--", "sh", "-c", "\"$0\" -n 9 9<L && touch ran", BIN],
+    ] {
+        let (c, err) = code(&args, dir.path());
+        assert_eq!((c, err.as_str()), (Some(0), ""), "{args:?}");
+        assert!(
+            dir.join("ran").exists(),
+            "{args:?}: the command did not run"
+        );
+        std::fs::remove_file(dir.join("ran")).expect("rm ran");
+    }
+    // The nested one left the holder record of the outer one alone, and nothing is held now.
+    let out = lock()
+        .current_dir(dir.path())
+        .args(["L", "--", BIN, "L", "--", "cat", "L"])
+        .output()
+        .expect("run");
+    let rec: Value = serde_json::from_slice(&out.stdout).expect("holder record");
+    assert_eq!(rec["command"][0].as_str(), Some(BIN), "{rec}");
+    let st = status(&dir, &["L"]);
+    assert_eq!(st[0]["held"], Value::Bool(false));
+}
+
+#[test]
+fn a_lock_an_ancestor_holds_without_passing_it_down_is_refused_at_once() {
+    let dir = TempDir::new();
+    for (args, why) in [
+        // -o: the command does not inherit the lock, so it is not passed down
+        (
+            vec!["-o", "L", "--", BIN, "L", "--", "touch", "ran"],
+            "elf-lock: L: held by pid ",
+        ),
+        (
+            vec![
+                "L",
+                "--",
+                "env",
+                "-u",
+                "ELF_LOCK_HELD",
+                BIN,
+                "L",
+                "touch",
+                "ran",
+            ],
+            "elf-lock: L: held by this process through an inherited descriptor, not passed down (ELF_LOCK_HELD): waiting for it would never end",
+        ),
+        // an exclusive lock under a shared hold cannot be re-entered
+        (
+            vec!["-s", "L", "--", BIN, "L", "--", "touch", "ran"],
+            "elf-lock: L: held shared by this process through an inherited descriptor: an exclusive lock under it would wait forever",
+        ),
+    ] {
+        // No -w: without the check, the inner elf-lock would wait for ever.
+        let out = watchdog(LIMIT, {
+            let mut c = lock();
+            c.current_dir(dir.path()).args(&args);
+            move || c.output().expect("run")
+        });
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(75), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with(why), "{args:?}: {err}");
+        assert!(!dir.join("ran").exists(), "{args:?}: ran without the lock");
+    }
+    // -o names the enclosing elf-lock; -E applies, and -q does not hide the mistake.
+    let (c, err) = code(
+        &["-o", "L", "--", BIN, "-q", "-E", "9", "L", "--", "true"],
+        dir.path(),
+    );
+    assert_eq!(c, Some(9), "{err}");
+    assert!(
+        err.contains("(elf-lock), an ancestor of this process, not passed down"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_forged_variable_does_not_skip_a_lock_held_by_another_process() {
+    let dir = TempDir::new();
+    let h = hold(&[dir.join("L").to_str().expect("utf-8")]);
+    let id = dev_ino(&dir.join("L"));
+    // The holder's own pid, ours (an ancestor that holds nothing), init's.
+    let forged = format!("{id}:{},{id}:{},{id}:1", h.pid(), std::process::id());
+    for args in [
+        &["-w", "0.3", "L", "--", "touch", "ran"][..],
+        &["-n", "L", "--", "touch", "ran"],
+        &["-s", "-n", "L", "--", "touch", "ran"],
+    ] {
+        let out = lock()
+            .current_dir(dir.path())
+            .env("ELF_LOCK_HELD", &forged)
+            .args(args)
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(75), "{args:?}: {err}");
+        assert!(err.contains(&format!("held by pid {} ", h.pid())), "{err}");
+        assert!(!err.contains("ancestor"), "{err}");
+        assert!(!dir.join("ran").exists(), "{args:?}: ran without the lock");
+    }
+    assert!(h.release().success());
 }

@@ -15,6 +15,7 @@ mod install;
 mod litter;
 mod lock;
 mod meanings;
+mod nested;
 mod querypy;
 mod refs;
 mod remote;

@@ -52,6 +52,7 @@ const SCRUB: &[&str] = &[
     "ELF_DB",
     "ELF_HOME",
     "ELF_FAKE_CLOCK",
+    "ELF_LOCK_HELD",
     "GIT_DIR",
     "GIT_WORK_TREE",
     "GIT_INDEX_FILE",

@@ -1323,3 +1323,67 @@ fn few_descriptors_shrink_the_batch_instead_of_failing() {
         assert!(temps(&root.join("flat")).is_empty());
     }
 }
+
+/// The names in the fallback lock folder (`/tmp/elf-write-UID/`) that contain `tag`.
+fn fallback_locks(tag: &str) -> Vec<String> {
+    // SAFETY: geteuid(2) cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    let mut v: Vec<String> = fs::read_dir(format!("/tmp/elf-write-{uid}"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains(tag))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn the_fallback_lock_folder_keeps_only_the_locks_in_use() {
+    let t = TempDir::new();
+    if t.path().ancestors().any(|a| a.join(".git").is_dir()) {
+        eprintln!("skipped: the temporary folder is inside a git repository");
+        return;
+    }
+    // Other tests write through the same folder at the same time: only ours are looked at.
+    let tag = format!("bound{}x", std::process::id());
+    for i in 0..40 {
+        let out = run_with_input(cmd(BIN).arg(t.join(format!("{tag}-{i}.md"))), b"x\n");
+        ok(&out);
+        assert_eq!(fallback_locks(&tag), Vec::<String>::new(), "after run {i}");
+    }
+    // One run writing more paths than it prunes after (it prunes along the way too).
+    let recs: Vec<Value> = (0..300)
+        .map(|i| json!({"write":{"path":format!("{tag}-r{i}.md"),"content":"y\n"}}))
+        .collect();
+    let (code, out, err) = run_records(ew(t.path()), &recs);
+    assert_eq!((code, out.len()), (Some(0), 300), "{err}");
+    assert_eq!(fallback_locks(&tag), Vec::<String>::new());
+    assert_eq!(
+        fs::read_to_string(t.join(format!("{tag}-r299.md")))
+            .ok()
+            .as_deref(),
+        Some("y\n")
+    );
+    // A lock file someone holds is left alone, and goes with the next writer done once free.
+    // SAFETY: geteuid(2) cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    let name = format!("0000000000000000-{tag}-held.lock");
+    let held = fs::File::create(format!("/tmp/elf-write-{uid}/{name}")).expect("lock file");
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock(2) on a descriptor this test owns.
+    assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) }, 0);
+    ok(&run_with_input(
+        cmd(BIN).arg(t.join(format!("{tag}-a.md"))),
+        b"a\n",
+    ));
+    assert_eq!(fallback_locks(&tag), [name]);
+    drop(held);
+    ok(&run_with_input(
+        cmd(BIN).arg(t.join(format!("{tag}-b.md"))),
+        b"b\n",
+    ));
+    assert_eq!(fallback_locks(&tag), Vec::<String>::new());
+}

@@ -202,7 +202,7 @@ elf_reason() {
 elf_waited() {
     local m=$1
     case $m in
-        *ELF_LOCK_TIMEOUT*) ;;
+        *ELF_LOCK_TIMEOUT* | *"never end"* | *"wait forever"*) ;; # no wait: a lock of our own ancestry
         *"database is busy"* | *"database is locked"* | *"--busy-timeout"*)
             m="the database ${ELF_DB-} stayed busy for ${ELF_TIMEOUT-}s (ELF_LOCK_TIMEOUT)"
             ;;

@@ -201,7 +201,9 @@ fn run(m: Matches) -> Result<u8> {
         }
         let passed_on = matches!(output, Some(Output::PassedOn));
         let stopped_by_signal = signals::received().is_some();
-        let retryable = !stopped_by_signal && o.retry_on.matches(code) && attempt < o.attempts;
+        // A status to retry, whether or not a retry is left.
+        let failed = !stopped_by_signal && o.retry_on.matches(code);
+        let retryable = failed && attempt < o.attempts;
         let retry = retryable && !passed_on;
         if retry && hold::reader_gone() {
             // Nobody reads our output any more: another attempt would be for nothing.
@@ -221,14 +223,20 @@ fn run(m: Matches) -> Result<u8> {
                 out.copy_to(&mut io::stdout().lock())
                     .ctx("writing output")?;
             }
-            if retryable && !o.quiet {
-                let why = if passed_on {
+            if failed && !o.quiet {
+                let why = if !retryable {
+                    format!("no attempt left (--attempts {})", o.attempts)
+                } else if passed_on {
                     format!(
                         "its output grew past --hold ({}) and was passed on as it came",
                         show_size(o.hold.unwrap_or(DEFAULT_HOLD))
                     )
                 } else {
-                    "the next attempt would start past --max-time".to_string()
+                    format!(
+                        "the next attempt would start past --max-time ({} in all; {} spent)",
+                        show(o.max_time.unwrap_or_default()),
+                        show(clock.elapsed())
+                    )
                 };
                 elf_core::note(format_args!(
                     "attempt {attempt}/{} exited with status {code}; giving up: {why}",

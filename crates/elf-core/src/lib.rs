@@ -8,6 +8,7 @@ pub mod backoff;
 pub mod cli;
 pub mod docs;
 pub mod exit;
+pub mod held;
 pub mod lockfile;
 pub mod marker;
 pub mod paths;

@@ -1,7 +1,8 @@
-//! Lock files: opened without following symlinks, locked with `flock(2)`, never deleted.
+//! Lock files: opened without following symlinks, locked with `flock(2)`.
 //!
 //! The kernel drops a `flock` lock when its holder dies, so a lock taken here can never go
-//! stale. A lock path that is a symlink is refused (exit 77): following it would let anyone who
+//! stale. A lock that an enclosing holder already holds for this process tree counts as held
+//! ([`take`], [`lock_timeout`]; see [`crate::held`]). A lock path that is a symlink is refused (exit 77): following it would let anyone who
 //! can write the folder make us create or truncate a file elsewhere (CVE-2025-68146 in Python's
 //! filelock).
 
@@ -93,6 +94,48 @@ pub fn try_lock(file: &File, exclusive: bool) -> io::Result<bool> {
     }
 }
 
+/// How [`take`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Got {
+    /// Locked by this call; [`unlock`] (or closing the file) releases it.
+    Locked,
+    /// An enclosing holder holds it for this process tree ([`crate::held`]): nothing was
+    /// locked, and nothing is to be released, nor the lock file removed.
+    Enclosed,
+    /// Held by someone else past the wait allowed.
+    Busy,
+}
+
+/// Takes the lock, waiting as `wait` says (`None`: as long as it takes; zero: not at all).
+///
+/// A lock held by this process's own ancestry counts as held when the holder passed it down
+/// (`Got::Enclosed`); when it did not, or the hold is shared and `exclusive` is asked for,
+/// waiting would never end, and the error (kind `WouldBlock`, so status 75) says who holds it.
+pub fn take(file: &File, exclusive: bool, wait: Option<Duration>) -> io::Result<Got> {
+    if try_lock(file, exclusive)? {
+        return Ok(Got::Locked);
+    }
+    match crate::held::enclosing(file, exclusive) {
+        crate::held::Enclosing::Held => return Ok(Got::Enclosed),
+        crate::held::Enclosing::Deadlock(why) => {
+            return Err(io::Error::new(io::ErrorKind::WouldBlock, why));
+        }
+        crate::held::Enclosing::No => {}
+    }
+    let got = match wait {
+        None => lock(file, exclusive).map(|()| true)?,
+        Some(t) => wait_timeout(file, exclusive, t)?,
+    };
+    Ok(if got { Got::Locked } else { Got::Busy })
+}
+
+/// Takes the lock, waiting at most `timeout`; `Ok(false)` when it could not. A lock that an
+/// enclosing holder passed down counts as held ([`take`]), and unlocking it afterwards does
+/// nothing.
+pub fn lock_timeout(file: &File, exclusive: bool, timeout: Duration) -> io::Result<bool> {
+    Ok(take(file, exclusive, Some(timeout))? != Got::Busy)
+}
+
 /// Takes the lock, waiting at most `timeout`; `Ok(false)` when it could not.
 ///
 /// The wait is a blocking `flock(2)`, so the kernel hands the lock over the moment it is free
@@ -102,7 +145,7 @@ pub fn try_lock(file: &File, exclusive: bool) -> io::Result<bool> {
 /// and the call cannot leave the call blocked: at worst the wait ends a millisecond late. The
 /// timer signals the waiting thread alone, and is deleted before returning. elf-lock's waits use
 /// the same SIGALRM handler with the process's interval timer ([`set_timer`]).
-pub fn lock_timeout(file: &File, exclusive: bool, timeout: Duration) -> io::Result<bool> {
+fn wait_timeout(file: &File, exclusive: bool, timeout: Duration) -> io::Result<bool> {
     if try_lock(file, exclusive)? {
         return Ok(true);
     }
@@ -255,9 +298,13 @@ mod tests {
         assert!(matches!(try_lock(&a, true), Ok(true)));
         assert!(matches!(try_lock(&b, true), Ok(false)));
         assert!(matches!(
-            lock_timeout(&b, false, Duration::from_millis(30)),
+            wait_timeout(&b, false, Duration::from_millis(30)),
             Ok(false)
         ));
+        // The holder is this very process, which did not pass the lock down: waiting for it
+        // would never end, and is refused at once.
+        let e = take(&b, false, None).err();
+        assert_eq!(e.map(|e| e.kind()), Some(io::ErrorKind::WouldBlock));
         assert!(unlock(&a).is_ok());
         assert!(matches!(try_lock(&b, true), Ok(true)));
         let _ = std::fs::remove_dir_all(&dir);
@@ -277,7 +324,7 @@ mod tests {
         assert!(matches!(try_lock(&a, true), Ok(true)));
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let _ = tx.send(lock_timeout(&b, true, Duration::from_millis(50)).ok());
+            let _ = tx.send(wait_timeout(&b, true, Duration::from_millis(50)).ok());
         });
         let got = rx.recv_timeout(Duration::from_secs(30));
         assert_eq!(

@@ -13,6 +13,8 @@ use std::sync::OnceLock;
 pub struct Stat {
     /// The state letter (`R`, `S`, `Z`...).
     pub state: u8,
+    /// The parent's pid (0 for a process whose parent is outside our pid namespace).
+    pub ppid: u32,
     /// When it started, in clock ticks since boot.
     pub start_time: u64,
 }
@@ -32,14 +34,35 @@ fn parse_stat(text: &[u8]) -> Option<Stat> {
     let rest = std::str::from_utf8(&text[close + 1..]).ok()?;
     let mut fields = rest.split_ascii_whitespace();
     let state = fields.next()?.bytes().next()?;
-    // Field 22 of the whole line; the state is field 3.
-    let start_time = fields.nth(22 - 4)?.parse().ok()?;
-    Some(Stat { state, start_time })
+    let ppid = fields.next()?.parse().ok()?;
+    // Field 22 of the whole line; the state is field 3, the parent field 4.
+    let start_time = fields.nth(22 - 5)?.parse().ok()?;
+    Some(Stat {
+        state,
+        ppid,
+        start_time,
+    })
 }
 
 /// The start time of process `pid` in clock ticks since boot.
 pub fn start_time(pid: &str) -> Option<u64> {
     stat(pid).map(|s| s.start_time)
+}
+
+/// This process and its ancestors, nearest first, up to the first process of our pid
+/// namespace (or the first that cannot be read).
+pub fn lineage() -> Vec<u32> {
+    let mut chain = vec![std::process::id()];
+    while chain.len() < 4096 {
+        let Some(last) = chain.last().copied() else {
+            break;
+        };
+        match stat(&last.to_string()).map(|s| s.ppid) {
+            Some(p) if p != 0 && !chain.contains(&p) => chain.push(p),
+            _ => break,
+        }
+    }
+    chain
 }
 
 /// This boot's id (`/proc/sys/kernel/random/boot_id`), read once; `None` when the kernel does
@@ -67,6 +90,7 @@ mod tests {
             parse_stat(line),
             Some(Stat {
                 state: b'S',
+                ppid: 1,
                 start_time: 777
             })
         );
@@ -79,5 +103,10 @@ mod tests {
         assert!(start_time(&me).is_some());
         assert!(stat(&me).is_some_and(|s| s.state.is_ascii_uppercase()));
         assert!(boot_id().is_some_and(|id| id.len() >= 32));
+        let chain = lineage();
+        assert_eq!(chain.first(), Some(&std::process::id()));
+        // SAFETY: getppid(2) cannot fail.
+        let parent = u32::try_from(unsafe { libc::getppid() }).unwrap_or(0);
+        assert_eq!(chain.get(1), Some(&parent));
     }
 }

@@ -11,6 +11,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
+use elf_core::held::{self, Enclosing};
 use elf_core::lockfile::{install_alarm_handler, set_timer};
 use elf_core::signals;
 use elf_core::{Error, Result};
@@ -124,12 +125,19 @@ impl Drop for Clock {
 /// How one lock attempt ended.
 pub enum Got {
     Yes,
+    /// An enclosing elf-lock holds it for this process tree and passed it down
+    /// (`ELF_LOCK_HELD`, see `elf_core::held`): it counts as held, and was not taken.
+    Enclosed,
     /// Held by someone else past the wait allowed.
     No,
+    /// Held by our own ancestry in a way this request cannot re-enter: waiting would never
+    /// end. Why, for the message.
+    Ancestor(String),
 }
 
 /// Takes the lock on `file`, waiting as `wait` says on `clock`. `notice` is called once if the
-/// wait passes the notice time.
+/// wait passes the notice time. A lock held by our own ancestry is not waited for: it counts
+/// as held when passed down, and is reported at once when not.
 pub fn lock(
     file: &File,
     exclusive: bool,
@@ -146,6 +154,11 @@ pub fn lock(
         Ok(()) => return Ok(Got::Yes),
         Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {}
         Err(e) => return Err(interrupted_or(e)),
+    }
+    match held::enclosing(file, exclusive) {
+        Enclosing::Held => return Ok(Got::Enclosed),
+        Enclosing::Deadlock(why) => return Ok(Got::Ancestor(why)),
+        Enclosing::No => {}
     }
     if wait == Wait::No {
         return Ok(Got::No);

@@ -33,10 +33,13 @@ pub struct Options {
     pub command: Vec<OsString>,
 }
 
-pub fn seconds(s: &str) -> std::result::Result<Duration, &'static str> {
-    match s.parse::<f64>() {
-        Ok(x) if x.is_finite() && (0.0..=1e9).contains(&x) => Ok(Duration::from_secs_f64(x)),
-        _ => Err("expected a number of seconds from 0 to 1e9, such as 0.5"),
+/// A duration as every tool reads one (`0.5`, `500ms`, `2s`, `1m`; a bare number is
+/// seconds), at most 1e9 seconds.
+pub fn seconds(s: &str) -> std::result::Result<Duration, String> {
+    match elf_core::backoff::parse_duration(s) {
+        Ok(d) if d <= Duration::from_secs(1_000_000_000) => Ok(d),
+        Ok(_) => Err("expected at most 1e9 seconds".to_string()),
+        Err(e) => Err(e),
     }
 }
 
@@ -294,8 +297,11 @@ mod tests {
     #[test]
     fn seconds_are_checked() {
         assert_eq!(seconds("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(seconds("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(seconds("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(seconds("1m"), Ok(Duration::from_secs(60)));
         assert_eq!(seconds("0"), Ok(Duration::ZERO));
-        for bad in ["-1", "nan", "inf", "1e10", "x", ""] {
+        for bad in ["-1", "nan", "inf", "1e10", "x", "", "2000000000"] {
             assert!(seconds(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -38,15 +38,24 @@ pub fn descriptor(fd: i32, o: &Options) -> Result<u8> {
     let me = Me::get();
     let mut notice =
         || elf_core::note(format_args!("waiting for {name}: {}", describe(&file, &me)));
-    if let Got::No = acquire::lock(&file, o.exclusive, o.wait, &mut clock, &mut notice)? {
-        if !o.quiet {
-            elf_core::note(format_args!(
-                "{name} {}: {}",
-                gave_up(o.wait),
-                describe(&file, &me)
-            ));
+    match acquire::lock(&file, o.exclusive, o.wait, &mut clock, &mut notice)? {
+        Got::Yes => {}
+        // Held for the caller by an enclosing elf-lock: nothing to take, no record to write.
+        Got::Enclosed => return Ok(exit::OK),
+        Got::No => {
+            if !o.quiet {
+                elf_core::note(format_args!(
+                    "{name} {}: {}",
+                    gave_up(o.wait),
+                    describe(&file, &me)
+                ));
+            }
+            return Ok(o.conflict);
         }
-        return Ok(o.conflict);
+        Got::Ancestor(why) => {
+            elf_core::note(format_args!("{name}: {why}"));
+            return Ok(o.conflict);
+        }
     }
     clock.disarm();
     let access = flags & libc::O_ACCMODE;

@@ -28,7 +28,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use elf_core::process;
+use elf_core::{held, process};
 use serde_json::{Map, Value};
 
 /// The largest holder record read back (a longer first line is not a record).
@@ -241,61 +241,23 @@ impl Kernel {
         Ok(k)
     }
 
-    /// Parses `/proc/locks` text, keeping the `FLOCK` entries of `(dev, ino)`.
-    ///
-    /// A line reads `1: FLOCK  ADVISORY  WRITE 4242 fe:00:10010679 0 EOF` (major and minor in
-    /// hex, the inode in decimal); a waiter's line has `->` after the number. The device the
-    /// kernel names is the superblock's, which on btrfs subvolumes and overlay mounts differs
-    /// from what stat(2) reports; when no entry matches the device exactly, entries matching
-    /// the inode alone are taken.
+    /// Parses `/proc/locks` text, keeping the `FLOCK` entries of `(dev, ino)`
+    /// ([`elf_core::held::parse_proc_locks`]).
     pub fn parse(text: &str, dev: u64, ino: u64) -> Kernel {
-        let (major, minor) = (u64::from(libc::major(dev)), u64::from(libc::minor(dev)));
-        let mut exact = Kernel::default();
-        let mut loose = Kernel::default();
-        for line in text.lines() {
-            let mut f = line.split_whitespace().skip(1).peekable();
-            let waiter = f.peek() == Some(&"->");
-            if waiter {
-                f.next();
-            }
-            let (Some("FLOCK"), Some(_), Some(kind), Some(pid), Some(id)) =
-                (f.next(), f.next(), f.next(), f.next(), f.next())
-            else {
-                continue;
-            };
-            let mut id = id.split(':');
-            let (Some(ma), Some(mi), Some(i)) = (id.next(), id.next(), id.next()) else {
-                continue;
-            };
-            if i.parse::<u64>().ok() != Some(ino) {
-                continue;
-            }
-            let same_dev = u64::from_str_radix(ma, 16).ok() == Some(major)
-                && u64::from_str_radix(mi, 16).ok() == Some(minor);
-            for k in if same_dev {
-                [Some(&mut exact), Some(&mut loose)]
+        let mut k = Kernel {
+            file: (dev, ino),
+            ..Kernel::default()
+        };
+        for l in held::parse_proc_locks(text, dev, ino) {
+            if l.waiter {
+                k.waiters += 1;
             } else {
-                [None, Some(&mut loose)]
-            }
-            .into_iter()
-            .flatten()
-            {
-                if waiter {
-                    k.waiters += 1;
-                } else {
-                    k.held.push(KernelLock {
-                        pid: pid.parse().unwrap_or(0),
-                        exclusive: kind == "WRITE",
-                    });
-                }
+                k.held.push(KernelLock {
+                    pid: l.pid,
+                    exclusive: l.exclusive,
+                });
             }
         }
-        let mut k = if exact.held.is_empty() && exact.waiters == 0 {
-            loose
-        } else {
-            exact
-        };
-        k.file = (dev, ino);
         k
     }
 

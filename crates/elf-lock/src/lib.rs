@@ -23,7 +23,7 @@ use std::path::PathBuf;
 
 use elf_core::cli::{Flag, Kind, Matches, Operand, Operands, Tool};
 use elf_core::signals::Policy as Signals;
-use elf_core::{Error, Result, exit};
+use elf_core::{Error, Result, exit, held};
 
 use acquire::{Clock, Got};
 use args::options;
@@ -47,8 +47,9 @@ const FLAGS: &[Flag] = &[
             "Do not wait: if a lock is held by someone else, release the ones already taken and \
              exit at once with the conflict status (75, or the -E value). Overrides -w.",
         ),
-    Flag::new("timeout", "Give up after SECONDS (fractional)").short('w').value("SECONDS").doc(
-        "Wait at most SECONDS (fractional, for example 0.5) for all the locks together; then \
+    Flag::new("timeout", "Give up after DURATION (0.5, 500ms, 2s, 1m)").short('w').value("DURATION").doc(
+        "Wait at most DURATION for all the locks together, as a number of seconds (fractional, \
+         for example 0.5) or with ms, s or m, as the other tools take it (500ms); then \
          release the ones already taken and exit with the conflict status. The wait is a \
          blocking flock(2) cut by a timer, so the lock is taken the instant it is free and the \
          wait ends within a millisecond of the deadline. -w 0 is -n.",
@@ -127,7 +128,7 @@ static TOOL: Tool = Tool {
         "[OPTIONS] LOCKFILE COMMAND [ARGS...]",
         "[OPTIONS] LOCKFILE -c STRING",
         "[OPTIONS] --mkdir DIR [LOCKFILE...] -- COMMAND [ARGS...]",
-        "[-s|-x|-u] [-n] [-w SECONDS] [-E N] FD",
+        "[-s|-x|-u] [-n] [-w DURATION] [-E N] FD",
         "--status [--mkdir DIR] [LOCKFILE...]",
     ],
     flags: FLAGS,
@@ -213,21 +214,32 @@ fn run(m: Matches) -> Result<u8> {
     // Who we are is read before waiting, not while holding the lock and others wait.
     let mut me: Option<Me> = (o.exclusive || !dirs.is_empty()).then(Me::get);
     let mut clock = Clock::new(o.wait, !o.quiet);
+    // Whether each lock was taken here (not held for us by an enclosing elf-lock).
+    let mut taken = Vec::with_capacity(files.len());
     for lf in &files {
         let mut notice = || {
             let who = lf.describe(me.get_or_insert_with(Me::get));
             elf_core::note(format_args!("waiting for {}: {who}", show(&lf.path)));
         };
-        if let Got::No = acquire::lock(&lf.file, o.exclusive, o.wait, &mut clock, &mut notice)? {
-            if !o.quiet {
-                let who = lf.describe(me.get_or_insert_with(Me::get));
-                elf_core::note(format_args!(
-                    "{} {}: {who}",
-                    show(&lf.path),
-                    gave_up(o.wait)
-                ));
+        match acquire::lock(&lf.file, o.exclusive, o.wait, &mut clock, &mut notice)? {
+            Got::Yes => taken.push(true),
+            Got::Enclosed => taken.push(false),
+            Got::No => {
+                if !o.quiet {
+                    let who = lf.describe(me.get_or_insert_with(Me::get));
+                    elf_core::note(format_args!(
+                        "{} {}: {who}",
+                        show(&lf.path),
+                        gave_up(o.wait)
+                    ));
+                }
+                return Ok(o.conflict);
             }
-            return Ok(o.conflict);
+            Got::Ancestor(why) => {
+                // Not a conflict to wait out but a mistake to fix: said even with -q.
+                elf_core::note(format_args!("{}: {why}", show(&lf.path)));
+                return Ok(o.conflict);
+            }
         }
     }
     clock.disarm();
@@ -252,7 +264,8 @@ fn run(m: Matches) -> Result<u8> {
     }
     clock.disarm();
     if let Some(line) = &record {
-        for lf in files.iter().filter(|f| f.writable) {
+        // A lock held for us by an enclosing elf-lock keeps its holder's record.
+        for (lf, _) in files.iter().zip(&taken).filter(|(f, t)| f.writable && **t) {
             if let Err(e) = holder::write(&lf.file, line) {
                 elf_core::warn(format_args!(
                     "could not write the holder record into {}: {e}",
@@ -289,6 +302,9 @@ fn run(m: Matches) -> Result<u8> {
             .chain(held_dirs.iter().map(dirlock::DirLock::fd))
             .collect()
     };
+    if !o.close {
+        pass_down(&files, &taken);
+    }
     drop(clock);
     let code = if o.no_fork {
         child::exec(&o.command, &inherit)?
@@ -298,6 +314,27 @@ fn run(m: Matches) -> Result<u8> {
     drop(held_dirs);
     drop(files);
     Ok(code)
+}
+
+/// Names the locks taken here in the command's `ELF_LOCK_HELD` (see `elf_core::held`), so a
+/// nested elf-lock, elf-commit or elf-write asked for one of them counts it as held instead of
+/// waiting on its own ancestor. Only when the command inherits the locks: with `-o` what the
+/// command leaves running does not hold them.
+fn pass_down(files: &[LockFile], taken: &[bool]) {
+    let added: Vec<held::Entry> = files
+        .iter()
+        .zip(taken)
+        .filter(|(_, t)| **t)
+        .filter_map(|(f, _)| f.file.metadata().ok())
+        .map(|m| held::Entry::mine(&m))
+        .collect();
+    if added.is_empty() {
+        return;
+    }
+    let value = held::pass_down(&added);
+    // SAFETY: elf-lock is single-threaded, so nothing reads the environment meanwhile; the
+    // command gets it through execvp(3).
+    unsafe { std::env::set_var(held::VAR, value) };
 }
 
 #[cfg(test)]

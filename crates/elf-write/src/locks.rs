@@ -17,15 +17,29 @@
 //!
 //! The lock file's name is a 64-bit FNV-1a hash of that key and a readable form of the file
 //! name (`3f1c...-x.md`). A hash collision only makes two files share a lock. Lock files are
-//! never deleted by elf-write; they are empty, and deleting the folder while no writer runs
-//! is harmless. A lock file deleted by someone else while held is noticed (its inode no longer
-//! matches the name after locking) and the lock is taken again on the new file.
+//! empty. A lock file deleted while held, or while a writer waited for it, is noticed (its
+//! inode no longer matches the name after locking) and the lock is taken again on the new file.
+//!
+//! # Pruning `/tmp/elf-write-UID/`
+//!
+//! The folders of 1 and 2 keep their lock files (one per file written through them: a
+//! repository's are bounded by its files). The shared fallback of 3 would keep one for every
+//! path ever written anywhere outside a repository, so it is pruned: when a writer is done
+//! (and every 256 lock files it opened there, for a long stream), it removes every lock file
+//! of the folder that nobody holds. A file is removed only while the pruner holds its lock
+//! (taken without waiting, so a held one is left alone) and still names the file locked, and
+//! the lock is released by closing it afterwards. A writer that opened the file before it was
+//! removed then finds, once it has the lock, that the name no longer leads to it, and locks
+//! the new file made under the name: two writers of one file never both believe they hold its
+//! lock. Whatever a killed writer left is removed by the next writer done. The folder thus
+//! holds about as many lock files as there are writers running. Lock files held for this
+//! process by an enclosing holder (`ELF_LOCK_HELD`, see `elf_core::held`) count as held.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
@@ -41,6 +55,9 @@ use crate::target::Folder;
 /// (fewer once descriptors ran short: see [`Locks::shrink`]).
 const KEEP_OPEN: usize = 256;
 
+/// Lock files opened in the pruned fallback folder between two prunings of it.
+const PRUNE_EVERY: usize = 256;
+
 /// Finds and takes the locks of target files.
 #[derive(Debug)]
 pub struct Locks {
@@ -54,6 +71,10 @@ pub struct Locks {
     open: HashMap<PathBuf, Rc<File>>,
     /// How many may stay open.
     keep_open: usize,
+    /// The fallback folder (`/tmp/elf-write-UID/`) once used: pruned when done.
+    pruned: Option<PathBuf>,
+    /// Lock files opened in it since it was last pruned.
+    opened_there: usize,
 }
 
 /// A held lock; dropping it releases it (the lock file may stay open for the next write).
@@ -76,6 +97,50 @@ impl Locks {
             checked: Vec::new(),
             open: HashMap::new(),
             keep_open: KEEP_OPEN,
+            pruned: None,
+            opened_there: 0,
+        }
+    }
+
+    /// Removes the lock files of the fallback folder that nobody holds (see the module
+    /// documentation). Errors are ignored: a lock file left is only litter.
+    pub fn prune(&mut self) {
+        let Some(dir) = self.pruned.clone() else {
+            return;
+        };
+        self.opened_there = 0;
+        // Our own idle lock files there are closed: they are about to go.
+        self.open
+            .retain(|p, f| !p.starts_with(&dir) || Rc::strong_count(f) > 1);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let named = entry.file_name();
+            if !named.as_bytes().ends_with(b".lock") || self.open.contains_key(&path) {
+                continue;
+            }
+            let Ok(file) = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(
+                    libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK,
+                )
+                .open(&path)
+            else {
+                continue;
+            };
+            if !matches!(lockfile::try_lock(&file, true), Ok(true)) {
+                continue;
+            }
+            let (Ok(mine), Ok(now)) = (file.metadata(), std::fs::symlink_metadata(&path)) else {
+                continue;
+            };
+            if mine.is_file() && now.dev() == mine.dev() && now.ino() == mine.ino() {
+                let _ = std::fs::remove_file(&path);
+            }
+            // Closing the file releases the lock, after the name is gone.
+            drop(file);
         }
     }
 
@@ -131,6 +196,9 @@ impl Locks {
         key.push(b'/');
         key.extend_from_slice(name.as_bytes());
         let path = dir.join(lock_name(&key, name));
+        if self.opened_there >= PRUNE_EVERY {
+            self.prune();
+        }
         for _ in 0..100 {
             let file = match self.open.get(&path) {
                 Some(f) => f.clone(),
@@ -141,15 +209,31 @@ impl Locks {
                     }
                     let f = Rc::new(lockfile::open(&path, 0o666)?);
                     self.open.insert(path.clone(), f.clone());
+                    if self.pruned.as_ref().is_some_and(|p| *p == dir) {
+                        self.opened_there += 1;
+                    }
                     f
                 }
             };
-            let got = match self.timeout {
-                _ if !wait => lockfile::try_lock(&file, true),
-                None => lockfile::lock(&file, true).map(|()| true),
-                Some(t) => lockfile::lock_timeout(&file, true, t),
+            // A try is a plain one: a lock held for us by an enclosing holder is found by the
+            // wait that follows a failed try.
+            let got = if wait {
+                lockfile::take(&file, true, self.timeout)
+            } else {
+                lockfile::try_lock(&file, true).map(|got| {
+                    if got {
+                        lockfile::Got::Locked
+                    } else {
+                        lockfile::Got::Busy
+                    }
+                })
             }
             .with_ctx(|| format!("locking {shown}"))?;
+            if got == lockfile::Got::Enclosed {
+                // Held for us by an enclosing holder: nothing to check or release.
+                return Ok(Some(Held(file)));
+            }
+            let got = got == lockfile::Got::Locked;
             if !got && !wait {
                 return Ok(None);
             }
@@ -198,6 +282,7 @@ impl Locks {
         }
         let dir = PathBuf::from(format!("/tmp/elf-write-{me}"));
         self.check_dir(&dir, true, true)?;
+        self.pruned = Some(dir.clone());
         Ok((dir, real.as_os_str().as_bytes().to_vec()))
     }
 
@@ -239,6 +324,12 @@ impl Locks {
         }
         self.checked.push(dir.to_path_buf());
         Ok(())
+    }
+}
+
+impl Drop for Locks {
+    fn drop(&mut self) {
+        self.prune();
     }
 }
 
