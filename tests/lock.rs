@@ -1371,3 +1371,43 @@ fn a_forged_variable_does_not_skip_a_lock_held_by_another_process() {
     }
     assert!(h.release().success());
 }
+
+#[test]
+fn a_wait_on_a_lock_another_ancestor_holds_says_so_at_once() {
+    // flock(1) -o holds L and does not pass it down; its child's elf-lock waits for it (it may
+    // be released: flock is not an elf-lock), but says at once that an ancestor holds it,
+    // before the usual one-second notice.
+    let dir = TempDir::new();
+    let lock = dir.join("L");
+    let body = format!(
+        "{} -w 500ms {} true",
+        env!("CARGO_BIN_EXE_elf-lock"),
+        lock.display()
+    );
+    let out = std::process::Command::new("flock")
+        .arg("-o")
+        .arg(&lock)
+        .args(["sh", "-c", &body])
+        .env_remove("ELF_LOCK_HELD")
+        .output()
+        .expect("flock");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{err}");
+    assert!(err.contains("an ancestor of this process"), "{err}");
+    assert!(err.contains("(flock)"), "{err}");
+    // With -q, nothing but the status.
+    let body = format!(
+        "{} -q -w 500ms {} true",
+        env!("CARGO_BIN_EXE_elf-lock"),
+        lock.display()
+    );
+    let out = std::process::Command::new("flock")
+        .arg("-o")
+        .arg(&lock)
+        .args(["sh", "-c", &body])
+        .env_remove("ELF_LOCK_HELD")
+        .output()
+        .expect("flock");
+    assert_eq!(out.status.code(), Some(75));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}

@@ -197,6 +197,10 @@ pub enum Enclosing {
     /// An ancestor holds it, and the request cannot re-enter the hold: waiting for it would
     /// never end. The text says who and why, for a message.
     Deadlock(String),
+    /// Another ancestor (not an enclosing elf-lock) holds it without passing it down: it may
+    /// release it (a harness pausing its child does), so it is waited for, but the waiter says
+    /// so at once. The text says who, for that message.
+    Ancestor(String),
 }
 
 /// Whether the lock on `file` (which this process failed to take at once) is held by its own
@@ -243,7 +247,17 @@ pub fn enclosing(file: &File, exclusive: bool) -> Enclosing {
         })
     });
     let Some((pid, held_exclusive, name)) = holder else {
-        return Enclosing::No;
+        // Any other ancestor holding it: waited for, and said at once.
+        return lineage
+            .iter()
+            .filter(|&&p| p != me)
+            .find(|&&p| listed.iter().any(|l| l.pid == p))
+            .map_or(Enclosing::No, |&p| {
+                Enclosing::Ancestor(format!(
+                    "held by pid {p} ({}), an ancestor of this process, which has not passed it down ({VAR}); waiting for it to release it",
+                    comm(p)
+                ))
+            });
     };
     let who = if pid == me {
         "this process through an inherited descriptor".to_string()

@@ -120,7 +120,7 @@ pub fn take(file: &File, exclusive: bool, wait: Option<Duration>) -> io::Result<
         crate::held::Enclosing::Deadlock(why) => {
             return Err(io::Error::new(io::ErrorKind::WouldBlock, why));
         }
-        crate::held::Enclosing::No => {}
+        crate::held::Enclosing::No | crate::held::Enclosing::Ancestor(_) => {}
     }
     let got = match wait {
         None => lock(file, exclusive).map(|()| true)?,

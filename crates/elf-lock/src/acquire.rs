@@ -72,6 +72,12 @@ impl Clock {
         self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 
+    /// Returns true once, when notices are wanted and none was given yet: the notice is given
+    /// now, not when it would have become due.
+    pub fn notice_now(&mut self) -> bool {
+        self.notice_at.take().is_some()
+    }
+
     /// Returns true once, when the notice has become due.
     pub fn notice_due(&mut self) -> bool {
         match self.notice_at {
@@ -136,14 +142,16 @@ pub enum Got {
 }
 
 /// Takes the lock on `file`, waiting as `wait` says on `clock`. `notice` is called once if the
-/// wait passes the notice time. A lock held by our own ancestry is not waited for: it counts
-/// as held when passed down, and is reported at once when not.
+/// wait passes the notice time, with why when there is more to say than who holds it. A lock
+/// held by our own ancestry is not waited for when it would never be released: it counts as
+/// held when passed down, and is reported at once when not; another ancestor's hold is waited
+/// for, and the notice says so at once.
 pub fn lock(
     file: &File,
     exclusive: bool,
     wait: Wait,
     clock: &mut Clock,
-    notice: &mut dyn FnMut(),
+    notice: &mut dyn FnMut(Option<&str>),
 ) -> Result<Got> {
     let op = if exclusive {
         libc::LOCK_EX
@@ -158,6 +166,11 @@ pub fn lock(
     match held::enclosing(file, exclusive) {
         Enclosing::Held => return Ok(Got::Enclosed),
         Enclosing::Deadlock(why) => return Ok(Got::Ancestor(why)),
+        Enclosing::Ancestor(why) => {
+            if wait != Wait::No && clock.notice_now() {
+                notice(Some(&why));
+            }
+        }
         Enclosing::No => {}
     }
     if wait == Wait::No {
@@ -171,7 +184,7 @@ pub fn lock(
             return Ok(Got::No);
         }
         if clock.notice_due() {
-            notice();
+            notice(None);
         }
         clock
             .arm()

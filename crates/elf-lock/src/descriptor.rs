@@ -36,8 +36,10 @@ pub fn descriptor(fd: i32, o: &Options) -> Result<u8> {
     }
     let mut clock = Clock::new(o.wait, !o.quiet);
     let me = Me::get();
-    let mut notice =
-        || elf_core::note(format_args!("waiting for {name}: {}", describe(&file, &me)));
+    let mut notice = |why: Option<&str>| match why {
+        Some(why) => elf_core::note(format_args!("waiting for {name}: {why}")),
+        None => elf_core::note(format_args!("waiting for {name}: {}", describe(&file, &me))),
+    };
     match acquire::lock(&file, o.exclusive, o.wait, &mut clock, &mut notice)? {
         Got::Yes => {}
         // Held for the caller by an enclosing elf-lock: nothing to take, no record to write.

@@ -217,8 +217,11 @@ fn run(m: Matches) -> Result<u8> {
     // Whether each lock was taken here (not held for us by an enclosing elf-lock).
     let mut taken = Vec::with_capacity(files.len());
     for lf in &files {
-        let mut notice = || {
-            let who = lf.describe(me.get_or_insert_with(Me::get));
+        let mut notice = |why: Option<&str>| {
+            let who = match why {
+                Some(why) => why.to_string(),
+                None => lf.describe(me.get_or_insert_with(Me::get)),
+            };
             elf_core::note(format_args!("waiting for {}: {who}", show(&lf.path)));
         };
         match acquire::lock(&lf.file, o.exclusive, o.wait, &mut clock, &mut notice)? {
