@@ -106,6 +106,10 @@ pub enum Got {
     Busy,
 }
 
+/// After this long waiting (at once when `ELF_LOCK_HELD` is set), ask whether this process's
+/// own ancestry holds the lock.
+const ANCESTRY_AFTER: Duration = Duration::from_millis(20);
+
 /// Takes the lock, waiting as `wait` says (`None`: as long as it takes; zero: not at all).
 ///
 /// A lock held by this process's own ancestry counts as held when the holder passed it down
@@ -114,6 +118,19 @@ pub enum Got {
 pub fn take(file: &File, exclusive: bool, wait: Option<Duration>) -> io::Result<Got> {
     if try_lock(file, exclusive)? {
         return Ok(Got::Locked);
+    }
+    // Whether our own ancestry holds it: at once when a holder passed locks down
+    // (ELF_LOCK_HELD) or no wait is allowed; otherwise after a short first wait, so that the
+    // common contention (another process, released within milliseconds) costs no reading of
+    // /proc.
+    let mut wait = wait;
+    if std::env::var_os(crate::held::VAR).is_none() && wait != Some(Duration::ZERO) {
+        let first = wait.map_or(ANCESTRY_AFTER, |t| t.min(ANCESTRY_AFTER));
+        let started = std::time::Instant::now();
+        if wait_timeout(file, exclusive, first)? {
+            return Ok(Got::Locked);
+        }
+        wait = wait.map(|t| t.saturating_sub(started.elapsed()));
     }
     match crate::held::enclosing(file, exclusive) {
         crate::held::Enclosing::Held => return Ok(Got::Enclosed),

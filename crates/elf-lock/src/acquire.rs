@@ -38,6 +38,10 @@ pub struct Clock {
 /// After this long waiting, say who holds the lock.
 pub const NOTICE_AFTER: Duration = Duration::from_secs(1);
 
+/// After this long waiting (at once when ELF_LOCK_HELD is set, or for -n), ask whether our own
+/// ancestry holds the lock ([`held::enclosing`]).
+pub const ANCESTRY_AFTER: Duration = Duration::from_millis(20);
+
 impl Clock {
     pub fn new(wait: Wait, notice: bool) -> Clock {
         let start = Instant::now();
@@ -97,9 +101,14 @@ impl Clock {
         }
     }
 
-    /// Arms the timer for the next event, or disarms it when there is none.
-    fn arm(&mut self) -> io::Result<()> {
-        match self.next_event() {
+    /// Arms the timer for the next event (or `also`, when sooner), or disarms it when there is
+    /// none.
+    fn arm(&mut self, also: Option<Instant>) -> io::Result<()> {
+        let next = match (self.next_event(), also) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match next {
             Some(t) => {
                 install_alarm_handler();
                 let left = t
@@ -163,20 +172,32 @@ pub fn lock(
         Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {}
         Err(e) => return Err(interrupted_or(e)),
     }
-    match held::enclosing(file, exclusive) {
-        Enclosing::Held => return Ok(Got::Enclosed),
-        Enclosing::Deadlock(why) => return Ok(Got::Ancestor(why)),
-        Enclosing::Ancestor(why) => {
-            if wait != Wait::No && clock.notice_now() {
-                notice(Some(&why));
+    // Whether our own ancestry holds it: at once when a holder passed locks down
+    // (ELF_LOCK_HELD) or no wait is allowed; otherwise after a short first wait, so that the
+    // common contention (another process, released within milliseconds) costs no reading of
+    // /proc.
+    let mut check_at = if wait == Wait::No || std::env::var_os(held::VAR).is_some() {
+        Some(Instant::now())
+    } else {
+        Instant::now().checked_add(ANCESTRY_AFTER)
+    };
+    loop {
+        if check_at.is_some_and(|t| Instant::now() >= t) {
+            check_at = None;
+            match held::enclosing(file, exclusive) {
+                Enclosing::Held => return Ok(Got::Enclosed),
+                Enclosing::Deadlock(why) => return Ok(Got::Ancestor(why)),
+                Enclosing::Ancestor(why) => {
+                    if wait != Wait::No && clock.notice_now() {
+                        notice(Some(&why));
+                    }
+                }
+                Enclosing::No => {}
+            }
+            if wait == Wait::No {
+                return Ok(Got::No);
             }
         }
-        Enclosing::No => {}
-    }
-    if wait == Wait::No {
-        return Ok(Got::No);
-    }
-    loop {
         if let Some(sig) = signals::received() {
             return Err(Error::signal(sig));
         }
@@ -187,7 +208,7 @@ pub fn lock(
             notice(None);
         }
         clock
-            .arm()
+            .arm(check_at)
             .map_err(|e| Error::io("setting the lock timer", &e))?;
         match flock(file, op) {
             Ok(()) => return Ok(Got::Yes),
