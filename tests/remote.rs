@@ -349,3 +349,8 @@ fn killed_during(verb: &str) {
 fn kill_9_during_git_fetch_is_finished_by_the_next_run() {
     killed_during("fetch");
 }
+
+#[test]
+fn kill_9_during_git_push_is_finished_by_the_next_run() {
+    killed_during("push");
+}

@@ -122,6 +122,24 @@ pub fn move_heuristics(
         }
         v
     };
+    // The journal holds each record's row id too: a record still pending (its run killed
+    // after its commit, before its push was done) is replayed with its row's new id, so that
+    // its entry is found where the replay rewrote it.
+    let journal = has_table(&tx, "elf_journal")?;
+    let follow = |tx: &rusqlite::Transaction, old: u64, new: u64| -> Result<(), Error> {
+        if journal {
+            tx.execute(
+                "UPDATE elf_journal SET ids = json_set(ids, '$[0].id', ?1),
+                        record = CASE WHEN json_extract(record, '$.db.id') IS NOT NULL
+                                      THEN json_set(record, '$.db.id', ?1) ELSE record END
+                 WHERE json_extract(record, '$.db.table') = 'heuristics'
+                   AND json_extract(ids, '$[0].id') = ?2",
+                params![new as i64, old as i64],
+            )
+            .map_err(|e| db_error(&e))?;
+        }
+        Ok(())
+    };
     let mut used = BTreeSet::new();
     for e in collisions {
         let rule = norm(&e.rule);
@@ -133,6 +151,7 @@ pub fn move_heuristics(
                 params![next as i64, e.id as i64],
             )
             .map_err(|e| db_error(&e))?;
+            follow(&tx, e.id, next)?;
             map.insert(e.id, next);
             continue;
         }
