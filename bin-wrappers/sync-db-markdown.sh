@@ -222,14 +222,7 @@ repair() {
     jq -r 'select(.kind == "failure-file-without-row") | .path' "$work/diffs" | while IFS= read -r path; do
         jq -Rsc -L "$ELF_LIB" --arg p "$path" '
             include "elf";
-            failure_fields as $f
-            | {db: {table: "learnings", values: ({
-                type: "failure", filepath: $p,
-                title: ($f.title // ($p | sub("^.*/"; "") | sub("\\.md$"; ""))),
-                summary: (($f.summary // "") | split("\n") | .[0] // ""),
-                tags: $f.tags, domain: $f.domain, severity: $f.severity}
-                + (if ($f.date // "" | test("^[0-9]{4}-[0-9]{2}-[0-9]{2}$"))
-                   then {created_at: "\($f.date) 00:00:00"} else {} end))}}' <"$ELF_HOME/$path"
+            {db: {table: "learnings", values: (failure_values($p) | if .created_at == null then del(.created_at) else . end)}}' <"$ELF_HOME/$path"
     done >"$work/new-failure-rows"
 
     # 2. Heuristic entries without rows: rows from the entries. An entry keeps its id when no

@@ -695,8 +695,18 @@ fn elf_lock_kill_9_never_lets_two_commands_run_at_once() {
     });
     stop.store(true, Ordering::SeqCst);
     killer.join().expect("killer");
-    // Grandchildren of killed runs end with their group; let the last ones finish.
-    std::thread::sleep(Duration::from_millis(200));
+    // The last commands' processes (grandchildren of killed runs included) hold L, or the -o
+    // keeper does, until they are gone; the probe is held by a grandchild at work. Once both
+    // are taken here, nothing is left to write to the log.
+    let quiet = cmd(lock_bin)
+        .args(["-w", "60"])
+        .arg(&lock)
+        .args(["flock", "-w", "60"])
+        .arg(&probe)
+        .arg("true")
+        .status()
+        .expect("elf-lock");
+    assert!(quiet.success(), "the lock or the probe stayed held");
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     let entered = text.lines().filter(|l| *l == "in").count();
     eprintln!(

@@ -127,6 +127,18 @@ def failure_fields:
      date: field($lines; "Date"),
      summary: $summary};
 
+# A failure row's values from its file (the file's text as input, $p its path), as sync's
+# repairs and the import of another machine's records make it: the title (else the file's
+# name), the summary's first line, tags, domain, severity, and created_at from a YYYY-MM-DD
+# date (null without one).
+def failure_values($p):
+  failure_fields as $f
+  | {type: "failure", filepath: $p,
+     title: ($f.title // ($p | sub("^.*/"; "") | sub("\\.md$"; ""))),
+     summary: (($f.summary // "") | split("\n") | .[0] // ""),
+     tags: $f.tags, domain: $f.domain, severity: $f.severity,
+     created_at: (if ($f.date // "" | test("^[0-9]{4}-[0-9]{2}-[0-9]{2}$")) then "\($f.date) 00:00:00" else null end)};
+
 # The differences between the markdown and the index, from {files, frows, entries, hrows}:
 # failure files (paths), failure rows ({id, filepath}), heuristic entries ({path, domain, n, id,
 # rule, ...}) and heuristic rows ({id, domain, rule}). One object per difference, in a stable
@@ -200,8 +212,6 @@ def difference_line:
   elif .kind == "failure-file-shared" then
     "failure rows sharing one file: #\(.id) and #\(.with) \(.path | term)"
   else "heuristic row without entry: H-\(.id) (\(.domain | term)): \(.rule | term)" end;
-
-def renumber($ids): rewrite($ids; []);
 
 # A heuristics file's text (input) with some "## H-" headings renumbered ($ids maps a heading's
 # position among the file's H-headings, as a string, to its new id) and the entries at the

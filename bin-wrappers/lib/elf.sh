@@ -862,15 +862,13 @@ elf_import() {
                 | {db: {sql: "INSERT INTO experiments (name, hypothesis, status, folder_path) SELECT :name, :hyp, '\''active'\'', :folder WHERE NOT EXISTS (SELECT 1 FROM experiments WHERE name = :name OR folder_path = :folder)",
                         params: {name: $name, hyp: $hyp, folder: ($p | sub("/hypothesis\\.md$"; ""))}}}
               else
-                ($text | failure_fields) as $f
+                ($text | failure_values($p)) as $f
                 | ([$text | split("\n")[] | capture("^<!-- elf:(?<k>[^ ]+)( [0-9]+)? -->$")? | .k] | last) as $k
                 | {db: {sql: "UPDATE learnings SET filepath = :p WHERE type = '\''failure'\'' AND id = (SELECT json_extract(ids, '\''$[0].id'\'') FROM elf_journal WHERE key = :k) AND NOT EXISTS (SELECT 1 FROM learnings WHERE filepath = :p)",
                         params: {p: $p, k: ($k // "")}}},
                   {db: {sql: "INSERT INTO learnings (type, filepath, title, summary, tags, domain, severity, created_at) SELECT '\''failure'\'', :p, :title, :summary, :tags, :domain, :severity, coalesce(:created, CURRENT_TIMESTAMP) WHERE NOT EXISTS (SELECT 1 FROM learnings WHERE filepath = :p)",
-                        params: {p: $p, title: ($f.title // ($p | sub("^.*/"; "") | sub("\\.md$"; ""))),
-                                 summary: (($f.summary // "") | split("\n") | .[0] // ""),
-                                 tags: $f.tags, domain: $f.domain, severity: $f.severity,
-                                 created: (if ($f.date // "" | test("^[0-9]{4}-[0-9]{2}-[0-9]{2}$")) then "\($f.date) 00:00:00" else null end)}}}
+                        params: {p: $p, title: $f.title, summary: $f.summary, tags: $f.tags,
+                                 domain: $f.domain, severity: $f.severity, created: $f.created_at}}}
               end' "${keep[@]}") >"$ELF_GIT_DIR/elf-import.jsonl" || return
         elf-db exec --db "$ELF_DB" --busy-timeout "$ELF_TIMEOUT" <"$ELF_GIT_DIR/elf-import.jsonl" >"$ELF_GIT_DIR/elf-import.out" || return
         # Every entry now has its row (its id and its rule), or the mark stays.
