@@ -52,6 +52,10 @@ pub struct Listed {
 /// kernel names is the superblock's, which on btrfs subvolumes and overlay mounts differs from
 /// what stat(2) reports; when no entry matches the device exactly, entries matching the inode
 /// alone are taken.
+///
+/// A hold is listed once per process and mode: the kernel hands the list out a page at a time
+/// and resumes by position, so a lock taken elsewhere between two reads shifts the list and can
+/// show one entry twice (and one process holding a file twice tells a reader nothing more).
 pub fn parse_proc_locks(text: &str, dev: u64, ino: u64) -> Vec<Listed> {
     let (major, minor) = (u64::from(libc::major(dev)), u64::from(libc::minor(dev)));
     let mut exact = Vec::new();
@@ -79,12 +83,17 @@ pub fn parse_proc_locks(text: &str, dev: u64, ino: u64) -> Vec<Listed> {
             exclusive: kind == "WRITE",
             waiter,
         };
+        let add = |list: &mut Vec<Listed>| {
+            if entry.waiter || !list.contains(&entry) {
+                list.push(entry);
+            }
+        };
         if u64::from_str_radix(ma, 16).ok() == Some(major)
             && u64::from_str_radix(mi, 16).ok() == Some(minor)
         {
-            exact.push(entry);
+            add(&mut exact);
         }
-        loose.push(entry);
+        add(&mut loose);
     }
     if exact.is_empty() { loose } else { exact }
 }
@@ -321,6 +330,18 @@ mod tests {
         // No exact device match: the inode alone decides.
         assert_eq!(parse_proc_locks(text, libc::makedev(0, 0x40), 42).len(), 2);
         assert!(parse_proc_locks(text, dev, 1).is_empty());
+    }
+
+    #[test]
+    fn a_hold_shown_twice_by_a_shifted_read_is_listed_once() {
+        let dev = libc::makedev(0xfe, 0);
+        let text = "1: FLOCK  ADVISORY  WRITE 14495 fe:00:42 0 EOF\n\
+                    2: -> FLOCK  ADVISORY  WRITE 14500 fe:00:42 0 EOF\n\
+                    2: FLOCK  ADVISORY  WRITE 14495 fe:00:42 0 EOF\n\
+                    3: -> FLOCK  ADVISORY  WRITE 14500 fe:00:42 0 EOF\n";
+        let listed = parse_proc_locks(text, dev, 42);
+        assert_eq!(listed.iter().filter(|l| !l.waiter).count(), 1);
+        assert_eq!(listed.iter().filter(|l| l.waiter).count(), 2);
     }
 
     #[test]
