@@ -1411,3 +1411,79 @@ fn a_wait_on_a_lock_another_ancestor_holds_says_so_at_once() {
     assert_eq!(out.status.code(), Some(75));
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
 }
+
+/// The kernel hands `/proc/locks` out a page per read(2) and resumes by position: while other
+/// processes take and release locks, a read can show one entry twice or skip it. Each holder
+/// is still named once, and a held lock is never taken for free.
+#[test]
+fn a_holder_is_named_once_while_proc_locks_shifts_under_the_reader() {
+    use std::os::fd::AsRawFd;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let t = TempDir::new();
+    // Enough other locks for /proc/locks to span pages, taken and released in a loop.
+    let others: Vec<std::fs::File> = (0..300)
+        .map(|i| std::fs::File::create(t.join(&format!("other-{i}"))).expect("create"))
+        .collect();
+    for f in &others {
+        // SAFETY: flock(2) on a descriptor we own.
+        assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let churn = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let fd = others[i % others.len()].as_raw_fd();
+                // SAFETY: flock(2) on descriptors this thread owns.
+                unsafe {
+                    libc::flock(fd, libc::LOCK_UN);
+                    libc::flock(fd, libc::LOCK_EX);
+                }
+                i = i.wrapping_add(7919);
+            }
+        })
+    };
+
+    let path = t.join("l.lock");
+    let held = std::fs::File::create(&path).expect("create");
+    // SAFETY: flock(2) on a descriptor we own.
+    assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let pid = std::process::id();
+    let want = format!(
+        "elf-lock: l.lock is busy, not waiting: held by pid {pid} (no live holder record)\n"
+    );
+    let mut wrong = Vec::new();
+    for _ in 0..scale(100, 400) {
+        let out = lock()
+            .args(["-n", "l.lock", "--", "touch", "ran"])
+            .current_dir(t.path())
+            .output()
+            .expect("run");
+        if out.status.code() != Some(75) || out.stderr != want.as_bytes() {
+            wrong.push(format!(
+                "{:?}: {}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let status = status_one(&t, "l.lock");
+        if status["pids"] != serde_json::json!([pid]) || status["held"] != true {
+            wrong.push(format!("--status: {}", Value::Object(status)));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    churn.join().expect("churn");
+    assert!(
+        !t.join("ran").exists(),
+        "the command ran while the lock was held"
+    );
+    assert!(
+        wrong.is_empty(),
+        "{} of the runs:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}
