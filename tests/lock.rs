@@ -1424,7 +1424,7 @@ fn a_holder_is_named_once_while_proc_locks_shifts_under_the_reader() {
     let t = TempDir::new();
     // Enough other locks for /proc/locks to span pages, taken and released in a loop.
     let others: Vec<std::fs::File> = (0..300)
-        .map(|i| std::fs::File::create(t.join(&format!("other-{i}"))).expect("create"))
+        .map(|i| std::fs::File::create(t.join(format!("other-{i}"))).expect("create"))
         .collect();
     for f in &others {
         // SAFETY: flock(2) on a descriptor we own.
