@@ -101,12 +101,17 @@ pub fn parse_proc_locks(text: &str, dev: u64, ino: u64) -> Vec<Listed> {
 /// The `flock` locks (and waits) the kernel lists on the file `(dev, ino)`.
 ///
 /// The kernel hands `/proc/locks` out a page per read(2) and resumes by position, so when
-/// locks listed before ours are released between two reads, our entry can be skipped. A read
-/// that finds no lock on the file is therefore repeated twice before the file is taken to be
-/// free.
+/// locks listed before ours are released between two reads, our entry can be skipped (on a
+/// machine where other processes take and release locks all the time, one read in five can
+/// miss it). A read that finds no lock on the file is therefore repeated, up to
+/// [`PROC_LOCKS_READS`] reads in all, yielding the processor between them, before the file is
+/// taken to be free; a file that is held costs one read.
 pub fn proc_locks(dev: u64, ino: u64) -> io::Result<Vec<Listed>> {
     let mut listed = Vec::new();
-    for _ in 0..3 {
+    for i in 0..PROC_LOCKS_READS {
+        if i > 0 {
+            std::thread::yield_now();
+        }
         let text = std::fs::read_to_string("/proc/locks")?;
         listed = parse_proc_locks(&text, dev, ino);
         if listed.iter().any(|l| !l.waiter) {
@@ -115,6 +120,9 @@ pub fn proc_locks(dev: u64, ino: u64) -> io::Result<Vec<Listed>> {
     }
     Ok(listed)
 }
+
+/// How many times [`proc_locks`] reads `/proc/locks` before it takes a file to be free.
+pub const PROC_LOCKS_READS: usize = 10;
 
 /// The lock one of this process's own descriptors carries on the file `(dev, ino)`:
 /// `Some(true)` exclusive, `Some(false)` shared (fdinfo lists only the locks of that very open

@@ -223,32 +223,25 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    /// Reads `/proc/locks` for the file of `meta`.
-    ///
-    /// The kernel hands the list out a page per read(2) and resumes by position, so when locks
-    /// listed before ours are released between two reads, our entry can be skipped. A read
-    /// that finds no lock on the file is therefore repeated twice before the file is taken to
-    /// be free.
+    /// Reads `/proc/locks` for the file of `meta` ([`elf_core::held::proc_locks`], which reads
+    /// again when a shifting list may have skipped the file's entry).
     pub fn of(meta: &std::fs::Metadata) -> io::Result<Kernel> {
-        let mut k = Kernel::default();
-        for _ in 0..3 {
-            let text = std::fs::read_to_string("/proc/locks")?;
-            k = Kernel::parse(&text, meta.dev(), meta.ino());
-            if !k.held.is_empty() {
-                break;
-            }
-        }
-        Ok(k)
+        let (dev, ino) = (meta.dev(), meta.ino());
+        Ok(Kernel::from_listed(held::proc_locks(dev, ino)?, dev, ino))
     }
 
     /// Parses `/proc/locks` text, keeping the `FLOCK` entries of `(dev, ino)`
     /// ([`elf_core::held::parse_proc_locks`]).
     pub fn parse(text: &str, dev: u64, ino: u64) -> Kernel {
+        Kernel::from_listed(held::parse_proc_locks(text, dev, ino), dev, ino)
+    }
+
+    fn from_listed(listed: Vec<held::Listed>, dev: u64, ino: u64) -> Kernel {
         let mut k = Kernel {
             file: (dev, ino),
             ..Kernel::default()
         };
-        for l in held::parse_proc_locks(text, dev, ino) {
+        for l in listed {
             if l.waiter {
                 k.waiters += 1;
             } else {
