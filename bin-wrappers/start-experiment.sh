@@ -152,6 +152,8 @@ elf_insert_failed() {
     fi
 }
 elf_record "$record" "starting the experiment"
+# A push that found another machine's experiment in this folder moved ours (elf-commit --push).
+[[ ${ELF_PATH-} != */hypothesis.md ]] || folder=${ELF_PATH%/hypothesis.md}
 
 elf_log INFO "Started experiment #$ELF_ID: $name ($folder)"
 printf 'Experiment started: %s\n  ID: %s\n  Folder: %s\n  Commit: %s\n' "$name" "$ELF_ID" "$folder" "$ELF_COMMIT"

@@ -354,3 +354,166 @@ fn kill_9_during_git_fetch_is_finished_by_the_next_run() {
 fn kill_9_during_git_push_is_finished_by_the_next_run() {
     killed_during("push");
 }
+
+/// Two experiments of one slug started in the same second on two machines claim one folder
+/// name: b starts "Shared cache" and is killed while its push fetches (a's record made it
+/// fetch); a then pushes another experiment in that very folder (its log.md byte for byte
+/// b's); b's next runs (the first killed at `crash`, if any) move b's whole folder to `-2`,
+/// with its row and its journaled record, and nothing is lost or merged.
+fn experiments_claiming_one_folder(crash: Option<&str>) {
+    use std::os::unix::process::CommandExt;
+    let s = shared(2, false);
+    let (a, b) = (&s.machines[0], &s.machines[1]);
+    ok(&heuristic(a, "d", "a one"));
+    let bin = stalling_git(&s.dir.join("bin"), "fetch");
+    let mut c = on("start-experiment.sh", b);
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        c.get_envs()
+            .find(|(k, _)| *k == "PATH")
+            .and_then(|(_, v)| v)
+            .map(|v| v.to_string_lossy().to_string())
+            .unwrap_or_default()
+    );
+    c.args([
+        "--name",
+        "Shared cache",
+        "--hypothesis",
+        "b's hypothesis",
+        "--success-criteria",
+        "s",
+        "--failure-criteria",
+        "f",
+    ])
+    .env("PATH", path)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .process_group(0);
+    let mut child = c.spawn().expect("spawn");
+    let reached = bin.join("reached");
+    crate::util::wait_for(Duration::from_secs(60), "git fetch to start", || {
+        reached.exists()
+    });
+    // SAFETY: kill(2) of the process group this test made.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+    let _ = child.wait();
+    let folder = git(
+        b,
+        &[
+            "log",
+            "-1",
+            "--format=",
+            "--name-only",
+            "--",
+            "experiments/active",
+        ],
+    )
+    .lines()
+    .find_map(|l| l.strip_suffix("/hypothesis.md").map(String::from))
+    .expect("b's experiment is committed on b");
+    let moved = format!("{folder}-2");
+
+    // a's experiment in the same folder.
+    let b_hyp = std::fs::read_to_string(b.join(&folder).join("hypothesis.md")).expect("read");
+    let b_log = std::fs::read(b.join(&folder).join("log.md")).expect("read");
+    let a_hyp = b_hyp
+        .replace("Shared cache", "Shared cache!")
+        .replace("b's hypothesis", "a's hypothesis");
+    std::fs::create_dir_all(a.join(&folder)).expect("mkdir");
+    std::fs::write(a.join(&folder).join("log.md"), &b_log).expect("write");
+    commit_by_hand(a, &format!("{folder}/hypothesis.md"), &a_hyp);
+    sh_git(a, &["add", &format!("{folder}/log.md")]);
+    sh_git(
+        a,
+        &[
+            "-c",
+            "user.name=U",
+            "-c",
+            "user.email=u@x",
+            "commit",
+            "-q",
+            "--amend",
+            "--no-edit",
+        ],
+    );
+    ok(&push_sync(a));
+
+    if let Some(stage) = crash {
+        let mut c = on("record-heuristic.sh", b);
+        c.args(["--domain", "d", "--rule", "b crashed", "--explanation", "x"])
+            .env("ELF_COMMIT_CRASH", stage);
+        let o = run(c);
+        assert_ne!(o.status.code(), None);
+    }
+    ok(&heuristic(b, "d", "b one"));
+    assert_converged(&s);
+
+    let remote = |p: &str| {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(s.bare())
+            .args(["show", &format!("main:{p}")])
+            .output()
+            .expect("git show");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(remote(&format!("{folder}/hypothesis.md")), a_hyp);
+    assert_eq!(remote(&format!("{moved}/hypothesis.md")), b_hyp);
+    assert_eq!(remote(&format!("{moved}/log.md")).as_bytes(), &b_log[..]);
+    let files = git(
+        &s.bare(),
+        &["ls-tree", "-r", "--name-only", "main", "experiments/active"],
+    );
+    assert_eq!(files.lines().count(), 4, "{files}");
+    let log = git(&s.bare(), &["log", "--format=%s", "main"]);
+    let n = log
+        .lines()
+        .filter(|l| l.starts_with("experiment: "))
+        .count();
+    assert_eq!(n, 1, "b's experiment committed once: {log}");
+    for m in [a, b] {
+        let r = rows(m, "SELECT name, folder_path FROM experiments ORDER BY name");
+        let got: Vec<(String, String)> = r
+            .iter()
+            .map(|r| {
+                let f = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+                (f("name"), f("folder_path"))
+            })
+            .collect();
+        if m == b {
+            assert!(
+                got.contains(&("Shared cache".to_string(), moved.clone())),
+                "{}: {got:?}",
+                m.display()
+            );
+        }
+        assert!(
+            got.iter()
+                .all(|(_, f)| m.join(f).join("hypothesis.md").is_file()),
+            "{}: {got:?}",
+            m.display()
+        );
+    }
+    let pending = rows(
+        b,
+        "SELECT count(*) AS n FROM elf_journal WHERE done_at IS NULL",
+    );
+    assert_eq!(pending[0]["n"].as_u64(), Some(0));
+}
+
+#[test]
+fn experiments_of_one_folder_name_on_two_machines_both_survive() {
+    experiments_claiming_one_folder(None);
+}
+
+#[test]
+fn experiments_of_one_folder_name_survive_a_kill_9_while_the_files_move() {
+    experiments_claiming_one_folder(Some("files"));
+}
+
+#[test]
+fn experiments_of_one_folder_name_survive_a_kill_9_after_the_push() {
+    experiments_claiming_one_folder(Some("pushed"));
+}

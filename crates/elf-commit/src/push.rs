@@ -18,6 +18,7 @@ use elf_core::record::Record;
 use elf_core::{Error, Result, exit};
 
 use crate::git::Repo;
+use crate::rebase;
 use crate::remote::{self, Outcome, Remote, Report};
 
 pub const FLAG_PUSH: Flag = Flag::new("push", "Push each commit to REMOTE")
@@ -213,7 +214,9 @@ pub fn annotate(rec: &mut Record, p: &Pushed) {
             }
         }
         for (from, to, k) in &p.report.renames {
-            if k.as_deref() == Some(key.as_str()) {
+            if k.is_none() {
+                rebase::move_write_paths(rec, from, to);
+            } else if k.as_deref() == Some(key.as_str()) {
                 if let Some(Value::Object(w)) = rec.get_mut("write") {
                     if w.get("path").and_then(Value::as_str) == Some(from.as_str()) {
                         w.insert("path".into(), Value::from(to.clone()));

@@ -9,6 +9,11 @@
 //!   and ours after them, the same on every machine;
 //! - a new heuristics file whose domain the base has too: the base's file, then our entries
 //!   (our copy of the header, identical, is dropped);
+//! - an experiment's folder (`experiments/active/STAMP_SLUG/`, claimed with mkdir by
+//!   start-experiment.sh) whose name the base already has with another `hypothesis.md` (two
+//!   experiments of one slug started in the same second on two machines): our whole folder
+//!   takes `STAMP_SLUG-2` (or the first free `-N`), the rule a claim on one machine follows,
+//!   and later local commits follow it there;
 //! - any other new file whose name the base already has with other content (two failures
 //!   with the same title on the same day on two machines): ours takes `NAME-2.md` (or the
 //!   first free `-N`), elf-write's unique-name rule;
@@ -23,14 +28,39 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use std::path::Path;
+
 use git2::build::TreeUpdateBuilder;
 use git2::{Commit, Delta, FileMode, ObjectType, Oid, Repository, Sort, Tree};
 
 use crate::repository::git_error;
 use elf_core::Error;
+use elf_core::record::Record;
+use serde_json::Value;
 
 /// The folder of the heuristics files.
 pub const HEURISTICS: &str = "memory/heuristics/";
+
+/// The folder of the experiments' folders.
+pub const EXPERIMENTS: &str = "experiments/active/";
+
+/// The experiment folder `path` lies in (`experiments/active/NAME`), if any.
+pub fn experiment_folder(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix(EXPERIMENTS)?;
+    let i = rest.find('/').filter(|&i| i > 0)?;
+    Some(&path[..EXPERIMENTS.len() + i])
+}
+
+/// `path` where the replay put it: a file renamed, or a file in a folder renamed.
+fn follow(path: &str, moved: &BTreeMap<String, String>, dirs: &BTreeMap<String, String>) -> String {
+    if let Some(to) = moved.get(path) {
+        return to.clone();
+    }
+    match experiment_folder(path).and_then(|d| dirs.get(d).map(|to| (d, to))) {
+        Some((d, to)) => format!("{to}{}", &path[d.len()..]),
+        None => path.to_string(),
+    }
+}
 
 /// A change both sides made that no rule resolves.
 #[derive(Debug)]
@@ -49,7 +79,8 @@ pub struct LocalEntry {
 pub struct Replayed {
     /// The new head.
     pub head: Option<Oid>,
-    /// Files renamed because the base had their name: (from, to, the record key of the file).
+    /// Files renamed because the base had their name: (from, to, the record key of the file);
+    /// an experiment's folder renamed: (folder, new folder, None).
     pub renames: Vec<(String, String, Option<String>)>,
     /// Record keys whose entry took a new id: key -> new id.
     pub renumbered: BTreeMap<String, u64>,
@@ -96,7 +127,7 @@ pub fn blob_at(
     tree: &Tree,
     path: &str,
 ) -> Result<Option<(Oid, Vec<u8>)>, Error> {
-    match tree.get_path(std::path::Path::new(path)) {
+    match tree.get_path(Path::new(path)) {
         Ok(e) if e.kind() == Some(ObjectType::Blob) => {
             let b = repo
                 .find_blob(e.id())
@@ -136,7 +167,7 @@ fn heading(line: &[u8]) -> Option<(u64, String)> {
 /// Every heading id of the heuristics files of `tree`.
 pub fn tree_ids(repo: &Repository, tree: &Tree) -> Result<BTreeSet<u64>, Error> {
     let mut ids = BTreeSet::new();
-    let Ok(e) = tree.get_path(std::path::Path::new(HEURISTICS.trim_end_matches('/'))) else {
+    let Ok(e) = tree.get_path(Path::new(HEURISTICS.trim_end_matches('/'))) else {
         return Ok(ids);
     };
     let Ok(sub) = repo.find_tree(e.id()) else {
@@ -279,6 +310,27 @@ fn header_len(text: &[u8]) -> usize {
     text.len()
 }
 
+/// Points the writes of `rec` (one or a list) into the folder `from` at the folder `to`;
+/// whether any was.
+pub fn move_write_paths(rec: &mut Record, from: &str, to: &str) -> bool {
+    let mut any = false;
+    let mut one = |w: &mut Value| {
+        let Some(Value::String(p)) = w.get_mut("path") else {
+            return;
+        };
+        if let Some(rest) = p.strip_prefix(from).filter(|r| r.starts_with('/')) {
+            *p = format!("{to}{rest}");
+            any = true;
+        }
+    };
+    match rec.get_mut("write") {
+        Some(Value::Array(ws)) => ws.iter_mut().for_each(&mut one),
+        Some(w) => one(w),
+        None => {}
+    }
+    any
+}
+
 /// A free name for `path` in `taken`: `NAME-2.md`, `NAME-3.md`, ...
 fn free_name(path: &str, taken: &dyn Fn(&str) -> bool) -> String {
     let (stem, ext) = match path.rfind('.') {
@@ -289,6 +341,15 @@ fn free_name(path: &str, taken: &dyn Fn(&str) -> bool) -> String {
         .map(|n| format!("{stem}-{n}{ext}"))
         .find(|p| !taken(p))
         .unwrap_or_else(|| path.to_string())
+}
+
+/// A free name for the folder `dir` in `taken`: `DIR-2`, `DIR-3`, ... (start-experiment.sh's
+/// claim).
+fn free_folder(dir: &str, taken: &dyn Fn(&str) -> bool) -> String {
+    (2..)
+        .map(|n| format!("{dir}-{n}"))
+        .find(|p| !taken(p))
+        .unwrap_or_else(|| dir.to_string())
 }
 
 /// Replays `commits` onto `onto`, renumbering the headings in `ids`.
@@ -302,15 +363,56 @@ pub fn replay(
     let mut base = repo
         .find_commit(onto)
         .map_err(|e| git_error("reading the remote's head", &e))?;
-    // Paths a local file was renamed to, so that later local commits follow it.
+    // Paths a local file was renamed to, and experiment folders, so that later local commits
+    // follow them.
     let mut moved: BTreeMap<String, String> = BTreeMap::new();
+    let mut dirs: BTreeMap<String, String> = BTreeMap::new();
+    // Our own folders are taken too: a second experiment of the slug may have claimed `-2` here.
+    let ours = match commits.last() {
+        Some(c) => Some(c.tree().map_err(|e| git_error("reading a tree", &e))?),
+        None => None,
+    };
     for c in commits {
         let bt = base.tree().map_err(|e| git_error("reading a tree", &e))?;
         let mut upd = TreeUpdateBuilder::new();
         let mut touched = false;
         let mut added_names: BTreeSet<String> = BTreeSet::new();
-        for (path, old, new) in changes(repo, c)? {
-            let path = moved.get(&path).cloned().unwrap_or(path);
+        let changes = changes(repo, c)?;
+        // An experiment's folder moves whole, decided before any of its files is replayed.
+        for (path, old, new) in &changes {
+            let (None, Some((_, n))) = (old, new) else {
+                continue;
+            };
+            let path = follow(path, &moved, &dirs);
+            let Some(dir) = experiment_folder(&path) else {
+                continue;
+            };
+            if path[dir.len()..] != *"/hypothesis.md" || bt.get_path(Path::new(dir)).is_err() {
+                continue;
+            }
+            if blob_at(repo, &bt, &path)?.is_some_and(|(_, b)| b == *n) {
+                continue; // our own experiment, already there
+            }
+            // A folder of ours holding this very experiment is not taken: a run killed while
+            // the files moved has replayed the record into the folder it was moved to.
+            let mine = |t: &Tree, p: &str| {
+                t.get_path(Path::new(p)).is_ok()
+                    && !matches!(
+                        blob_at(repo, t, &format!("{p}/hypothesis.md")),
+                        Ok(Some((_, ref b))) if b == n
+                    )
+            };
+            let taken = |p: &str| {
+                dirs.values().any(|d| d == p)
+                    || bt.get_path(Path::new(p)).is_ok()
+                    || ours.as_ref().is_some_and(|t| mine(t, p))
+            };
+            let to = free_folder(dir, &taken);
+            out.renames.push((dir.to_string(), to.clone(), None));
+            dirs.insert(dir.to_string(), to);
+        }
+        for (path, old, new) in changes {
+            let path = follow(&path, &moved, &dirs);
             let cur = blob_at(repo, &bt, &path)?;
             let heur = path.starts_with(HEURISTICS) && path.ends_with(".md");
             let conflict = || {
@@ -347,9 +449,8 @@ pub fn replay(
                         Some(v)
                     }
                     Some(_) => {
-                        let taken = |p: &str| {
-                            added_names.contains(p) || bt.get_path(std::path::Path::new(p)).is_ok()
-                        };
+                        let taken =
+                            |p: &str| added_names.contains(p) || bt.get_path(Path::new(p)).is_ok();
                         let to = free_name(&path, &taken);
                         added_names.insert(to.clone());
                         out.renames.push((path.clone(), to.clone(), last_key(&n)));
@@ -449,6 +550,48 @@ mod tests {
         let taken = |p: &str| p == "a/x.md" || p == "a/x-2.md";
         assert_eq!(free_name("a/x.md", &taken), "a/x-3.md");
         assert_eq!(free_name("a.b/x", &|_| false), "a.b/x-2");
+    }
+
+    #[test]
+    fn experiment_folders_and_their_files_follow_a_move() {
+        assert_eq!(
+            experiment_folder("experiments/active/20261205-010203_x/log.md"),
+            Some("experiments/active/20261205-010203_x")
+        );
+        assert_eq!(experiment_folder("experiments/active/x"), None);
+        assert_eq!(experiment_folder("memory/failures/x.md"), None);
+        let dirs = BTreeMap::from([(
+            "experiments/active/s_x".to_string(),
+            "experiments/active/s_x-2".to_string(),
+        )]);
+        let moved = BTreeMap::new();
+        assert_eq!(
+            follow("experiments/active/s_x/log.md", &moved, &dirs),
+            "experiments/active/s_x-2/log.md"
+        );
+        assert_eq!(
+            follow("experiments/active/s_xy/log.md", &moved, &dirs),
+            "experiments/active/s_xy/log.md"
+        );
+        let taken = |p: &str| p == "e/a" || p == "e/a-2";
+        assert_eq!(free_folder("e/a", &taken), "e/a-3");
+    }
+
+    #[test]
+    fn writes_into_a_moved_folder_follow_it_and_no_others() {
+        let mut rec: Record = serde_json::from_str(
+            r#"{"write":[{"path":"e/a_x/hypothesis.md"},{"path":"e/a_x/log.md"},{"path":"e/a_xy/log.md"}]}"#,
+        )
+        .expect("json");
+        assert!(move_write_paths(&mut rec, "e/a_x", "e/a_x-2"));
+        assert_eq!(
+            Value::Object(rec).to_string(),
+            r#"{"write":[{"path":"e/a_x-2/hypothesis.md"},{"path":"e/a_x-2/log.md"},{"path":"e/a_xy/log.md"}]}"#
+        );
+        let mut one: Record = serde_json::from_str(r#"{"write":{"path":"m/f.md"}}"#).expect("json");
+        assert!(!move_write_paths(&mut one, "e/a_x", "e/a_x-2"));
+        assert!(move_write_paths(&mut one, "m", "n"));
+        assert_eq!(one["write"]["path"], "n/f.md");
     }
 
     #[test]

@@ -199,9 +199,11 @@ pub fn move_heuristics(
     Ok(map)
 }
 
-/// The failure rows follow their files renamed by the replay: (from, to, the file's record
-/// key), in one transaction. The row is the record's (by the journal) when the key is known
-/// there, else the failure row of the old path.
+/// The rows follow their files renamed by the replay, in one transaction: a failure file
+/// (from, to, the file's record key): the record's row (by the journal) when the key is known
+/// there, else the failure row of the old path; an experiment's folder (from, to, None): the
+/// experiment row of the old folder, and the records not yet finished that write into it (a
+/// run killed during its push replays its record into the folder it now has).
 pub fn follow_renames(
     db: Option<&Path>,
     timeout: Duration,
@@ -216,14 +218,29 @@ pub fn follow_renames(
     }) else {
         return Ok(());
     };
-    if !has_table(&conn, "learnings")? {
-        return Ok(());
-    }
+    let learnings = has_table(&conn, "learnings")?;
+    let experiments = has_table(&conn, "experiments")?;
     let journal = has_table(&conn, "elf_journal")?;
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(|e| db_error(&e))?;
     for (from, to, key) in renames {
+        if key.is_none() && from.starts_with(crate::rebase::EXPERIMENTS) {
+            if experiments {
+                tx.execute(
+                    "UPDATE experiments SET folder_path = ?1 WHERE folder_path = ?2",
+                    params![to, from],
+                )
+                .map_err(|e| db_error(&e))?;
+            }
+            if journal {
+                move_journaled_writes(&tx, from, to)?;
+            }
+            continue;
+        }
+        if !learnings {
+            continue;
+        }
         let id: Option<i64> = match key {
             Some(k) if journal => tx
                 .query_row(
@@ -249,6 +266,42 @@ pub fn follow_renames(
         .map_err(|e| db_error(&e))?;
     }
     tx.commit().map_err(|e| db_error(&e))
+}
+
+/// The records not yet finished whose writes go into the folder `from` write into `to`.
+fn move_journaled_writes(tx: &rusqlite::Transaction, from: &str, to: &str) -> Result<(), Error> {
+    let mut found = Vec::new();
+    {
+        let mut q = tx
+            .prepare(
+                "SELECT key, record FROM elf_journal
+                 WHERE done_at IS NULL AND instr(record, ?1) > 0",
+            )
+            .map_err(|e| db_error(&e))?;
+        let rows = q
+            .query_map([format!("{from}/")], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(|e| db_error(&e))?;
+        for row in rows {
+            found.push(row.map_err(|e| db_error(&e))?);
+        }
+    }
+    for (key, text) in found {
+        let Ok(mut rec) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&text)
+        else {
+            continue;
+        };
+        if !crate::rebase::move_write_paths(&mut rec, from, to) {
+            continue;
+        }
+        tx.execute(
+            "UPDATE elf_journal SET record = ?1 WHERE key = ?2",
+            params![serde_json::Value::Object(rec).to_string(), key],
+        )
+        .map_err(|e| db_error(&e))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
