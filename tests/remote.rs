@@ -304,15 +304,11 @@ fn stalling_git(dir: &Path, verb: &str) -> std::path::PathBuf {
     bin
 }
 
-/// A record on b killed (the script, elf-commit and git, the whole process group) while its
-/// `git VERB` runs; the next run finishes: every record once on the remote, nothing lost.
-fn killed_during(verb: &str) {
+/// Runs `c` (a script on a machine) with a `git` first on PATH that stalls at `verb`, and
+/// kills its whole process group (the script, elf-commit and git) once git is there.
+fn kill_at_git(mut c: Command, dir: &Path, verb: &str) {
     use std::os::unix::process::CommandExt;
-    let s = shared(2, false);
-    let (a, b) = (&s.machines[0], &s.machines[1]);
-    ok(&heuristic(a, "d", "a one"));
-    let bin = stalling_git(&s.dir.join("bin"), verb);
-    let mut c = on("record-heuristic.sh", b);
+    let bin = stalling_git(dir, verb);
     let path = format!(
         "{}:{}",
         bin.display(),
@@ -322,11 +318,10 @@ fn killed_during(verb: &str) {
             .map(|v| v.to_string_lossy().to_string())
             .unwrap_or_default()
     );
-    c.args(["--domain", "d", "--rule", "b one", "--explanation", "x"])
-        .env("PATH", path)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+    c.env("PATH", path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .process_group(0);
     let mut child = c.spawn().expect("spawn");
     let reached = bin.join("reached");
@@ -334,6 +329,17 @@ fn killed_during(verb: &str) {
     // SAFETY: kill(2) of the process group this test made.
     unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
     let _ = child.wait();
+}
+
+/// A record on b killed (the script, elf-commit and git, the whole process group) while its
+/// `git VERB` runs; the next run finishes: every record once on the remote, nothing lost.
+fn killed_during(verb: &str) {
+    let s = shared(2, false);
+    let (a, b) = (&s.machines[0], &s.machines[1]);
+    ok(&heuristic(a, "d", "a one"));
+    let mut c = on("record-heuristic.sh", b);
+    c.args(["--domain", "d", "--rule", "b one", "--explanation", "x"]);
+    kill_at_git(c, &s.dir.join("bin"), verb);
     ok(&heuristic(b, "d", "b two"));
     assert_converged(&s);
     let log = git(&s.bare(), &["log", "--format=%s", "main"]);
@@ -361,21 +367,10 @@ fn kill_9_during_git_push_is_finished_by_the_next_run() {
 /// b's); b's next runs (the first killed at `crash`, if any) move b's whole folder to `-2`,
 /// with its row and its journaled record, and nothing is lost or merged.
 fn experiments_claiming_one_folder(crash: Option<&str>) {
-    use std::os::unix::process::CommandExt;
     let s = shared(2, false);
     let (a, b) = (&s.machines[0], &s.machines[1]);
     ok(&heuristic(a, "d", "a one"));
-    let bin = stalling_git(&s.dir.join("bin"), "fetch");
     let mut c = on("start-experiment.sh", b);
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        c.get_envs()
-            .find(|(k, _)| *k == "PATH")
-            .and_then(|(_, v)| v)
-            .map(|v| v.to_string_lossy().to_string())
-            .unwrap_or_default()
-    );
     c.args([
         "--name",
         "Shared cache",
@@ -385,20 +380,8 @@ fn experiments_claiming_one_folder(crash: Option<&str>) {
         "s",
         "--failure-criteria",
         "f",
-    ])
-    .env("PATH", path)
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .process_group(0);
-    let mut child = c.spawn().expect("spawn");
-    let reached = bin.join("reached");
-    crate::util::wait_for(Duration::from_secs(60), "git fetch to start", || {
-        reached.exists()
-    });
-    // SAFETY: kill(2) of the process group this test made.
-    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-    let _ = child.wait();
+    ]);
+    kill_at_git(c, &s.dir.join("bin"), "fetch");
     let folder = git(
         b,
         &[
@@ -423,21 +406,8 @@ fn experiments_claiming_one_folder(crash: Option<&str>) {
         .replace("b's hypothesis", "a's hypothesis");
     std::fs::create_dir_all(a.join(&folder)).expect("mkdir");
     std::fs::write(a.join(&folder).join("log.md"), &b_log).expect("write");
-    commit_by_hand(a, &format!("{folder}/hypothesis.md"), &a_hyp);
     sh_git(a, &["add", &format!("{folder}/log.md")]);
-    sh_git(
-        a,
-        &[
-            "-c",
-            "user.name=U",
-            "-c",
-            "user.email=u@x",
-            "commit",
-            "-q",
-            "--amend",
-            "--no-edit",
-        ],
-    );
+    commit_by_hand(a, &format!("{folder}/hypothesis.md"), &a_hyp);
     ok(&push_sync(a));
 
     if let Some(stage) = crash {
@@ -450,15 +420,7 @@ fn experiments_claiming_one_folder(crash: Option<&str>) {
     ok(&heuristic(b, "d", "b one"));
     assert_converged(&s);
 
-    let remote = |p: &str| {
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(s.bare())
-            .args(["show", &format!("main:{p}")])
-            .output()
-            .expect("git show");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let remote = |p: &str| remote_file(&s, p);
     assert_eq!(remote(&format!("{folder}/hypothesis.md")), a_hyp);
     assert_eq!(remote(&format!("{moved}/hypothesis.md")), b_hyp);
     assert_eq!(remote(&format!("{moved}/log.md")).as_bytes(), &b_log[..]);
