@@ -625,6 +625,72 @@ fn kill_9_of_elf_lock_never_frees_the_lock_while_a_process_of_the_command_runs()
     }
 }
 
+/// The same kill of the whole group with `-o`, on a busy machine: the keeper is forked just
+/// before the command may run and is often not yet scheduled when the command starts. It must
+/// already be out of elf-lock's group then, or the kill takes it along and frees the lock while
+/// the command's processes run.
+#[test]
+fn kill_9_of_the_whole_group_on_a_busy_machine_never_frees_an_o_lock_while_the_command_runs() {
+    use std::os::unix::process::CommandExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let busy: Vec<_> = (0..3)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            })
+        })
+        .collect();
+    let mut bad = Vec::new();
+    let forms: [(&[&str], &[&str]); 2] = [
+        (&["-o", "L"], &["L"]),
+        (&["-o", "--mkdir", "D"], &["--mkdir", "D"]),
+    ];
+    for (flags, probe_args) in forms {
+        for _ in 0..scale(20, 100) {
+            let dir = TempDir::new();
+            let mut c = lock();
+            c.current_dir(dir.path())
+                .process_group(0)
+                .args(flags)
+                .args(["-c", "sleep 120 & echo $!; wait"]);
+            let h = Holder::start(c);
+            let grandchild: i64 = h.first.parse().expect("grandchild pid");
+            // SAFETY: kill(2) on the process group our child leads.
+            unsafe { libc::kill(-(h.child.id() as i32), libc::SIGKILL) };
+            let mut holder = h.child;
+            holder.wait().expect("reap elf-lock");
+            wait_for(LIMIT, "the lock to be free", || {
+                match probe(dir.path(), probe_args, grandchild) {
+                    None => false,
+                    Some(state) => {
+                        if !matches!(state, None | Some('Z')) {
+                            bad.push(format!("{flags:?}: process {grandchild} ({state:?})"));
+                            // SAFETY: kill(2) on a process this test started.
+                            unsafe { libc::kill(grandchild as i32, libc::SIGKILL) };
+                        }
+                        true
+                    }
+                }
+            });
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in busy {
+        t.join().expect("busy thread");
+    }
+    assert!(
+        bad.is_empty(),
+        "got the lock while the command's process runs, {} times: {bad:?}",
+        bad.len()
+    );
+}
+
 #[test]
 fn a_signal_to_elf_lock_ends_everything_the_command_started() {
     use std::os::unix::process::CommandExt;

@@ -240,6 +240,11 @@ impl Keeper {
         if pid < 0 {
             return Err(io::Error::last_os_error());
         }
+        // Also in the keeper: whichever runs first, the keeper has left elf-lock's process
+        // group before the command may exec, so a kill of that whole group (`kill -9 -PGID`)
+        // can never take the keeper along while the command runs.
+        // SAFETY: setpgid(2) on our own child, which never execs.
+        unsafe { libc::setpgid(pid, pid) };
         // SAFETY: the read end is the keeper's; ours is closed once, here.
         unsafe { libc::close(pipe.read) };
         let line = pipe.write;
