@@ -214,7 +214,7 @@ pub fn annotate(rec: &mut Record, p: &Pushed) {
             }
         }
         for (from, to, k) in &p.report.renames {
-            if k.is_none() {
+            if k.is_none() && from.starts_with(rebase::EXPERIMENTS) {
                 rebase::move_write_paths(rec, from, to);
             } else if k.as_deref() == Some(key.as_str()) {
                 if let Some(Value::Object(w)) = rec.get_mut("write") {

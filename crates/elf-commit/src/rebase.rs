@@ -27,7 +27,6 @@
 //! gives the same commits (a run that was killed and is run again makes no new objects).
 
 use std::collections::{BTreeMap, BTreeSet};
-
 use std::path::Path;
 
 use git2::build::TreeUpdateBuilder;
